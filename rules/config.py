@@ -1,0 +1,348 @@
+"""The rules file: its schema, and parsing TOML text into validated `Rules`.
+
+Parsing is pure (text in, `Rules` or `RulesError` out); reading the file is the caller's job.
+Errors are located: each names the key path and, where it can be found, the line.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass
+from datetime import time
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+PRIORITIES = ("P0", "P1", "P2", "P3")
+TRACKS = ("high_touch", "standard", "self_serve")
+STAGES = ("Onboarding", "Activation", "Adoption", "Expansion", "Renewal", "Churn risk")
+
+Positive = Annotated[float, Field(gt=0)]
+NonNegative = Annotated[float, Field(ge=0)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Step(_Strict):
+    event: str = Field(min_length=1, max_length=200)
+    name: str = Field(min_length=1, max_length=200)
+    stall_after_hours: Positive = 48
+
+
+class Journey(_Strict):
+    activation_event: str = Field(min_length=1, max_length=200)
+    checkpoint_days: Positive = 14
+    renewal_window_days: Positive = 60
+    steps: list[Step] = Field(min_length=1, max_length=50)
+
+    @model_validator(mode="after")
+    def _distinct_events(self) -> "Journey":
+        seen: set[str] = set()
+        for step in self.steps:
+            if step.event in seen:
+                raise ValueError(f"step event {step.event!r} is listed twice")
+            seen.add(step.event)
+        if self.activation_event in seen:
+            raise ValueError("the activation event must not also be an onboarding step")
+        return self
+
+    @property
+    def first_step(self) -> Step:
+        return self.steps[0]
+
+    def step(self, event: str) -> Step | None:
+        return next((s for s in self.steps if s.event == event), None)
+
+
+class TrackRule(_Strict):
+    track: Literal["high_touch", "standard", "self_serve"]
+    min_arr: NonNegative | None = None
+    max_arr: NonNegative | None = None
+    plans: list[str] | None = None
+    min_seats: int | None = Field(default=None, ge=0)
+    max_seats: int | None = Field(default=None, ge=0)
+
+    @model_validator(mode="after")
+    def _has_condition(self) -> "TrackRule":
+        if all(v is None for v in (self.min_arr, self.max_arr, self.plans, self.min_seats, self.max_seats)):
+            raise ValueError("a track rule needs at least one condition (min_arr, max_arr, plans, min_seats, max_seats)")
+        return self
+
+
+class Tracks(_Strict):
+    default: Literal["high_touch", "standard", "self_serve"] = "standard"
+    rules: list[TrackRule] = Field(default_factory=list)
+
+
+class RuleBase(_Strict):
+    enabled: bool = True
+    weight: Positive = 1.0
+
+
+class TicketSpike(RuleBase):
+    window_days: Positive = 7
+    min_tickets: int = Field(default=3, ge=1)
+    min_same_topic: int = Field(default=2, ge=1)
+
+
+class UsageDrop(RuleBase):
+    ratio: float = Field(default=0.5, gt=0, lt=1)
+    min_previous_days: int = Field(default=2, ge=1, le=7)
+
+
+class RenewalRisk(RuleBase):
+    weight: Positive = 1.5
+    within_days: Positive = 60
+
+
+class StallRules(_Strict):
+    step_stall: RuleBase = RuleBase()
+    not_activated: RuleBase = RuleBase()
+    ticket_spike: TicketSpike = TicketSpike()
+    usage_drop: UsageDrop = UsageDrop()
+    renewal_risk: RenewalRisk = RenewalRisk()
+    payment_failed: RuleBase = RuleBase(weight=1.2)
+
+
+class Scoring(_Strict):
+    per_day_past_threshold: NonNegative = 0.1
+    max_time_factor: float = Field(default=3.0, ge=1)
+    per_open_ticket: NonNegative = 0.05
+    max_ticket_factor: float = Field(default=1.5, ge=1)
+    payment_failed: NonNegative = 0.25
+    renewal_near: NonNegative = 0.2
+    stage_weights: dict[str, Positive] = Field(default_factory=lambda: {s: 1.0 for s in STAGES})
+
+    @field_validator("stage_weights")
+    @classmethod
+    def _known_stages(cls, weights: dict[str, float]) -> dict[str, float]:
+        unknown = sorted(set(weights) - set(STAGES))
+        if unknown:
+            raise ValueError(f"unknown stage {unknown[0]!r}; stages are {', '.join(STAGES)}")
+        return {s: weights.get(s, 1.0) for s in STAGES}
+
+
+class Priorities(_Strict):
+    P0: NonNegative = 25000
+    P1: NonNegative = 10000
+    P2: NonNegative = 2000
+
+    @model_validator(mode="after")
+    def _descending(self) -> "Priorities":
+        if not (self.P0 >= self.P1 >= self.P2):
+            raise ValueError("priority bands must satisfy P0 >= P1 >= P2")
+        return self
+
+    def band(self, score: float) -> str:
+        if score >= self.P0:
+            return "P0"
+        if score >= self.P1:
+            return "P1"
+        if score >= self.P2:
+            return "P2"
+        return "P3"
+
+
+_HHMM = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
+
+
+def _clock(value: str) -> time:
+    if not isinstance(value, str) or not _HHMM.match(value):
+        raise ValueError("must be a time of day written HH:MM, e.g. \"08:30\"")
+    hours, minutes = value.split(":")
+    return time(int(hours), int(minutes))
+
+
+class Routing(_Strict):
+    realtime: list[Literal["P0", "P1", "P2", "P3"]] = Field(default_factory=lambda: ["P0", "P1"])
+    quiet_hours_start: str | None = "20:00"
+    quiet_hours_end: str | None = "08:00"
+    hourly_budget_per_csm: int = Field(default=6, ge=1)
+    escalate_p0_after_minutes: Positive = 60
+    scan_interval_minutes: Positive = 5
+
+    @field_validator("quiet_hours_start", "quiet_hours_end")
+    @classmethod
+    def _check_clock(cls, value: str | None) -> str | None:
+        if value is not None:
+            _clock(value)
+        return value
+
+    def in_quiet_hours(self, local: time) -> bool:
+        """Whether a local time of day falls in quiet hours (the window may wrap midnight)."""
+        if not self.quiet_hours_start or not self.quiet_hours_end:
+            return False
+        start, end = _clock(self.quiet_hours_start), _clock(self.quiet_hours_end)
+        if start == end:
+            return False
+        if start < end:
+            return start <= local < end
+        return local >= start or local < end
+
+
+class Digest(_Strict):
+    time: str = "09:00"
+    timezone: str = "UTC"
+    max_items: int = Field(default=40, ge=1, le=500)
+
+    @field_validator("time")
+    @classmethod
+    def _check_time(cls, value: str) -> str:
+        _clock(value)
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _check_zone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError  # tz database lookup, no clock
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {value!r} (use an IANA name like \"Europe/Paris\")") from exc
+        return value
+
+    @property
+    def clock(self) -> time:
+        return _clock(self.time)
+
+
+class Outreach(_Strict):
+    max_recovery_attempts: int = Field(default=2, ge=1, le=10)
+    recheck_days: Positive = 3
+    min_days_between_emails: NonNegative = 7
+    help_url: str = ""
+    booking_url: str = ""
+
+
+class Rules(_Strict):
+    version: Literal[1] = 1
+    journey: Journey
+    tracks: Tracks = Tracks()
+    stall_rules: StallRules = StallRules()
+    scoring: Scoring = Scoring()
+    priorities: Priorities = Priorities()
+    routing: Routing = Routing()
+    digest: Digest = Digest()
+    schema_: dict[str, list[str]] = Field(default_factory=dict, alias="schema")
+    outreach: Outreach = Outreach()
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    def required_properties(self, event: str) -> list[str]:
+        return self.schema_.get(event, [])
+
+    def journey_fingerprint(self) -> str:
+        """What journey state depends on; when it changes, stored journey state is recomputed."""
+        steps = ";".join(f"{s.event}={s.stall_after_hours}" for s in self.journey.steps)
+        return f"{steps}|{self.journey.activation_event}|{self.journey.checkpoint_days}"
+
+
+@dataclass(frozen=True)
+class RuleProblem:
+    """One located problem in a rules file."""
+
+    source: str
+    key: str
+    message: str
+    line: int | None = None
+
+    def __str__(self) -> str:
+        where = f"{self.source}:{self.line}" if self.line else self.source
+        return f"{where}: {self.key}: {self.message}" if self.key else f"{where}: {self.message}"
+
+
+class RulesError(ValueError):
+    def __init__(self, problems: list[RuleProblem]):
+        self.problems = problems
+        super().__init__("\n".join(str(p) for p in problems))
+
+
+def parse_rules(text: str, source: str = "rules.toml") -> Rules:
+    """Parse and validate rules TOML; raise `RulesError` listing every located problem."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        line = getattr(exc, "lineno", None) or _line_from_message(str(exc))
+        raise RulesError([RuleProblem(source, "", f"not valid TOML: {exc}", line)]) from None
+    try:
+        return Rules.model_validate(data)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors(include_url=False):
+            path = _key_path(err["loc"])
+            problems.append(RuleProblem(source, path or "(top level)", _message(err), _find_line(text, err["loc"])))
+        raise RulesError(problems) from None
+
+
+def _message(err: dict) -> str:
+    msg = err["msg"]
+    if msg.startswith("Value error, "):
+        msg = msg[len("Value error, "):]
+    if err["type"] == "extra_forbidden":
+        return "unknown key (check the spelling against the packaged default rules)"
+    if err["type"] == "missing":
+        return "required key is missing"
+    return msg
+
+
+def _key_path(loc: tuple) -> str:
+    parts: list[str] = []
+    for item in loc:
+        if isinstance(item, int):
+            parts.append(f"[{item}]")
+        else:
+            name = "schema" if item == "schema_" else str(item)
+            parts.append(("." if parts else "") + name)
+    return "".join(parts)
+
+
+def _line_from_message(message: str) -> int | None:
+    match = re.search(r"line (\d+)", message)
+    return int(match.group(1)) if match else None
+
+
+def _find_line(text: str, loc: tuple) -> int | None:
+    """Best-effort line of the deepest key of `loc` that appears in the text.
+
+    Walks the key path through table headers (`[a.b]`, `[[a.b]]`, counting array entries)
+    and `key =` lines, so `journey.steps[2].stall_after_hours` points at the line inside the
+    third `[[journey.steps]]` table.
+    """
+    lines = text.splitlines()
+    names = ["schema" if p == "schema_" else p for p in loc]
+    best: int | None = None
+    start = 0
+    table: list[str] = []
+    i = 0
+    while i < len(names):
+        name = names[i]
+        if isinstance(name, int):
+            i += 1
+            continue
+        table.append(name)
+        dotted = ".".join(table)
+        nxt = names[i + 1] if i + 1 < len(names) else None
+        if isinstance(nxt, int):
+            header = re.compile(r"^\s*\[\[\s*" + re.escape(dotted) + r"\s*\]\]")
+            hits = [n for n in range(start, len(lines)) if header.match(lines[n])]
+            if nxt < len(hits):
+                start = hits[nxt]
+                best = start + 1
+            i += 2
+            continue
+        header = re.compile(r"^\s*\[\s*" + re.escape(dotted) + r"\s*\]")
+        key = re.compile(r"^\s*\"?" + re.escape(str(name)) + r"\"?\s*=")
+        found = None
+        for n in range(start, len(lines)):
+            if header.match(lines[n]) or (key.match(lines[n]) and n >= start):
+                found = n
+                break
+        if found is not None:
+            start = found
+            best = found + 1
+        i += 1
+    return best

@@ -1,0 +1,315 @@
+"""SQLModel tables for the Stallwatch domain (see DESIGN.md, "Domain").
+
+All datetimes are timezone-aware UTC (SQLModel's UTCDateTime: timestamptz on PostgreSQL). Hot paths (ingest, scan) use these tables through SQLAlchemy
+Core (`Model.__table__`) and batch their statements; the ORM classes serve the rest.
+Indexes are named after the query they serve.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Any, Optional
+
+from sqlalchemy import JSON, Column, Index, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+
+class Account(SQLModel, table=True):
+    __tablename__ = "account"
+    __table_args__ = (
+        Index("ix_account_stalled_at", "stalled_at"),  # due step stalls
+        Index("ix_account_checkpoint_at", "checkpoint_at"),  # due "not activated"
+        Index("ix_account_renewal_date", "renewal_date"),  # renewal risk
+        Index("ix_account_name_lower", "name_lower"),  # /journey lookup
+        Index("ix_account_domain", "domain"),
+        Index("ix_account_owner_email", "owner_email"),
+        Index("ix_account_signup_at", "signup_at"),  # funnel
+    )
+
+    id: str = Field(primary_key=True, max_length=255)  # Segment groupId
+    name: str = Field(default="", max_length=255)
+    name_lower: str = Field(default="", max_length=255)
+    domain: Optional[str] = Field(default=None, max_length=255)
+    plan: Optional[str] = Field(default=None, max_length=100)
+    arr: float = 0.0
+    seats: Optional[int] = None
+    employees: Optional[int] = None
+    owner_email: Optional[str] = Field(default=None, max_length=320)
+    owner_slack_id: Optional[str] = Field(default=None, max_length=64)
+    track: str = Field(default="standard", max_length=20)
+    status: str = Field(default="trialing", max_length=20)  # lifecycle
+    renewal_date: Optional[date] = None
+    stripe_customer_id: Optional[str] = Field(default=None, max_length=255)
+    # Journey: step event -> first time reached (ISO strings), and what follows from it.
+    steps: dict[str, str] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    signup_at: Optional[datetime] = None
+    activated_at: Optional[datetime] = None
+    stage: str = Field(default="Onboarding", max_length=20)
+    waiting_step: Optional[str] = Field(default=None, max_length=200)
+    waiting_since: Optional[datetime] = None
+    stalled_at: Optional[datetime] = None
+    checkpoint_at: Optional[datetime] = None
+    steps_done: int = 0
+    journey_version: str = Field(default="", max_length=64)
+    first_seen_at: Optional[datetime] = None
+    last_seen_at: Optional[datetime] = None
+    payment_failed_at: Optional[datetime] = None
+    created_at: datetime
+    updated_at: datetime
+
+
+class Contact(SQLModel, table=True):
+    __tablename__ = "contact"
+    __table_args__ = (
+        Index("ix_contact_account_id", "account_id"),
+        Index("ix_contact_email", "email"),
+    )
+
+    id: str = Field(primary_key=True, max_length=255)  # Segment userId
+    account_id: Optional[str] = Field(default=None, max_length=255)
+    email: Optional[str] = Field(default=None, max_length=320)
+    name: Optional[str] = Field(default=None, max_length=255)
+    first_name: Optional[str] = Field(default=None, max_length=255)
+    unsubscribed: bool = False
+    last_seen_at: Optional[datetime] = None
+    created_at: datetime
+    updated_at: datetime
+
+
+class Event(SQLModel, table=True):
+    __tablename__ = "event"
+    __table_args__ = (
+        # Idempotency: one row per (source, message id), whatever the redelivery.
+        UniqueConstraint("source", "message_id", name="uq_event_source_message"),
+        Index("ix_event_account_occurred", "account_id", "occurred_at"),  # /journey recent events
+        Index("ix_event_name_received", "name", "received_at"),  # volume anomalies
+    )
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    source: str = Field(max_length=20)  # "segment" | "stripe" | "tickets"
+    message_id: str = Field(max_length=255)
+    kind: str = Field(max_length=20)  # track, identify, group, page, stripe type, ticket
+    name: Optional[str] = Field(default=None, max_length=200)
+    account_id: Optional[str] = Field(default=None, max_length=255)
+    contact_id: Optional[str] = Field(default=None, max_length=255)
+    occurred_at: datetime
+    received_at: datetime
+    properties: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+
+
+class ActiveDay(SQLModel, table=True):
+    """One row per account and UTC day with any product activity (usage drop)."""
+
+    __tablename__ = "active_day"
+    __table_args__ = (Index("ix_active_day_day", "day", "account_id"),)
+
+    account_id: str = Field(primary_key=True, max_length=255)
+    day: date = Field(primary_key=True)
+
+
+class Ticket(SQLModel, table=True):
+    __tablename__ = "ticket"
+    __table_args__ = (
+        Index("ix_ticket_account_created", "account_id", "created_at"),
+        Index("ix_ticket_created", "created_at"),
+    )
+
+    id: str = Field(primary_key=True, max_length=255)
+    account_id: Optional[str] = Field(default=None, max_length=255)
+    requester_email: Optional[str] = Field(default=None, max_length=320)
+    status: str = Field(default="open", max_length=40)
+    topic: Optional[str] = Field(default=None, max_length=200)
+    subject: Optional[str] = Field(default=None, max_length=1000)
+    priority: Optional[str] = Field(default=None, max_length=40)
+    created_at: datetime
+    updated_at: datetime
+
+
+class Stall(SQLModel, table=True):
+    __tablename__ = "stall"
+    __table_args__ = (
+        # One open (or snoozed) stall per account and rule: open_key is set while the stall
+        # is live and NULL once closed, so closed rows never collide (NULLs are distinct).
+        UniqueConstraint("open_key", name="uq_stall_open_key"),
+        Index("ix_stall_status_score", "status", "score"),  # ranked open stalls
+        Index("ix_stall_account", "account_id"),
+        Index("ix_stall_assignee", "assignee"),
+    )
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    account_id: str = Field(max_length=255)
+    rule: str = Field(max_length=40)
+    step: Optional[str] = Field(default=None, max_length=200)
+    open_key: Optional[str] = Field(default=None, max_length=300)
+    status: str = Field(default="open", max_length=20)
+    opened_at: datetime
+    stalled_since: datetime
+    threshold_at: datetime
+    updated_at: datetime
+    resolved_at: Optional[datetime] = None
+    resolution: Optional[str] = Field(default=None, max_length=500)
+    resolved_by: Optional[str] = Field(default=None, max_length=64)
+    score: float = 0.0
+    severity: float = 1.0
+    priority: str = Field(default="P3", max_length=2)
+    why: str = Field(default="", max_length=1000)
+    detail: str = Field(default="", max_length=500)
+    stage: str = Field(default="Onboarding", max_length=20)
+    assignee: Optional[str] = Field(default=None, max_length=64)
+    snoozed_until: Optional[datetime] = None
+    snoozed_by: Optional[str] = Field(default=None, max_length=64)
+    recovery_attempts: int = 0
+    last_recovery_at: Optional[datetime] = None
+
+
+class Alert(SQLModel, table=True):
+    """A Slack message about a stall; one per stall, channel and kind, edited in place."""
+
+    __tablename__ = "alert"
+    __table_args__ = (UniqueConstraint("stall_id", "channel", "kind", name="uq_alert_stall_channel_kind"),)
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    stall_id: int = Field(index=True)
+    channel: str = Field(max_length=64)
+    ts: Optional[str] = Field(default=None, max_length=64)
+    kind: str = Field(default="ping", max_length=20)  # ping | escalation | winback
+    priority: str = Field(max_length=2)
+    created_at: datetime
+    updated_at: datetime
+    acked_by: Optional[str] = Field(default=None, max_length=64)
+    acked_at: Optional[datetime] = None
+
+
+class Draft(SQLModel, table=True):
+    __tablename__ = "draft"
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    stall_id: int = Field(index=True)
+    account_id: str = Field(max_length=255)
+    contact_id: Optional[str] = Field(default=None, max_length=255)
+    recipient: Optional[str] = Field(default=None, max_length=320)
+    subject: str = Field(default="", max_length=300)
+    body: str = Field(default="")
+    generated_subject: str = Field(default="", max_length=300)
+    generated_body: str = Field(default="")
+    source: str = Field(default="template", max_length=100)  # "template" or "llm:<model>"
+    status: str = Field(default="drafting", max_length=20)
+    blocked_reason: Optional[str] = Field(default=None, max_length=500)
+    created_by: Optional[str] = Field(default=None, max_length=64)
+    approved_by: Optional[str] = Field(default=None, max_length=64)
+    approved_at: Optional[datetime] = None
+    sent_at: Optional[datetime] = None
+    created_at: datetime
+    updated_at: datetime
+
+
+class DigestRun(SQLModel, table=True):
+    __tablename__ = "digest_run"
+    __table_args__ = (UniqueConstraint("day", "channel", name="uq_digest_day_channel"),)
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    day: date
+    channel: str = Field(max_length=64)
+    created_at: datetime
+    posted_at: Optional[datetime] = None
+    items: int = 0
+
+
+class AuditEntry(SQLModel, table=True):
+    __tablename__ = "audit_entry"
+    __table_args__ = (Index("ix_audit_stall", "stall_id", "at"),)
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    at: datetime
+    actor: str = Field(max_length=64)  # Slack user id, "system" or "cli"
+    action: str = Field(max_length=60)
+    stall_id: Optional[int] = None
+    account_id: Optional[str] = Field(default=None, max_length=255)
+    source: Optional[str] = Field(default=None, max_length=100)  # e.g. the Slack action id
+    detail: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+
+
+class TrackingIssue(SQLModel, table=True):
+    __tablename__ = "tracking_issue"
+    __table_args__ = (UniqueConstraint("kind", "event_name", "property", name="uq_tracking_issue"),)
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    kind: str = Field(max_length=40)  # missing_property | volume_drop
+    event_name: str = Field(max_length=200)
+    property: str = Field(default="", max_length=200)
+    first_seen_at: datetime
+    last_seen_at: datetime
+    count: int = 1
+    example_message_id: Optional[str] = Field(default=None, max_length=255)
+    detail: str = Field(default="", max_length=1000)
+    reported_at: Optional[datetime] = None
+    resolved_at: Optional[datetime] = None
+
+
+class SlackOutbox(SQLModel, table=True):
+    """Every outgoing Slack call, stored before it is sent and claimed atomically."""
+
+    __tablename__ = "slack_outbox"
+    __table_args__ = (
+        UniqueConstraint("key", name="uq_slack_outbox_key"),
+        Index("ix_slack_outbox_due", "status", "next_attempt_at"),
+    )
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    key: str = Field(max_length=300)  # idempotency key, e.g. "ping:42:C123"
+    method: str = Field(max_length=60)
+    channel: Optional[str] = Field(default=None, max_length=64)
+    payload: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    status: str = Field(default="pending", max_length=20)  # pending | sending | sent | failed
+    attempts: int = 0
+    next_attempt_at: datetime
+    claimed_by: Optional[str] = Field(default=None, max_length=100)
+    claimed_at: Optional[datetime] = None
+    sent_at: Optional[datetime] = None
+    result: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    error: Optional[str] = Field(default=None, max_length=1000)
+    alert_id: Optional[int] = None
+    created_at: datetime
+
+
+class MailOutbox(SQLModel, table=True):
+    __tablename__ = "mail_outbox"
+    __table_args__ = (
+        UniqueConstraint("draft_id", name="uq_mail_outbox_draft"),
+        Index("ix_mail_outbox_due", "status", "next_attempt_at"),
+    )
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    draft_id: int
+    recipient: str = Field(max_length=320)
+    subject: str = Field(max_length=300)
+    body: str
+    message_id: str = Field(max_length=255)  # RFC 5322 Message-ID, fixed before the first try
+    status: str = Field(default="pending", max_length=20)
+    attempts: int = 0
+    next_attempt_at: datetime
+    claimed_by: Optional[str] = Field(default=None, max_length=100)
+    claimed_at: Optional[datetime] = None
+    sent_at: Optional[datetime] = None
+    error: Optional[str] = Field(default=None, max_length=1000)
+    created_at: datetime
+
+
+class Lease(SQLModel, table=True):
+    """Leader lease for databases without advisory locks (SQLite)."""
+
+    __tablename__ = "lease"
+
+    name: str = Field(primary_key=True, max_length=100)
+    holder: str = Field(max_length=200)
+    expires_at: datetime
+
+
+class Meta(SQLModel, table=True):
+    __tablename__ = "meta"
+
+    key: str = Field(primary_key=True, max_length=100)
+    value: str = Field(default="", max_length=2000)
+
+
+metadata = SQLModel.metadata
