@@ -18,8 +18,15 @@ PRIORITIES = ("P0", "P1", "P2", "P3")
 TRACKS = ("high_touch", "standard", "self_serve")
 STAGES = ("Onboarding", "Activation", "Adoption", "Expansion", "Renewal", "Churn risk")
 
-Positive = Annotated[float, Field(gt=0)]
-NonNegative = Annotated[float, Field(ge=0)]
+# Infinity and NaN are valid TOML floats; no threshold or weight means anything with them.
+Positive = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+NonNegative = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+# Durations become timedeltas added to event times: bound them (ten years) so a typo such as
+# `checkpoint_days = 1e300` is a located error here, not an OverflowError in a scan.
+Days = Annotated[float, Field(gt=0, le=3650, allow_inf_nan=False)]
+NonNegativeDays = Annotated[float, Field(ge=0, le=3650, allow_inf_nan=False)]
+Hours = Annotated[float, Field(gt=0, le=3650 * 24, allow_inf_nan=False)]
+Minutes = Annotated[float, Field(gt=0, le=3650 * 24 * 60, allow_inf_nan=False)]
 
 
 class _Strict(BaseModel):
@@ -29,13 +36,13 @@ class _Strict(BaseModel):
 class Step(_Strict):
     event: str = Field(min_length=1, max_length=200)
     name: str = Field(min_length=1, max_length=200)
-    stall_after_hours: Positive = 48
+    stall_after_hours: Hours = 48
 
 
 class Journey(_Strict):
     activation_event: str = Field(min_length=1, max_length=200)
-    checkpoint_days: Positive = 14
-    renewal_window_days: Positive = 60
+    checkpoint_days: Days = 14
+    renewal_window_days: Days = 60
     steps: list[Step] = Field(min_length=1, max_length=50)
 
     @model_validator(mode="after")
@@ -69,6 +76,11 @@ class TrackRule(_Strict):
     def _has_condition(self) -> "TrackRule":
         if all(v is None for v in (self.min_arr, self.max_arr, self.plans, self.min_seats, self.max_seats)):
             raise ValueError("a track rule needs at least one condition (min_arr, max_arr, plans, min_seats, max_seats)")
+        # A rule whose range is empty would silently never match.
+        if self.min_arr is not None and self.max_arr is not None and self.min_arr > self.max_arr:
+            raise ValueError("min_arr is greater than max_arr, so the rule can never match")
+        if self.min_seats is not None and self.max_seats is not None and self.min_seats > self.max_seats:
+            raise ValueError("min_seats is greater than max_seats, so the rule can never match")
         return self
 
 
@@ -83,19 +95,19 @@ class RuleBase(_Strict):
 
 
 class TicketSpike(RuleBase):
-    window_days: Positive = 7
+    window_days: Days = 7
     min_tickets: int = Field(default=3, ge=1)
     min_same_topic: int = Field(default=2, ge=1)
 
 
 class UsageDrop(RuleBase):
-    ratio: float = Field(default=0.5, gt=0, lt=1)
+    ratio: float = Field(default=0.5, gt=0, lt=1, allow_inf_nan=False)
     min_previous_days: int = Field(default=2, ge=1, le=7)
 
 
 class RenewalRisk(RuleBase):
     weight: Positive = 1.5
-    within_days: Positive = 60
+    within_days: Days = 60
 
 
 class StallRules(_Strict):
@@ -109,9 +121,9 @@ class StallRules(_Strict):
 
 class Scoring(_Strict):
     per_day_past_threshold: NonNegative = 0.1
-    max_time_factor: float = Field(default=3.0, ge=1)
+    max_time_factor: float = Field(default=3.0, ge=1, allow_inf_nan=False)
     per_open_ticket: NonNegative = 0.05
-    max_ticket_factor: float = Field(default=1.5, ge=1)
+    max_ticket_factor: float = Field(default=1.5, ge=1, allow_inf_nan=False)
     payment_failed: NonNegative = 0.25
     renewal_near: NonNegative = 0.2
     stage_weights: dict[str, Positive] = Field(default_factory=lambda: {s: 1.0 for s in STAGES})
@@ -146,11 +158,15 @@ class Priorities(_Strict):
         return "P3"
 
 
-_HHMM = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
+_HHMM = re.compile(r"([01]\d|2[0-3]):[0-5]\d")
+# IANA zone names: path segments of letters, digits, "_", "+", "-". Checked before ZoneInfo,
+# which otherwise reads odd files (and recurses on very deep paths).
+_ZONE_NAME = re.compile(r"[A-Za-z0-9_+\-]+(/[A-Za-z0-9_+\-]+)*")
 
 
 def _clock(value: str) -> time:
-    if not isinstance(value, str) or not _HHMM.match(value):
+    # fullmatch, not match + "$": "$" also accepts a trailing newline.
+    if not isinstance(value, str) or not _HHMM.fullmatch(value):
         raise ValueError("must be a time of day written HH:MM, e.g. \"08:30\"")
     hours, minutes = value.split(":")
     return time(int(hours), int(minutes))
@@ -161,8 +177,8 @@ class Routing(_Strict):
     quiet_hours_start: str | None = "20:00"
     quiet_hours_end: str | None = "08:00"
     hourly_budget_per_csm: int = Field(default=6, ge=1)
-    escalate_p0_after_minutes: Positive = 60
-    scan_interval_minutes: Positive = 5
+    escalate_p0_after_minutes: Minutes = 60
+    scan_interval_minutes: Minutes = 5
 
     @field_validator("quiet_hours_start", "quiet_hours_end")
     @classmethod
@@ -199,10 +215,13 @@ class Digest(_Strict):
     def _check_zone(cls, value: str) -> str:
         from zoneinfo import ZoneInfo, ZoneInfoNotFoundError  # tz database lookup, no clock
 
+        unknown = f"unknown time zone {value[:80]!r} (use an IANA name like \"Europe/Paris\")"
+        if len(value) > 100 or not _ZONE_NAME.fullmatch(value):
+            raise ValueError(unknown)
         try:
             ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError) as exc:
-            raise ValueError(f"unknown time zone {value!r} (use an IANA name like \"Europe/Paris\")") from exc
+        except (ZoneInfoNotFoundError, ValueError, OSError) as exc:
+            raise ValueError(unknown) from exc
         return value
 
     @property
@@ -212,8 +231,8 @@ class Digest(_Strict):
 
 class Outreach(_Strict):
     max_recovery_attempts: int = Field(default=2, ge=1, le=10)
-    recheck_days: Positive = 3
-    min_days_between_emails: NonNegative = 7
+    recheck_days: Days = 3
+    min_days_between_emails: NonNegativeDays = 7
     help_url: str = ""
     booking_url: str = ""
 
@@ -268,6 +287,9 @@ def parse_rules(text: str, source: str = "rules.toml") -> Rules:
     except tomllib.TOMLDecodeError as exc:
         line = getattr(exc, "lineno", None) or _line_from_message(str(exc))
         raise RulesError([RuleProblem(source, "", f"not valid TOML: {exc}", line)]) from None
+    except RecursionError:
+        # tomllib parses nested arrays and inline tables recursively.
+        raise RulesError([RuleProblem(source, "", "not valid TOML: values nested too deeply")]) from None
     try:
         return Rules.model_validate(data)
     except ValidationError as exc:
@@ -305,17 +327,23 @@ def _line_from_message(message: str) -> int | None:
     return int(match.group(1)) if match else None
 
 
+# A table header line, `[a.b]` or `[[a.b]]` (not a line of a multi-line array like `["x"],`).
+_ANY_HEADER = re.compile(r"^\s*\[\[?[^\[\]=]+\]\]?\s*(#.*)?$")
+
+
 def _find_line(text: str, loc: tuple) -> int | None:
     """Best-effort line of the deepest key of `loc` that appears in the text.
 
     Walks the key path through table headers (`[a.b]`, `[[a.b]]`, counting array entries)
     and `key =` lines, so `journey.steps[2].stall_after_hours` points at the line inside the
-    third `[[journey.steps]]` table.
+    third `[[journey.steps]]` table. A key is only looked for inside its own table (up to the
+    next header): a key missing from the third step must point at that step's header, not
+    at the same key in the fourth step.
     """
     lines = text.splitlines()
     names = ["schema" if p == "schema_" else p for p in loc]
     best: int | None = None
-    start = 0
+    body = 0  # index of the first line of the current table's body (0: the root table)
     table: list[str] = []
     i = 0
     while i < len(names):
@@ -323,26 +351,34 @@ def _find_line(text: str, loc: tuple) -> int | None:
         if isinstance(name, int):
             i += 1
             continue
-        table.append(name)
+        table.append(str(name))
         dotted = ".".join(table)
         nxt = names[i + 1] if i + 1 < len(names) else None
+        found = None
         if isinstance(nxt, int):
             header = re.compile(r"^\s*\[\[\s*" + re.escape(dotted) + r"\s*\]\]")
-            hits = [n for n in range(start, len(lines)) if header.match(lines[n])]
+            hits = [n for n in range(body, len(lines)) if header.match(lines[n])]
             if nxt < len(hits):
-                start = hits[nxt]
-                best = start + 1
-            i += 2
-            continue
-        header = re.compile(r"^\s*\[\s*" + re.escape(dotted) + r"\s*\]")
-        key = re.compile(r"^\s*\"?" + re.escape(str(name)) + r"\"?\s*=")
-        found = None
-        for n in range(start, len(lines)):
-            if header.match(lines[n]) or (key.match(lines[n]) and n >= start):
-                found = n
-                break
+                found = hits[nxt]
+                i += 1  # the array index is consumed with its header
+        if found is None:
+            found = _key_line(lines, body, str(name))
+        if found is None:
+            header = re.compile(r"^\s*\[\s*" + re.escape(dotted) + r"\s*\]")
+            found = next((n for n in range(body, len(lines)) if header.match(lines[n])), None)
         if found is not None:
-            start = found
+            body = found + 1
             best = found + 1
         i += 1
     return best
+
+
+def _key_line(lines: list[str], body: int, name: str) -> int | None:
+    """The `name = ...` line in the table whose body starts at `body`, if any."""
+    key = re.compile(r"^\s*[\"']?" + re.escape(name) + r"[\"']?\s*=")
+    for n in range(body, len(lines)):
+        if _ANY_HEADER.match(lines[n]):
+            return None
+        if key.match(lines[n]):
+            return n
+    return None

@@ -67,6 +67,9 @@ class AccountFacts:
     active_days_recent: int = 0  # distinct active days in [now-7d, now)
     active_days_previous: int = 0  # distinct active days in [now-14d, now-7d)
     payment_failed_at: datetime | None = None
+    # The journey stage to stamp on findings (one of config.STAGES). None: evaluate derives it
+    # from the journey, the renewal date and the churn signals it finds itself.
+    stage: str | None = None
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from contextlib import contextmanager
+import threading
+from contextlib import contextmanager, nullcontext
 from datetime import datetime, timezone
 from typing import Iterator
 
@@ -75,10 +76,21 @@ def _configure_sqlite(engine: Engine) -> None:
             conn.exec_driver_sql("BEGIN")
 
 
+_write_locks: dict[int, threading.Lock] = {}
+
+
+def _writer_lock(engine: Engine):
+    # SQLite has one writer at a time; queueing this process's writers on a lock is cheaper
+    # and fairer than letting them poll SQLite's busy handler.
+    if not is_sqlite(engine):
+        return nullcontext()
+    return _write_locks.setdefault(id(engine.pool), threading.Lock())
+
+
 @contextmanager
 def write_tx(engine: Engine) -> Iterator[Connection]:
     """A write transaction: BEGIN IMMEDIATE on SQLite, a plain transaction elsewhere."""
-    with engine.connect() as conn:
+    with _writer_lock(engine), engine.connect() as conn:
         conn.execution_options(sqlite_immediate=True)
         with conn.begin():
             yield conn

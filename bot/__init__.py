@@ -1,0 +1,1 @@
+"""The Stallwatch process: HTTP app, Slack listeners, scheduler, outboxes, CLI."""

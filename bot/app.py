@@ -1,0 +1,85 @@
+"""The ASGI app: ingest routes, health and metrics (and, when configured, Slack at /slack/events)."""
+
+from __future__ import annotations
+
+import logging
+from contextlib import asynccontextmanager
+from typing import Callable, Iterable
+
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy import Engine, text
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from bot.ingest.routes import routes as ingest_routes
+from bot.settings import Settings
+from storage.db import make_engine
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings | None = None, *, engine: Engine | None = None,
+               on_events_stored: Callable[[Iterable[str]], None] | None = None) -> Starlette:
+    """Build the app. `engine` defaults to one for `settings.database_url` (already migrated)."""
+    settings = settings or Settings()
+    engine = engine or make_engine(settings.database_url)
+    rules = settings.rules
+
+    if on_events_stored is None:
+        from bot.scan import evaluate_accounts
+
+        def on_events_stored(account_ids: Iterable[str]) -> None:
+            try:
+                evaluate_accounts(engine, rules, sorted(account_ids))
+            except Exception:  # the next scan catches up; never fail the stored request
+                log.exception("event-driven evaluation failed")
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette):
+        yield
+        engine.dispose()
+
+    app = Starlette(
+        routes=[
+            *ingest_routes(),
+            Route("/healthz", healthz, methods=["GET"]),
+            Route("/metrics", metrics_endpoint, methods=["GET"]),
+        ],
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.engine = engine
+    app.state.rules = rules
+    app.state.on_events_stored = on_events_stored
+    app.state.scheduler = None
+    return app
+
+
+async def healthz(request: Request) -> Response:
+    state = request.app.state
+
+    def ping_db() -> str:
+        with state.engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+        return "ok"
+
+    try:
+        database = await run_in_threadpool(ping_db)
+    except Exception as exc:  # report, don't crash: this is what monitors poll
+        database = f"error: {type(exc).__name__}"
+    scheduler = state.scheduler.status() if state.scheduler is not None else "off"
+    body = {
+        "status": "ok" if database == "ok" else "degraded",
+        "database": database,
+        "database_backend": state.engine.dialect.name,
+        "scheduler": scheduler,
+        "slack": "configured" if state.settings.slack_enabled else "not configured",
+    }
+    return JSONResponse(body, status_code=200 if database == "ok" else 503)
+
+
+async def metrics_endpoint(request: Request) -> Response:
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,72 @@
+"""The normalized shape every ingest source produces, and the errors they raise."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from typing import Any
+
+
+class BadRequest(Exception):
+    """The body as a whole is unusable (not JSON, not a message): HTTP 400."""
+
+
+class Unauthorized(Exception):
+    """Missing or wrong signature or key: HTTP 401, nothing stored."""
+
+
+class TooLarge(Exception):
+    """Over the documented size limits: HTTP 413."""
+
+
+class MessageError(ValueError):
+    """One message of a batch is invalid; the others are still stored. Reported as
+    `{"index": i, "error": str(exc)}`."""
+
+
+@dataclass(slots=True)
+class TicketUpdate:
+    id: str
+    status: str
+    created_at: datetime
+    topic: str | None = None
+    subject: str | None = None
+    priority: str | None = None
+    requester_email: str | None = None
+
+
+@dataclass(slots=True)
+class IncomingEvent:
+    """One message, validated and normalized. All datetimes are aware UTC."""
+
+    source: str  # idempotency namespace: "segment" (both /v1/* and /ingest/segment), "stripe", "tickets"
+    message_id: str
+    kind: str  # track | identify | group | page | screen | alias | stripe event type | ticket
+    name: str | None  # track event name, page name, stripe type, "ticket <status>"
+    occurred_at: datetime
+    account_id: str | None
+    contact_id: str | None
+    properties: dict[str, Any] = field(default_factory=dict)
+    # Facts the message carries about its account or contact, applied with the event:
+    account_traits: dict[str, Any] | None = None  # name, domain, plan, arr, owner_email, renewal_date(date), employees, seats
+    contact_traits: dict[str, Any] | None = None  # email, name, first_name, unsubscribed(bool)
+    lifecycle: str | None = None  # Stripe: trialing | active | past_due | cancelled | churned
+    payment_failed: bool | None = None  # Stripe invoice: True failed, False paid
+    stripe_customer_id: str | None = None
+    ticket: TicketUpdate | None = None
+    requester_email: str | None = None  # tickets without account_id: resolved through contacts
+    # Set by the store when the message is a known event missing a required property.
+    missing_properties: list[str] = field(default_factory=list)
+
+
+def parse_date(value: Any) -> date | None:
+    """A renewal date from an ISO date or datetime string; None when absent."""
+    if value in (None, ""):
+        return None
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            return date.fromisoformat(text[:10])
+        except ValueError:
+            raise MessageError(f"renewal_date {value!r} is not an ISO date (YYYY-MM-DD)") from None
+    raise MessageError(f"renewal_date must be a string, got {type(value).__name__}")

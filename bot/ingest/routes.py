@@ -1,0 +1,240 @@
+"""The ingest HTTP routes of the contract: Segment tracking API, Segment webhook, Stripe, tickets.
+
+Every route verifies before it parses (raw bytes, constant-time comparisons), stores the
+whole batch in one transaction off the event loop, and answers 200 only once it is stored.
+Event-driven rules (tickets, payments, progress on a stalled account) are evaluated right
+after the store, so a ticket spike pings without waiting for the next scan.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import logging
+import time
+import zlib
+from typing import Any, Callable
+
+from starlette.background import BackgroundTask
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from bot import metrics
+from bot.ingest import segment, stripe, tickets
+from bot.ingest.records import BadRequest, IncomingEvent, MessageError, TooLarge, Unauthorized
+from storage.db import utcnow
+from storage.ingest import StoreResult, store_events
+
+log = logging.getLogger(__name__)
+
+MAX_RAW_BYTES = 600 * 1024  # a little over the largest batch, before or after gzip
+
+
+async def read_body(request: Request, limit: int = MAX_RAW_BYTES) -> bytes:
+    """The raw body, gunzipped if needed, refusing anything past `limit` without buffering it."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        try:
+            if int(declared) > limit:
+                raise TooLarge(f"body is larger than {limit} bytes")
+        except ValueError:
+            raise BadRequest("Content-Length is not a number") from None
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise TooLarge(f"body is larger than {limit} bytes")
+        chunks.append(chunk)
+    body = b"".join(chunks)
+    encoding = request.headers.get("content-encoding", "").strip().lower()
+    if encoding in ("", "identity"):
+        return body
+    if encoding != "gzip":
+        raise BadRequest(f"unsupported Content-Encoding {encoding!r} (gzip or none)")
+    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    try:
+        data = inflater.decompress(body, limit + 1)
+    except zlib.error as exc:
+        raise BadRequest(f"body is not valid gzip: {exc}") from None
+    if len(data) > limit or inflater.unconsumed_tail:
+        raise TooLarge(f"decompressed body is larger than {limit} bytes")
+    return data
+
+
+def error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+def handles_errors(source: str) -> Callable:
+    def wrap(handler):
+        async def endpoint(request: Request) -> Response:
+            started = time.perf_counter()
+            try:
+                response = await handler(request)
+            except Unauthorized as exc:
+                response = error(401, str(exc))
+            except TooLarge as exc:
+                response = error(413, str(exc))
+            except (BadRequest, MessageError) as exc:
+                response = error(400, str(exc))
+            metrics.REQUESTS.labels(source, str(response.status_code)).inc()
+            metrics.REQUEST_SECONDS.labels(source).observe(time.perf_counter() - started)
+            return response
+
+        endpoint.__name__ = handler.__name__
+        return endpoint
+
+    return wrap
+
+
+async def _store(request: Request, events: list[IncomingEvent], rejected: list[dict], source: str) -> StoreResult:
+    state = request.app.state
+    now = utcnow()
+    result = await run_in_threadpool(store_events, state.engine, events, state.rules, now)
+    metrics.EVENTS.labels(source, "accepted").inc(result.accepted)
+    metrics.EVENTS.labels(source, "duplicate").inc(result.duplicates)
+    metrics.EVENTS.labels(source, "rejected").inc(len(rejected))
+    return result
+
+
+def _answer(result: StoreResult, rejected: list[dict], request: Request, *, segment_style: bool,
+            urgent: bool) -> JSONResponse:
+    body: dict[str, Any] = {"accepted": result.accepted, "duplicates": result.duplicates, "rejected": rejected}
+    if segment_style:
+        body = {"success": True, **body}
+    task = None
+    if result.evaluate:
+        hook = request.app.state.on_events_stored
+        if urgent:
+            # Tickets and payments: evaluated before answering, so a spike pings at once.
+            hook(result.evaluate)
+        else:
+            task = BackgroundTask(run_in_threadpool, hook, result.evaluate)
+    return JSONResponse(body, background=task)
+
+
+# --- Segment HTTP Tracking API (/v1/*) -------------------------------------------------------
+
+def _write_key(request: Request, payload: Any) -> str | None:
+    auth = request.headers.get("authorization", "")
+    if auth[:6].lower() == "basic ":
+        try:
+            user = base64.b64decode(auth[6:].strip(), validate=True).decode("utf-8").split(":", 1)[0]
+        except (ValueError, UnicodeDecodeError):
+            raise Unauthorized("Authorization header is not valid Basic credentials") from None
+        if user:
+            return user
+    if isinstance(payload, dict) and isinstance(payload.get("writeKey"), str):
+        return payload["writeKey"]
+    return None
+
+
+def tracking_route(kind: str | None):
+    @handles_errors("segment")
+    async def tracking_api(request: Request) -> Response:
+        expected = request.app.state.settings.write_key
+        if not expected:
+            raise Unauthorized("STALLWATCH_WRITE_KEY is not configured on this server")
+        body = await read_body(request)
+        payload = segment.load_json(body)
+        key = _write_key(request, payload)
+        if key is None or not hmac.compare_digest(key.encode(), expected.encode()):
+            raise Unauthorized("missing or wrong write key (HTTP Basic user name, or writeKey in the body)")
+        now = utcnow()
+        if kind is None:
+            messages, batch = segment.batch_messages(payload, len(body))
+            events, rejected = _parse_segment(messages, batch, now, len(body) > segment.MAX_EVENT_BYTES)
+        else:
+            if len(body) > segment.MAX_EVENT_BYTES:
+                raise TooLarge(f"a single message is limited to {segment.MAX_EVENT_BYTES} bytes")
+            events = [segment.parse_message(payload, kind=kind, received_at=now)]
+            rejected = []
+        result = await _store(request, events, rejected, "segment")
+        return _answer(result, rejected, request, segment_style=True, urgent=False)
+
+    tracking_api.__name__ = f"v1_{kind or 'batch'}"
+    return tracking_api
+
+
+def _parse_segment(messages: list, batch: dict, now, check_size: bool) -> tuple[list[IncomingEvent], list[dict]]:
+    events: list[IncomingEvent] = []
+    rejected: list[dict] = []
+    for index, msg in enumerate(messages):
+        try:
+            events.append(segment.parse_message(msg, kind=None, received_at=now, batch=batch, check_size=check_size))
+        except MessageError as exc:
+            rejected.append({"index": index, "error": str(exc)})
+    return events, rejected
+
+
+# --- Segment webhook destination ------------------------------------------------------------
+
+@handles_errors("segment_webhook")
+async def ingest_segment(request: Request) -> Response:
+    secret = request.app.state.settings.segment_shared_secret
+    if not secret:
+        raise Unauthorized("SEGMENT_SHARED_SECRET is not configured on this server")
+    body = await read_body(request)
+    given = request.headers.get("x-signature", "").strip().lower()
+    expected = hmac.new(secret.encode(), body, hashlib.sha1).hexdigest()
+    if not given or not hmac.compare_digest(given.encode(), expected.encode()):
+        raise Unauthorized("missing or wrong X-Signature (hex HMAC-SHA1 of the raw body)")
+    payload = segment.load_json(body)
+    messages, batch = segment.batch_messages(payload, len(body))
+    now = utcnow()
+    if "batch" not in payload:
+        events, rejected = [segment.parse_message(payload, kind=None, received_at=now)], []
+    else:
+        events, rejected = _parse_segment(messages, batch, now, len(body) > segment.MAX_EVENT_BYTES)
+    result = await _store(request, events, rejected, "segment")
+    return _answer(result, rejected, request, segment_style=False, urgent=False)
+
+
+# --- Stripe -----------------------------------------------------------------------------------
+
+@handles_errors("stripe")
+async def ingest_stripe(request: Request) -> Response:
+    secret = request.app.state.settings.stripe_webhook_secret
+    if not secret:
+        raise Unauthorized("STRIPE_WEBHOOK_SECRET is not configured on this server")
+    body = await read_body(request)
+    stripe.verify_signature(body, request.headers.get("stripe-signature"), secret, now=time.time())
+    event = stripe.parse_event(body)
+    events = [event] if event is not None else []
+    result = await _store(request, events, [], "stripe")
+    return _answer(result, [], request, segment_style=False, urgent=True)
+
+
+# --- Helpdesk tickets -------------------------------------------------------------------------
+
+@handles_errors("tickets")
+async def ingest_tickets(request: Request) -> Response:
+    secret = request.app.state.settings.tickets_shared_secret
+    if not secret:
+        raise Unauthorized("TICKETS_SHARED_SECRET is not configured on this server")
+    body = await read_body(request)
+    tickets.verify_signature(body, request.headers.get("x-stallwatch-signature"), secret)
+    events: list[IncomingEvent] = []
+    rejected: list[dict] = []
+    for index, item in enumerate(tickets.parse_tickets(body)):
+        if isinstance(item, MessageError):
+            rejected.append({"index": index, "error": str(item)})
+        else:
+            events.append(item)
+    result = await _store(request, events, rejected, "tickets")
+    return _answer(result, rejected, request, segment_style=False, urgent=True)
+
+
+def routes() -> list[Route]:
+    v1 = [Route("/v1/batch", tracking_route(None), methods=["POST"])]
+    v1 += [Route(f"/v1/{kind}", tracking_route(kind), methods=["POST"])
+           for kind in ("track", "identify", "group", "page", "screen", "alias")]
+    return v1 + [
+        Route("/ingest/segment", ingest_segment, methods=["POST"]),
+        Route("/ingest/stripe", ingest_stripe, methods=["POST"]),
+        Route("/ingest/tickets", ingest_tickets, methods=["POST"]),
+    ]

@@ -1,0 +1,246 @@
+"""Segment / RudderStack messages (HTTP Tracking API spec) -> `IncomingEvent`.
+
+Used by the `/v1/*` routes (Segment's and RudderStack's own libraries point `host` here) and
+by the `/ingest/segment` webhook destination: both are the one source "segment", so a
+`messageId` seen on either is a duplicate on the other.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime, timezone
+from typing import Any
+
+import orjson
+
+from bot.ingest.records import BadRequest, IncomingEvent, MessageError, TooLarge, parse_date
+
+MAX_EVENT_BYTES = 32 * 1024
+MAX_BATCH_BYTES = 500 * 1024
+MAX_BATCH_EVENTS = 2500
+MAX_ID = 255
+MAX_NAME = 200
+TYPES = frozenset({"track", "identify", "group", "page", "screen", "alias"})
+ACCOUNT_TRAITS = ("name", "domain", "website", "plan", "arr", "mrr", "owner_email", "renewal_date", "employees", "seats")
+
+
+def load_json(body: bytes) -> Any:
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest(f"body is not valid JSON: {exc}") from None
+
+
+def batch_messages(payload: Any, body_size: int) -> tuple[list[Any], dict]:
+    """The messages of a `/v1/batch` or webhook body, and the batch-level fields.
+
+    Accepts `{"batch": [...]}` (with optional `context`, `integrations`, `writeKey`,
+    `sentAt`, merged Segment-style into each message) or, for the webhook, one message.
+    """
+    if not isinstance(payload, dict):
+        raise BadRequest("body must be a JSON object: a message or {\"batch\": [...]}")
+    if "batch" not in payload:
+        if body_size > MAX_EVENT_BYTES:
+            raise TooLarge(f"a single message is limited to {MAX_EVENT_BYTES} bytes")
+        return [payload], {}
+    batch = payload["batch"]
+    if not isinstance(batch, list):
+        raise BadRequest("\"batch\" must be a list of messages")
+    if body_size > MAX_BATCH_BYTES:
+        raise TooLarge(f"a batch is limited to {MAX_BATCH_BYTES} bytes")
+    if len(batch) > MAX_BATCH_EVENTS:
+        raise TooLarge(f"a batch is limited to {MAX_BATCH_EVENTS} messages")
+    return batch, payload
+
+
+def parse_message(msg: Any, *, kind: str | None, received_at: datetime, batch: dict | None = None,
+                  check_size: bool = False) -> IncomingEvent:
+    """Validate one Segment message; raise MessageError naming the offending field."""
+    if not isinstance(msg, dict):
+        raise MessageError("a message must be a JSON object")
+    if check_size and len(orjson.dumps(msg)) > MAX_EVENT_BYTES:
+        raise MessageError(f"message is larger than {MAX_EVENT_BYTES} bytes")
+    mtype = msg.get("type", kind)
+    if kind is not None and mtype != kind:
+        raise MessageError(f"type {mtype!r} does not match the /v1/{kind} route")
+    if not isinstance(mtype, str) or mtype not in TYPES:
+        raise MessageError(f"type must be one of {', '.join(sorted(TYPES))}")
+    user_id = _optional_id(msg, "userId")
+    anonymous_id = _optional_id(msg, "anonymousId")
+    if user_id is None and anonymous_id is None:
+        raise MessageError("userId or anonymousId is required")
+    context = msg.get("context")
+    if context is None and batch:
+        context = batch.get("context")
+    if context is not None and not isinstance(context, dict):
+        raise MessageError("context must be an object")
+    context = context or {}
+
+    name: str | None = None
+    properties: Any = {}
+    account_traits = contact_traits = None
+    account_id = _as_id(context.get("groupId"), "context.groupId")
+    if mtype == "track":
+        name = msg.get("event")
+        if not isinstance(name, str) or not name.strip():
+            raise MessageError("event (the track call's name) is required")
+        if len(name) > MAX_NAME:
+            raise MessageError(f"event name is longer than {MAX_NAME} characters")
+        properties = _object(msg, "properties")
+        account_id = account_id or _as_id(properties.get("account_id"), "properties.account_id")
+    elif mtype in ("page", "screen"):
+        name = msg.get("name")
+        if name is not None and not isinstance(name, str):
+            raise MessageError("name must be a string")
+        name = (name or "")[:MAX_NAME] or None
+        properties = _object(msg, "properties")
+        account_id = account_id or _as_id(properties.get("account_id"), "properties.account_id")
+    elif mtype == "identify":
+        traits = _object(msg, "traits") or _object(context, "traits")
+        properties = traits
+        contact_traits = _contact_traits(traits)
+        account_id = account_id or _as_id(traits.get("account_id"), "traits.account_id")
+    elif mtype == "group":
+        account_id = _as_id(msg.get("groupId"), "groupId")
+        if account_id is None:
+            raise MessageError("groupId is required for a group call")
+        traits = _object(msg, "traits")
+        properties = traits
+        account_traits = _account_traits(traits)
+    # alias: only stored; it carries nothing Stallwatch reads.
+
+    message_id = _optional_id(msg, "messageId")
+    if message_id is None:
+        # No id: derive one from the content, so a redelivery is still a duplicate.
+        message_id = "sha1:" + hashlib.sha1(orjson.dumps(msg, option=orjson.OPT_SORT_KEYS)).hexdigest()
+    occurred_at = _timestamp(msg, received_at)
+    return IncomingEvent(
+        source="segment",
+        message_id=message_id,
+        kind=mtype,
+        name=name,
+        occurred_at=occurred_at,
+        account_id=account_id,
+        contact_id=user_id,
+        properties=properties,
+        account_traits=account_traits,
+        contact_traits=contact_traits,
+    )
+
+
+def _optional_id(msg: dict, key: str) -> str | None:
+    return _as_id(msg.get(key), key)
+
+
+def _as_id(value: Any, key: str) -> str | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise MessageError(f"{key} must be a string")
+    value = str(value)
+    if len(value) > MAX_ID:
+        raise MessageError(f"{key} is longer than {MAX_ID} characters")
+    return value
+
+
+def _object(msg: dict, key: str) -> dict:
+    value = msg.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise MessageError(f"{key} must be an object")
+    return value
+
+
+def _timestamp(msg: dict, received_at: datetime) -> datetime:
+    raw = msg.get("timestamp") or msg.get("originalTimestamp")
+    if raw is None:
+        return received_at
+    if not isinstance(raw, str):
+        raise MessageError("timestamp must be an ISO 8601 string")
+    try:
+        ts = datetime.fromisoformat(raw)
+    except ValueError:
+        raise MessageError(f"timestamp {raw[:40]!r} is not ISO 8601") from None
+    ts = ts.replace(tzinfo=timezone.utc) if ts.tzinfo is None else ts.astimezone(timezone.utc)
+    # A client clock running fast must not put progress in the future.
+    return min(ts, received_at)
+
+
+def _text(traits: dict, key: str, limit: int) -> str | None:
+    value = traits.get(key)
+    if value is None or value == "":
+        return None
+    if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+        raise MessageError(f"traits.{key} must be a string")
+    return str(value).strip()[:limit] or None
+
+
+def _number(traits: dict, key: str) -> float | None:
+    value = traits.get(key)
+    if value is None or value == "":
+        return None
+    if isinstance(value, str):
+        try:
+            value = float(value.replace(",", "").lstrip("$"))
+        except ValueError:
+            raise MessageError(f"traits.{key} {value[:40]!r} is not a number") from None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value or value < 0 or value > 1e12:
+        raise MessageError(f"traits.{key} must be a non-negative number")
+    return float(value)
+
+
+def _domain(value: str | None) -> str | None:
+    if not value:
+        return None
+    text = value.lower().split("://", 1)[-1]
+    return text.split("/", 1)[0].removeprefix("www.")[:255] or None
+
+
+def _account_traits(traits: dict) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if (name := _text(traits, "name", 255)) is not None:
+        out["name"] = name
+    domain = _domain(_text(traits, "domain", 500) or _text(traits, "website", 500))
+    if domain:
+        out["domain"] = domain
+    if (plan := _text(traits, "plan", 100)) is not None:
+        out["plan"] = plan
+    arr = _number(traits, "arr")
+    if arr is None and (mrr := _number(traits, "mrr")) is not None:
+        arr = mrr * 12
+    if arr is not None:
+        out["arr"] = arr
+    if (owner := _text(traits, "owner_email", 320)) is not None:
+        if "@" not in owner:
+            raise MessageError(f"traits.owner_email {owner[:40]!r} is not an email address")
+        out["owner_email"] = owner.lower()
+    if "renewal_date" in traits:
+        try:
+            renewal = parse_date(traits.get("renewal_date"))
+        except MessageError as exc:
+            raise MessageError(f"traits.{exc}") from None
+        if renewal is not None:
+            out["renewal_date"] = renewal
+    for key in ("employees", "seats"):
+        if (count := _number(traits, key)) is not None:
+            out[key] = int(count)
+    return out
+
+
+def _contact_traits(traits: dict) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if (email := _text(traits, "email", 320)) is not None:
+        out["email"] = email.lower()
+    name = _text(traits, "name", 255)
+    first = _text(traits, "first_name", 255) or _text(traits, "firstName", 255)
+    if name:
+        out["name"] = name
+    if first or name:
+        out["first_name"] = first or name.split()[0]
+    if "unsubscribed" in traits:
+        value = traits["unsubscribed"]
+        if isinstance(value, str):
+            value = value.strip().lower() in ("true", "1", "yes")
+        out["unsubscribed"] = bool(value)
+    return out

@@ -1,0 +1,89 @@
+"""Exactly one scheduler leader across processes, elected through the database.
+
+PostgreSQL: a session-level advisory lock held on a dedicated connection; if the leader dies,
+its session ends, the lock is freed and a standby takes over at its next attempt.
+SQLite (one machine): a lease row with an expiry that the leader keeps renewing.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import uuid
+from datetime import timedelta
+
+from sqlalchemy import Engine, or_, select, update
+
+from storage.db import utcnow, write_tx
+from storage.models import Lease
+from storage.sql import insert_ignore
+
+log = logging.getLogger(__name__)
+LEASE = Lease.__table__
+ADVISORY_KEY = 727300002
+LEASE_TTL = timedelta(seconds=45)
+
+
+class Leader:
+    def __init__(self, engine: Engine, name: str = "scheduler"):
+        self.engine = engine
+        self.name = name
+        self.holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.is_leader = False
+        self._conn = None
+
+    def try_acquire(self) -> bool:
+        """Take or keep leadership; cheap enough to call every few seconds."""
+        try:
+            held = self._try_pg() if self.engine.dialect.name == "postgresql" else self._try_lease()
+        except Exception:
+            log.exception("leader election failed; acting as standby")
+            self._drop_pg()
+            held = False
+        if held != self.is_leader:
+            log.info("scheduler %s: %s", self.holder, "now the leader" if held else "standby")
+        self.is_leader = held
+        return held
+
+    def release(self) -> None:
+        if self.engine.dialect.name == "postgresql":
+            self._drop_pg()
+        elif self.is_leader:
+            with write_tx(self.engine) as conn:
+                conn.execute(LEASE.delete().where(LEASE.c.name == self.name, LEASE.c.holder == self.holder))
+        self.is_leader = False
+
+    def _try_pg(self) -> bool:
+        if self._conn is not None:
+            self._conn.exec_driver_sql("SELECT 1")  # still connected means still holding the lock
+            return True
+        conn = self.engine.connect()
+        got = conn.exec_driver_sql(f"SELECT pg_try_advisory_lock({ADVISORY_KEY})").scalar()
+        conn.commit()
+        if got:
+            self._conn = conn
+            return True
+        conn.close()
+        return False
+
+    def _drop_pg(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.close()  # ends the session: the lock goes with it
+            except Exception:
+                pass
+            self._conn = None
+
+    def _try_lease(self) -> bool:
+        now = utcnow()
+        with write_tx(self.engine) as conn:
+            conn.execute(insert_ignore(conn, LEASE, "name"),
+                         {"name": self.name, "holder": self.holder, "expires_at": now + LEASE_TTL})
+            conn.execute(
+                update(LEASE)
+                .where(LEASE.c.name == self.name, or_(LEASE.c.holder == self.holder, LEASE.c.expires_at < now))
+                .values(holder=self.holder, expires_at=now + LEASE_TTL)
+            )
+            holder = conn.execute(select(LEASE.c.holder).where(LEASE.c.name == self.name)).scalar()
+        return holder == self.holder

@@ -1,0 +1,159 @@
+"""The stall scan: open, update, auto-resolve and suppress stalls (`stallwatch scan`).
+
+SQL finds the accounts some rule could fire on (indexed branches, see
+storage.stalls.candidate_condition); the pure rules decide; one write transaction applies
+the decisions. With the same `now` and data, a second run changes nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Callable, Sequence
+
+from sqlalchemy import Engine, bindparam, select, update
+
+from rules.config import Rules
+from rules.journey import compute_journey, parse_step_times
+from rules.model import AccountFacts, StallChange
+from rules.plan import plan_for
+from rules.reconcile import reconcile
+from rules.scoring import score
+from rules.stalls import evaluate
+from bot import metrics
+from storage.db import read_tx, utcnow, write_tx
+from storage.ingest import journey_columns, rules_version
+from storage.models import Account
+from storage.stalls import Applied, active_days_by_account, apply_changes, iter_candidates, live_stalls, tickets_by_account
+
+log = logging.getLogger(__name__)
+ACCOUNT = Account.__table__
+CHURN_RULES = frozenset({"usage_drop", "renewal_risk", "payment_failed"})
+
+
+@dataclass
+class ScanReport:
+    now: datetime
+    candidates: int = 0
+    opened: int = 0
+    updated: int = 0
+    unsnoozed: int = 0
+    auto_resolved: int = 0
+    suppressed: int = 0
+    journeys_refreshed: int = 0
+    seconds: float = 0.0
+    opened_ids: list[int] = field(default_factory=list)
+    changed_ids: list[int] = field(default_factory=list)
+
+    def summary(self) -> str:
+        return (f"scan at {self.now.isoformat(timespec='seconds')}: {self.candidates} candidate accounts, "
+                f"{self.opened} opened, {self.updated} updated, {self.unsnoozed} unsnoozed, "
+                f"{self.auto_resolved} auto-resolved, {self.suppressed} suppressed in {self.seconds:.2f}s")
+
+
+# Called with the report after changes are committed (the Slack router hooks in here).
+Listener = Callable[[ScanReport], None]
+_listeners: list[Listener] = []
+
+
+def on_changes(listener: Listener) -> None:
+    _listeners.append(listener)
+
+
+def scan(engine: Engine, rules: Rules, now: datetime | None = None, *, only: Sequence[str] | None = None) -> ScanReport:
+    """Evaluate every candidate account (or only the given ones) at `now`."""
+    started = time.perf_counter()
+    now = now or utcnow()
+    report = ScanReport(now=now)
+    if only is None:
+        report.journeys_refreshed = refresh_journeys(engine, rules, now)
+    changes: list[StallChange] = []
+    stage_updates: list[dict] = []
+    with read_tx(engine) as conn:
+        for rows in iter_candidates(conn, rules, now, only):
+            report.candidates += len(rows)
+            changes.extend(_decide(conn, rows, rules, now, stage_updates))
+    if changes or stage_updates:
+        with write_tx(engine) as conn:
+            applied = apply_changes(conn, changes, now)
+            if stage_updates:
+                conn.execute(update(ACCOUNT).where(ACCOUNT.c.id == bindparam("_id")).values(stage=bindparam("stage")),
+                             stage_updates)
+        _count(report, changes, applied)
+    report.seconds = time.perf_counter() - started
+    metrics.SCAN_SECONDS.observe(report.seconds)
+    if report.opened_ids or report.changed_ids:
+        for listener in _listeners:
+            listener(report)
+    return report
+
+
+def evaluate_accounts(engine: Engine, rules: Rules, account_ids: Sequence[str], now: datetime | None = None) -> ScanReport:
+    """Event-driven evaluation of a few accounts right after their events were stored."""
+    return scan(engine, rules, now, only=list(account_ids))
+
+
+def _decide(conn, rows, rules: Rules, now: datetime, stage_updates: list[dict]) -> list[StallChange]:
+    plan = plan_for(rules)
+    ids = [r.id for r in rows]
+    tickets = tickets_by_account(conn, ids, now)
+    days = active_days_by_account(conn, [r.id for r in rows if r.activated_at is not None], now)
+    live = live_stalls(conn, ids)
+    changes: list[StallChange] = []
+    for row in rows:
+        recent, previous = days.get(row.id, (0, 0))
+        steps = parse_step_times(row.steps or {})
+        journey = compute_journey(steps, plan, first_seen_at=row.first_seen_at, renewal_date=row.renewal_date, now=now)
+        facts = AccountFacts(
+            id=row.id, name=row.name, arr=row.arr or 0.0, status=row.status, track=row.track, plan=row.plan,
+            seats=row.seats, signup_at=journey.signup_at, activated_at=journey.activated_at, steps=steps,
+            last_seen_at=row.last_seen_at, renewal_date=row.renewal_date, tickets=tickets.get(row.id, ()),
+            active_days_recent=recent, active_days_previous=previous, payment_failed_at=row.payment_failed_at,
+            stage=journey.stage,
+        )
+        findings = evaluate(facts, plan, now)
+        scored = [(f, score(f, facts, plan, now)) for f in findings]
+        changes.extend(reconcile(row.id, row.status, live.get(row.id, ()), scored, now))
+        stage = "Churn risk" if any(f.rule in CHURN_RULES for f in findings) else journey.stage
+        if stage != row.stage:
+            stage_updates.append({"_id": row.id, "stage": stage})
+    return changes
+
+
+def _count(report: ScanReport, changes: list[StallChange], applied: Applied) -> None:
+    for change in changes:
+        metrics.STALL_CHANGES.labels(change.action).inc()
+    report.opened = len(applied.opened)
+    report.updated = sum(c.action == "update" for c in changes)
+    report.unsnoozed = sum(c.action == "unsnooze" for c in changes)
+    report.auto_resolved = sum(c.action == "auto_resolve" for c in changes)
+    report.suppressed = sum(c.action == "suppress" for c in changes)
+    report.opened_ids = applied.opened
+    report.changed_ids = applied.changed
+
+
+def refresh_journeys(engine: Engine, rules: Rules, now: datetime, batch: int = 5000) -> int:
+    """Recompute stored journey state of accounts computed under other journey rules
+    (a changed step list or threshold), so the due-stall indexes tell the truth again."""
+    version = rules_version(rules)
+    plan = plan_for(rules)
+    total = 0
+    while True:
+        with write_tx(engine) as conn:
+            rows = list(conn.execute(
+                select(ACCOUNT.c.id, ACCOUNT.c.steps, ACCOUNT.c.first_seen_at, ACCOUNT.c.renewal_date, ACCOUNT.c.stage)
+                .where(ACCOUNT.c.journey_version != version).limit(batch)
+            ))
+            if not rows:
+                return total
+            params = [
+                {"_id": r.id, **journey_columns(compute_journey(
+                    parse_step_times(r.steps or {}), plan, first_seen_at=r.first_seen_at,
+                    renewal_date=r.renewal_date, now=now, churn_risk=r.stage == "Churn risk")), "journey_version": version}
+                for r in rows
+            ]
+            conn.execute(update(ACCOUNT).where(ACCOUNT.c.id == bindparam("_id"))
+                         .values({k: bindparam(k) for k in params[0] if k != "_id"}), params)
+            total += len(rows)

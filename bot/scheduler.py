@@ -1,0 +1,82 @@
+"""Background jobs (APScheduler): scans now; digests, escalations and outboxes build on it.
+
+Every process runs a scheduler, but only the elected leader (bot.leader) runs the jobs, so
+scans and digests never run twice. Standbys keep trying for leadership every few seconds,
+which bounds takeover after a leader dies to the lease TTL (SQLite) or one attempt (PostgreSQL).
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from typing import Callable
+
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.triggers.interval import IntervalTrigger
+from sqlalchemy import Engine
+
+from bot.leader import Leader
+from bot.settings import Settings
+from rules.config import Rules
+
+log = logging.getLogger(__name__)
+ELECTION_SECONDS = 10
+
+
+class Scheduler:
+    def __init__(self, engine: Engine, settings: Settings, rules: Rules):
+        self.engine = engine
+        self.settings = settings
+        self.rules = rules
+        self.leader = Leader(engine)
+        self._aps = BackgroundScheduler(timezone="UTC", job_defaults={"coalesce": True, "max_instances": 1})
+        self._aps.add_job(self.leader.try_acquire, IntervalTrigger(seconds=ELECTION_SECONDS), id="election",
+                          next_run_time=_soon())
+        self.add_leader_job(self._scan, IntervalTrigger(minutes=rules.routing.scan_interval_minutes), "scan")
+
+    def add_leader_job(self, func: Callable[[], object], trigger, job_id: str) -> None:
+        """A job that runs only while this process is the leader."""
+
+        def guarded() -> None:
+            if not self.leader.is_leader:
+                return
+            try:
+                func()
+            except Exception:
+                log.exception("scheduled job %s failed", job_id)
+
+        self._aps.add_job(guarded, trigger, id=job_id)
+
+    def _scan(self) -> None:
+        from bot.scan import scan
+
+        log.info(scan(self.engine, self.rules).summary())
+
+    def status(self) -> str:
+        if not self._aps.running:
+            return "stopped"
+        return "leader" if self.leader.is_leader else "standby"
+
+    def start(self) -> None:
+        self._aps.start()
+
+    def shutdown(self) -> None:
+        if self._aps.running:
+            self._aps.shutdown(wait=False)
+        self.leader.release()
+
+    def run_forever(self) -> None:
+        stop = threading.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: stop.set())
+        self.start()
+        log.info("worker started; waiting for leadership")
+        stop.wait()
+        self.shutdown()
+
+
+def _soon():
+    from datetime import datetime, timezone
+
+    return datetime.now(timezone.utc)

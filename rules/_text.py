@@ -1,0 +1,28 @@
+"""Wording shared by findings and the "why" line, so they read alike."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+
+def plural(count: float, unit: str) -> str:
+    """"1 day", "3 days", "1.5 days": counts may be fractional (thresholds are floats)."""
+    return f"{count:g} {unit}" if count == 1 else f"{count:g} {unit}s"
+
+
+def duration(delta: timedelta) -> str:
+    """Whole days once past a day, else whole hours, else minutes (floored, never negative)."""
+    seconds = max(delta.total_seconds(), 0.0)
+    if seconds >= 86400:
+        return plural(int(seconds // 86400), "day")
+    if seconds >= 3600:
+        return plural(int(seconds // 3600), "hour")
+    if seconds >= 60:
+        return plural(int(seconds // 60), "minute")
+    return "less than a minute"
+
+
+def renews_in(days_left: int) -> str:
+    if days_left == 0:
+        return "renews today"
+    return f"renews in {plural(days_left, 'day')}"

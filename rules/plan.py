@@ -1,0 +1,127 @@
+"""A compiled, flat view of `Rules` for the per-account hot path.
+
+`Rules` is a frozen pydantic model but not hashable (it holds lists and dicts), and the scan
+calls the domain functions for tens of thousands of accounts: the lookups they need (step
+order, thresholds as timedeltas, lower-cased plan sets, weights) are built once per `Rules`
+object here. Every public domain function accepts either `Rules` or a `RulePlan`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+from .config import STAGES, Rules
+from .model import RULE_NAMES
+
+
+@dataclass(frozen=True, slots=True)
+class TrackCondition:
+    track: str
+    min_arr: float | None
+    max_arr: float | None
+    plans: frozenset[str] | None  # case-folded
+    min_seats: int | None
+    max_seats: int | None
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class RulePlan:
+    rules: Rules
+    # Journey
+    step_events: tuple[str, ...]
+    step_index: dict[str, int]
+    step_names: dict[str, str]  # event -> display name
+    stall_after: tuple[timedelta, ...]
+    activation_event: str
+    tracked_events: frozenset[str]  # step events and the activation event
+    checkpoint: timedelta
+    renewal_window_days: float
+    # Tracks
+    track_conditions: tuple[TrackCondition, ...]
+    default_track: str
+    # Stall rules
+    enabled: frozenset[str]
+    weights: dict[str, float]
+    spike_window: timedelta
+    spike_window_days: float
+    spike_min_tickets: int
+    spike_min_same_topic: int
+    usage_ratio: float
+    usage_min_previous: int
+    renewal_within_days: float
+    # Scoring
+    per_day_past_threshold: float
+    max_time_factor: float
+    per_open_ticket: float
+    max_ticket_factor: float
+    payment_failed_friction: float
+    renewal_near_friction: float
+    stage_weights: dict[str, float]
+
+    def band(self, score: float) -> str:
+        return self.rules.priorities.band(score)
+
+
+def compile_rules(rules: Rules) -> RulePlan:
+    journey, stall_rules, scoring = rules.journey, rules.stall_rules, rules.scoring
+    by_rule = {name: getattr(stall_rules, name) for name in RULE_NAMES}
+    return RulePlan(
+        rules=rules,
+        step_events=tuple(s.event for s in journey.steps),
+        step_index={s.event: i for i, s in enumerate(journey.steps)},
+        step_names={s.event: s.name for s in journey.steps},
+        stall_after=tuple(timedelta(hours=s.stall_after_hours) for s in journey.steps),
+        activation_event=journey.activation_event,
+        tracked_events=frozenset([*(s.event for s in journey.steps), journey.activation_event]),
+        checkpoint=timedelta(days=journey.checkpoint_days),
+        renewal_window_days=journey.renewal_window_days,
+        track_conditions=tuple(
+            TrackCondition(
+                track=r.track,
+                min_arr=r.min_arr,
+                max_arr=r.max_arr,
+                plans=None if r.plans is None else frozenset(p.strip().casefold() for p in r.plans),
+                min_seats=r.min_seats,
+                max_seats=r.max_seats,
+            )
+            for r in rules.tracks.rules
+        ),
+        default_track=rules.tracks.default,
+        enabled=frozenset(name for name, rule in by_rule.items() if rule.enabled),
+        weights={name: rule.weight for name, rule in by_rule.items()},
+        spike_window=timedelta(days=stall_rules.ticket_spike.window_days),
+        spike_window_days=stall_rules.ticket_spike.window_days,
+        spike_min_tickets=stall_rules.ticket_spike.min_tickets,
+        spike_min_same_topic=stall_rules.ticket_spike.min_same_topic,
+        usage_ratio=stall_rules.usage_drop.ratio,
+        usage_min_previous=stall_rules.usage_drop.min_previous_days,
+        renewal_within_days=stall_rules.renewal_risk.within_days,
+        per_day_past_threshold=scoring.per_day_past_threshold,
+        max_time_factor=scoring.max_time_factor,
+        per_open_ticket=scoring.per_open_ticket,
+        max_ticket_factor=scoring.max_ticket_factor,
+        payment_failed_friction=scoring.payment_failed,
+        renewal_near_friction=scoring.renewal_near,
+        stage_weights={stage: scoring.stage_weights.get(stage, 1.0) for stage in STAGES},
+    )
+
+
+# Keyed on id(): the cached plan holds a strong reference to its Rules, so the id cannot be
+# reused by another object while the entry lives. Rules change rarely (a reload, a backtest),
+# so a tiny cache that is simply cleared when full is enough.
+_CACHE: dict[int, RulePlan] = {}
+_CACHE_SIZE = 16
+
+
+def plan_for(rules: Rules | RulePlan) -> RulePlan:
+    if isinstance(rules, RulePlan):
+        return rules
+    plan = _CACHE.get(id(rules))
+    if plan is not None and plan.rules is rules:
+        return plan
+    plan = compile_rules(rules)
+    if len(_CACHE) >= _CACHE_SIZE:
+        _CACHE.clear()
+    _CACHE[id(rules)] = plan
+    return plan

@@ -1,0 +1,177 @@
+"""The stall rules: given one account's facts and `now`, which rules say it is stalled.
+
+Each rule returns its verdict as a `Finding` with `stalled_since` (when the trouble began)
+and `threshold_at` (when the rule's threshold was crossed: scoring grows severity from it).
+Rules are pure and cheap: most accounts exit each rule on its first comparison.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, time, timedelta, timezone
+
+from ._text import duration, plural, renews_in
+from .config import Rules
+from .journey import compute_journey, days_until, journey_stage
+from .model import SUPPRESSING_STATUSES, AccountFacts, Finding, JourneyState, TicketFact
+from .plan import RulePlan, plan_for
+
+UTC = timezone.utc
+WEEK = timedelta(days=7)
+# Findings of these rules put the account in the "Churn risk" stage.
+CHURN_RULES = frozenset({"usage_drop", "renewal_risk", "payment_failed"})
+# Helpdesk priorities that make an open ticket an escalation.
+ESCALATION_PRIORITIES = frozenset({"high", "urgent"})
+
+# (rule, step, stalled_since, threshold_at, detail): a finding before its stage is known.
+_Verdict = tuple[str, "str | None", datetime, datetime, str]
+
+
+def evaluate(
+    facts: AccountFacts,
+    rules: Rules | RulePlan,
+    now: datetime,
+    *,
+    journey: JourneyState | None = None,
+) -> list[Finding]:
+    """Every enabled rule's finding for this account at `now`, in RULE_NAMES order.
+
+    Cancelled or churned accounts get none (reconcile suppresses their stalls). Pass the
+    `journey` if the caller has already computed it; otherwise it is derived from
+    `facts.steps`, `facts.signup_at` and `facts.activated_at`. The findings carry
+    `facts.stage` if set; else the journey's stage, which is "Churn risk" when one of
+    CHURN_RULES fires here (so the stage never lags a scan behind the findings).
+    """
+    if facts.status in SUPPRESSING_STATUSES:
+        return []
+    plan = plan_for(rules)
+    if journey is None:
+        journey = compute_journey(facts.steps, plan, first_seen_at=facts.signup_at,
+                                  activated_at_hint=facts.activated_at)
+    enabled = plan.enabled
+    activated = journey.activated_at is not None
+    verdicts: list[_Verdict] = []
+
+    if "step_stall" in enabled and not activated:
+        _add(verdicts, _step_stall(journey, plan, now))
+    if "not_activated" in enabled and not activated:
+        _add(verdicts, _not_activated(journey, now))
+    if "ticket_spike" in enabled and facts.tickets:
+        _add(verdicts, _ticket_spike(facts.tickets, plan, now))
+    if "usage_drop" in enabled and activated and _usage_down(facts, plan):
+        since = now - WEEK  # usage is counted per week: the trouble dates from the weak week's start
+        detail = f"active {plural(facts.active_days_recent, 'day')} this week vs {facts.active_days_previous} the week before"
+        verdicts.append(("usage_drop", None, since, since, detail))
+    if "renewal_risk" in enabled and facts.renewal_date is not None:
+        _add(verdicts, _renewal_risk(facts, plan, now))
+    if "payment_failed" in enabled and facts.payment_failed_at is not None:
+        failed_at = facts.payment_failed_at
+        verdicts.append(("payment_failed", None, failed_at, failed_at, f"payment failed {_ago(now - failed_at)}"))
+
+    if not verdicts:
+        return []
+    stage = facts.stage or journey_stage(
+        plan,
+        activated=activated,
+        all_steps_done=journey.steps_done == len(plan.step_events),
+        renewal_date=facts.renewal_date,
+        now=now,
+        churn_risk=any(v[0] in CHURN_RULES for v in verdicts),
+    )
+    return [Finding(rule, step, since, threshold, detail, stage) for rule, step, since, threshold, detail in verdicts]
+
+
+def _add(verdicts: list[_Verdict], verdict: _Verdict | None) -> None:
+    if verdict is not None:
+        verdicts.append(verdict)
+
+
+def _step_stall(journey: JourneyState, plan: RulePlan, now: datetime) -> _Verdict | None:
+    # Waiting on activation itself (all steps done) has no stalled_at: not_activated covers it.
+    step = journey.waiting_step
+    if step not in plan.step_index or journey.stalled_at is None or now < journey.stalled_at:
+        return None
+    since = journey.waiting_since
+    detail = f"{duration(now - since)} on '{plan.step_names[step]}'"
+    return ("step_stall", step, since, journey.stalled_at, detail)
+
+
+def _not_activated(journey: JourneyState, now: datetime) -> _Verdict | None:
+    if journey.checkpoint_at is None or now < journey.checkpoint_at:
+        return None
+    signup = journey.signup_at
+    return ("not_activated", None, signup, journey.checkpoint_at,
+            f"not activated {duration(now - signup)} after signup")
+
+
+def _ticket_spike(tickets: Sequence[TicketFact], plan: RulePlan, now: datetime) -> _Verdict | None:
+    """`min_tickets` tickets created in the window, `min_same_topic` of them on one topic.
+
+    The spike dates from the ticket that completed it: walking the window's tickets oldest
+    first, the first one at which both counts are met. Every earlier ticket of the window is
+    within `window_days` of it, so the condition really held from that moment on.
+    """
+    start = now - plan.spike_window
+    recent = [t for t in tickets if start <= t.created_at <= now]
+    if len(recent) < plan.spike_min_tickets:
+        return None
+    recent.sort(key=lambda t: (t.created_at, t.id))
+    counts: dict[str, int] = {}
+    labels: dict[str, str] = {}  # topic key -> its spelling on the earliest ticket
+    top = 0
+    spike_at = None
+    for n, ticket in enumerate(recent, 1):
+        label = (ticket.topic or "").strip()
+        key = label.casefold()
+        if key:
+            counts[key] = counts.get(key, 0) + 1
+            labels.setdefault(key, label)
+            top = max(top, counts[key])
+        if spike_at is None and n >= plan.spike_min_tickets and top >= plan.spike_min_same_topic:
+            spike_at = ticket.created_at
+    if spike_at is None:
+        return None
+    topic = min(counts, key=lambda k: (-counts[k], k))  # most tickets; ties by name, for stability
+    detail = (f"{len(recent)} tickets in {plural(plan.spike_window_days, 'day')}, "
+              f"{counts[topic]} on '{labels[topic]}'")
+    return ("ticket_spike", None, spike_at, spike_at, detail)
+
+
+def _usage_down(facts: AccountFacts, plan: RulePlan) -> bool:
+    previous = facts.active_days_previous
+    return previous >= plan.usage_min_previous and facts.active_days_recent < plan.usage_ratio * previous
+
+
+def _renewal_risk(facts: AccountFacts, plan: RulePlan, now: datetime) -> _Verdict | None:
+    """Renewal within `within_days` (not past) with an open escalation or a usage drop.
+
+    The usage-drop signal does not need the usage_drop rule to be enabled, nor activation:
+    falling usage before a renewal is a risk either way.
+    """
+    days_left = days_until(facts.renewal_date, now)
+    if days_left is None or not 0 <= days_left <= plan.renewal_within_days:
+        return None
+    escalation = _open_escalation(facts.tickets)
+    usage_down = _usage_down(facts, plan)
+    if escalation is None and not usage_down:
+        return None
+    reasons = [renews_in(days_left)]
+    if usage_down:
+        reasons.append("usage down")
+    if escalation is not None:
+        reasons.append(f"{escalation} ticket open")
+    window_start = datetime.combine(facts.renewal_date, time(0), UTC) - timedelta(days=plan.renewal_within_days)
+    return ("renewal_risk", None, window_start, window_start, ", ".join(reasons))
+
+
+def _open_escalation(tickets: Sequence[TicketFact]) -> str | None:
+    """The highest priority among open high/urgent tickets ("urgent" beats "high")."""
+    found = {(t.priority or "").strip().casefold() for t in tickets if t.is_open} & ESCALATION_PRIORITIES
+    if "urgent" in found:
+        return "urgent"
+    return "high" if found else None
+
+
+def _ago(delta: timedelta) -> str:
+    text = duration(delta)
+    return "just now" if text == "less than a minute" else f"{text} ago"

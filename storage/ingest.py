@@ -1,0 +1,414 @@
+"""Storing incoming events: idempotent, in one transaction per batch, journey state included.
+
+A batch is stored as a whole or not at all. Events are inserted with ON CONFLICT DO NOTHING
+on (source, message_id), so a redelivery is a no-op even when two processes receive it at
+once; only the events that were actually new update accounts, contacts, tickets and
+tracking issues, and those updates are commutative (earliest step time, latest last-seen),
+so late and out-of-order events land where their own timestamps put them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import defaultdict
+from dataclasses import dataclass, field
+from functools import lru_cache
+from datetime import date, datetime
+from typing import TYPE_CHECKING, Any, Iterable
+
+from sqlalchemy import Engine, bindparam, func, select, update
+
+from rules.config import Rules
+from rules.model import JourneyState
+from rules.journey import compute_journey, merge_step_times, parse_step_times
+from rules.plan import RulePlan, plan_for
+from rules.tracks import assign_track
+from storage.db import write_tx
+from storage.models import Account, ActiveDay, Contact, Event, Stall, Ticket, TrackingIssue
+from storage.sql import chunks, for_update, insert_ignore, upsert
+
+if TYPE_CHECKING:
+    from bot.ingest.records import IncomingEvent
+
+ACCOUNT = Account.__table__
+CONTACT = Contact.__table__
+EVENT = Event.__table__
+ACTIVE_DAY = ActiveDay.__table__
+TICKET = Ticket.__table__
+STALL = Stall.__table__
+TRACKING = TrackingIssue.__table__
+
+PRODUCT_KINDS = frozenset({"track", "page", "screen"})
+ACCOUNT_FIELDS = ("name", "domain", "plan", "arr", "owner_email", "renewal_date", "employees", "seats")
+
+
+@dataclass
+class StoreResult:
+    accepted: int = 0
+    duplicates: int = 0
+    accounts: set[str] = field(default_factory=set)  # accounts touched by new events
+    evaluate: set[str] = field(default_factory=set)  # accounts whose stalls to re-evaluate now
+    missing_properties: int = 0
+
+
+@dataclass
+class _AccountDelta:
+    """What a batch's new events say about one account."""
+
+    steps: list[tuple[str, datetime]] = field(default_factory=list)
+    first_seen: datetime | None = None
+    last_seen: datetime | None = None
+    traits: dict[str, Any] = field(default_factory=dict)
+    traits_at: datetime | None = None
+    lifecycle: tuple[datetime, str] | None = None
+    payment: tuple[datetime, bool] | None = None
+    stripe_customer_id: str | None = None
+    event_driven: bool = False
+    progressed: bool = False
+
+    def seen(self, at: datetime) -> None:
+        self.first_seen = at if self.first_seen is None or at < self.first_seen else self.first_seen
+        self.last_seen = at if self.last_seen is None or at > self.last_seen else self.last_seen
+
+
+def store_events(engine: Engine, events: list["IncomingEvent"], rules: Rules, now: datetime) -> StoreResult:
+    """Store a batch of validated events; return what was new. All or nothing."""
+    result = StoreResult()
+    if not events:
+        return result
+    unique: dict[tuple[str, str], "IncomingEvent"] = {}
+    for ev in events:
+        unique.setdefault((ev.source, ev.message_id), ev)
+    batch = list(unique.values())
+    with write_tx(engine) as conn:
+        _resolve_accounts(conn, batch)
+        fresh = _insert_events(conn, batch, now)
+        result.accepted = len(fresh)
+        result.duplicates = len(events) - len(fresh)
+        if fresh:
+            _apply(conn, fresh, rules, now, result)
+    return result
+
+
+def _resolve_accounts(conn, batch: list["IncomingEvent"]) -> None:
+    """Fill in the account of events that name only a user, a requester email or a Stripe customer."""
+    links = {ev.contact_id: ev.account_id for ev in batch if ev.kind == "group" and ev.contact_id}
+    unknown_users = {ev.contact_id for ev in batch if ev.account_id is None and ev.contact_id} - links.keys()
+    if unknown_users:
+        for chunk in chunks(sorted(unknown_users)):
+            rows = conn.execute(select(CONTACT.c.id, CONTACT.c.account_id).where(CONTACT.c.id.in_(chunk)))
+            links.update({cid: aid for cid, aid in rows if aid})
+    emails = {ev.requester_email for ev in batch if ev.account_id is None and ev.requester_email}
+    by_email: dict[str, str] = {}
+    if emails:
+        rows = conn.execute(
+            select(CONTACT.c.email, CONTACT.c.account_id)
+            .where(CONTACT.c.email.in_(sorted(emails)), CONTACT.c.account_id.is_not(None))
+        )
+        by_email = {email: aid for email, aid in rows}
+    customers = {ev.stripe_customer_id for ev in batch if ev.account_id is None and ev.stripe_customer_id}
+    by_customer: dict[str, str] = {}
+    if customers:
+        rows = conn.execute(
+            select(ACCOUNT.c.stripe_customer_id, ACCOUNT.c.id).where(ACCOUNT.c.stripe_customer_id.in_(sorted(customers)))
+        )
+        by_customer = {cust: aid for cust, aid in rows}
+    for ev in batch:
+        if ev.account_id is None:
+            ev.account_id = (
+                links.get(ev.contact_id)
+                or by_email.get(ev.requester_email or "")
+                or by_customer.get(ev.stripe_customer_id or "")
+            )
+
+
+def _insert_events(conn, batch: list["IncomingEvent"], now: datetime) -> list["IncomingEvent"]:
+    rows = [
+        {
+            "source": ev.source,
+            "message_id": ev.message_id,
+            "kind": ev.kind,
+            "name": ev.name,
+            "account_id": ev.account_id,
+            "contact_id": ev.contact_id,
+            "occurred_at": ev.occurred_at,
+            "received_at": now,
+            "properties": ev.properties,
+        }
+        for ev in batch
+    ]
+    stmt = insert_ignore(conn, EVENT, "source", "message_id").returning(EVENT.c.source, EVENT.c.message_id)
+    inserted: set[tuple[str, str]] = set()
+    for chunk in chunks(rows, 500):
+        inserted.update(tuple(r) for r in conn.execute(stmt, chunk))
+    return [ev for ev in batch if (ev.source, ev.message_id) in inserted]
+
+
+def _apply(conn, fresh: list["IncomingEvent"], rules: Rules, now: datetime, result: StoreResult) -> None:
+    journey_events = plan_for(rules).tracked_events
+    deltas: dict[str, _AccountDelta] = defaultdict(_AccountDelta)
+    active_days: set[tuple[str, date]] = set()
+    contacts: dict[str, dict[str, Any]] = {}
+    tickets: dict[str, dict[str, Any]] = {}
+    missing: dict[tuple[str, str], list] = {}
+
+    for ev in fresh:
+        if ev.kind == "track" and ev.name in rules.schema_:
+            for prop in rules.schema_[ev.name]:
+                if ev.properties.get(prop) in (None, ""):
+                    ev.missing_properties.append(prop)
+                    entry = missing.setdefault((ev.name, prop), [0, ev.occurred_at, ev.occurred_at, ev.message_id])
+                    entry[0] += 1
+                    entry[1] = min(entry[1], ev.occurred_at)
+                    entry[2] = max(entry[2], ev.occurred_at)
+        if ev.contact_id and (ev.contact_traits or ev.kind in ("group", "identify")):
+            _merge_contact(contacts, ev)
+        if ev.ticket is not None:
+            _merge_ticket(tickets, ev)
+        if not ev.account_id:
+            continue
+        delta = deltas[ev.account_id]
+        if ev.kind in PRODUCT_KINDS:
+            delta.seen(ev.occurred_at)
+            active_days.add((ev.account_id, ev.occurred_at.date()))
+            if ev.name in journey_events:
+                delta.steps.append((ev.name, ev.occurred_at))
+                delta.progressed = True
+        if ev.account_traits and (delta.traits_at is None or ev.occurred_at >= delta.traits_at):
+            delta.traits.update(ev.account_traits)
+            delta.traits_at = ev.occurred_at
+        if ev.lifecycle and (delta.lifecycle is None or ev.occurred_at >= delta.lifecycle[0]):
+            delta.lifecycle = (ev.occurred_at, ev.lifecycle)
+        if ev.payment_failed is not None and (delta.payment is None or ev.occurred_at >= delta.payment[0]):
+            delta.payment = (ev.occurred_at, ev.payment_failed)
+        if ev.stripe_customer_id:
+            delta.stripe_customer_id = ev.stripe_customer_id
+        if ev.source in ("stripe", "tickets"):
+            delta.event_driven = True
+
+    if contacts:
+        _upsert_contacts(conn, contacts, now)
+    if deltas:
+        _update_accounts(conn, deltas, rules, now)
+        result.accounts = set(deltas)
+        result.evaluate = {aid for aid, d in deltas.items() if d.event_driven} | _with_open_stalls(
+            conn, [aid for aid, d in deltas.items() if d.progressed and not d.event_driven]
+        )
+    if active_days:
+        conn.execute(
+            insert_ignore(conn, ACTIVE_DAY, "account_id", "day"),
+            [{"account_id": a, "day": d} for a, d in sorted(active_days)],
+        )
+    if tickets:
+        _upsert_tickets(conn, tickets)
+    if missing:
+        _record_missing(conn, missing, now)
+        result.missing_properties = sum(v[0] for v in missing.values())
+
+
+def _merge_contact(contacts: dict[str, dict[str, Any]], ev: "IncomingEvent") -> None:
+    row = contacts.setdefault(
+        ev.contact_id,
+        {"id": ev.contact_id, "account_id": None, "email": None, "name": None, "first_name": None,
+         "unsubscribed": None, "last_seen_at": ev.occurred_at},
+    )
+    if ev.account_id:
+        row["account_id"] = ev.account_id
+    for key, value in (ev.contact_traits or {}).items():
+        row[key] = value
+    row["last_seen_at"] = max(row["last_seen_at"], ev.occurred_at)
+
+
+def _upsert_contacts(conn, contacts: dict[str, dict[str, Any]], now: datetime) -> None:
+    rows = [dict(row, created_at=now, updated_at=now) for _, row in sorted(contacts.items())]
+    for row in rows:
+        if row["unsubscribed"] is None:
+            row["unsubscribed"] = False
+    unsub_given = {row["id"] for row in contacts.values() if row["unsubscribed"] is not None}
+    stmt = upsert(conn, CONTACT)
+    excluded = stmt.excluded
+    # Keep what we knew when a message omits a trait; an identify that says nothing about
+    # unsubscribing must not resubscribe anyone, so that flag is set in a second statement.
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["id"],
+        set_={
+            "account_id": func.coalesce(excluded.account_id, CONTACT.c.account_id),
+            "email": func.coalesce(excluded.email, CONTACT.c.email),
+            "name": func.coalesce(excluded.name, CONTACT.c.name),
+            "first_name": func.coalesce(excluded.first_name, CONTACT.c.first_name),
+            "updated_at": excluded.updated_at,
+        },
+    )
+    conn.execute(stmt, rows)
+    if unsub_given:
+        conn.execute(
+            update(CONTACT).where(CONTACT.c.id == bindparam("cid")).values(unsubscribed=bindparam("flag")),
+            [{"cid": cid, "flag": bool(contacts[cid]["unsubscribed"])} for cid in sorted(unsub_given)],
+        )
+
+
+def _update_accounts(conn, deltas: dict[str, _AccountDelta], rules: Rules, now: datetime) -> None:
+    ids = sorted(deltas)
+    conn.execute(
+        insert_ignore(conn, ACCOUNT, "id"),
+        [{"id": aid, "name": aid, "name_lower": aid.lower(), "steps": {}, "created_at": now, "updated_at": now}
+         for aid in ids],
+    )
+    cols = [ACCOUNT.c[name] for name in (
+        "id", "name", "domain", "plan", "arr", "seats", "employees", "owner_email", "renewal_date", "status",
+        "steps", "first_seen_at", "last_seen_at", "payment_failed_at", "stripe_customer_id", "stage",
+    )]
+    updates = []
+    for chunk in chunks(ids):
+        for row in conn.execute(for_update(conn, select(*cols).where(ACCOUNT.c.id.in_(chunk)).order_by(ACCOUNT.c.id))):
+            updates.append(_account_update(row._mapping, deltas[row.id], rules, now))
+    conn.execute(
+        update(ACCOUNT).where(ACCOUNT.c.id == bindparam("_id")).values({k: bindparam(k) for k in updates[0] if k != "_id"}),
+        updates,
+    )
+
+
+def _account_update(row, delta: _AccountDelta, rules: Rules, now: datetime) -> dict[str, Any]:
+    values = {name: row[name] for name in ACCOUNT_FIELDS}
+    for key, value in delta.traits.items():
+        if key in values:
+            values[key] = value
+    plan = plan_for(rules)
+    steps = merge_step_times(row["steps"] or {}, delta.steps, plan.tracked_events) if delta.steps else dict(row["steps"] or {})
+    first_seen = _min(row["first_seen_at"], delta.first_seen)
+    last_seen = _max(row["last_seen_at"], delta.last_seen)
+    status = delta.lifecycle[1] if delta.lifecycle else row["status"]
+    payment_failed_at = row["payment_failed_at"]
+    if delta.payment is not None:
+        failed_at, failed = delta.payment
+        payment_failed_at = (payment_failed_at or failed_at) if failed else None
+    journey = compute_journey(
+        parse_step_times(steps), plan, first_seen_at=first_seen, renewal_date=values["renewal_date"], now=now,
+        churn_risk=row["stage"] == "Churn risk",
+    )
+    return {
+        "_id": row["id"],
+        **values,
+        "name_lower": (values["name"] or row["id"]).lower(),
+        "track": assign_track(values["arr"], values["plan"], values["seats"], plan),
+        "status": status,
+        "steps": steps,
+        "first_seen_at": first_seen,
+        "last_seen_at": last_seen,
+        "payment_failed_at": payment_failed_at,
+        "stripe_customer_id": delta.stripe_customer_id or row["stripe_customer_id"],
+        **journey_columns(journey),
+        "journey_version": rules_version(rules),
+        "updated_at": now,
+    }
+
+
+def journey_columns(journey: JourneyState) -> dict[str, Any]:
+    """The account columns that store a journey state."""
+    return {
+        "signup_at": journey.signup_at,
+        "activated_at": journey.activated_at,
+        "stage": journey.stage,
+        "waiting_step": journey.waiting_step,
+        "waiting_since": journey.waiting_since,
+        "stalled_at": journey.stalled_at,
+        "checkpoint_at": journey.checkpoint_at,
+        "steps_done": journey.steps_done,
+    }
+
+
+def _with_open_stalls(conn, account_ids: list[str]) -> set[str]:
+    """Of these accounts, the ones with a live stall (progress may have resolved it)."""
+    found: set[str] = set()
+    for chunk in chunks(sorted(account_ids)):
+        rows = conn.execute(
+            select(STALL.c.account_id).where(STALL.c.account_id.in_(chunk), STALL.c.open_key.is_not(None)).distinct()
+        )
+        found.update(r[0] for r in rows)
+    return found
+
+
+def _merge_ticket(tickets: dict[str, dict[str, Any]], ev: "IncomingEvent") -> None:
+    t = ev.ticket
+    current = tickets.get(t.id)
+    if current is not None and current["updated_at"] > ev.occurred_at:
+        return
+    tickets[t.id] = {
+        "id": t.id, "account_id": ev.account_id, "requester_email": t.requester_email, "status": t.status,
+        "topic": t.topic, "subject": t.subject, "priority": t.priority, "created_at": t.created_at,
+        "updated_at": ev.occurred_at,
+    }
+
+
+def _upsert_tickets(conn, tickets: dict[str, dict[str, Any]]) -> None:
+    stmt = upsert(conn, TICKET)
+    excluded = stmt.excluded
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["id"],
+        set_={
+            "account_id": func.coalesce(excluded.account_id, TICKET.c.account_id),
+            "status": excluded.status,
+            "topic": func.coalesce(excluded.topic, TICKET.c.topic),
+            "subject": func.coalesce(excluded.subject, TICKET.c.subject),
+            "priority": func.coalesce(excluded.priority, TICKET.c.priority),
+            "updated_at": excluded.updated_at,
+        },
+        # An older update arriving late must not roll a ticket's status back.
+        where=excluded.updated_at >= TICKET.c.updated_at,
+    )
+    conn.execute(stmt, [tickets[k] for k in sorted(tickets)])
+
+
+def _record_missing(conn, missing: dict[tuple[str, str], list], now: datetime) -> None:
+    stmt = upsert(conn, TRACKING)
+    excluded = stmt.excluded
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["kind", "event_name", "property"],
+        set_={
+            "count": TRACKING.c.count + excluded.count,
+            "last_seen_at": excluded.last_seen_at,
+            "example_message_id": excluded.example_message_id,
+            "resolved_at": None,
+        },
+    )
+    conn.execute(stmt, [
+        {"kind": "missing_property", "event_name": name, "property": prop, "count": n,
+         "first_seen_at": now, "last_seen_at": now, "example_message_id": example,
+         "detail": f"'{name}' arrived without the required property '{prop}'"}
+        for (name, prop), (n, _first, _last, example) in sorted(missing.items())
+    ])
+
+
+def rules_version(rules: Rules | RulePlan) -> str:
+    """A short fingerprint of what stored journey state depends on."""
+    rules = rules.rules if isinstance(rules, RulePlan) else rules
+    return _fingerprint_hash(rules.journey_fingerprint())
+
+
+@lru_cache(maxsize=32)
+def _fingerprint_hash(fingerprint: str) -> str:
+    return hashlib.sha1(fingerprint.encode()).hexdigest()[:16]
+
+
+def _min(a, b):
+    return b if a is None else a if b is None else min(a, b)
+
+
+def _max(a, b):
+    return b if a is None else a if b is None else max(a, b)
+
+
+def apply_account_traits(engine: Engine, traits: dict[str, dict[str, Any]], rules: Rules, now: datetime) -> tuple[int, int]:
+    """Set account facts from outside the event stream (CSV import), in one transaction,
+    through the same path as a Segment group call. Returns (created, updated)."""
+    if not traits:
+        return 0, 0
+    with write_tx(engine) as conn:
+        existing: set[str] = set()
+        for chunk in chunks(sorted(traits)):
+            existing.update(r[0] for r in conn.execute(select(ACCOUNT.c.id).where(ACCOUNT.c.id.in_(chunk))))
+        deltas: dict[str, _AccountDelta] = {}
+        for aid, values in traits.items():
+            deltas[aid] = _AccountDelta(traits=dict(values), traits_at=now)
+        _update_accounts(conn, deltas, rules, now)
+    return len(traits) - len(existing), len(existing)

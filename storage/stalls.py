@@ -1,0 +1,190 @@
+"""Queries behind the scan: candidate accounts, their signals, live stalls; applying changes."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from typing import Iterable, Iterator, Sequence
+
+from sqlalchemy import Connection, and_, bindparam, case, func, or_, select, update
+
+from rules.config import Rules
+from rules.model import SUPPRESSING_STATUSES, OpenStall, StallChange, TicketFact
+from rules.reconcile import stall_open_key
+from storage.models import Account, ActiveDay, AuditEntry, Stall, Ticket
+from storage.sql import chunks, insert_ignore
+
+ACCOUNT = Account.__table__
+ACTIVE_DAY = ActiveDay.__table__
+AUDIT = AuditEntry.__table__
+STALL = Stall.__table__
+TICKET = Ticket.__table__
+
+FACT_COLUMNS = (
+    "id", "name", "arr", "status", "track", "plan", "seats", "signup_at", "activated_at", "steps",
+    "last_seen_at", "renewal_date", "payment_failed_at", "stage", "first_seen_at", "journey_version",
+)
+TICKET_LOOKBACK = timedelta(days=30)
+
+
+def candidate_condition(rules: Rules, now: datetime, only: Sequence[str] | None = None):
+    """Accounts some rule could fire on, or with a live stall to re-check: each branch indexed."""
+    if only is not None:
+        return ACCOUNT.c.id.in_(list(only))
+    sr = rules.stall_rules
+    not_activated = ACCOUNT.c.activated_at.is_(None)
+    branches = [ACCOUNT.c.id.in_(select(STALL.c.account_id).where(STALL.c.open_key.is_not(None)))]
+    if sr.step_stall.enabled:
+        branches.append(and_(ACCOUNT.c.stalled_at <= now, not_activated))
+    if sr.not_activated.enabled:
+        branches.append(and_(ACCOUNT.c.checkpoint_at <= now, not_activated))
+    if sr.payment_failed.enabled:
+        branches.append(ACCOUNT.c.payment_failed_at.is_not(None))
+    if sr.renewal_risk.enabled:
+        today = now.date()
+        branches.append(ACCOUNT.c.renewal_date.between(today, today + timedelta(days=sr.renewal_risk.within_days)))
+    if sr.ticket_spike.enabled:
+        since = now - timedelta(days=sr.ticket_spike.window_days)
+        branches.append(ACCOUNT.c.id.in_(
+            select(TICKET.c.account_id).where(TICKET.c.created_at >= since, TICKET.c.created_at <= now)
+            .group_by(TICKET.c.account_id).having(func.count() >= sr.ticket_spike.min_tickets)
+        ))
+    if sr.usage_drop.enabled:
+        start, middle = usage_window(now)
+        branches.append(and_(ACCOUNT.c.activated_at.is_not(None), ACCOUNT.c.id.in_(
+            select(ACTIVE_DAY.c.account_id).where(ACTIVE_DAY.c.day >= start, ACTIVE_DAY.c.day < middle)
+            .group_by(ACTIVE_DAY.c.account_id).having(func.count() >= sr.usage_drop.min_previous_days)
+        )))
+    return or_(*branches)
+
+
+def usage_window(now: datetime) -> tuple[date, date]:
+    """[start, middle) is the previous week, [middle, today] the recent one (days, UTC)."""
+    today = now.date()
+    return today - timedelta(days=13), today - timedelta(days=6)
+
+
+def iter_candidates(conn: Connection, rules: Rules, now: datetime, only: Sequence[str] | None = None,
+                    batch: int = 5000) -> Iterator[list]:
+    """Candidate account rows, in batches, ordered by id (bounded memory)."""
+    cols = [ACCOUNT.c[c] for c in FACT_COLUMNS]
+    if only is not None:
+        for chunk in chunks(sorted(set(only)), 900):
+            yield list(conn.execute(select(*cols).where(ACCOUNT.c.id.in_(chunk))))
+        return
+    stmt = select(*cols).where(candidate_condition(rules, now)).order_by(ACCOUNT.c.id)
+    result = conn.execution_options(yield_per=batch).execute(stmt)
+    for part in result.partitions(batch):
+        yield list(part)
+
+
+def tickets_by_account(conn: Connection, account_ids: Sequence[str], now: datetime) -> dict[str, list[TicketFact]]:
+    out: dict[str, list[TicketFact]] = defaultdict(list)
+    since = now - TICKET_LOOKBACK
+    for chunk in chunks(sorted(account_ids), 900):
+        rows = conn.execute(
+            select(TICKET.c.account_id, TICKET.c.id, TICKET.c.created_at, TICKET.c.status, TICKET.c.topic,
+                   TICKET.c.subject, TICKET.c.priority)
+            .where(TICKET.c.account_id.in_(chunk), TICKET.c.created_at >= since, TICKET.c.created_at <= now)
+        )
+        for aid, tid, created, status, topic, subject, priority in rows:
+            out[aid].append(TicketFact(tid, created, status, topic, subject, priority))
+    return out
+
+
+def active_days_by_account(conn: Connection, account_ids: Sequence[str], now: datetime) -> dict[str, tuple[int, int]]:
+    """(recent, previous) distinct active days for each account with any in the last 14 days."""
+    start, middle = usage_window(now)
+    out: dict[str, tuple[int, int]] = {}
+    recent = func.sum(case((ACTIVE_DAY.c.day >= middle, 1), else_=0))
+    previous = func.sum(case((ACTIVE_DAY.c.day < middle, 1), else_=0))
+    for chunk in chunks(sorted(account_ids), 900):
+        rows = conn.execute(
+            select(ACTIVE_DAY.c.account_id, recent, previous)
+            .where(ACTIVE_DAY.c.account_id.in_(chunk), ACTIVE_DAY.c.day >= start, ACTIVE_DAY.c.day <= now.date())
+            .group_by(ACTIVE_DAY.c.account_id)
+        )
+        out.update({aid: (int(r or 0), int(p or 0)) for aid, r, p in rows})
+    return out
+
+
+def live_stalls(conn: Connection, account_ids: Sequence[str]) -> dict[str, list[OpenStall]]:
+    out: dict[str, list[OpenStall]] = defaultdict(list)
+    cols = (STALL.c.id, STALL.c.account_id, STALL.c.rule, STALL.c.step, STALL.c.status, STALL.c.score,
+            STALL.c.priority, STALL.c.snoozed_until)
+    for chunk in chunks(sorted(account_ids), 900):
+        for row in conn.execute(select(*cols).where(STALL.c.account_id.in_(chunk), STALL.c.open_key.is_not(None))):
+            out[row.account_id].append(OpenStall(*row))
+    return out
+
+
+@dataclass
+class Applied:
+    opened: list[int]
+    changed: list[int]  # updated, unsnoozed, resolved or suppressed
+
+
+def apply_changes(conn: Connection, changes: Sequence[StallChange], now: datetime) -> Applied:
+    """Write reconcile's decisions. Guarded so a concurrent evaluation can't double-open or
+    re-close: opens are ON CONFLICT (open_key) DO NOTHING, the rest touch live stalls only."""
+    opens = [c for c in changes if c.action == "open"]
+    applied = Applied([], [])
+    if opens:
+        rows = [_open_row(c, now) for c in opens]
+        stmt = insert_ignore(conn, STALL, "open_key").returning(STALL.c.id)
+        for chunk in chunks(rows, 500):
+            applied.opened.extend(r[0] for r in conn.execute(stmt, chunk))
+    live = STALL.c.open_key.is_not(None)
+    scored = [c for c in changes if c.action in ("update", "unsnooze")]
+    if scored:
+        # A plain update keeps a snooze; an unsnooze (snooze expired, still stalled) reopens.
+        stmt = (update(STALL).where(STALL.c.id == bindparam("_id"), live)
+                .values(score=bindparam("score"), severity=bindparam("severity"), priority=bindparam("priority"),
+                        why=bindparam("why"), detail=bindparam("detail"), stalled_since=bindparam("stalled_since"),
+                        threshold_at=bindparam("threshold_at"), stage=bindparam("stage"),
+                        updated_at=bindparam("updated_at")))
+        conn.execute(stmt, [_score_params(c, now) for c in scored])
+        unsnoozed = [{"_id": c.stall_id} for c in scored if c.action == "unsnooze"]
+        if unsnoozed:
+            conn.execute(update(STALL).where(STALL.c.id == bindparam("_id"), live)
+                         .values(status="open", snoozed_until=None), unsnoozed)
+    closing = [c for c in changes if c.action in ("auto_resolve", "suppress")]
+    if closing:
+        stmt = (update(STALL).where(STALL.c.id == bindparam("_id"), live)
+                .values(status=bindparam("status"), open_key=None, resolved_at=now, resolved_by="system",
+                        resolution=bindparam("reason"), updated_at=now))
+        conn.execute(stmt, [
+            {"_id": c.stall_id, "status": "auto_resolved" if c.action == "auto_resolve" else "suppressed",
+             "reason": (c.reason or "")[:500]}
+            for c in closing
+        ])
+    applied.changed = [c.stall_id for c in scored + closing]
+    audits = [
+        {"at": now, "actor": "system", "action": f"stall.{c.action}", "stall_id": c.stall_id,
+         "account_id": c.account_id, "source": "scan", "detail": {"rule": c.rule, "reason": c.reason}}
+        for c in closing + [c for c in scored if c.action == "unsnooze"]
+    ]
+    if audits:
+        conn.execute(AUDIT.insert(), audits)
+    return applied
+
+
+def _open_row(change: StallChange, now: datetime) -> dict:
+    f, s = change.finding, change.score
+    return {
+        "account_id": change.account_id, "rule": change.rule, "step": f.step,
+        "open_key": stall_open_key(change.account_id, change.rule), "status": "open",
+        "opened_at": now, "stalled_since": f.stalled_since, "threshold_at": f.threshold_at, "updated_at": now,
+        "score": s.score, "severity": s.severity, "priority": s.priority, "why": s.why[:1000],
+        "detail": f.detail[:500], "stage": f.stage, "recovery_attempts": 0,
+    }
+
+
+def _score_params(change: StallChange, now: datetime) -> dict:
+    f, s = change.finding, change.score
+    return {
+        "_id": change.stall_id, "score": s.score, "severity": s.severity, "priority": s.priority,
+        "why": s.why[:1000], "detail": f.detail[:500], "stalled_since": f.stalled_since,
+        "threshold_at": f.threshold_at, "stage": f.stage, "updated_at": now,
+    }
