@@ -17,6 +17,7 @@ from starlette.routing import Route
 from bot.ingest.routes import routes as ingest_routes
 from bot.settings import Settings
 from storage.db import make_engine
+from storage.writer import BatchWriter
 
 log = logging.getLogger(__name__)
 
@@ -37,9 +38,12 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
             except Exception:  # the next scan catches up; never fail the stored request
                 log.exception("event-driven evaluation failed")
 
+    writer = BatchWriter(engine, rules)
+
     @asynccontextmanager
     async def lifespan(app: Starlette):
         yield
+        writer.close()
         engine.dispose()
 
     app = Starlette(
@@ -53,6 +57,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     app.state.settings = settings
     app.state.engine = engine
     app.state.rules = rules
+    app.state.writer = writer
     app.state.on_events_stored = on_events_stored
     app.state.scheduler = None
     return app

@@ -111,9 +111,10 @@ def _decide(conn, rows, rules: Rules, now: datetime, stage_updates: list[dict]) 
             seats=row.seats, signup_at=journey.signup_at, activated_at=journey.activated_at, steps=steps,
             last_seen_at=row.last_seen_at, renewal_date=row.renewal_date, tickets=tickets.get(row.id, ()),
             active_days_recent=recent, active_days_previous=previous, payment_failed_at=row.payment_failed_at,
-            stage=journey.stage,
         )
-        findings = evaluate(facts, plan, now)
+        # No facts.stage: evaluate stamps the journey's stage, or "Churn risk" when a churn
+        # rule fires, so a stall is scored with the stage the account is put in below.
+        findings = evaluate(facts, plan, now, journey=journey)
         scored = [(f, score(f, facts, plan, now)) for f in findings]
         changes.extend(reconcile(row.id, row.status, live.get(row.id, ()), scored, now))
         stage = "Churn risk" if any(f.rule in CHURN_RULES for f in findings) else journey.stage

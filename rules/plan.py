@@ -58,9 +58,14 @@ class RulePlan:
     payment_failed_friction: float
     renewal_near_friction: float
     stage_weights: dict[str, float]
+    bands: tuple[tuple[float, str], ...]  # (lowest score, priority), highest band first
 
     def band(self, score: float) -> str:
-        return self.rules.priorities.band(score)
+        """Same as `Priorities.band`, without the pydantic attribute walk."""
+        for lowest, priority in self.bands:
+            if score >= lowest:
+                return priority
+        return "P3"
 
 
 def compile_rules(rules: Rules) -> RulePlan:
@@ -104,6 +109,7 @@ def compile_rules(rules: Rules) -> RulePlan:
         payment_failed_friction=scoring.payment_failed,
         renewal_near_friction=scoring.renewal_near,
         stage_weights={stage: scoring.stage_weights.get(stage, 1.0) for stage in STAGES},
+        bands=((rules.priorities.P0, "P0"), (rules.priorities.P1, "P1"), (rules.priorities.P2, "P2")),
     )
 
 
@@ -115,11 +121,12 @@ _CACHE_SIZE = 16
 
 
 def plan_for(rules: Rules | RulePlan) -> RulePlan:
-    if isinstance(rules, RulePlan):
-        return rules
+    # Called once per domain function call: the common case (a cached Rules) comes first.
     plan = _CACHE.get(id(rules))
     if plan is not None and plan.rules is rules:
         return plan
+    if type(rules) is RulePlan:
+        return rules
     plan = compile_rules(rules)
     if len(_CACHE) >= _CACHE_SIZE:
         _CACHE.clear()

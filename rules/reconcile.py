@@ -43,6 +43,8 @@ def reconcile(
     - live stall, no finding of its rule: "auto_resolve".
     Changes come in RULE_NAMES order (unknown rules after, by name).
     """
+    if not open_stalls and not findings:  # most accounts on most scans
+        return []
     live = [s for s in open_stalls if s.status in LIVE]
     if status in SUPPRESSING_STATUSES:
         return [StallChange("suppress", account_id, s.rule, stall_id=s.id, reason=f"account {status}")
@@ -102,5 +104,8 @@ def _cleared_reason(stall: OpenStall) -> str:
     return "condition cleared"
 
 
+_RULE_RANK = {rule: (n, "") for n, rule in enumerate(RULE_NAMES)}
+
+
 def _rule_order(rule: str) -> tuple[int, str]:
-    return (RULE_NAMES.index(rule), "") if rule in RULE_NAMES else (len(RULE_NAMES), rule)
+    return _RULE_RANK.get(rule) or (len(RULE_NAMES), rule)

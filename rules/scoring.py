@@ -32,7 +32,7 @@ def score(finding: Finding, facts: AccountFacts, rules: Rules | RulePlan, now: d
     stage_weight = plan.stage_weights.get(finding.stage, 1.0)
 
     notes: list[str] = []  # the friction facts, for the why line
-    open_tickets = sum(1 for t in facts.tickets if t.is_open)
+    open_tickets = sum(1 for t in facts.tickets if t.is_open) if facts.tickets else 0
     friction = 1.0 + min(plan.max_ticket_factor - 1.0, plan.per_open_ticket * open_tickets)
     if open_tickets:
         notes.append(plural(open_tickets, "open ticket"))

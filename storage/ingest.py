@@ -13,7 +13,7 @@ import hashlib
 from collections import defaultdict
 from dataclasses import dataclass, field
 from functools import lru_cache
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Iterable
 
 from sqlalchemy import Engine, bindparam, func, select, update
@@ -24,8 +24,8 @@ from rules.journey import compute_journey, merge_step_times, parse_step_times
 from rules.plan import RulePlan, plan_for
 from rules.tracks import assign_track
 from storage.db import write_tx
-from storage.models import Account, ActiveDay, Contact, Event, Stall, Ticket, TrackingIssue
-from storage.sql import chunks, for_update, insert_ignore, upsert
+from storage.models import Account, ActiveDay, Contact, Event, EventVolume, Stall, Ticket, TrackingIssue
+from storage.sql import FastMany, chunks, for_update, insert_ignore, upsert
 
 if TYPE_CHECKING:
     from bot.ingest.records import IncomingEvent
@@ -37,6 +37,7 @@ ACTIVE_DAY = ActiveDay.__table__
 TICKET = Ticket.__table__
 STALL = Stall.__table__
 TRACKING = TrackingIssue.__table__
+VOLUME = EventVolume.__table__
 
 PRODUCT_KINDS = frozenset({"track", "page", "screen"})
 ACCOUNT_FIELDS = ("name", "domain", "plan", "arr", "owner_email", "renewal_date", "employees", "seats")
@@ -73,21 +74,45 @@ class _AccountDelta:
 
 def store_events(engine: Engine, events: list["IncomingEvent"], rules: Rules, now: datetime) -> StoreResult:
     """Store a batch of validated events; return what was new. All or nothing."""
-    result = StoreResult()
-    if not events:
-        return result
-    unique: dict[tuple[str, str], "IncomingEvent"] = {}
-    for ev in events:
-        unique.setdefault((ev.source, ev.message_id), ev)
-    batch = list(unique.values())
+    return store_batches(engine, [events], rules, now)[0]
+
+
+def store_batches(engine: Engine, batches: list[list["IncomingEvent"]], rules: Rules, now: datetime) -> list[StoreResult]:
+    """Store several batches in one transaction (group commit); one result per batch.
+
+    Within the group, a message id in two batches counts for the first one and is a
+    duplicate in the later one, exactly as if they had been stored one after the other.
+    """
+    owner: dict[tuple[str, str], int] = {}
+    unique: list["IncomingEvent"] = []
+    for index, events in enumerate(batches):
+        for ev in events:
+            key = (ev.source, ev.message_id)
+            if key not in owner:
+                owner[key] = index
+                unique.append(ev)
+    results = [StoreResult() for _ in batches]
+    if not unique:
+        for result, events in zip(results, batches):
+            result.duplicates = len(events)
+        return results
+    combined = StoreResult()
     with write_tx(engine) as conn:
-        _resolve_accounts(conn, batch)
-        fresh = _insert_events(conn, batch, now)
-        result.accepted = len(fresh)
-        result.duplicates = len(events) - len(fresh)
+        _resolve_accounts(conn, unique)
+        fresh = _insert_events(conn, unique, now)
         if fresh:
-            _apply(conn, fresh, rules, now, result)
-    return result
+            _apply(conn, fresh, rules, now, combined)
+    for ev in fresh:
+        result = results[owner[(ev.source, ev.message_id)]]
+        result.accepted += 1
+        if ev.account_id in combined.accounts:
+            result.accounts.add(ev.account_id)
+        if ev.account_id in combined.evaluate:
+            result.evaluate.add(ev.account_id)
+        result.missing_properties += len(ev.missing_properties)
+    for result, events in zip(results, batches):
+        result.duplicates = len(events) - result.accepted
+    return results
 
 
 def _resolve_accounts(conn, batch: list["IncomingEvent"]) -> None:
@@ -122,26 +147,52 @@ def _resolve_accounts(conn, batch: list["IncomingEvent"]) -> None:
             )
 
 
+EVENT_KEYS = ("source", "message_id", "kind", "name", "account_id", "contact_id", "occurred_at", "received_at",
+              "properties")
+
+
 def _insert_events(conn, batch: list["IncomingEvent"], now: datetime) -> list["IncomingEvent"]:
-    rows = [
-        {
-            "source": ev.source,
-            "message_id": ev.message_id,
-            "kind": ev.kind,
-            "name": ev.name,
-            "account_id": ev.account_id,
-            "contact_id": ev.contact_id,
-            "occurred_at": ev.occurred_at,
-            "received_at": now,
-            "properties": ev.properties,
+    """Insert the batch, skipping (source, message_id) pairs already stored; return the new ones."""
+    rows = {
+        (ev.source, ev.message_id): {
+            "source": ev.source, "message_id": ev.message_id, "kind": ev.kind, "name": ev.name,
+            "account_id": ev.account_id, "contact_id": ev.contact_id, "occurred_at": ev.occurred_at,
+            "received_at": now, "properties": ev.properties,
         }
         for ev in batch
-    ]
+    }
+    if conn.dialect.name == "sqlite":
+        # SQLite has one writer and we hold its lock (BEGIN IMMEDIATE): a look-up of the ids
+        # already stored is exact, and the insert can skip RETURNING.
+        stored = _stored_ids(conn, list(rows))
+        fresh = [ev for ev in batch if (ev.source, ev.message_id) not in stored]
+        FastMany.of(conn, "event.insert", lambda c: upsert(c, EVENT).on_conflict_do_nothing(), EVENT_KEYS, _types(EVENT)).run(
+            conn, [rows[(ev.source, ev.message_id)] for ev in fresh])
+        return fresh
+    # Elsewhere concurrent transactions may race on the same ids: the database decides,
+    # and RETURNING tells which rows were ours. Rows go in key order, so two batches sharing
+    # ids wait on each other in one order instead of deadlocking.
     stmt = insert_ignore(conn, EVENT, "source", "message_id").returning(EVENT.c.source, EVENT.c.message_id)
     inserted: set[tuple[str, str]] = set()
-    for chunk in chunks(rows, 500):
+    for chunk in chunks([rows[key] for key in sorted(rows)], 500):
         inserted.update(tuple(r) for r in conn.execute(stmt, chunk))
     return [ev for ev in batch if (ev.source, ev.message_id) in inserted]
+
+
+def _stored_ids(conn, keys: list[tuple[str, str]]) -> set[tuple[str, str]]:
+    by_source: dict[str, list[str]] = defaultdict(list)
+    for source, message_id in keys:
+        by_source[source].append(message_id)
+    stored: set[tuple[str, str]] = set()
+    for source, ids in by_source.items():
+        for chunk in chunks(ids, 900):
+            rows = conn.execute(select(EVENT.c.message_id).where(EVENT.c.source == source, EVENT.c.message_id.in_(chunk)))
+            stored.update((source, r[0]) for r in rows)
+    return stored
+
+
+def _types(table) -> dict:
+    return {c.name: c.type for c in table.columns}
 
 
 def _apply(conn, fresh: list["IncomingEvent"], rules: Rules, now: datetime, result: StoreResult) -> None:
@@ -151,12 +202,16 @@ def _apply(conn, fresh: list["IncomingEvent"], rules: Rules, now: datetime, resu
     contacts: dict[str, dict[str, Any]] = {}
     tickets: dict[str, dict[str, Any]] = {}
     missing: dict[tuple[str, str], list] = {}
+    volume: dict[tuple[str, date], list[int]] = defaultdict(lambda: [0, 0])
 
     for ev in fresh:
+        if ev.kind == "track" and ev.name:
+            volume[(ev.name, now.date())][0] += 1
         if ev.kind == "track" and ev.name in rules.schema_:
             for prop in rules.schema_[ev.name]:
                 if ev.properties.get(prop) in (None, ""):
                     ev.missing_properties.append(prop)
+                    volume[(ev.name, now.date())][1] += 1
                     entry = missing.setdefault((ev.name, prop), [0, ev.occurred_at, ev.occurred_at, ev.message_id])
                     entry[0] += 1
                     entry[1] = min(entry[1], ev.occurred_at)
@@ -195,10 +250,11 @@ def _apply(conn, fresh: list["IncomingEvent"], rules: Rules, now: datetime, resu
             conn, [aid for aid, d in deltas.items() if d.progressed and not d.event_driven]
         )
     if active_days:
-        conn.execute(
-            insert_ignore(conn, ACTIVE_DAY, "account_id", "day"),
-            [{"account_id": a, "day": d} for a, d in sorted(active_days)],
-        )
+        FastMany.of(conn, "active_day.insert", lambda c: upsert(c, ACTIVE_DAY).on_conflict_do_nothing(),
+                    ("account_id", "day"), _types(ACTIVE_DAY)).run(
+            conn, [{"account_id": a, "day": d} for a, d in sorted(active_days)])
+    if volume:
+        _count_volume(conn, volume)
     if tickets:
         _upsert_tickets(conn, tickets)
     if missing:
@@ -247,28 +303,81 @@ def _upsert_contacts(conn, contacts: dict[str, dict[str, Any]], now: datetime) -
         )
 
 
+ACCOUNT_STATE = (
+    "id", "name", "name_lower", "domain", "plan", "arr", "seats", "employees", "owner_email", "renewal_date",
+    "status", "track", "steps", "first_seen_at", "last_seen_at", "payment_failed_at", "stripe_customer_id", "stage",
+    "signup_at", "activated_at", "waiting_step", "waiting_since", "stalled_at", "checkpoint_at", "steps_done",
+    "journey_version",
+)
+# last_seen_at is kept to the hour: "last activity" needs no more, and it spares a row write
+# for every event of an active account (the exact time is in the event table).
+LAST_SEEN_STEP = timedelta(hours=1)
+
+
 def _update_accounts(conn, deltas: dict[str, _AccountDelta], rules: Rules, now: datetime) -> None:
+    """Fold the deltas into the accounts, creating missing ones; write only rows that change."""
     ids = sorted(deltas)
-    conn.execute(
-        insert_ignore(conn, ACCOUNT, "id"),
-        [{"id": aid, "name": aid, "name_lower": aid.lower(), "steps": {}, "created_at": now, "updated_at": now}
-         for aid in ids],
-    )
-    cols = [ACCOUNT.c[name] for name in (
-        "id", "name", "domain", "plan", "arr", "seats", "employees", "owner_email", "renewal_date", "status",
-        "steps", "first_seen_at", "last_seen_at", "payment_failed_at", "stripe_customer_id", "stage",
-    )]
-    updates = []
+    version = rules_version(rules)
+    # First a narrow look: most accounts of a batch only show activity that changes nothing.
+    known: dict[str, tuple] = {}
     for chunk in chunks(ids):
-        for row in conn.execute(for_update(conn, select(*cols).where(ACCOUNT.c.id.in_(chunk)).order_by(ACCOUNT.c.id))):
-            updates.append(_account_update(row._mapping, deltas[row.id], rules, now))
-    conn.execute(
-        update(ACCOUNT).where(ACCOUNT.c.id == bindparam("_id")).values({k: bindparam(k) for k in updates[0] if k != "_id"}),
-        updates,
-    )
+        stmt = select(ACCOUNT.c.id, ACCOUNT.c.first_seen_at, ACCOUNT.c.last_seen_at, ACCOUNT.c.journey_version)
+        known.update((r[0], r) for r in conn.execute(stmt.where(ACCOUNT.c.id.in_(chunk))))
+    changing = [aid for aid in ids if aid not in known or not _unchanged(known[aid], deltas[aid], version)]
+    if not changing:
+        return
+    cols = [ACCOUNT.c[name] for name in ACCOUNT_STATE]
+    rows: dict[str, dict] = {}
+    for chunk in chunks([aid for aid in changing if aid in known]):
+        stmt = for_update(conn, select(*cols).where(ACCOUNT.c.id.in_(chunk)).order_by(ACCOUNT.c.id))
+        rows.update((r.id, dict(r._mapping)) for r in conn.execute(stmt))
+    missing = [aid for aid in changing if aid not in rows]
+    if missing:
+        conn.execute(insert_ignore(conn, ACCOUNT, "id"), [_new_account(aid, now) for aid in missing])
+        if conn.dialect.name == "postgresql":  # a concurrent batch may have created some: lock them too
+            stmt = for_update(conn, select(*cols).where(ACCOUNT.c.id.in_(missing)).order_by(ACCOUNT.c.id))
+            rows.update((r.id, dict(r._mapping)) for r in conn.execute(stmt))
+        else:
+            rows.update((aid, _new_account(aid, now)) for aid in missing)
+    updates = []
+    for aid in changing:
+        row = rows[aid]
+        values = _account_update(row, deltas[aid], rules, now)
+        if any(values[k] != row.get(k) for k in values if k not in ("_id", "updated_at")):
+            updates.append(values)
+    if updates:
+        keys = tuple(updates[0])
+        FastMany.of(
+            conn, "account.update",
+            lambda c: update(ACCOUNT).where(ACCOUNT.c.id == bindparam("_id")).values({k: bindparam(k) for k in keys if k != "_id"}),
+            keys, _types(ACCOUNT),
+        ).run(conn, updates)
 
 
-def _account_update(row, delta: _AccountDelta, rules: Rules, now: datetime) -> dict[str, Any]:
+def _new_account(aid: str, now: datetime) -> dict[str, Any]:
+    return {
+        "id": aid, "name": aid, "name_lower": aid.lower(), "domain": None, "plan": None, "arr": 0.0, "seats": None,
+        "employees": None, "owner_email": None, "renewal_date": None, "status": "trialing", "track": "standard",
+        "steps": {}, "first_seen_at": None, "last_seen_at": None, "payment_failed_at": None,
+        "stripe_customer_id": None, "stage": "Onboarding", "signup_at": None, "activated_at": None,
+        "waiting_step": None, "waiting_since": None, "stalled_at": None, "checkpoint_at": None, "steps_done": 0,
+        "journey_version": "", "created_at": now, "updated_at": now,
+    }
+
+
+def _unchanged(known: tuple, delta: _AccountDelta, version: str) -> bool:
+    """The common case of plain product usage: nothing but activity on a known account."""
+    if delta.steps or delta.traits or delta.lifecycle or delta.payment or delta.stripe_customer_id:
+        return False
+    _, first, last, journey_version = known
+    if journey_version != version:
+        return False
+    if delta.first_seen is not None and (first is None or delta.first_seen < first):
+        return False
+    return delta.last_seen is None or (last is not None and delta.last_seen - last < LAST_SEEN_STEP)
+
+
+def _account_update(row: dict, delta: _AccountDelta, rules: Rules, now: datetime) -> dict[str, Any]:
     values = {name: row[name] for name in ACCOUNT_FIELDS}
     for key, value in delta.traits.items():
         if key in values:
@@ -276,7 +385,9 @@ def _account_update(row, delta: _AccountDelta, rules: Rules, now: datetime) -> d
     plan = plan_for(rules)
     steps = merge_step_times(row["steps"] or {}, delta.steps, plan.tracked_events) if delta.steps else dict(row["steps"] or {})
     first_seen = _min(row["first_seen_at"], delta.first_seen)
-    last_seen = _max(row["last_seen_at"], delta.last_seen)
+    last_seen = row["last_seen_at"]
+    if delta.last_seen is not None and (last_seen is None or delta.last_seen - last_seen >= LAST_SEEN_STEP):
+        last_seen = delta.last_seen
     status = delta.lifecycle[1] if delta.lifecycle else row["status"]
     payment_failed_at = row["payment_failed_at"]
     if delta.payment is not None:
@@ -359,6 +470,17 @@ def _upsert_tickets(conn, tickets: dict[str, dict[str, Any]]) -> None:
     conn.execute(stmt, [tickets[k] for k in sorted(tickets)])
 
 
+def _count_volume(conn, volume: dict[tuple[str, date], list[int]]) -> None:
+    stmt = upsert(conn, VOLUME)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["name", "day"],
+        set_={"count": VOLUME.c.count + stmt.excluded.count,
+              "missing_required": VOLUME.c.missing_required + stmt.excluded.missing_required},
+    )
+    conn.execute(stmt, [{"name": name, "day": day, "count": n, "missing_required": m}
+                        for (name, day), (n, m) in sorted(volume.items())])
+
+
 def _record_missing(conn, missing: dict[tuple[str, str], list], now: datetime) -> None:
     stmt = upsert(conn, TRACKING)
     excluded = stmt.excluded
@@ -382,7 +504,13 @@ def _record_missing(conn, missing: dict[tuple[str, str], list], now: datetime) -
 def rules_version(rules: Rules | RulePlan) -> str:
     """A short fingerprint of what stored journey state depends on."""
     rules = rules.rules if isinstance(rules, RulePlan) else rules
-    return _fingerprint_hash(rules.journey_fingerprint())
+    cached = _versions.get(id(rules))
+    if cached is None or cached[0] is not rules:
+        cached = _versions[id(rules)] = (rules, _fingerprint_hash(rules.journey_fingerprint()))
+    return cached[1]
+
+
+_versions: dict[int, tuple[Rules, str]] = {}
 
 
 @lru_cache(maxsize=32)

@@ -82,7 +82,6 @@ class Event(SQLModel, table=True):
         # Idempotency: one row per (source, message id), whatever the redelivery.
         UniqueConstraint("source", "message_id", name="uq_event_source_message"),
         Index("ix_event_account_occurred", "account_id", "occurred_at"),  # /journey recent events
-        Index("ix_event_name_received", "name", "received_at"),  # volume anomalies
     )
 
     id: Optional[int] = Field(default=None, primary_key=True)
@@ -95,6 +94,17 @@ class Event(SQLModel, table=True):
     occurred_at: datetime
     received_at: datetime
     properties: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+
+
+class EventVolume(SQLModel, table=True):
+    """Events received per name and UTC day: volume anomalies without scanning the event table."""
+
+    __tablename__ = "event_volume"
+
+    name: str = Field(primary_key=True, max_length=200)
+    day: date = Field(primary_key=True)
+    count: int = 0
+    missing_required: int = 0
 
 
 class ActiveDay(SQLModel, table=True):

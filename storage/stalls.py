@@ -130,11 +130,6 @@ def apply_changes(conn: Connection, changes: Sequence[StallChange], now: datetim
     re-close: opens are ON CONFLICT (open_key) DO NOTHING, the rest touch live stalls only."""
     opens = [c for c in changes if c.action == "open"]
     applied = Applied([], [])
-    if opens:
-        rows = [_open_row(c, now) for c in opens]
-        stmt = insert_ignore(conn, STALL, "open_key").returning(STALL.c.id)
-        for chunk in chunks(rows, 500):
-            applied.opened.extend(r[0] for r in conn.execute(stmt, chunk))
     live = STALL.c.open_key.is_not(None)
     scored = [c for c in changes if c.action in ("update", "unsnooze")]
     if scored:
@@ -159,6 +154,13 @@ def apply_changes(conn: Connection, changes: Sequence[StallChange], now: datetim
              "reason": (c.reason or "")[:500]}
             for c in closing
         ])
+    if opens:
+        # After the closes: a stall that moved to another step closes the old one and opens
+        # the new one under the same open_key in one scan.
+        rows = [_open_row(c, now) for c in opens]
+        stmt = insert_ignore(conn, STALL, "open_key").returning(STALL.c.id)
+        for chunk in chunks(rows, 500):
+            applied.opened.extend(r[0] for r in conn.execute(stmt, chunk))
     applied.changed = [c.stall_id for c in scored + closing]
     audits = [
         {"at": now, "actor": "system", "action": f"stall.{c.action}", "stall_id": c.stall_id,

@@ -8,6 +8,7 @@ after the store, so a ticket spike pings without waiting for the next scan.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -26,7 +27,7 @@ from bot import metrics
 from bot.ingest import segment, stripe, tickets
 from bot.ingest.records import BadRequest, IncomingEvent, MessageError, TooLarge, Unauthorized
 from storage.db import utcnow
-from storage.ingest import StoreResult, store_events
+from storage.ingest import StoreResult
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +63,8 @@ async def read_body(request: Request, limit: int = MAX_RAW_BYTES) -> bytes:
         raise BadRequest(f"body is not valid gzip: {exc}") from None
     if len(data) > limit or inflater.unconsumed_tail:
         raise TooLarge(f"decompressed body is larger than {limit} bytes")
+    if not inflater.eof:  # cut short: the CRC and length trailer were never checked
+        raise BadRequest("body is not valid gzip: truncated stream")
     return data
 
 
@@ -92,9 +95,7 @@ def handles_errors(source: str) -> Callable:
 
 
 async def _store(request: Request, events: list[IncomingEvent], rejected: list[dict], source: str) -> StoreResult:
-    state = request.app.state
-    now = utcnow()
-    result = await run_in_threadpool(store_events, state.engine, events, state.rules, now)
+    result = await asyncio.wrap_future(request.app.state.writer.submit(events, utcnow()))
     metrics.EVENTS.labels(source, "accepted").inc(result.accepted)
     metrics.EVENTS.labels(source, "duplicate").inc(result.duplicates)
     metrics.EVENTS.labels(source, "rejected").inc(len(rejected))
@@ -151,13 +152,23 @@ def tracking_route(kind: str | None):
         else:
             if len(body) > segment.MAX_EVENT_BYTES:
                 raise TooLarge(f"a single message is limited to {segment.MAX_EVENT_BYTES} bytes")
-            events = [segment.parse_message(payload, kind=kind, received_at=now)]
-            rejected = []
+            events, rejected = _parse_one(payload, kind, now)
         result = await _store(request, events, rejected, "segment")
         return _answer(result, rejected, request, segment_style=True, urgent=False)
 
     tracking_api.__name__ = f"v1_{kind or 'batch'}"
     return tracking_api
+
+
+def _parse_one(payload: Any, kind: str | None, now) -> tuple[list[IncomingEvent], list[dict]]:
+    """A body that is one message: not a JSON object is a 400 (not a message at all); an
+    invalid message is reported at index 0, as in a batch, and nothing is stored."""
+    if not isinstance(payload, dict):
+        raise BadRequest("body must be a JSON object (one message)")
+    try:
+        return [segment.parse_message(payload, kind=kind, received_at=now)], []
+    except MessageError as exc:
+        return [], [{"index": 0, "error": str(exc)}]
 
 
 def _parse_segment(messages: list, batch: dict, now, check_size: bool) -> tuple[list[IncomingEvent], list[dict]]:
@@ -187,7 +198,7 @@ async def ingest_segment(request: Request) -> Response:
     messages, batch = segment.batch_messages(payload, len(body))
     now = utcnow()
     if "batch" not in payload:
-        events, rejected = [segment.parse_message(payload, kind=None, received_at=now)], []
+        events, rejected = _parse_one(payload, None, now)
     else:
         events, rejected = _parse_segment(messages, batch, now, len(body) > segment.MAX_EVENT_BYTES)
     result = await _store(request, events, rejected, "segment")
@@ -203,10 +214,14 @@ async def ingest_stripe(request: Request) -> Response:
         raise Unauthorized("STRIPE_WEBHOOK_SECRET is not configured on this server")
     body = await read_body(request)
     stripe.verify_signature(body, request.headers.get("stripe-signature"), secret, now=time.time())
-    event = stripe.parse_event(body)
+    rejected: list[dict] = []
+    try:
+        event = stripe.parse_event(body)
+    except MessageError as exc:  # a handled event Stallwatch cannot use (stripe.py's contract)
+        event, rejected = None, [{"index": 0, "error": str(exc)}]
     events = [event] if event is not None else []
-    result = await _store(request, events, [], "stripe")
-    return _answer(result, [], request, segment_style=False, urgent=True)
+    result = await _store(request, events, rejected, "stripe")
+    return _answer(result, rejected, request, segment_style=False, urgent=True)
 
 
 # --- Helpdesk tickets -------------------------------------------------------------------------

@@ -141,6 +141,8 @@ def parse_ticket(item: Any) -> IncomingEvent:
     if status is None:
         raise MessageError("status is required (a non-empty string)")
     status = status.lower()
+    if len(status) > MAX_STATUS_LENGTH:  # lower() can lengthen some characters
+        raise MessageError(f"status is longer than {MAX_STATUS_LENGTH} characters")
 
     created_at = _timestamp(item.get("created_at"), "created_at")
     if created_at is None:

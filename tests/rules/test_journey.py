@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import importlib.resources
-from datetime import date, datetime, timedelta, timezone
+from datetime import datetime, timedelta, timezone
 
 from hypothesis import given, settings
 from hypothesis import strategies as st

@@ -16,7 +16,7 @@ depends_on = None
 
 
 def upgrade() -> None:
-    
+
     op.create_table('account',
     sa.Column('id', sqlmodel.sql.sqltypes.AutoString(length=255), nullable=False),
     sa.Column('name', sqlmodel.sql.sqltypes.AutoString(length=255), nullable=False),
@@ -163,8 +163,14 @@ def upgrade() -> None:
     )
     with op.batch_alter_table('event', schema=None) as batch_op:
         batch_op.create_index('ix_event_account_occurred', ['account_id', 'occurred_at'], unique=False)
-        batch_op.create_index('ix_event_name_received', ['name', 'received_at'], unique=False)
 
+    op.create_table('event_volume',
+    sa.Column('name', sqlmodel.sql.sqltypes.AutoString(length=200), nullable=False),
+    sa.Column('day', sa.Date(), nullable=False),
+    sa.Column('count', sa.Integer(), nullable=False),
+    sa.Column('missing_required', sa.Integer(), nullable=False),
+    sa.PrimaryKeyConstraint('name', 'day')
+    )
     op.create_table('lease',
     sa.Column('name', sqlmodel.sql.sqltypes.AutoString(length=100), nullable=False),
     sa.Column('holder', sqlmodel.sql.sqltypes.AutoString(length=200), nullable=False),
@@ -283,11 +289,11 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('id'),
     sa.UniqueConstraint('kind', 'event_name', 'property', name='uq_tracking_issue')
     )
-    
+
 
 
 def downgrade() -> None:
-    
+
     op.drop_table('tracking_issue')
     with op.batch_alter_table('ticket', schema=None) as batch_op:
         batch_op.drop_index('ix_ticket_created')
@@ -310,8 +316,8 @@ def downgrade() -> None:
 
     op.drop_table('mail_outbox')
     op.drop_table('lease')
+    op.drop_table('event_volume')
     with op.batch_alter_table('event', schema=None) as batch_op:
-        batch_op.drop_index('ix_event_name_received')
         batch_op.drop_index('ix_event_account_occurred')
 
     op.drop_table('event')
@@ -347,4 +353,4 @@ def downgrade() -> None:
         batch_op.drop_index('ix_account_checkpoint_at')
 
     op.drop_table('account')
-    
+
