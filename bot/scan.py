@@ -16,8 +16,8 @@ from typing import Callable, Sequence
 from sqlalchemy import Engine, bindparam, select, update
 
 from rules.config import Rules
-from rules.journey import compute_journey, parse_step_times
-from rules.model import AccountFacts, StallChange
+from rules.journey import compute_journey, journey_stage, parse_step_times
+from rules.model import AccountFacts, JourneyState, StallChange
 from rules.plan import plan_for
 from rules.reconcile import reconcile
 from rules.scoring import score
@@ -30,7 +30,6 @@ from storage.stalls import Applied, active_days_by_account, apply_changes, iter_
 
 log = logging.getLogger(__name__)
 ACCOUNT = Account.__table__
-CHURN_RULES = frozenset({"usage_drop", "renewal_risk", "payment_failed"})
 
 
 @dataclass
@@ -63,25 +62,30 @@ def on_changes(listener: Listener) -> None:
 
 
 def scan(engine: Engine, rules: Rules, now: datetime | None = None, *, only: Sequence[str] | None = None) -> ScanReport:
-    """Evaluate every candidate account (or only the given ones) at `now`."""
+    """Evaluate every candidate account (or only the given ones) at `now`.
+
+    Candidates are read in batches from one snapshot and each batch's decisions are written
+    in its own short transaction, so memory stays bounded and ingest is never blocked for
+    long. Writes are guarded (see storage.stalls.apply_changes), so a concurrent evaluation
+    of the same account cannot double-open or re-close a stall.
+    """
     started = time.perf_counter()
     now = now or utcnow()
     report = ScanReport(now=now)
     if only is None:
         report.journeys_refreshed = refresh_journeys(engine, rules, now)
-    changes: list[StallChange] = []
-    stage_updates: list[dict] = []
     with read_tx(engine) as conn:
         for rows in iter_candidates(conn, rules, now, only):
             report.candidates += len(rows)
-            changes.extend(_decide(conn, rows, rules, now, stage_updates))
-    if changes or stage_updates:
-        with write_tx(engine) as conn:
-            applied = apply_changes(conn, changes, now)
-            if stage_updates:
-                conn.execute(update(ACCOUNT).where(ACCOUNT.c.id == bindparam("_id")).values(stage=bindparam("stage")),
-                             stage_updates)
-        _count(report, changes, applied)
+            stage_updates: list[dict] = []
+            changes = _decide(conn, rows, rules, now, stage_updates)
+            if changes or stage_updates:
+                with write_tx(engine) as wconn:
+                    applied = apply_changes(wconn, changes, now)
+                    if stage_updates:
+                        wconn.execute(update(ACCOUNT).where(ACCOUNT.c.id == bindparam("_id"))
+                                      .values(stage=bindparam("stage")), stage_updates)
+                _count(report, changes, applied)
     report.seconds = time.perf_counter() - started
     metrics.SCAN_SECONDS.observe(report.seconds)
     if report.opened_ids or report.changed_ids:
@@ -101,23 +105,27 @@ def _decide(conn, rows, rules: Rules, now: datetime, stage_updates: list[dict]) 
     tickets = tickets_by_account(conn, ids, now)
     days = active_days_by_account(conn, [r.id for r in rows if r.activated_at is not None], now)
     live = live_stalls(conn, ids)
+    all_steps = len(plan.step_events)
     changes: list[StallChange] = []
     for row in rows:
+        # The journey as ingest stored it (refresh_journeys keeps it current with the rules).
+        journey = JourneyState(row.stage, row.signup_at, row.activated_at, row.waiting_step, row.waiting_since,
+                               row.stalled_at, row.checkpoint_at, row.steps_done)
         recent, previous = days.get(row.id, (0, 0))
-        steps = parse_step_times(row.steps or {})
-        journey = compute_journey(steps, plan, first_seen_at=row.first_seen_at, renewal_date=row.renewal_date, now=now)
         facts = AccountFacts(
             id=row.id, name=row.name, arr=row.arr or 0.0, status=row.status, track=row.track, plan=row.plan,
-            seats=row.seats, signup_at=journey.signup_at, activated_at=journey.activated_at, steps=steps,
+            seats=row.seats, signup_at=row.signup_at, activated_at=row.activated_at,
             last_seen_at=row.last_seen_at, renewal_date=row.renewal_date, tickets=tickets.get(row.id, ()),
             active_days_recent=recent, active_days_previous=previous, payment_failed_at=row.payment_failed_at,
         )
-        # No facts.stage: evaluate stamps the journey's stage, or "Churn risk" when a churn
-        # rule fires, so a stall is scored with the stage the account is put in below.
         findings = evaluate(facts, plan, now, journey=journey)
         scored = [(f, score(f, facts, plan, now)) for f in findings]
         changes.extend(reconcile(row.id, row.status, live.get(row.id, ()), scored, now))
-        stage = "Churn risk" if any(f.rule in CHURN_RULES for f in findings) else journey.stage
+        if findings:
+            stage = findings[0].stage
+        else:
+            stage = journey_stage(plan, activated=row.activated_at is not None,
+                                  all_steps_done=row.steps_done == all_steps, renewal_date=row.renewal_date, now=now)
         if stage != row.stage:
             stage_updates.append({"_id": row.id, "stage": stage})
     return changes
@@ -126,13 +134,13 @@ def _decide(conn, rows, rules: Rules, now: datetime, stage_updates: list[dict]) 
 def _count(report: ScanReport, changes: list[StallChange], applied: Applied) -> None:
     for change in changes:
         metrics.STALL_CHANGES.labels(change.action).inc()
-    report.opened = len(applied.opened)
-    report.updated = sum(c.action == "update" for c in changes)
-    report.unsnoozed = sum(c.action == "unsnooze" for c in changes)
-    report.auto_resolved = sum(c.action == "auto_resolve" for c in changes)
-    report.suppressed = sum(c.action == "suppress" for c in changes)
-    report.opened_ids = applied.opened
-    report.changed_ids = applied.changed
+    report.opened += len(applied.opened)
+    report.updated += sum(c.action == "update" for c in changes)
+    report.unsnoozed += sum(c.action == "unsnooze" for c in changes)
+    report.auto_resolved += sum(c.action == "auto_resolve" for c in changes)
+    report.suppressed += sum(c.action == "suppress" for c in changes)
+    report.opened_ids.extend(applied.opened)
+    report.changed_ids.extend(applied.changed)
 
 
 def refresh_journeys(engine: Engine, rules: Rules, now: datetime, batch: int = 5000) -> int:

@@ -174,7 +174,7 @@ def _insert_events(conn, batch: list["IncomingEvent"], now: datetime) -> list["I
     # ids wait on each other in one order instead of deadlocking.
     stmt = insert_ignore(conn, EVENT, "source", "message_id").returning(EVENT.c.source, EVENT.c.message_id)
     inserted: set[tuple[str, str]] = set()
-    for chunk in chunks([rows[key] for key in sorted(rows)], 500):
+    for chunk in chunks(list(rows.values()), 500):
         inserted.update(tuple(r) for r in conn.execute(stmt, chunk))
     return [ev for ev in batch if (ev.source, ev.message_id) in inserted]
 

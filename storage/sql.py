@@ -87,3 +87,62 @@ class FastMany:
                     procs[name] = proc
             found = self._cache[key] = (compiled, procs)
         return found
+
+
+def _sqlite_converter(type_):
+    """How SQLite's stored text becomes the Python value SQLAlchemy would return."""
+    from datetime import date, datetime, timezone
+
+    import orjson
+    from sqlalchemy import JSON, Date, DateTime
+
+    impl = getattr(type_, "impl", type_)
+    if isinstance(impl, DateTime):
+        utc = timezone.utc
+        return lambda v: None if v is None else datetime.fromisoformat(v).replace(tzinfo=utc)
+    if isinstance(impl, Date):
+        return lambda v: None if v is None else date.fromisoformat(v)
+    if isinstance(impl, JSON):
+        return lambda v: None if v is None else orjson.loads(v)
+    return None
+
+
+def stream_rows(conn: Connection, stmt, batch: int = 5000):
+    """Yield lists of rows (named tuples) of a SELECT, `batch` at a time.
+
+    On SQLite the statement runs through the DB-API cursor and only the columns that need it
+    are converted, with the same results SQLAlchemy's type machinery would give at a fraction
+    of its per-value cost (the scan reads ~10 values for each of 100,000 accounts).
+    """
+    from collections import namedtuple
+
+    if conn.dialect.name != "sqlite":
+        result = conn.execution_options(yield_per=batch).execute(stmt)
+        for part in result.partitions(batch):
+            yield list(part)
+        return
+    columns = list(stmt.selected_columns)
+    Row = namedtuple("Row", [c.key for c in columns])
+    converters = [(i, conv) for i, c in enumerate(columns) if (conv := _sqlite_converter(c.type)) is not None]
+    compiled = stmt.compile(dialect=conn.dialect, compile_kwargs={"render_postcompile": True})
+    params = compiled.construct_params()
+    args = tuple(params[name] for name in compiled.positiontup)
+    processors = compiled._bind_processors
+    args = tuple(processors[name](v) if name in processors and v is not None else v
+                 for name, v in zip(compiled.positiontup, args))
+    cursor = conn.exec_driver_sql(compiled.string, args)
+    make = Row._make
+    while True:
+        raw = cursor.fetchmany(batch)
+        if not raw:
+            return
+        if converters:
+            out = []
+            for r in raw:
+                r = list(r)
+                for i, conv in converters:
+                    r[i] = conv(r[i])
+                out.append(make(r))
+            yield out
+        else:
+            yield [make(r) for r in raw]

@@ -13,7 +13,7 @@ from rules.config import Rules
 from rules.model import SUPPRESSING_STATUSES, OpenStall, StallChange, TicketFact
 from rules.reconcile import stall_open_key
 from storage.models import Account, ActiveDay, AuditEntry, Stall, Ticket
-from storage.sql import chunks, insert_ignore
+from storage.sql import chunks, insert_ignore, stream_rows
 
 ACCOUNT = Account.__table__
 ACTIVE_DAY = ActiveDay.__table__
@@ -22,8 +22,9 @@ STALL = Stall.__table__
 TICKET = Ticket.__table__
 
 FACT_COLUMNS = (
-    "id", "name", "arr", "status", "track", "plan", "seats", "signup_at", "activated_at", "steps",
-    "last_seen_at", "renewal_date", "payment_failed_at", "stage", "first_seen_at", "journey_version",
+    "id", "name", "arr", "status", "track", "plan", "seats", "signup_at", "activated_at", "last_seen_at",
+    "renewal_date", "payment_failed_at", "stage", "waiting_step", "waiting_since", "stalled_at", "checkpoint_at",
+    "steps_done",
 )
 TICKET_LOOKBACK = timedelta(days=30)
 
@@ -74,9 +75,7 @@ def iter_candidates(conn: Connection, rules: Rules, now: datetime, only: Sequenc
             yield list(conn.execute(select(*cols).where(ACCOUNT.c.id.in_(chunk))))
         return
     stmt = select(*cols).where(candidate_condition(rules, now)).order_by(ACCOUNT.c.id)
-    result = conn.execution_options(yield_per=batch).execute(stmt)
-    for part in result.partitions(batch):
-        yield list(part)
+    yield from stream_rows(conn, stmt, batch)
 
 
 def tickets_by_account(conn: Connection, account_ids: Sequence[str], now: datetime) -> dict[str, list[TicketFact]]:
@@ -114,8 +113,10 @@ def live_stalls(conn: Connection, account_ids: Sequence[str]) -> dict[str, list[
     cols = (STALL.c.id, STALL.c.account_id, STALL.c.rule, STALL.c.step, STALL.c.status, STALL.c.score,
             STALL.c.priority, STALL.c.snoozed_until)
     for chunk in chunks(sorted(account_ids), 900):
-        for row in conn.execute(select(*cols).where(STALL.c.account_id.in_(chunk), STALL.c.open_key.is_not(None))):
-            out[row.account_id].append(OpenStall(*row))
+        stmt = select(*cols).where(STALL.c.account_id.in_(chunk), STALL.c.open_key.is_not(None))
+        for rows in stream_rows(conn, stmt):
+            for row in rows:
+                out[row.account_id].append(OpenStall(*row))
     return out
 
 

@@ -12,6 +12,7 @@ import pytest
 import segment.analytics as analytics
 
 from bot.app import create_app
+from storage.db import make_engine
 from tests.conftest import WRITE_KEY, LiveServer
 from tests.helpers import (
     ACCOUNT, CONTACT, EVENT, TRACKING, account, ago, as_utc, basic, count, counts, dumps, events_by_message, gz,
@@ -411,7 +412,9 @@ def test_message_without_id_redelivered_identically(client, engine):
     assert count(engine, EVENT) == 2
 
 
-def test_concurrent_overlapping_batches(server, engine):
+def test_concurrent_overlapping_batches(server, settings, engine):
+    """8 threads, half on a second server process-alike (its own app and engine, as with
+    several `serve` processes behind a load balancer), redelivering each other's messages."""
     threads_n, batches_per_thread, batch_size = 8, 5, 40
     rng = random.Random(1234)
     plans: list[list[list[dict]]] = []
@@ -419,7 +422,7 @@ def test_concurrent_overlapping_batches(server, engine):
         plans.append([])
         for b in range(batches_per_thread):
             plans[t].append([track("Button Clicked", message_id=f"t{t}-b{b}-{i}", user=f"u{t}",
-                                   group=f"acct-{(t + i) % 5}", at=ago(minutes=i))
+                                   group=f"acct-{rng.randrange(24)}", at=ago(minutes=i))
                              for i in range(int(batch_size * 0.8))])
     everything = [m for plan in plans for batch in plan for m in batch]
     for plan in plans:
@@ -431,8 +434,8 @@ def test_concurrent_overlapping_batches(server, engine):
     lock = threading.Lock()
     start = threading.Barrier(threads_n)
 
-    def worker(plan):
-        with httpx.Client(base_url=server.url, timeout=60) as c:
+    def worker(plan, url):
+        with httpx.Client(base_url=url, timeout=60) as c:
             start.wait()
             for batch in plan:
                 r = post_v1(c, "/v1/batch", {"batch": batch})
@@ -442,11 +445,14 @@ def test_concurrent_overlapping_batches(server, engine):
                     else:
                         answers.append(r.json())
 
-    threads = [threading.Thread(target=worker, args=(plan,)) for plan in plans]
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join()
+    other = create_app(settings, engine=make_engine(settings.database_url))
+    with LiveServer(other) as second:
+        threads = [threading.Thread(target=worker, args=(plan, (server.url, second.url)[n % 2]))
+                   for n, plan in enumerate(plans)]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
     assert failures == []
     distinct = {m["messageId"] for m in everything}
     posted = sum(len(batch) for plan in plans for batch in plan)
@@ -456,7 +462,7 @@ def test_concurrent_overlapping_batches(server, engine):
     stored = events_by_message(engine)
     assert set(stored) == distinct
     assert count(engine, EVENT) == len(distinct)
-    assert count(engine, ACCOUNT) == 5
+    assert count(engine, ACCOUNT) == len({m["context"]["groupId"] for m in everything})
 
 
 # --------------------------------------------------------------------------- journey from events

@@ -1,0 +1,174 @@
+"""Scan and account lookup at scale: 100,000 accounts and 1,000,000 events on SQLite.
+
+    python -m benchmarks.scan [--accounts 100000] [--events-per-account 10] [--db PATH]
+
+Builds the data set once through the real storage path (store_batches: journeys, active
+days, contacts) and keeps it at --db (default /tmp/stallwatch-bench-scan.db, reused when it
+exists); then runs `scan` in a fresh process twice (first scan opens the stalls, second
+finds nothing new), printing wall time and the process's peak RSS, and times the account
+look-up behind /journey (exact name, domain, id, prefix, and fuzzy misspellings).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import random
+import statistics
+import subprocess
+import sys
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+NOW = datetime(2026, 11, 20, 12, 0, tzinfo=timezone.utc)
+STEPS = ["Signed Up", "Project Created", "Integration Connected", "Invite Sent", "Report Shared"]
+CONTINUE = [0.92, 0.75, 0.6, 0.7, 0.8]  # chance to go on to each next step
+FEATURES = ["Dashboard Viewed", "Report Viewed", "Filter Applied", "Export Clicked"]
+WORDS = ["acme", "globex", "initech", "umbrella", "hooli", "stark", "wayne", "wonka", "tyrell", "cyberdyne",
+         "soylent", "vandelay", "pied", "piper", "aperture", "black", "mesa", "north", "wind", "blue", "sun",
+         "river", "stone", "cloud", "data", "labs", "works", "systems", "analytics", "health", "bank", "logic"]
+
+
+def account_name(i: int) -> str:
+    rnd = random.Random(i)
+    return f"{rnd.choice(WORDS).title()} {rnd.choice(WORDS).title()} {i}"
+
+
+def build(path: Path, accounts: int, per_account: int) -> None:
+    from bot.ingest.records import IncomingEvent, TicketUpdate
+    from bot.settings import load_rules
+    from storage import migrate
+    from storage.db import make_engine
+    from storage.ingest import store_batches
+
+    engine = make_engine(f"sqlite:///{path}")
+    migrate.upgrade(engine)
+    rules = load_rules()
+    rnd = random.Random(42)
+    pending: list = []
+    total = 0
+    started = time.perf_counter()
+
+    def flush():
+        nonlocal pending
+        if pending:
+            store_batches(engine, [pending], rules, NOW)
+            pending = []
+
+    for i in range(accounts):
+        aid = f"acct-{i:06d}"
+        signup = NOW - timedelta(days=45 * rnd.random())
+        arr = round(math.exp(rnd.gauss(9.0, 1.1)), -2)
+        events = [IncomingEvent("segment", f"{aid}-g", "group", None, signup, aid, f"{aid}-u0", {},
+                                account_traits={"name": account_name(i), "domain": f"{aid}.example.com",
+                                                "arr": arr, "plan": rnd.choice(["starter", "pro", "enterprise"]),
+                                                "owner_email": f"csm{rnd.randrange(20)}@vendor.example",
+                                                "renewal_date": (signup + timedelta(days=365)).date()})]
+        at = signup
+        for step, p in zip(STEPS, CONTINUE):
+            if at > NOW:
+                break
+            events.append(IncomingEvent("segment", f"{aid}-{step}", "track", step, at, aid, f"{aid}-u0",
+                                        {"plan": "pro"}))
+            if rnd.random() > p:
+                break
+            at += timedelta(hours=rnd.expovariate(1 / 30))
+        n = 0
+        while len(events) < per_account:
+            at = signup + timedelta(seconds=rnd.randrange(int((NOW - signup).total_seconds()) + 1))
+            events.append(IncomingEvent("segment", f"{aid}-f{n}", "track", rnd.choice(FEATURES), at, aid,
+                                        f"{aid}-u{rnd.randrange(3)}", {"path": "/app"}))
+            n += 1
+        if rnd.random() < 0.03:
+            for t in range(3):
+                created = NOW - timedelta(days=rnd.random() * 6)
+                events.append(IncomingEvent("tickets", f"{aid}-t{t}", "ticket", "Ticket open", created, aid, None, {},
+                                            ticket=TicketUpdate(f"{aid}-t{t}", "open", created, topic="billing")))
+        pending.extend(events[:per_account])
+        total += min(len(events), per_account)
+        if len(pending) >= 20_000:
+            flush()
+            rate = total / (time.perf_counter() - started)
+            print(f"\r  building: {i + 1:,}/{accounts:,} accounts, {total:,} events ({rate:,.0f}/s)", end="", flush=True)
+    flush()
+    print(f"\r  built {accounts:,} accounts and {total:,} events in {time.perf_counter() - started:.0f} s" + " " * 20)
+    with engine.connect() as conn:
+        conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+        conn.exec_driver_sql("ANALYZE")
+    engine.dispose()
+
+
+CHILD = r"""
+import resource, sys, time
+from datetime import datetime
+from bot.scan import scan
+from bot.settings import load_rules
+from storage.db import make_engine
+engine = make_engine(sys.argv[1])
+rules = load_rules()
+t = time.perf_counter()
+report = scan(engine, rules, datetime.fromisoformat(sys.argv[2]))
+seconds = time.perf_counter() - t
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+print(f"{seconds:.2f} {peak:.0f} {report.candidates} {report.opened} {report.updated} {report.auto_resolved}")
+"""
+
+
+def run_scan(url: str) -> tuple[float, float, str]:
+    out = subprocess.run([sys.executable, "-c", CHILD, url, NOW.isoformat()], capture_output=True, text=True,
+                         check=True).stdout.split()
+    seconds, peak = float(out[0]), float(out[1])
+    return seconds, peak, f"{out[2]} candidates, {out[3]} opened, {out[4]} updated, {out[5]} auto-resolved"
+
+
+def lookups(url: str, accounts: int) -> None:
+    from storage.db import make_engine
+    from storage.lookup import find_account
+
+    engine = make_engine(url)
+    rnd = random.Random(5)
+    kinds = {
+        "exact name": lambda i: account_name(i),
+        "domain": lambda i: f"acct-{i:06d}.example.com",
+        "id": lambda i: f"acct-{i:06d}",
+        "name prefix": lambda i: account_name(i)[:-1],
+        "misspelled": lambda i: account_name(i).replace(" ", "", 1)[1:],
+    }
+    find_account(engine, "warm up the name index")
+    for label, make in kinds.items():
+        times = []
+        for _ in range(50):
+            q = make(rnd.randrange(accounts))
+            t = time.perf_counter()
+            result = find_account(engine, q)
+            times.append((time.perf_counter() - t) * 1000)
+            assert result.exact or result.suggestions, q
+        times.sort()
+        print(f"  /journey lookup, {label:<12} p50 {statistics.median(times):6.2f} ms   max {times[-1]:6.2f} ms")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--accounts", type=int, default=100_000)
+    parser.add_argument("--events-per-account", type=int, default=10)
+    parser.add_argument("--db", type=Path, default=Path("/tmp/stallwatch-bench-scan.db"))
+    parser.add_argument("--rebuild", action="store_true")
+    args = parser.parse_args()
+    if args.rebuild or not args.db.exists():
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{args.db}{suffix}").unlink(missing_ok=True)
+        print(f"building {args.accounts:,} accounts x {args.events_per_account} events at {args.db}")
+        build(args.db, args.accounts, args.events_per_account)
+    url = f"sqlite:///{args.db}"
+    print(f"scan over {args.accounts:,} accounts, {args.accounts * args.events_per_account:,} events, SQLite, "
+          f"{os.cpu_count()} cores (each scan in a fresh process)")
+    for label in ("first scan", "second scan"):
+        seconds, peak, what = run_scan(url)
+        print(f"  {label:<12} {seconds:6.2f} s   peak RSS {peak:5.0f} MB   ({what})")
+    lookups(url, args.accounts)
+
+
+if __name__ == "__main__":
+    main()
