@@ -48,6 +48,14 @@ class Leader:
 
     def release(self) -> None:
         if self.engine.dialect.name == "postgresql":
+            if self._conn is not None:
+                try:
+                    # Unlock first: closing the session frees the lock only once the server
+                    # has noticed, so a standby trying right away could still find it taken.
+                    self._conn.exec_driver_sql(f"SELECT pg_advisory_unlock({ADVISORY_KEY})")
+                    self._conn.commit()
+                except Exception:
+                    pass
             self._drop_pg()
         elif self.is_leader:
             with write_tx(self.engine) as conn:
@@ -70,7 +78,10 @@ class Leader:
     def _drop_pg(self) -> None:
         if self._conn is not None:
             try:
-                self._conn.close()  # ends the session: the lock goes with it
+                # End the session, not just return it to the pool (where it would keep
+                # holding the lock): the lock goes with it.
+                self._conn.invalidate()
+                self._conn.close()
             except Exception:
                 pass
             self._conn = None

@@ -174,7 +174,7 @@ def _insert_events(conn, batch: list["IncomingEvent"], now: datetime) -> list["I
     # ids wait on each other in one order instead of deadlocking.
     stmt = insert_ignore(conn, EVENT, "source", "message_id").returning(EVENT.c.source, EVENT.c.message_id)
     inserted: set[tuple[str, str]] = set()
-    for chunk in chunks(list(rows.values()), 500):
+    for chunk in chunks([rows[key] for key in sorted(rows)], 500):
         inserted.update(tuple(r) for r in conn.execute(stmt, chunk))
     return [ev for ev in batch if (ev.source, ev.message_id) in inserted]
 
@@ -328,7 +328,16 @@ def _update_accounts(conn, deltas: dict[str, _AccountDelta], rules: Rules, now: 
         return
     cols = [ACCOUNT.c[name] for name in ACCOUNT_STATE]
     rows: dict[str, dict] = {}
-    for chunk in chunks([aid for aid in changing if aid in known]):
+    if conn.dialect.name == "postgresql":
+        # One pass in id order creates the missing rows and locks every row (an upsert locks
+        # the row it finds). Locking the known rows first and the new ones after deadlocks
+        # when two batches see a just-created account differently (known to one, new to the other).
+        stmt = upsert(conn, ACCOUNT)
+        stmt = stmt.on_conflict_do_update(index_elements=["id"], set_={"updated_at": ACCOUNT.c.updated_at})
+        stmt = stmt.returning(*cols)
+        for chunk in chunks(changing):
+            rows.update((r.id, dict(r._mapping)) for r in conn.execute(stmt, [_new_account(aid, now) for aid in chunk]))
+    for chunk in chunks([aid for aid in changing if aid in known and aid not in rows]):
         stmt = for_update(conn, select(*cols).where(ACCOUNT.c.id.in_(chunk)).order_by(ACCOUNT.c.id))
         rows.update((r.id, dict(r._mapping)) for r in conn.execute(stmt))
     missing = [aid for aid in changing if aid not in rows]
@@ -356,7 +365,7 @@ def _update_accounts(conn, deltas: dict[str, _AccountDelta], rules: Rules, now: 
 
 def _new_account(aid: str, now: datetime) -> dict[str, Any]:
     return {
-        "id": aid, "name": aid, "name_lower": aid.lower(), "domain": None, "plan": None, "arr": 0.0, "seats": None,
+        "id": aid, "name": aid, "name_lower": aid.lower()[:255], "domain": None, "plan": None, "arr": 0.0, "seats": None,
         "employees": None, "owner_email": None, "renewal_date": None, "status": "trialing", "track": "standard",
         "steps": {}, "first_seen_at": None, "last_seen_at": None, "payment_failed_at": None,
         "stripe_customer_id": None, "stage": "Onboarding", "signup_at": None, "activated_at": None,
@@ -400,7 +409,7 @@ def _account_update(row: dict, delta: _AccountDelta, rules: Rules, now: datetime
     return {
         "_id": row["id"],
         **values,
-        "name_lower": (values["name"] or row["id"]).lower(),
+        "name_lower": (values["name"] or row["id"]).lower()[:255],
         "track": assign_track(values["arr"], values["plan"], values["seats"], plan),
         "status": status,
         "steps": steps,

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import WRITE_KEY
-
 
 def sample(text: str, name: str, **labels: str) -> float:
     for family in text_string_to_metric_families(text):
@@ -27,7 +25,7 @@ def test_healthz(client):
     assert body["database_backend"] in ("sqlite", "postgresql")
 
 
-def test_metrics_count_ingested_events(client):
+def test_metrics_count_ingested_events(client, settings):
     before = client.get("/metrics")
     assert before.status_code == 200
     assert before.headers["content-type"].startswith("text/plain")
@@ -36,7 +34,7 @@ def test_metrics_count_ingested_events(client):
     message = {"type": "track", "event": "Signed Up", "userId": "u1", "messageId": "health-1",
                "context": {"groupId": "acme"}, "properties": {"plan": "pro"},
                "timestamp": "2026-01-01T00:00:00Z"}
-    response = client.post("/v1/track", json=message, auth=(WRITE_KEY, ""))
+    response = client.post("/v1/track", json=message, auth=(settings.write_key, ""))
     assert response.status_code == 200, response.text
     assert response.json()["accepted"] == 1
 

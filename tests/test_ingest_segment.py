@@ -3,6 +3,7 @@ library, auth, answers and limits, idempotency (also under concurrency), journey
 
 from __future__ import annotations
 
+import contextlib
 import random
 import threading
 from datetime import timedelta
@@ -445,9 +446,10 @@ def test_concurrent_overlapping_batches(server, settings, engine):
                     else:
                         answers.append(r.json())
 
-    other = create_app(settings, engine=make_engine(settings.database_url))
-    with LiveServer(other) as second:
-        threads = [threading.Thread(target=worker, args=(plan, (server.url, second.url)[n % 2]))
+    with contextlib.ExitStack() as stack:
+        urls = [server.url] + [stack.enter_context(LiveServer(create_app(settings, engine=make_engine(settings.database_url)))).url
+                               for _ in range(3)]
+        threads = [threading.Thread(target=worker, args=(plan, urls[n % len(urls)]))
                    for n, plan in enumerate(plans)]
         for th in threads:
             th.start()

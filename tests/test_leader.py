@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 
 from sqlalchemy import select, text, update
@@ -54,9 +55,10 @@ def test_standby_takes_over_when_the_leader_dies(engine):
         assert b.try_acquire() is False
         if engine.dialect.name == "postgresql":
             # The leader's session ends (process killed, network gone): its lock goes with it.
+            # (The timeout makes pg_terminate_backend wait until the backend is gone.)
             pid = a._conn.exec_driver_sql("SELECT pg_backend_pid()").scalar()
             with engine.connect() as admin:
-                assert admin.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid}).scalar() is True
+                assert admin.execute(text("SELECT pg_terminate_backend(:pid, 5000)"), {"pid": pid}).scalar() is True
         else:
             # The leader stopped renewing: its lease runs out.
             with engine.begin() as conn:
@@ -94,16 +96,21 @@ def test_lease_is_renewed_by_its_holder(engine):
 def test_scheduler_status_follows_leadership(engine, settings, rules):
     s1, s2 = Scheduler(engine, settings, rules), Scheduler(engine, settings, rules)
     try:
-        assert s1.status() == "stopped"
+        assert (s1.status(), s2.status()) == ("stopped", "stopped")
         s1.start()
-        s2.start()
-        assert s1.leader.try_acquire() is True
-        assert s2.leader.try_acquire() is False
-        assert (s1.status(), s2.status()) == ("leader", "standby")
-        s1.shutdown()
-        assert s1.status() == "stopped"
-        assert s2.leader.try_acquire() is True
-        assert s2.status() == "leader"
+        s2.start()  # each runs its first election right away, in its own thread
+        deadline = time.monotonic() + 10
+        while "leader" not in (s1.status(), s2.status()):
+            assert time.monotonic() < deadline, "no scheduler became the leader"
+            time.sleep(0.02)
+        leader, standby = (s1, s2) if s1.status() == "leader" else (s2, s1)
+        assert standby.leader.try_acquire() is False
+        assert (leader.status(), standby.status()) == ("leader", "standby")
+
+        leader.shutdown()
+        assert leader.status() == "stopped"
+        assert standby.leader.try_acquire() is True
+        assert standby.status() == "leader"
     finally:
         s1.shutdown()
         s2.shutdown()

@@ -15,7 +15,7 @@ from rules.config import parse_rules
 from storage.ingest import rules_version
 
 from factories import (
-    ACCOUNT, ACTIVATION, DAY, HOUR, INTEGRATION, INVITE, PROJECT, SIGNED_UP, STALL, T0,
+    ACTIVATION, DAY, HOUR, INTEGRATION, INVITE, PROJECT, STALL, T0,
     account_row, activated, audits, days_before, live_stalls, signup, stalls, store, stripe, ticket, track,
 )
 
