@@ -13,7 +13,7 @@ import hashlib
 from collections import defaultdict
 from dataclasses import dataclass, field
 from functools import lru_cache
-from datetime import date, datetime, timedelta
+from datetime import date, datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, Iterable
 
 from sqlalchemy import Engine, bindparam, func, select, update
@@ -25,7 +25,7 @@ from rules.plan import RulePlan, plan_for
 from rules.tracks import assign_track
 from storage.db import write_tx
 from storage.models import Account, ActiveDay, Contact, Event, EventVolume, Stall, Ticket, TrackingIssue
-from storage.sql import FastMany, chunks, for_update, insert_ignore, upsert
+from storage.sql import FastMany, chunks, for_update, insert_ignore, select_in, upsert
 
 if TYPE_CHECKING:
     from bot.ingest.records import IncomingEvent
@@ -99,7 +99,7 @@ def store_batches(engine: Engine, batches: list[list["IncomingEvent"]], rules: R
     combined = StoreResult()
     with write_tx(engine) as conn:
         _resolve_accounts(conn, unique)
-        fresh = _insert_events(conn, unique, now)
+        fresh = _insert_events(conn, unique, now, plan_for(rules).tracked_events)
         if fresh:
             _apply(conn, fresh, rules, now, combined)
     for ev in fresh:
@@ -148,16 +148,17 @@ def _resolve_accounts(conn, batch: list["IncomingEvent"]) -> None:
 
 
 EVENT_KEYS = ("source", "message_id", "kind", "name", "account_id", "contact_id", "occurred_at", "received_at",
-              "properties")
+              "milestone", "properties")
 
 
-def _insert_events(conn, batch: list["IncomingEvent"], now: datetime) -> list["IncomingEvent"]:
+def _insert_events(conn, batch: list["IncomingEvent"], now: datetime, milestones: frozenset[str]) -> list["IncomingEvent"]:
     """Insert the batch, skipping (source, message_id) pairs already stored; return the new ones."""
     rows = {
         (ev.source, ev.message_id): {
             "source": ev.source, "message_id": ev.message_id, "kind": ev.kind, "name": ev.name,
             "account_id": ev.account_id, "contact_id": ev.contact_id, "occurred_at": ev.occurred_at,
             "received_at": now, "properties": ev.properties,
+            "milestone": ev.kind not in PRODUCT_KINDS or ev.name in milestones,
         }
         for ev in batch
     }
@@ -185,9 +186,9 @@ def _stored_ids(conn, keys: list[tuple[str, str]]) -> set[tuple[str, str]]:
         by_source[source].append(message_id)
     stored: set[tuple[str, str]] = set()
     for source, ids in by_source.items():
-        for chunk in chunks(ids, 900):
-            rows = conn.execute(select(EVENT.c.message_id).where(EVENT.c.source == source, EVENT.c.message_id.in_(chunk)))
-            stored.update((source, r[0]) for r in rows)
+        # `source` is one of our own constants ("segment", "stripe", "tickets"), never client text.
+        rows = select_in(conn, EVENT, ("message_id",), "message_id", ids, where=f"source = '{source}'")
+        stored.update((source, r[0]) for r in rows)
     return stored
 
 
@@ -275,17 +276,12 @@ def _merge_contact(contacts: dict[str, dict[str, Any]], ev: "IncomingEvent") -> 
     row["last_seen_at"] = max(row["last_seen_at"], ev.occurred_at)
 
 
-def _upsert_contacts(conn, contacts: dict[str, dict[str, Any]], now: datetime) -> None:
-    rows = [dict(row, created_at=now, updated_at=now) for _, row in sorted(contacts.items())]
-    for row in rows:
-        if row["unsubscribed"] is None:
-            row["unsubscribed"] = False
-    unsub_given = {row["id"] for row in contacts.values() if row["unsubscribed"] is not None}
+def _contact_upsert(conn):
     stmt = upsert(conn, CONTACT)
     excluded = stmt.excluded
     # Keep what we knew when a message omits a trait; an identify that says nothing about
     # unsubscribing must not resubscribe anyone, so that flag is set in a second statement.
-    stmt = stmt.on_conflict_do_update(
+    return stmt.on_conflict_do_update(
         index_elements=["id"],
         set_={
             "account_id": func.coalesce(excluded.account_id, CONTACT.c.account_id),
@@ -295,7 +291,15 @@ def _upsert_contacts(conn, contacts: dict[str, dict[str, Any]], now: datetime) -
             "updated_at": excluded.updated_at,
         },
     )
-    conn.execute(stmt, rows)
+
+
+def _upsert_contacts(conn, contacts: dict[str, dict[str, Any]], now: datetime) -> None:
+    rows = [dict(row, created_at=now, updated_at=now) for _, row in sorted(contacts.items())]
+    for row in rows:
+        if row["unsubscribed"] is None:
+            row["unsubscribed"] = False
+    unsub_given = {row["id"] for row in contacts.values() if row["unsubscribed"] is not None}
+    FastMany.of(conn, "contact.upsert", _contact_upsert, tuple(rows[0]), _types(CONTACT)).run(conn, rows)
     if unsub_given:
         conn.execute(
             update(CONTACT).where(CONTACT.c.id == bindparam("cid")).values(unsubscribed=bindparam("flag")),
@@ -309,9 +313,9 @@ ACCOUNT_STATE = (
     "signup_at", "activated_at", "waiting_step", "waiting_since", "stalled_at", "checkpoint_at", "steps_done",
     "journey_version",
 )
-# last_seen_at is kept to the hour: "last activity" needs no more, and it spares a row write
-# for every event of an active account (the exact time is in the event table).
-LAST_SEEN_STEP = timedelta(hours=1)
+# last_seen_at moves at most once per UTC day: the journey and the digest need no finer
+# grain, and it spares an account-row write for every event of an active account (the exact
+# time of the latest activity is one indexed look-up away, in the event table).
 
 
 def _update_accounts(conn, deltas: dict[str, _AccountDelta], rules: Rules, now: datetime) -> None:
@@ -319,10 +323,8 @@ def _update_accounts(conn, deltas: dict[str, _AccountDelta], rules: Rules, now: 
     ids = sorted(deltas)
     version = rules_version(rules)
     # First a narrow look: most accounts of a batch only show activity that changes nothing.
-    known: dict[str, tuple] = {}
-    for chunk in chunks(ids):
-        stmt = select(ACCOUNT.c.id, ACCOUNT.c.first_seen_at, ACCOUNT.c.last_seen_at, ACCOUNT.c.journey_version)
-        known.update((r[0], r) for r in conn.execute(stmt.where(ACCOUNT.c.id.in_(chunk))))
+    known = {r[0]: r for r in select_in(conn, ACCOUNT, ("id", "first_seen_at", "last_seen_at", "journey_version"),
+                                           "id", ids, raw=True)}
     changing = [aid for aid in ids if aid not in known or not _unchanged(known[aid], deltas[aid], version)]
     if not changing:
         return
@@ -337,16 +339,13 @@ def _update_accounts(conn, deltas: dict[str, _AccountDelta], rules: Rules, now: 
         stmt = stmt.returning(*cols)
         for chunk in chunks(changing):
             rows.update((r.id, dict(r._mapping)) for r in conn.execute(stmt, [_new_account(aid, now) for aid in chunk]))
-    for chunk in chunks([aid for aid in changing if aid in known and aid not in rows]):
-        stmt = for_update(conn, select(*cols).where(ACCOUNT.c.id.in_(chunk)).order_by(ACCOUNT.c.id))
-        rows.update((r.id, dict(r._mapping)) for r in conn.execute(stmt))
-    missing = [aid for aid in changing if aid not in rows]
-    if missing:
-        conn.execute(insert_ignore(conn, ACCOUNT, "id"), [_new_account(aid, now) for aid in missing])
-        if conn.dialect.name == "postgresql":  # a concurrent batch may have created some: lock them too
-            stmt = for_update(conn, select(*cols).where(ACCOUNT.c.id.in_(missing)).order_by(ACCOUNT.c.id))
-            rows.update((r.id, dict(r._mapping)) for r in conn.execute(stmt))
-        else:
+    else:
+        # SQLite: this transaction holds the database's only write lock already.
+        rows.update((r.id, r._asdict()) for r in select_in(conn, ACCOUNT, ACCOUNT_STATE, "id",
+                                                           [aid for aid in changing if aid in known]))
+        missing = [aid for aid in changing if aid not in rows]
+        if missing:
+            conn.execute(insert_ignore(conn, ACCOUNT, "id"), [_new_account(aid, now) for aid in missing])
             rows.update((aid, _new_account(aid, now)) for aid in missing)
     updates = []
     for aid in changing:
@@ -381,9 +380,9 @@ def _unchanged(known: tuple, delta: _AccountDelta, version: str) -> bool:
     _, first, last, journey_version = known
     if journey_version != version:
         return False
-    if delta.first_seen is not None and (first is None or delta.first_seen < first):
+    if delta.first_seen is not None and (first is None or _earlier(delta.first_seen, first)):
         return False
-    return delta.last_seen is None or (last is not None and delta.last_seen - last < LAST_SEEN_STEP)
+    return delta.last_seen is None or (last is not None and not _later_day(delta.last_seen, last))
 
 
 def _account_update(row: dict, delta: _AccountDelta, rules: Rules, now: datetime) -> dict[str, Any]:
@@ -395,7 +394,7 @@ def _account_update(row: dict, delta: _AccountDelta, rules: Rules, now: datetime
     steps = merge_step_times(row["steps"] or {}, delta.steps, plan.tracked_events) if delta.steps else dict(row["steps"] or {})
     first_seen = _min(row["first_seen_at"], delta.first_seen)
     last_seen = row["last_seen_at"]
-    if delta.last_seen is not None and (last_seen is None or delta.last_seen - last_seen >= LAST_SEEN_STEP):
+    if delta.last_seen is not None and (last_seen is None or _later_day(delta.last_seen, last_seen)):
         last_seen = delta.last_seen
     status = delta.lifecycle[1] if delta.lifecycle else row["status"]
     payment_failed_at = row["payment_failed_at"]
@@ -439,13 +438,8 @@ def journey_columns(journey: JourneyState) -> dict[str, Any]:
 
 def _with_open_stalls(conn, account_ids: list[str]) -> set[str]:
     """Of these accounts, the ones with a live stall (progress may have resolved it)."""
-    found: set[str] = set()
-    for chunk in chunks(sorted(account_ids)):
-        rows = conn.execute(
-            select(STALL.c.account_id).where(STALL.c.account_id.in_(chunk), STALL.c.open_key.is_not(None)).distinct()
-        )
-        found.update(r[0] for r in rows)
-    return found
+    rows = select_in(conn, STALL, ("account_id",), "account_id", sorted(account_ids), where="open_key IS NOT NULL")
+    return {r[0] for r in rows}
 
 
 def _merge_ticket(tickets: dict[str, dict[str, Any]], ev: "IncomingEvent") -> None:
@@ -479,15 +473,19 @@ def _upsert_tickets(conn, tickets: dict[str, dict[str, Any]]) -> None:
     conn.execute(stmt, [tickets[k] for k in sorted(tickets)])
 
 
-def _count_volume(conn, volume: dict[tuple[str, date], list[int]]) -> None:
+def _volume_upsert(conn):
     stmt = upsert(conn, VOLUME)
-    stmt = stmt.on_conflict_do_update(
+    return stmt.on_conflict_do_update(
         index_elements=["name", "day"],
         set_={"count": VOLUME.c.count + stmt.excluded.count,
               "missing_required": VOLUME.c.missing_required + stmt.excluded.missing_required},
     )
-    conn.execute(stmt, [{"name": name, "day": day, "count": n, "missing_required": m}
-                        for (name, day), (n, m) in sorted(volume.items())])
+
+
+def _count_volume(conn, volume: dict[tuple[str, date], list[int]]) -> None:
+    FastMany.of(conn, "volume.upsert", _volume_upsert, ("name", "day", "count", "missing_required"),
+                _types(VOLUME)).run(conn, [{"name": name, "day": day, "count": n, "missing_required": m}
+                                           for (name, day), (n, m) in sorted(volume.items())])
 
 
 def _record_missing(conn, missing: dict[tuple[str, str], list], now: datetime) -> None:
@@ -525,6 +523,24 @@ _versions: dict[int, tuple[Rules, str]] = {}
 @lru_cache(maxsize=32)
 def _fingerprint_hash(fingerprint: str) -> str:
     return hashlib.sha1(fingerprint.encode()).hexdigest()[:16]
+
+
+# The narrow look-up may hand over SQLite's stored text ("YYYY-MM-DD HH:MM:SS.ffffff", UTC)
+# instead of a datetime (select_in raw=True): these compare either form without parsing it.
+
+def _earlier(at: datetime, stored) -> bool:
+    if not isinstance(stored, str):
+        return at < stored
+    day, stored_day = at.astimezone(timezone.utc).date().isoformat(), stored[:10]
+    if day != stored_day:
+        return day < stored_day
+    return at.astimezone(timezone.utc).replace(tzinfo=None).isoformat(" ", "microseconds") < stored
+
+
+def _later_day(new: datetime, old) -> bool:
+    if isinstance(old, str):
+        return new.astimezone(timezone.utc).date().isoformat() > old[:10]
+    return new.astimezone(timezone.utc).date() > old.astimezone(timezone.utc).date()
 
 
 def _min(a, b):

@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Any, Optional
 
-from sqlalchemy import JSON, Column, Index, UniqueConstraint
+from sqlalchemy import JSON, Column, Index, UniqueConstraint, text
 from sqlmodel import Field, SQLModel
 
 
@@ -81,7 +81,11 @@ class Event(SQLModel, table=True):
     __table_args__ = (
         # Idempotency: one row per (source, message id), whatever the redelivery.
         UniqueConstraint("source", "message_id", name="uq_event_source_message"),
-        Index("ix_event_account_occurred", "account_id", "occurred_at"),  # /journey recent events
+        # /journey's timeline: an account's milestones (steps, traits, billing, tickets). Plain
+        # product usage (most of the volume) stays out of it: each row in this index costs a
+        # random page write at ingest, and usage is summed up by active_day instead.
+        Index("ix_event_account_milestone", "account_id", "occurred_at",
+              sqlite_where=text("milestone"), postgresql_where=text("milestone")),
     )
 
     id: Optional[int] = Field(default=None, primary_key=True)
@@ -93,6 +97,7 @@ class Event(SQLModel, table=True):
     contact_id: Optional[str] = Field(default=None, max_length=255)
     occurred_at: datetime
     received_at: datetime
+    milestone: bool = False  # a journey step, activation, identify/group, billing or ticket event
     properties: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
 
 

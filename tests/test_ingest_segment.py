@@ -33,8 +33,8 @@ def ok(response: httpx.Response, *, accepted: int, duplicates: int = 0, rejected
     return body
 
 
-def refused(response: httpx.Response, status: int) -> dict:
-    assert response.status_code == status, response.text
+def refused(response: httpx.Response, status: int, context: object = "") -> dict:
+    assert response.status_code == status, f"{context}: {response.status_code} {response.text}"
     body = response.json()
     assert isinstance(body.get("error"), str) and body["error"]
     return body
@@ -111,7 +111,7 @@ def _check_library_delivery(engine, calls: dict) -> None:
     assert acme["stage"] == "Onboarding"
     assert {k: as_utc(v) for k, v in acme["steps"].items()} == {SIGNED_UP: t0, PROJECT: t1}
     assert as_utc(acme["first_seen_at"]) == t0
-    assert as_utc(acme["last_seen_at"]) == t1
+    assert t0 <= as_utc(acme["last_seen_at"]) <= t1  # storage keeps it coarse (once a day)
 
     assert as_utc(globex["signup_at"]) == t2
     assert globex["waiting_step"] == PROJECT
@@ -150,36 +150,36 @@ def test_segment_library_batches_with_flush(server, engine):
 
 
 ROUTES = {
-    "/v1/batch": {"batch": [track("Button Clicked", message_id="m-auth", group="acme")]},
-    "/v1/track": track("Button Clicked", message_id="m-auth", group="acme"),
-    "/v1/identify": identify_call("u1", {"email": "a@acme.com"}, message_id="m-auth", group="acme"),
-    "/v1/group": group_call("acme", {"name": "Acme"}, message_id="m-auth"),
-    "/v1/page": {"type": "page", "userId": "u1", "name": "Home", "messageId": "m-auth",
+    "/v1/batch": {"batch": [track("Button Clicked", message_id="m-batch", group="acme")]},
+    "/v1/track": track("Button Clicked", message_id="m-track", group="acme"),
+    "/v1/identify": identify_call("u1", {"email": "a@acme.com"}, message_id="m-identify", group="acme"),
+    "/v1/group": group_call("acme", {"name": "Acme"}, message_id="m-group"),
+    "/v1/page": {"type": "page", "userId": "u1", "name": "Home", "messageId": "m-page",
                  "properties": {"account_id": "acme"}},
 }
 
 
-@pytest.mark.parametrize("path", list(ROUTES))
-def test_auth_refusals_store_nothing(client, engine, path):
-    payload = ROUTES[path]
-    refused(post_v1(client, path, payload, auth=None), 401)
-    refused(post_v1(client, path, payload, auth=basic("wrong-key")), 401)
-    refused(post_v1(client, path, payload, auth=basic("", WRITE_KEY)), 401)  # the key is the user name
-    refused(post_v1(client, path, payload, auth="Basic !!!not-base64!!!"), 401)
-    refused(post_v1(client, path, payload, auth=f"Bearer {WRITE_KEY}"), 401)
-    refused(post_v1(client, path, {**payload, "writeKey": "wrong-key"}, auth=None), 401)
-    refused(post_v1(client, path, payload, auth=None, gzip=True), 401)
+def test_auth_refusals_store_nothing(client, engine):
+    for path, payload in ROUTES.items():
+        refused(post_v1(client, path, payload, auth=None), 401, path)
+        refused(post_v1(client, path, payload, auth=basic("wrong-key")), 401, path)
+        refused(post_v1(client, path, payload, auth=basic("", WRITE_KEY)), 401, path)  # the key is the user name
+        refused(post_v1(client, path, payload, auth="Basic !!!not-base64!!!"), 401, path)
+        refused(post_v1(client, path, payload, auth=f"Bearer {WRITE_KEY}"), 401, path)
+        refused(post_v1(client, path, {**payload, "writeKey": "wrong-key"}, auth=None), 401, path)
+        refused(post_v1(client, path, payload, auth=None, gzip=True), 401, path)
     assert counts(engine) == NOTHING
-    ok(post_v1(client, path, payload), accepted=1)
+    for path, payload in ROUTES.items():
+        ok(post_v1(client, path, payload), accepted=1)
+    assert count(engine, EVENT) == len(ROUTES)
 
 
-@pytest.mark.parametrize("path", list(ROUTES))
-def test_auth_accepted(client, engine, path):
-    payload = ROUTES[path]
-    ok(post_v1(client, path, {**payload, "writeKey": WRITE_KEY}, auth=None), accepted=1)
-    ok(post_v1(client, path, payload, auth=basic(WRITE_KEY, "any-password")), duplicates=1, accepted=0)
-    ok(post_v1(client, path, payload, auth=basic(WRITE_KEY)), duplicates=1, accepted=0)
-    assert count(engine, EVENT) == 1
+def test_auth_accepted(client, engine):
+    for path, payload in ROUTES.items():
+        ok(post_v1(client, path, {**payload, "writeKey": WRITE_KEY}, auth=None), accepted=1)
+        ok(post_v1(client, path, payload, auth=basic(WRITE_KEY, "any-password")), duplicates=1, accepted=0)
+        ok(post_v1(client, path, payload, auth=basic(WRITE_KEY)), duplicates=1, accepted=0)
+    assert count(engine, EVENT) == len(ROUTES)
 
 
 def test_write_key_unset_refuses_everything(settings, engine):
@@ -202,17 +202,13 @@ def test_success_answer_shape(client, engine):
     assert count(engine, EVENT) == 1
 
 
-@pytest.mark.parametrize("path", ["/v1/batch", "/v1/track", "/v1/identify"])
-@pytest.mark.parametrize("raw", [b"not json", b"{\"batch\": [", b"", b"[]", b"[{\"type\": \"track\"}]",
-                                 b"\"a string\"", b"42", b"null", b"true"])
-def test_not_a_message_is_400(client, engine, path, raw):
-    refused(post_v1(client, path, raw=raw), 400)
-    assert counts(engine) == NOTHING
-
-
-@pytest.mark.parametrize("batch", [{"type": "track"}, "x", 3, None], ids=["object", "string", "number", "null"])
-def test_batch_not_a_list_is_400(client, engine, batch):
-    refused(post_v1(client, "/v1/batch", {"batch": batch}), 400)
+def test_not_a_message_is_400(client, engine):
+    for path in ("/v1/batch", "/v1/track", "/v1/identify", "/v1/group", "/v1/page"):
+        for raw in (b"not json", b"{\"batch\": [", b"", b"[]", b"[{\"type\": \"track\", \"userId\": \"u\"}]",
+                    b"\"a string\"", b"42", b"null", b"true", b"\xff\xfe{}"):
+            refused(post_v1(client, path, raw=raw), 400, (path, raw))
+    for batch in ({"type": "track", "userId": "u", "event": "E"}, "x", 3, None):
+        refused(post_v1(client, "/v1/batch", {"batch": batch}), 400, batch)
     assert counts(engine) == NOTHING
 
 
@@ -253,16 +249,18 @@ def test_every_rejected_entry_names_index_and_error(client):
     assert isinstance(body["rejected"][0]["error"], str) and body["rejected"][0]["error"]
 
 
-@pytest.mark.parametrize("path,message", [
-    ("/v1/track", identify_call("u1", {"email": "a@b.co"}, message_id="mismatch")),
-    ("/v1/identify", track("Button Clicked", message_id="mismatch")),
-    ("/v1/group", {"type": "page", "userId": "u1", "messageId": "mismatch"}),
-    ("/v1/track", {"type": "track", "userId": "u1", "messageId": "mismatch"}),  # no event
-    ("/v1/track", track("Button Clicked", message_id="mismatch", timestamp="not a time")),
-])
-def test_single_route_bad_message_is_reported_not_stored(client, engine, path, message):
-    body = ok(post_v1(client, path, message), accepted=0, rejected=1)
-    assert body["rejected"][0]["index"] == 0
+def test_single_route_bad_message_is_reported_not_stored(client, engine):
+    for path, message, word in [
+        ("/v1/track", identify_call("u1", {"email": "a@b.co"}, message_id="mismatch"), "type"),
+        ("/v1/identify", track("Button Clicked", message_id="mismatch"), "type"),
+        ("/v1/group", {"type": "page", "userId": "u1", "messageId": "mismatch"}, "type"),
+        ("/v1/track", {"type": "track", "userId": "u1", "messageId": "mismatch"}, "event"),
+        ("/v1/track", track("Button Clicked", message_id="mismatch", timestamp="not a time"), "timestamp"),
+        ("/v1/track", {"type": "track", "event": "E", "messageId": "mismatch"}, "userId"),
+    ]:
+        body = ok(post_v1(client, path, message), accepted=0, rejected=1)
+        assert body["rejected"][0]["index"] == 0
+        assert word in body["rejected"][0]["error"], (path, body)
     assert counts(engine) == NOTHING
 
 
@@ -288,12 +286,12 @@ def _batch_of_size(target: int, n: int = 20) -> dict:
     return {"batch": [track("Button Clicked", message_id=f"big-{i}", properties={"pad": pad}) for i in range(n)]}
 
 
-@pytest.mark.parametrize("target", [510 * 1024, 700 * 1024], ids=["over-500KB", "over-600KB"])
-def test_batch_over_500kb_is_413(client, engine, target):
-    payload = _batch_of_size(target)
-    assert len(dumps(payload)) > 500 * 1024
-    refused(post_v1(client, "/v1/batch", payload), 413)
-    refused(post_v1(client, "/v1/batch", payload, gzip=True), 413)  # the limit is on the decoded body
+def test_batch_over_500kb_is_413(client, engine):
+    for target in (510 * 1024, 700 * 1024):
+        payload = _batch_of_size(target)
+        assert len(dumps(payload)) > 500 * 1024
+        refused(post_v1(client, "/v1/batch", payload), 413, target)
+        refused(post_v1(client, "/v1/batch", payload, gzip=True), 413, target)  # the limit is on the decoded body
     assert counts(engine) == NOTHING
 
 
@@ -355,9 +353,10 @@ def test_gzip_bomb_is_413(client, engine):
     assert counts(engine) == NOTHING
 
 
-@pytest.mark.parametrize("encoding", ["br", "deflate", "compress", "gzip, br", "x-unknown"])
-def test_unknown_content_encoding_is_400(client, engine, encoding):
-    refused(post_v1(client, "/v1/track", track("A", message_id="enc"), headers={"Content-Encoding": encoding}), 400)
+def test_unknown_content_encoding_is_400(client, engine):
+    for encoding in ("br", "deflate", "compress", "gzip, br", "x-unknown"):
+        refused(post_v1(client, "/v1/track", track("A", message_id="enc"), headers={"Content-Encoding": encoding}),
+                400, encoding)
     assert counts(engine) == NOTHING
 
 

@@ -118,6 +118,21 @@ def _answer(result: StoreResult, rejected: list[dict], request: Request, *, segm
     return JSONResponse(body, background=task)
 
 
+def _storable(event: IncomingEvent) -> IncomingEvent:
+    """Raise MessageError if a field stored in a text column holds a NUL character: PostgreSQL
+    text cannot (the JSON `properties` can: JSON escapes it). Every source goes through here."""
+    texts: list[Any] = [event.message_id, event.name, event.account_id, event.contact_id, event.requester_email,
+                        event.stripe_customer_id]
+    for traits in (event.account_traits, event.contact_traits):
+        texts.extend((traits or {}).values())
+    if event.ticket is not None:
+        t = event.ticket
+        texts.extend((t.id, t.status, t.topic, t.subject, t.priority, t.requester_email))
+    if any(isinstance(value, str) and "\x00" in value for value in texts):
+        raise MessageError("ids, names and traits must not contain NUL (\\u0000) characters")
+    return event
+
+
 # --- Segment HTTP Tracking API (/v1/*) -------------------------------------------------------
 
 def _write_key(request: Request, payload: Any) -> str | None:
@@ -166,7 +181,7 @@ def _parse_one(payload: Any, kind: str | None, now) -> tuple[list[IncomingEvent]
     if not isinstance(payload, dict):
         raise BadRequest("body must be a JSON object (one message)")
     try:
-        return [segment.parse_message(payload, kind=kind, received_at=now)], []
+        return [_storable(segment.parse_message(payload, kind=kind, received_at=now))], []
     except MessageError as exc:
         return [], [{"index": 0, "error": str(exc)}]
 
@@ -176,7 +191,8 @@ def _parse_segment(messages: list, batch: dict, now, check_size: bool) -> tuple[
     rejected: list[dict] = []
     for index, msg in enumerate(messages):
         try:
-            events.append(segment.parse_message(msg, kind=None, received_at=now, batch=batch, check_size=check_size))
+            events.append(_storable(
+                segment.parse_message(msg, kind=None, received_at=now, batch=batch, check_size=check_size)))
         except MessageError as exc:
             rejected.append({"index": index, "error": str(exc)})
     return events, rejected
@@ -217,6 +233,8 @@ async def ingest_stripe(request: Request) -> Response:
     rejected: list[dict] = []
     try:
         event = stripe.parse_event(body)
+        if event is not None:
+            _storable(event)
     except MessageError as exc:  # a handled event Stallwatch cannot use (stripe.py's contract)
         event, rejected = None, [{"index": 0, "error": str(exc)}]
     events = [event] if event is not None else []
@@ -236,10 +254,12 @@ async def ingest_tickets(request: Request) -> Response:
     events: list[IncomingEvent] = []
     rejected: list[dict] = []
     for index, item in enumerate(tickets.parse_tickets(body)):
-        if isinstance(item, MessageError):
-            rejected.append({"index": index, "error": str(item)})
-        else:
-            events.append(item)
+        try:
+            if isinstance(item, MessageError):
+                raise item
+            events.append(_storable(item))
+        except MessageError as exc:
+            rejected.append({"index": index, "error": str(exc)})
     result = await _store(request, events, rejected, "tickets")
     return _answer(result, rejected, request, segment_style=False, urgent=True)
 

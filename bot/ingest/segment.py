@@ -160,9 +160,10 @@ def _timestamp(msg: dict, received_at: datetime) -> datetime:
         raise MessageError("timestamp must be an ISO 8601 string")
     try:
         ts = datetime.fromisoformat(raw)
-    except ValueError:
-        raise MessageError(f"timestamp {raw[:40]!r} is not ISO 8601") from None
-    ts = ts.replace(tzinfo=timezone.utc) if ts.tzinfo is None else ts.astimezone(timezone.utc)
+        # astimezone overflows for moments at the ends of the range (e.g. year 1 at +01:00).
+        ts = ts.replace(tzinfo=timezone.utc) if ts.tzinfo is None else ts.astimezone(timezone.utc)
+    except (ValueError, OverflowError):
+        raise MessageError(f"timestamp {raw[:40]!r} is not an ISO 8601 time in range") from None
     # A client clock running fast must not put progress in the future.
     return min(ts, received_at)
 

@@ -157,12 +157,13 @@ def upgrade() -> None:
     sa.Column('contact_id', sqlmodel.sql.sqltypes.AutoString(length=255), nullable=True),
     sa.Column('occurred_at', sqlmodel.sql.sqltypes.UTCDateTime(), nullable=False),
     sa.Column('received_at', sqlmodel.sql.sqltypes.UTCDateTime(), nullable=False),
+    sa.Column('milestone', sa.Boolean(), nullable=False),
     sa.Column('properties', sa.JSON(), nullable=False),
     sa.PrimaryKeyConstraint('id'),
     sa.UniqueConstraint('source', 'message_id', name='uq_event_source_message')
     )
     with op.batch_alter_table('event', schema=None) as batch_op:
-        batch_op.create_index('ix_event_account_occurred', ['account_id', 'occurred_at'], unique=False)
+        batch_op.create_index('ix_event_account_milestone', ['account_id', 'occurred_at'], unique=False, sqlite_where=sa.text('milestone'), postgresql_where=sa.text('milestone'))
 
     op.create_table('event_volume',
     sa.Column('name', sqlmodel.sql.sqltypes.AutoString(length=200), nullable=False),
@@ -318,7 +319,7 @@ def downgrade() -> None:
     op.drop_table('lease')
     op.drop_table('event_volume')
     with op.batch_alter_table('event', schema=None) as batch_op:
-        batch_op.drop_index('ix_event_account_occurred')
+        batch_op.drop_index('ix_event_account_milestone', sqlite_where=sa.text('milestone'), postgresql_where=sa.text('milestone'))
 
     op.drop_table('event')
     with op.batch_alter_table('draft', schema=None) as batch_op:
