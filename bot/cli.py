@@ -98,13 +98,15 @@ def worker() -> None:
 
 @main.command("scan")
 @click.option("--now", "now_text", default=None, metavar="ISO", help="Evaluate as of this time (default: now).")
-def scan_command(now_text: str | None) -> None:
+@click.option("--full", is_flag=True, default=None,
+              help="Evaluate every account a rule could fire on, not only those due (automatic after a rules change).")
+def scan_command(now_text: str | None, full: bool | None) -> None:
     """Open, update, auto-resolve and suppress stalls once, then print what changed."""
     from bot.scan import scan
 
     now = _parse_now(now_text)
     settings = _settings()
-    report = scan(_engine(settings), _rules(settings), now)
+    report = scan(_engine(settings), _rules(settings), now, full=full or None)
     click.echo(report.summary())
 
 

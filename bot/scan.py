@@ -7,7 +7,9 @@ the decisions. With the same `now` and data, a second run changes nothing.
 
 from __future__ import annotations
 
+import hashlib
 import logging
+from collections import Counter
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -20,13 +22,16 @@ from rules.journey import compute_journey, journey_stage, parse_step_times
 from rules.model import AccountFacts, JourneyState, StallChange
 from rules.plan import plan_for
 from rules.reconcile import reconcile
+from rules.review import next_review
 from rules.scoring import score
 from rules.stalls import evaluate
 from bot import metrics
 from storage.db import read_tx, utcnow, write_tx
 from storage.ingest import journey_columns, rules_version
 from storage.models import Account
-from storage.stalls import Applied, active_days_by_account, apply_changes, iter_candidates, live_stalls, tickets_by_account
+from storage.meta import get_meta, set_meta
+from storage.stalls import (Applied, active_days_by_account, apply_changes, iter_candidates, live_stalls,
+                            set_next_eval, tickets_by_account)
 
 log = logging.getLogger(__name__)
 ACCOUNT = Account.__table__
@@ -42,12 +47,14 @@ class ScanReport:
     auto_resolved: int = 0
     suppressed: int = 0
     journeys_refreshed: int = 0
+    full: bool = False
     seconds: float = 0.0
     opened_ids: list[int] = field(default_factory=list)
     changed_ids: list[int] = field(default_factory=list)
 
     def summary(self) -> str:
-        return (f"scan at {self.now.isoformat(timespec='seconds')}: {self.candidates} candidate accounts, "
+        kind = "full scan" if self.full else "scan"
+        return (f"{kind} at {self.now.isoformat(timespec='seconds')}: {self.candidates} accounts evaluated, "
                 f"{self.opened} opened, {self.updated} updated, {self.unsnoozed} unsnoozed, "
                 f"{self.auto_resolved} auto-resolved, {self.suppressed} suppressed in {self.seconds:.2f}s")
 
@@ -61,8 +68,14 @@ def on_changes(listener: Listener) -> None:
     _listeners.append(listener)
 
 
-def scan(engine: Engine, rules: Rules, now: datetime | None = None, *, only: Sequence[str] | None = None) -> ScanReport:
-    """Evaluate every candidate account (or only the given ones) at `now`.
+def scan(engine: Engine, rules: Rules, now: datetime | None = None, *, only: Sequence[str] | None = None,
+         full: bool | None = None) -> ScanReport:
+    """Evaluate the due accounts (or only the given ones) at `now`.
+
+    An account is due when ingest changed it or when rules.review.next_review said time
+    alone could change its verdict by now. A full scan evaluates every account a rule could
+    fire on as well: the first scan, after a rules change (`full=None` decides by comparing
+    the rules with those of the last full scan) or on request (`stallwatch scan --full`).
 
     Candidates are read in batches from one snapshot and each batch's decisions are written
     in its own short transaction, so memory stays bounded and ingest is never blocked for
@@ -72,20 +85,27 @@ def scan(engine: Engine, rules: Rules, now: datetime | None = None, *, only: Seq
     started = time.perf_counter()
     now = now or utcnow()
     report = ScanReport(now=now)
+    fingerprint = rules_fingerprint(rules)
     if only is None:
         report.journeys_refreshed = refresh_journeys(engine, rules, now)
+        if full is None:
+            full = get_meta(engine, "scan_rules") != fingerprint
+    report.full = bool(full)
     with read_tx(engine) as conn:
-        for rows in iter_candidates(conn, rules, now, only):
+        for rows in iter_candidates(conn, rules, now, only, full=bool(full)):
             report.candidates += len(rows)
             stage_updates: list[dict] = []
-            changes = _decide(conn, rows, rules, now, stage_updates)
-            if changes or stage_updates:
-                with write_tx(engine) as wconn:
-                    applied = apply_changes(wconn, changes, now)
-                    if stage_updates:
-                        wconn.execute(update(ACCOUNT).where(ACCOUNT.c.id == bindparam("_id"))
-                                      .values(stage=bindparam("stage")), stage_updates)
-                _count(report, changes, applied)
+            reviews: list[dict] = []
+            changes = _decide(conn, rows, rules, now, stage_updates, reviews)
+            with write_tx(engine) as wconn:
+                applied = apply_changes(wconn, changes, now)
+                if stage_updates:
+                    wconn.execute(update(ACCOUNT).where(ACCOUNT.c.id == bindparam("_id"))
+                                  .values(stage=bindparam("stage")), stage_updates)
+                set_next_eval(wconn, reviews)
+            _count(report, changes, applied)
+    if full and only is None:
+        set_meta(engine, "scan_rules", fingerprint)
     report.seconds = time.perf_counter() - started
     metrics.SCAN_SECONDS.observe(report.seconds)
     if report.opened_ids or report.changed_ids:
@@ -99,7 +119,7 @@ def evaluate_accounts(engine: Engine, rules: Rules, account_ids: Sequence[str], 
     return scan(engine, rules, now, only=list(account_ids))
 
 
-def _decide(conn, rows, rules: Rules, now: datetime, stage_updates: list[dict]) -> list[StallChange]:
+def _decide(conn, rows, rules: Rules, now: datetime, stage_updates: list[dict], reviews: list[dict]) -> list[StallChange]:
     plan = plan_for(rules)
     ids = [r.id for r in rows]
     tickets = tickets_by_account(conn, ids, now)
@@ -115,12 +135,15 @@ def _decide(conn, rows, rules: Rules, now: datetime, stage_updates: list[dict]) 
         facts = AccountFacts(
             id=row.id, name=row.name, arr=row.arr or 0.0, status=row.status, track=row.track, plan=row.plan,
             seats=row.seats, signup_at=row.signup_at, activated_at=row.activated_at,
-            last_seen_at=row.last_seen_at, renewal_date=row.renewal_date, tickets=tickets.get(row.id, ()),
+            renewal_date=row.renewal_date, tickets=tickets.get(row.id, ()),
             active_days_recent=recent, active_days_previous=previous, payment_failed_at=row.payment_failed_at,
         )
         findings = evaluate(facts, plan, now, journey=journey)
         scored = [(f, score(f, facts, plan, now)) for f in findings]
-        changes.extend(reconcile(row.id, row.status, live.get(row.id, ()), scored, now))
+        account_stalls = live.get(row.id, ())
+        changes.extend(reconcile(row.id, row.status, account_stalls, scored, now))
+        reviews.append({"_id": row.id, "updated_at": row.updated_at, "next_eval_at": next_review(
+            facts, journey, scored, plan, now, snoozed_until=[s.snoozed_until for s in account_stalls])})
         if findings:
             stage = findings[0].stage
         else:
@@ -132,8 +155,8 @@ def _decide(conn, rows, rules: Rules, now: datetime, stage_updates: list[dict]) 
 
 
 def _count(report: ScanReport, changes: list[StallChange], applied: Applied) -> None:
-    for change in changes:
-        metrics.STALL_CHANGES.labels(change.action).inc()
+    for action, n in Counter(c.action for c in changes).items():
+        metrics.STALL_CHANGES.labels(action).inc(n)
     report.opened += len(applied.opened)
     report.updated += sum(c.action == "update" for c in changes)
     report.unsnoozed += sum(c.action == "unsnooze" for c in changes)
@@ -141,6 +164,11 @@ def _count(report: ScanReport, changes: list[StallChange], applied: Applied) -> 
     report.suppressed += sum(c.action == "suppress" for c in changes)
     report.opened_ids.extend(applied.opened)
     report.changed_ids.extend(applied.changed)
+
+
+def rules_fingerprint(rules: Rules) -> str:
+    """Everything a verdict depends on: a change to any of it calls for a full scan."""
+    return hashlib.sha1(rules.model_dump_json().encode()).hexdigest()[:16]
 
 
 def refresh_journeys(engine: Engine, rules: Rules, now: datetime, batch: int = 5000) -> int:
@@ -160,7 +188,8 @@ def refresh_journeys(engine: Engine, rules: Rules, now: datetime, batch: int = 5
             params = [
                 {"_id": r.id, **journey_columns(compute_journey(
                     parse_step_times(r.steps or {}), plan, first_seen_at=r.first_seen_at,
-                    renewal_date=r.renewal_date, now=now, churn_risk=r.stage == "Churn risk")), "journey_version": version}
+                    renewal_date=r.renewal_date, now=now, churn_risk=r.stage == "Churn risk")),
+                 "journey_version": version, "next_eval_at": None}
                 for r in rows
             ]
             conn.execute(update(ACCOUNT).where(ACCOUNT.c.id == bindparam("_id"))

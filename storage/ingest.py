@@ -311,7 +311,7 @@ ACCOUNT_STATE = (
     "id", "name", "name_lower", "domain", "plan", "arr", "seats", "employees", "owner_email", "renewal_date",
     "status", "track", "steps", "first_seen_at", "last_seen_at", "payment_failed_at", "stripe_customer_id", "stage",
     "signup_at", "activated_at", "waiting_step", "waiting_since", "stalled_at", "checkpoint_at", "steps_done",
-    "journey_version",
+    "journey_version", "next_eval_at",
 )
 # last_seen_at moves at most once per UTC day: the journey and the digest need no finer
 # grain, and it spares an account-row write for every event of an active account (the exact
@@ -351,7 +351,8 @@ def _update_accounts(conn, deltas: dict[str, _AccountDelta], rules: Rules, now: 
     for aid in changing:
         row = rows[aid]
         values = _account_update(row, deltas[aid], rules, now)
-        if any(values[k] != row.get(k) for k in values if k not in ("_id", "updated_at")):
+        changed = any(values[k] != row.get(k) for k in values if k not in ("_id", "updated_at", "next_eval_at"))
+        if changed or (deltas[aid].event_driven and row.get("next_eval_at") is not None):
             updates.append(values)
     if updates:
         keys = tuple(updates[0])
@@ -369,13 +370,15 @@ def _new_account(aid: str, now: datetime) -> dict[str, Any]:
         "steps": {}, "first_seen_at": None, "last_seen_at": None, "payment_failed_at": None,
         "stripe_customer_id": None, "stage": "Onboarding", "signup_at": None, "activated_at": None,
         "waiting_step": None, "waiting_since": None, "stalled_at": None, "checkpoint_at": None, "steps_done": 0,
-        "journey_version": "", "created_at": now, "updated_at": now,
+        "journey_version": "", "next_eval_at": None, "created_at": now, "updated_at": now,
     }
 
 
 def _unchanged(known: tuple, delta: _AccountDelta, version: str) -> bool:
     """The common case of plain product usage: nothing but activity on a known account."""
     if delta.steps or delta.traits or delta.lifecycle or delta.payment or delta.stripe_customer_id:
+        return False
+    if delta.event_driven:  # a ticket or billing event: the account is due for evaluation
         return False
     _, first, last, journey_version = known
     if journey_version != version:
@@ -418,6 +421,7 @@ def _account_update(row: dict, delta: _AccountDelta, rules: Rules, now: datetime
         "stripe_customer_id": delta.stripe_customer_id or row["stripe_customer_id"],
         **journey_columns(journey),
         "journey_version": rules_version(rules),
+        "next_eval_at": None,  # something changed: the next scan looks at it
         "updated_at": now,
     }
 

@@ -24,6 +24,7 @@ class Account(SQLModel, table=True):
         Index("ix_account_domain", "domain"),
         Index("ix_account_owner_email", "owner_email"),
         Index("ix_account_signup_at", "signup_at"),  # funnel
+        Index("ix_account_next_eval", "next_eval_at"),  # due for the next scan
     )
 
     id: str = Field(primary_key=True, max_length=255)  # Segment groupId
@@ -54,6 +55,9 @@ class Account(SQLModel, table=True):
     first_seen_at: Optional[datetime] = None
     last_seen_at: Optional[datetime] = None
     payment_failed_at: Optional[datetime] = None
+    # When the scan must evaluate the account again (NULL: now). Ingest clears it whenever the
+    # account changes; the scan sets it from rules.review.next_review.
+    next_eval_at: Optional[datetime] = None
     created_at: datetime
     updated_at: datetime
 

@@ -13,7 +13,7 @@ from rules.config import Rules
 from rules.model import SUPPRESSING_STATUSES, OpenStall, StallChange, TicketFact
 from rules.reconcile import stall_open_key
 from storage.models import Account, ActiveDay, AuditEntry, Stall, Ticket
-from storage.sql import chunks, insert_ignore, stream_rows
+from storage.sql import FastMany, chunks, insert_ignore, select_in, stream_rows, upsert
 
 ACCOUNT = Account.__table__
 ACTIVE_DAY = ActiveDay.__table__
@@ -22,15 +22,21 @@ STALL = Stall.__table__
 TICKET = Ticket.__table__
 
 FACT_COLUMNS = (
-    "id", "name", "arr", "status", "track", "plan", "seats", "signup_at", "activated_at", "last_seen_at",
-    "renewal_date", "payment_failed_at", "stage", "waiting_step", "waiting_since", "stalled_at", "checkpoint_at",
-    "steps_done",
+    "id", "name", "arr", "status", "track", "plan", "seats", "signup_at", "activated_at", "renewal_date",
+    "payment_failed_at", "stage", "waiting_step", "waiting_since", "stalled_at", "checkpoint_at", "steps_done",
+    "updated_at",
 )
 TICKET_LOOKBACK = timedelta(days=30)
 
 
+def due_condition(now: datetime):
+    """Accounts due for evaluation: changed since (NULL) or at a moment rules.review named."""
+    return or_(ACCOUNT.c.next_eval_at.is_(None), ACCOUNT.c.next_eval_at <= now)
+
+
 def candidate_condition(rules: Rules, now: datetime, only: Sequence[str] | None = None):
-    """Accounts some rule could fire on, or with a live stall to re-check: each branch indexed."""
+    """Accounts some rule could fire on, or with a live stall to re-check: each branch indexed.
+    A full scan (first one, or after the rules changed) evaluates these and the due ones."""
     if only is not None:
         return ACCOUNT.c.id.in_(list(only))
     sr = rules.stall_rules
@@ -57,6 +63,7 @@ def candidate_condition(rules: Rules, now: datetime, only: Sequence[str] | None 
             select(ACTIVE_DAY.c.account_id).where(ACTIVE_DAY.c.day >= start, ACTIVE_DAY.c.day < middle)
             .group_by(ACTIVE_DAY.c.account_id).having(func.count() >= sr.usage_drop.min_previous_days)
         )))
+    branches.append(due_condition(now))
     return or_(*branches)
 
 
@@ -67,15 +74,30 @@ def usage_window(now: datetime) -> tuple[date, date]:
 
 
 def iter_candidates(conn: Connection, rules: Rules, now: datetime, only: Sequence[str] | None = None,
-                    batch: int = 5000) -> Iterator[list]:
-    """Candidate account rows, in batches, ordered by id (bounded memory)."""
+                    batch: int = 5000, full: bool = True) -> Iterator[list]:
+    """Candidate account rows, in batches, ordered by id (bounded memory): the given ones,
+    every account a rule could fire on (`full`), or only the due ones."""
     cols = [ACCOUNT.c[c] for c in FACT_COLUMNS]
     if only is not None:
         for chunk in chunks(sorted(set(only)), 900):
-            yield list(conn.execute(select(*cols).where(ACCOUNT.c.id.in_(chunk))))
+            yield select_in(conn, ACCOUNT, FACT_COLUMNS, "id", chunk)
         return
-    stmt = select(*cols).where(candidate_condition(rules, now)).order_by(ACCOUNT.c.id)
+    condition = candidate_condition(rules, now) if full else due_condition(now)
+    stmt = select(*cols).where(condition).order_by(ACCOUNT.c.id)
     yield from stream_rows(conn, stmt, batch)
+
+
+def set_next_eval(conn: Connection, reviews: list[dict]) -> None:
+    """Record each account's next review, unless ingest changed the account after the scan
+    read it (its updated_at moved): then it stays due, and the next scan sees the change."""
+    if reviews:
+        FastMany.of(
+            conn, "account.next_eval",
+            lambda c: update(ACCOUNT).where(ACCOUNT.c.id == bindparam("_id"),
+                                            ACCOUNT.c.updated_at == bindparam("updated_at"))
+            .values(next_eval_at=bindparam("next_eval_at")),
+            ("_id", "updated_at", "next_eval_at"), {c.name: c.type for c in ACCOUNT.columns},
+        ).run(conn, reviews)
 
 
 def tickets_by_account(conn: Connection, account_ids: Sequence[str], now: datetime) -> dict[str, list[TicketFact]]:
@@ -158,10 +180,7 @@ def apply_changes(conn: Connection, changes: Sequence[StallChange], now: datetim
     if opens:
         # After the closes: a stall that moved to another step closes the old one and opens
         # the new one under the same open_key in one scan.
-        rows = [_open_row(c, now) for c in opens]
-        stmt = insert_ignore(conn, STALL, "open_key").returning(STALL.c.id)
-        for chunk in chunks(rows, 500):
-            applied.opened.extend(r[0] for r in conn.execute(stmt, chunk))
+        applied.opened = _open(conn, [_open_row(c, now) for c in opens])
     applied.changed = [c.stall_id for c in scored + closing]
     audits = [
         {"at": now, "actor": "system", "action": f"stall.{c.action}", "stall_id": c.stall_id,
@@ -171,6 +190,23 @@ def apply_changes(conn: Connection, changes: Sequence[StallChange], now: datetim
     if audits:
         conn.execute(AUDIT.insert(), audits)
     return applied
+
+
+def _open(conn: Connection, rows: list[dict]) -> list[int]:
+    """Insert new stalls unless one is already live for the same open_key; return the ids of
+    those inserted here (a concurrent evaluation may have opened some of them first)."""
+    if conn.dialect.name != "sqlite":
+        stmt = insert_ignore(conn, STALL, "open_key").returning(STALL.c.id)
+        return [r[0] for chunk in chunks(rows, 500) for r in conn.execute(stmt, chunk)]
+    # SQLite: this transaction holds the write lock, so what is live now stays so until commit.
+    keys = [r["open_key"] for r in rows]
+    live = {r.open_key for r in select_in(conn, STALL, ("open_key",), "open_key", keys)}
+    rows = [r for r in rows if r["open_key"] not in live]
+    if not rows:
+        return []
+    FastMany.of(conn, "stall.open", lambda c: upsert(c, STALL).on_conflict_do_nothing(), tuple(rows[0]),
+                {c.name: c.type for c in STALL.columns}).run(conn, rows)
+    return sorted(r.id for r in select_in(conn, STALL, ("id",), "open_key", [r["open_key"] for r in rows]))
 
 
 def _open_row(change: StallChange, now: datetime) -> dict:

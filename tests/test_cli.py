@@ -145,9 +145,17 @@ def test_scan_with_now_prints_summary_and_opens_stalls(cli, engine, rules):
           + signup("fresh", datetime(2026, 1, 9, 12, tzinfo=UTC)), now=datetime(2026, 1, 9, 12, tzinfo=UTC))
     result = cli("scan", "--now", "2026-01-10T00:00:00Z")
     assert result.exit_code == 0, result.output
-    assert result.output.startswith("scan at 2026-01-10T00:00:00+00:00: 1 candidate accounts, 1 opened, ")
+    # The first scan is a full one; both accounts are new, so both are evaluated.
+    assert result.output.startswith("full scan at 2026-01-10T00:00:00+00:00: 2 accounts evaluated, 1 opened, ")
     [stall] = stalls(engine)
     assert (stall.account_id, stall.rule, stall.priority) == ("acme", "step_stall", "P0")
+
+    again = cli("scan", "--now", "2026-01-10T00:00:00Z")
+    assert again.output.startswith("scan at 2026-01-10T00:00:00+00:00: 0 accounts evaluated, 0 opened, ")
+    forced = cli("scan", "--now", "2026-01-10T00:00:00Z", "--full")
+    assert forced.exit_code == 0, forced.output
+    assert forced.output.startswith("full scan at 2026-01-10T00:00:00+00:00: ")
+    assert " 0 opened, 0 updated, 0 unsnoozed, 0 auto-resolved, 0 suppressed" in forced.output
     assert stall.opened_at == datetime(2026, 1, 10, tzinfo=UTC)
 
     again = cli("scan", "--now", "2026-01-10T00:00:00")  # naive: taken as UTC

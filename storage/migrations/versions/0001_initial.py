@@ -45,6 +45,7 @@ def upgrade() -> None:
     sa.Column('first_seen_at', sqlmodel.sql.sqltypes.UTCDateTime(), nullable=True),
     sa.Column('last_seen_at', sqlmodel.sql.sqltypes.UTCDateTime(), nullable=True),
     sa.Column('payment_failed_at', sqlmodel.sql.sqltypes.UTCDateTime(), nullable=True),
+    sa.Column('next_eval_at', sqlmodel.sql.sqltypes.UTCDateTime(), nullable=True),
     sa.Column('created_at', sqlmodel.sql.sqltypes.UTCDateTime(), nullable=False),
     sa.Column('updated_at', sqlmodel.sql.sqltypes.UTCDateTime(), nullable=False),
     sa.PrimaryKeyConstraint('id')
@@ -53,6 +54,7 @@ def upgrade() -> None:
         batch_op.create_index('ix_account_checkpoint_at', ['checkpoint_at'], unique=False)
         batch_op.create_index('ix_account_domain', ['domain'], unique=False)
         batch_op.create_index('ix_account_name_lower', ['name_lower'], unique=False)
+        batch_op.create_index('ix_account_next_eval', ['next_eval_at'], unique=False)
         batch_op.create_index('ix_account_owner_email', ['owner_email'], unique=False)
         batch_op.create_index('ix_account_renewal_date', ['renewal_date'], unique=False)
         batch_op.create_index('ix_account_signup_at', ['signup_at'], unique=False)
@@ -349,6 +351,7 @@ def downgrade() -> None:
         batch_op.drop_index('ix_account_signup_at')
         batch_op.drop_index('ix_account_renewal_date')
         batch_op.drop_index('ix_account_owner_email')
+        batch_op.drop_index('ix_account_next_eval')
         batch_op.drop_index('ix_account_name_lower')
         batch_op.drop_index('ix_account_domain')
         batch_op.drop_index('ix_account_checkpoint_at')

@@ -1,0 +1,88 @@
+"""When an account must be looked at again if nothing new arrives.
+
+A scan evaluates only the accounts that are due (new data, or a moment when a rule's
+verdict or a stall's score can change), so a steady-state scan costs what changed, not how
+many accounts there are. Everything time can change on its own is listed here; new data
+makes an account due at once (ingest), and tickets and payments are evaluated as they come.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import datetime, time, timedelta, timezone
+
+from .config import Rules
+from .model import SUPPRESSING_STATUSES, AccountFacts, Finding, JourneyState, Score
+from .plan import RulePlan, plan_for
+from .reconcile import SCORE_CHANGE
+
+UTC = timezone.utc
+DAY = timedelta(days=1)
+# However quiet an account, it is re-evaluated at least this often (a safety net).
+MAX_WAIT_WITH_STALLS = timedelta(days=1)
+MAX_WAIT = timedelta(days=7)
+
+
+def next_review(
+    facts: AccountFacts,
+    journey: JourneyState,
+    scored: Sequence[tuple[Finding, Score]],
+    rules: Rules | RulePlan,
+    now: datetime,
+    *,
+    snoozed_until: Iterable[datetime | None] = (),
+) -> datetime:
+    """The earliest future moment at which evaluating this account could give another answer."""
+    plan = plan_for(rules)
+    times: list[datetime] = []
+
+    def at(moment: datetime | None) -> None:
+        if moment is not None and moment > now:
+            times.append(moment)
+
+    if facts.status not in SUPPRESSING_STATUSES:
+        if journey.activated_at is None:
+            at(journey.stalled_at)  # a step stall begins
+            at(journey.checkpoint_at)  # "not activated" begins
+        for ticket in facts.tickets:
+            at(ticket.created_at + plan.spike_window)  # a ticket leaves the spike window
+        if facts.active_days_recent or facts.active_days_previous:
+            at(_midnight_after(now))  # the weekly usage windows move every day
+        if facts.renewal_date is not None:
+            renewal = datetime.combine(facts.renewal_date, time(0), UTC)
+            at(renewal - timedelta(days=plan.renewal_within_days))  # renewal risk window opens
+            at(renewal - timedelta(days=plan.renewal_window_days))  # the Renewal stage begins
+            at(renewal + DAY)  # ... and ends
+        for finding, score in scored:
+            at(score_moves_at(finding, score, plan, now))
+        for until in snoozed_until:
+            at(until)
+    cap = now + (MAX_WAIT_WITH_STALLS if scored else MAX_WAIT)
+    return min([*times, cap])
+
+
+def score_moves_at(finding: Finding, score: Score, rules: Rules | RulePlan, now: datetime) -> datetime | None:
+    """When time alone moves this stall's score (computed at `now`) enough to matter: by
+    SCORE_CHANGE, or into the next priority band, whichever comes first; None once the
+    time factor is capped. Scoring multiplies severity by the time factor and nothing else
+    in it changes with time, so the score at a later moment is score x factor(t) / factor(now).
+    """
+    plan = plan_for(rules)
+    k = plan.per_day_past_threshold
+    if k <= 0 or score.score <= 0:
+        return None
+    days_past = max((now - finding.threshold_at).total_seconds() / 86400.0, 0.0)
+    factor = 1.0 + k * days_past
+    if factor >= plan.max_time_factor:
+        return None
+    target = factor * (1.0 + SCORE_CHANGE)
+    bands = plan.rules.priorities
+    above = [b for b in (bands.P2, bands.P1, bands.P0) if b > score.score]
+    if above:
+        target = min(target, factor * min(above) / score.score)
+    target = min(target, plan.max_time_factor)
+    return finding.threshold_at + timedelta(days=(target - 1.0) / k)
+
+
+def _midnight_after(now: datetime) -> datetime:
+    return datetime.combine(now.astimezone(UTC).date() + DAY, time(0), UTC)
