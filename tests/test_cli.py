@@ -160,7 +160,7 @@ def test_scan_with_now_prints_summary_and_opens_stalls(cli, engine, rules):
 
     again = cli("scan", "--now", "2026-01-10T00:00:00")  # naive: taken as UTC
     assert again.exit_code == 0, again.output
-    assert "1 candidate accounts, 0 opened, 0 updated, 0 unsnoozed, 0 auto-resolved, 0 suppressed" in again.output
+    assert "0 accounts evaluated, 0 opened, 0 updated, 0 unsnoozed, 0 auto-resolved, 0 suppressed" in again.output
     assert len(stalls(engine)) == 1
 
 
