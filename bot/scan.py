@@ -11,7 +11,7 @@ import hashlib
 import logging
 from collections import Counter
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Callable, Sequence
 
@@ -139,9 +139,12 @@ def _decide(conn, rows, rules: Rules, now: datetime, stage_updates: list[dict], 
             active_days_recent=recent, active_days_previous=previous, payment_failed_at=row.payment_failed_at,
         )
         findings = evaluate(facts, plan, now, journey=journey)
-        scored = [(f, score(f, facts, plan, now)) for f in findings]
+        scored = [(f, score(f, facts, plan, now, explain=False)) for f in findings]
         account_stalls = live.get(row.id, ())
-        changes.extend(reconcile(row.id, row.status, account_stalls, scored, now))
+        for change in reconcile(row.id, row.status, account_stalls, scored, now):
+            if change.finding is not None:  # the words for a stall that opens or changes
+                change = replace(change, score=score(change.finding, facts, plan, now))
+            changes.append(change)
         reviews.append({"_id": row.id, "updated_at": row.updated_at, "next_eval_at": next_review(
             facts, journey, scored, plan, now, snoozed_until=[s.snoozed_until for s in account_stalls])})
         if findings:

@@ -8,6 +8,7 @@ makes an account due at once (ingest), and tickets and payments are evaluated as
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Iterable, Sequence
 from datetime import datetime, time, timedelta, timezone
 
@@ -21,6 +22,7 @@ DAY = timedelta(days=1)
 # However quiet an account, it is re-evaluated at least this often (a safety net).
 MAX_WAIT_WITH_STALLS = timedelta(days=1)
 MAX_WAIT = timedelta(days=7)
+USAGE_SPREAD = timedelta(hours=1)
 
 
 def next_review(
@@ -32,33 +34,34 @@ def next_review(
     *,
     snoozed_until: Iterable[datetime | None] = (),
 ) -> datetime:
-    """The earliest future moment at which evaluating this account could give another answer."""
+    """The earliest future moment at which evaluating this account could give another answer.
+
+    Moments with no precise time (the daily move of the usage windows, the safety net) are
+    spread over a window by a stable hash of the account id, so 100,000 accounts do not all
+    come due in the same scan.
+    """
     plan = plan_for(rules)
-    times: list[datetime] = []
-
-    def at(moment: datetime | None) -> None:
-        if moment is not None and moment > now:
-            times.append(moment)
-
-    if facts.status not in SUPPRESSING_STATUSES:
-        if journey.activated_at is None:
-            at(journey.stalled_at)  # a step stall begins
-            at(journey.checkpoint_at)  # "not activated" begins
-        for ticket in facts.tickets:
-            at(ticket.created_at + plan.spike_window)  # a ticket leaves the spike window
-        if facts.active_days_recent or facts.active_days_previous:
-            at(_midnight_after(now))  # the weekly usage windows move every day
-        if facts.renewal_date is not None:
-            renewal = datetime.combine(facts.renewal_date, time(0), UTC)
-            at(renewal - timedelta(days=plan.renewal_within_days))  # renewal risk window opens
-            at(renewal - timedelta(days=plan.renewal_window_days))  # the Renewal stage begins
-            at(renewal + DAY)  # ... and ends
-        for finding, score in scored:
-            at(score_moves_at(finding, score, plan, now))
-        for until in snoozed_until:
-            at(until)
-    cap = now + (MAX_WAIT_WITH_STALLS if scored else MAX_WAIT)
-    return min([*times, cap])
+    spread = (zlib.crc32(facts.id.encode()) & 0xFFFF) / 0xFFFF  # 0..1, stable per account
+    best = now + (MAX_WAIT_WITH_STALLS if scored else MAX_WAIT) * (0.75 + 0.25 * spread)
+    if facts.status in SUPPRESSING_STATUSES:
+        return best
+    moments: list[datetime | None] = []
+    if journey.activated_at is None:
+        moments += (journey.stalled_at, journey.checkpoint_at)  # a step stall / "not activated" begins
+    moments += [t.created_at + plan.spike_window for t in facts.tickets]  # tickets leave the spike window
+    if facts.active_days_recent or facts.active_days_previous:
+        moments.append(_midnight_after(now) + USAGE_SPREAD * spread)  # the usage windows move daily
+    if facts.renewal_date is not None:
+        renewal = datetime.combine(facts.renewal_date, time(0), UTC)
+        moments += (renewal - timedelta(days=plan.renewal_within_days),  # renewal risk window opens
+                    renewal - timedelta(days=plan.renewal_window_days),  # the Renewal stage begins
+                    renewal + DAY)  # ... and ends
+    moments += [score_moves_at(finding, score, plan, now) for finding, score in scored]
+    moments += snoozed_until
+    for moment in moments:
+        if moment is not None and now < moment < best:
+            best = moment
+    return best
 
 
 def score_moves_at(finding: Finding, score: Score, rules: Rules | RulePlan, now: datetime) -> datetime | None:

@@ -13,8 +13,10 @@ from .plan import RulePlan, plan_for
 DAY_SECONDS = 86400.0
 
 
-def score(finding: Finding, facts: AccountFacts, rules: Rules | RulePlan, now: datetime) -> Score:
-    """Score one finding.
+def score(finding: Finding, facts: AccountFacts, rules: Rules | RulePlan, now: datetime, *,
+          explain: bool = True) -> Score:
+    """Score one finding (with `explain=False`, without the "why" line: a scan scores every
+    stalled account but needs the words only for the stalls it opens or changes).
 
     severity = rule weight x time factor x stage weight x friction, where
     - time factor = 1 + per_day_past_threshold x (fractional) days past `threshold_at`,
@@ -34,20 +36,23 @@ def score(finding: Finding, facts: AccountFacts, rules: Rules | RulePlan, now: d
     notes: list[str] = []  # the friction facts, for the why line
     open_tickets = sum(1 for t in facts.tickets if t.is_open) if facts.tickets else 0
     friction = 1.0 + min(plan.max_ticket_factor - 1.0, plan.per_open_ticket * open_tickets)
-    if open_tickets:
+    if open_tickets and explain:
         notes.append(plural(open_tickets, "open ticket"))
     if facts.payment_failed_at is not None and finding.rule != "payment_failed":
         friction += plan.payment_failed_friction
         notes.append("payment failed")
-    days_left = days_until(facts.renewal_date, now)
+    days_left = days_until(facts.renewal_date, now) if facts.renewal_date is not None else None
     if days_left is not None and 0 <= days_left <= plan.renewal_within_days and finding.rule != "renewal_risk":
         friction += plan.renewal_near_friction
-        notes.append(renews_in(days_left))
+        if explain:
+            notes.append(renews_in(days_left))
 
     severity = plan.weights.get(finding.rule, 1.0) * time_factor * stage_weight * friction
     arr = facts.arr if facts.arr and facts.arr > 0 else 0.0
     value = round(arr * severity, 2)
     priority = plan.band(value)
+    if not explain:
+        return Score(score=value, severity=round(severity, 3), priority=priority, why="")
     why = f"{priority}: ${arr:,.0f} ARR x {severity:.1f}: {finding.detail}"
     if notes:
         why += ", " + ", ".join(notes)

@@ -116,7 +116,9 @@ class _Checkpointer(threading.Thread):
                 if self._engine() is None or not Path(self._path).exists():
                     return
                 if conn is None:
-                    conn = sqlite3.connect(self._path, timeout=30, check_same_thread=False)
+                    # A short busy timeout: a RESTART checkpoint holds new writers off while it
+                    # waits, so it must give up quickly when a long reader (a scan) is active.
+                    conn = sqlite3.connect(self._path, timeout=0.05, check_same_thread=False)
                 try:
                     conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
                     wal = Path(self._path + "-wal")

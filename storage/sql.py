@@ -135,11 +135,11 @@ def _sqlite_converter(type_):
     impl = getattr(type_, "impl", type_)
     if isinstance(impl, DateTime):
         utc = timezone.utc
-        return lambda v: None if v is None else datetime.fromisoformat(v).replace(tzinfo=utc)
+        return lambda v: datetime.fromisoformat(v).replace(tzinfo=utc)
     if isinstance(impl, Date):
-        return lambda v: None if v is None else date.fromisoformat(v)
+        return date.fromisoformat
     if isinstance(impl, JSON):
-        return lambda v: None if v is None else orjson.loads(v)
+        return orjson.loads
     return None
 
 
@@ -172,16 +172,7 @@ def stream_rows(conn: Connection, stmt, batch: int = 5000):
         raw = cursor.fetchmany(batch)
         if not raw:
             return
-        if converters:
-            out = []
-            for r in raw:
-                r = list(r)
-                for i, conv in converters:
-                    r[i] = conv(r[i])
-                out.append(make(r))
-            yield out
-        else:
-            yield [make(r) for r in raw]
+        yield _convert(raw, converters, make)
 
 
 _row_types: dict = {}
@@ -221,10 +212,19 @@ def select_in(conn: Connection, table: Table, columns: tuple[str, ...], key: str
     tail = f" AND ({where})" if where else ""
     for chunk in chunks(list(values), 900):
         sql = head + "(" + ",".join("?" * len(chunk)) + ")" + tail
-        for r in conn.exec_driver_sql(sql, tuple(chunk)).fetchall():
-            if converters:
-                r = list(r)
-                for i, conv in converters:
-                    r[i] = conv(r[i])
-            out.append(Row._make(r))
+        out.extend(_convert(conn.exec_driver_sql(sql, tuple(chunk)).fetchall(), converters, Row._make))
+    return out
+
+
+def _convert(raw: list, converters: list, make) -> list:
+    """Apply the column converters to the non-NULL values of DB-API rows (NULLs are common)."""
+    if not converters:
+        return [make(r) for r in raw]
+    out = []
+    for r in raw:
+        r = list(r)
+        for i, conv in converters:
+            if r[i] is not None:
+                r[i] = conv(r[i])
+        out.append(make(r))
     return out

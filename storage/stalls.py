@@ -134,11 +134,9 @@ def live_stalls(conn: Connection, account_ids: Sequence[str]) -> dict[str, list[
     out: dict[str, list[OpenStall]] = defaultdict(list)
     cols = (STALL.c.id, STALL.c.account_id, STALL.c.rule, STALL.c.step, STALL.c.status, STALL.c.score,
             STALL.c.priority, STALL.c.snoozed_until)
-    for chunk in chunks(sorted(account_ids), 900):
-        stmt = select(*cols).where(STALL.c.account_id.in_(chunk), STALL.c.open_key.is_not(None))
-        for rows in stream_rows(conn, stmt):
-            for row in rows:
-                out[row.account_id].append(OpenStall(*row))
+    names = tuple(c.name for c in cols)
+    for row in select_in(conn, STALL, names, "account_id", sorted(account_ids), where="open_key IS NOT NULL"):
+        out[row.account_id].append(OpenStall(*row))
     return out
 
 

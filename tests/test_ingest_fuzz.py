@@ -94,9 +94,10 @@ def _fields(**fields):
     return st.fixed_dictionaries({}, optional=fields)
 
 
-TRAITS = _fields(name=TEXT, domain=TEXT, website=TEXT, plan=TEXT, arr=NUM, mrr=NUM, owner_email=EMAIL,
-                 renewal_date=DATE, employees=NUM, seats=NUM, email=EMAIL, first_name=TEXT, unsubscribed=SCALARS,
-                 account_id=ID)
+TRAIT_FIELDS = dict(name=TEXT, domain=TEXT, website=TEXT, plan=TEXT, arr=NUM, mrr=NUM, owner_email=EMAIL,
+                    renewal_date=DATE, employees=NUM, seats=NUM, email=EMAIL, first_name=TEXT, unsubscribed=SCALARS,
+                    account_id=ID)
+TRAITS = _fields(**TRAIT_FIELDS)
 SEGMENT_MESSAGE = _fields(
     type=SEGMENT_TYPES, userId=ID, anonymousId=ID, messageId=ID, event=TEXT, name=TEXT,
     timestamp=DATE, originalTimestamp=DATE, groupId=ID, traits=TRAITS | ODD,
@@ -145,7 +146,9 @@ def segment_message(draw, route: str):
     mtype = route.rsplit("/", 1)[1] if route.startswith("/v1/") and route != "/v1/batch" else draw(SEGMENT_TYPES)
     base = {"type": mtype, "userId": draw(GOOD_ID), "messageId": draw(GOOD_ID), "timestamp": draw(ISO),
             "event": draw(st.text(min_size=1, max_size=20)), "name": draw(st.text(max_size=20)),
-            "groupId": draw(GOOD_ID), "traits": draw(TRAITS), "properties": {"plan": draw(TEXT)},
+            "groupId": draw(GOOD_ID), "properties": {"plan": draw(TEXT)},
+            "traits": draw(mutated({"name": "Acme", "plan": "pro", "arr": 1000, "employees": 5, "email": "a@b.co",
+                                    "owner_email": "csm@vendor.com", "renewal_date": "2030-01-01"}, TRAIT_FIELDS)),
             "context": {"groupId": draw(GOOD_ID)}}
     return draw(mutated(base, {"type": SEGMENT_TYPES | TEXT, "userId": ID, "anonymousId": ID, "messageId": ID,
                                "timestamp": DATE, "event": TEXT, "name": TEXT, "groupId": ID, "traits": ODD,

@@ -17,7 +17,7 @@ from storage.db import make_engine
 from tests.conftest import WRITE_KEY, LiveServer
 from tests.helpers import (
     ACCOUNT, CONTACT, EVENT, TRACKING, account, ago, as_utc, basic, count, counts, dumps, events_by_message, gz,
-    group_call, identify_call, one, post_segment_webhook, post_v1, rows, track,
+    group_call, identify_call, one, post_segment_webhook, post_v1, rows, track, utc_now,
 )
 
 SIGNED_UP, PROJECT, INTEGRATION, INVITE, ACTIVATION = (
@@ -168,6 +168,9 @@ def test_auth_refusals_store_nothing(client, engine):
         refused(post_v1(client, path, payload, auth=f"Bearer {WRITE_KEY}"), 401, path)
         refused(post_v1(client, path, {**payload, "writeKey": "wrong-key"}, auth=None), 401, path)
         refused(post_v1(client, path, payload, auth=None, gzip=True), 401, path)
+        # A wrong key in the header is refused before the body is even parsed.
+        refused(post_v1(client, path, raw=b"not json", auth=basic("wrong-key")), 401, path)
+        refused(post_v1(client, path, raw=b"[1]", auth=basic("wrong-key")), 401, path)
     assert counts(engine) == NOTHING
     for path, payload in ROUTES.items():
         ok(post_v1(client, path, payload), accepted=1)
@@ -521,8 +524,6 @@ def test_late_signup_moves_signup_back_and_earliest_step_wins(client, engine):
 
 
 def test_future_timestamp_is_clamped_to_receive_time(client, engine):
-    from tests.helpers import utc_now
-
     before = utc_now()
     future = before + timedelta(days=3)
     ok(post_v1(client, "/v1/track", track(SIGNED_UP, message_id="future", group="acme", at=future,
@@ -597,3 +598,42 @@ def test_identify_and_group_update_contact_and_account(client, engine):
     # A track naming only the user lands on the user's account.
     ok(post_v1(client, "/v1/track", track("Button Clicked", user="u9", message_id="by-user")), accepted=1)
     assert events_by_message(engine)["by-user"]["account_id"] == "initech"
+
+
+def test_edge_values_are_rejected_not_server_errors(client, engine):
+    """Values past what the database can hold are reported per message, never a 5xx."""
+    def group(traits):
+        return group_call("acme", traits)
+
+    batch = [
+        track("A", timestamp="0001-01-01T00:00:00+01:00"),  # before year 1 in UTC
+        track("A", timestamp="9999-12-31T23:59:59-05:00"),  # after year 9999 in UTC
+        track("A", originalTimestamp="0001-01-01T00:30:00+14:00"),
+        track("A", userId="u\x00"),
+        track("A", messageId="m\x00"),
+        track("Signed\x00Up"),
+        track("A", context={"groupId": "\x00"}),
+        track("A", properties={"account_id": "acme\x00"}),
+        group({"name": "Acme\x00"}),
+        identify_call("u1", {"email": "a\x00@b.co"}),
+        {"type": "page", "userId": "u1", "name": "Home\x00"},
+        group({"employees": 2 ** 31}),
+        group({"seats": 10 ** 12}),
+        # Accepted: the largest count an INTEGER holds, a NUL inside the JSON properties or in
+        # an anonymousId (stored nowhere), and the earliest moment that is still in range.
+        group({"employees": 2 ** 31 - 1, "seats": 0}),
+        {"type": "track", "anonymousId": "\x00", "event": "A", "messageId": "anon-nul"},
+        track("A", message_id="nul-in-json", properties={"note": "a\x00b"}),
+        track("A", message_id="year-one", timestamp="0001-01-01T00:00:00+00:00"),
+    ]
+    body = ok(post_v1(client, "/v1/batch", {"batch": batch}), accepted=4, rejected=13)
+    assert [r["index"] for r in body["rejected"]] == list(range(13))
+    assert account(engine, "acme")["employees"] == 2 ** 31 - 1
+    stored = events_by_message(engine)
+    assert stored["nul-in-json"]["properties"] == {"note": "a\x00b"}
+    assert as_utc(stored["year-one"]["occurred_at"]).year == 1
+    for path, message in [("/v1/track", track("A", timestamp="9999-12-31T23:59:59-05:00")),
+                          ("/v1/identify", identify_call("u\x00", {})),
+                          ("/v1/group", group({"employees": 10 ** 10}))]:
+        ok(post_v1(client, path, message), accepted=0, rejected=1)
+    assert count(engine, EVENT) == 4

@@ -5,15 +5,13 @@ Stripe and ticket events are evaluated before the answer: stalls are queried rig
 from __future__ import annotations
 
 import time
-from datetime import timedelta
 
 import httpx
-import pytest
 
 from bot.app import create_app
 from bot.ingest import stripe as stripe_ingest
 from bot.ingest import tickets as tickets_ingest
-from tests.conftest import SEGMENT_SECRET, STRIPE_SECRET, TICKETS_SECRET, LiveServer
+from tests.conftest import STRIPE_SECRET, TICKETS_SECRET, LiveServer
 from tests.helpers import (
     CONTACT, EVENT, STALL, TICKET, account, ago, as_utc, count, counts, dumps, events_by_message, group_call,
     identify_call, iso, live_stalls, one, post_segment_webhook, post_stripe, post_tickets, post_v1, rows,
@@ -344,3 +342,30 @@ def test_ticket_signature(client, engine):
     refused(post_tickets(client, raw=b"not json"), 400)
     refused(post_tickets(client, raw=b"[]"), 400)
     refused(post_tickets(client, raw=b"42"), 400)
+
+
+def test_webhook_values_the_database_cannot_hold(client, engine):
+    """A NUL in a field stored as text is reported per item (PostgreSQL text cannot hold it),
+    never a 5xx; the other items are stored."""
+    created = ago(hours=5)
+    body = answer(post_tickets(client, [
+        _ticket("T-60", "acme", "sso", created),
+        _ticket("T-61\x00", "acme", "sso", created),
+        _ticket("T-62", "acme", "sso", created, status="open\x00"),
+        _ticket("T-63", "acme", "sso\x00", created),
+        _ticket("T-64", "acme", "sso", created, subject="Help\x00"),
+        _ticket("T-65", None, "sso", created, requester_email="jane\x00@initech.com"),
+        _ticket("T-66", "acme\x00", "sso", created),
+        _ticket("T-67", "acme", "sso", created, note="free text\x00 kept in properties"),
+    ]), accepted=2, rejected=6)
+    assert [r["index"] for r in body["rejected"]] == [1, 2, 3, 4, 5, 6]
+    assert {r["id"] for r in rows(engine, TICKET)} == {"T-60", "T-67"}
+
+    sub = _subscription_event("evt_nul_1", "acme\x00")
+    assert answer(post_stripe(client, sub), accepted=0, rejected=1)["rejected"][0]["index"] == 0
+    answer(post_stripe(client, {**_subscription_event("evt_nul_2", "acme"), "id": "evt\x00"}), accepted=0, rejected=1)
+    customer = {"id": "evt_nul_3", "object": "event", "type": "customer.updated", "created": int(time.time()),
+                "data": {"object": {"id": "cus_x", "name": "Hoo\x00li", "metadata": {"account_id": "hooli"}}}}
+    answer(post_stripe(client, customer), accepted=0, rejected=1)
+    assert count(engine, EVENT, EVENT.c.source == "stripe") == 0
+    assert count(engine, EVENT) == 2

@@ -156,10 +156,16 @@ def tracking_route(kind: str | None):
         if not expected:
             raise Unauthorized("STALLWATCH_WRITE_KEY is not configured on this server")
         body = await read_body(request)
-        payload = segment.load_json(body)
-        key = _write_key(request, payload)
+        # A key in the Authorization header is checked before the body is parsed; only a
+        # request without one has to be parsed first, for its writeKey.
+        key, payload = _write_key(request, None), None
+        if key is None:
+            payload = segment.load_json(body)
+            key = _write_key(request, payload)
         if key is None or not hmac.compare_digest(key.encode(), expected.encode()):
             raise Unauthorized("missing or wrong write key (HTTP Basic user name, or writeKey in the body)")
+        if payload is None:
+            payload = segment.load_json(body)
         now = utcnow()
         if kind is None:
             messages, batch = segment.batch_messages(payload, len(body))

@@ -20,6 +20,7 @@ MAX_BATCH_BYTES = 500 * 1024
 MAX_BATCH_EVENTS = 2500
 MAX_ID = 255
 MAX_NAME = 200
+MAX_COUNT = 2 ** 31 - 1  # employees / seats are INTEGER columns
 TYPES = frozenset({"track", "identify", "group", "page", "screen", "alias"})
 ACCOUNT_TRAITS = ("name", "domain", "website", "plan", "arr", "mrr", "owner_email", "renewal_date", "employees", "seats")
 
@@ -225,6 +226,8 @@ def _account_traits(traits: dict) -> dict[str, Any]:
             out["renewal_date"] = renewal
     for key in ("employees", "seats"):
         if (count := _number(traits, key)) is not None:
+            if count > MAX_COUNT:
+                raise MessageError(f"traits.{key} must be at most {MAX_COUNT}")
             out[key] = int(count)
     return out
 
