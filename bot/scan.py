@@ -145,7 +145,7 @@ def _decide(conn, rows, rules: Rules, now: datetime, stage_updates: list[dict], 
             if change.finding is not None:  # the words for a stall that opens or changes
                 change = replace(change, score=score(change.finding, facts, plan, now))
             changes.append(change)
-        reviews.append({"_id": row.id, "updated_at": row.updated_at, "next_eval_at": next_review(
+        reviews.append({"_id": row.id, "_updated_at": row.updated_at, "next_eval_at": next_review(
             facts, journey, scored, plan, now, snoozed_until=[s.snoozed_until for s in account_stalls])})
         if findings:
             stage = findings[0].stage

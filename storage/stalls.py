@@ -94,9 +94,10 @@ def set_next_eval(conn: Connection, reviews: list[dict]) -> None:
         FastMany.of(
             conn, "account.next_eval",
             lambda c: update(ACCOUNT).where(ACCOUNT.c.id == bindparam("_id"),
-                                            ACCOUNT.c.updated_at == bindparam("updated_at"))
+                                            ACCOUNT.c.updated_at == bindparam("_updated_at"))
             .values(next_eval_at=bindparam("next_eval_at")),
-            ("_id", "updated_at", "next_eval_at"), {c.name: c.type for c in ACCOUNT.columns},
+            ("_id", "_updated_at", "next_eval_at"),
+            {"_updated_at": ACCOUNT.c.updated_at.type, "next_eval_at": ACCOUNT.c.next_eval_at.type},
         ).run(conn, reviews)
 
 
