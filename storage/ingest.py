@@ -311,7 +311,7 @@ ACCOUNT_STATE = (
     "id", "name", "name_lower", "domain", "plan", "arr", "seats", "employees", "owner_email", "renewal_date",
     "status", "track", "steps", "first_seen_at", "last_seen_at", "payment_failed_at", "stripe_customer_id", "stage",
     "signup_at", "activated_at", "waiting_step", "waiting_since", "stalled_at", "checkpoint_at", "steps_done",
-    "journey_version", "next_eval_at",
+    "journey_version", "next_eval_at", "traits_at", "lifecycle_at", "payment_at",
 )
 # last_seen_at moves at most once per UTC day: the journey and the digest need no finer
 # grain, and it spares an account-row write for every event of an active account (the exact
@@ -370,7 +370,8 @@ def _new_account(aid: str, now: datetime) -> dict[str, Any]:
         "steps": {}, "first_seen_at": None, "last_seen_at": None, "payment_failed_at": None,
         "stripe_customer_id": None, "stage": "Onboarding", "signup_at": None, "activated_at": None,
         "waiting_step": None, "waiting_since": None, "stalled_at": None, "checkpoint_at": None, "steps_done": 0,
-        "journey_version": "", "next_eval_at": None, "created_at": now, "updated_at": now,
+        "journey_version": "", "next_eval_at": None, "traits_at": None, "lifecycle_at": None, "payment_at": None,
+        "created_at": now, "updated_at": now,
     }
 
 
@@ -389,21 +390,28 @@ def _unchanged(known: tuple, delta: _AccountDelta, version: str) -> bool:
 
 
 def _account_update(row: dict, delta: _AccountDelta, rules: Rules, now: datetime) -> dict[str, Any]:
+    # Facts from a message older than what is stored (a late redelivery, Stripe's unordered
+    # webhooks) must not overwrite newer ones: each kind of fact keeps the time it is from.
     values = {name: row[name] for name in ACCOUNT_FIELDS}
-    for key, value in delta.traits.items():
-        if key in values:
-            values[key] = value
+    traits_at, lifecycle_at, payment_at = row.get("traits_at"), row.get("lifecycle_at"), row.get("payment_at")
+    if delta.traits and _not_older(delta.traits_at, traits_at):
+        for key, value in delta.traits.items():
+            if key in values:
+                values[key] = value
+        traits_at = delta.traits_at
     plan = plan_for(rules)
     steps = merge_step_times(row["steps"] or {}, delta.steps, plan.tracked_events) if delta.steps else dict(row["steps"] or {})
     first_seen = _min(row["first_seen_at"], delta.first_seen)
     last_seen = row["last_seen_at"]
     if delta.last_seen is not None and (last_seen is None or _later_day(delta.last_seen, last_seen)):
         last_seen = delta.last_seen
-    status = delta.lifecycle[1] if delta.lifecycle else row["status"]
+    status = row["status"]
+    if delta.lifecycle and _not_older(delta.lifecycle[0], lifecycle_at):
+        lifecycle_at, status = delta.lifecycle
     payment_failed_at = row["payment_failed_at"]
-    if delta.payment is not None:
-        failed_at, failed = delta.payment
-        payment_failed_at = (payment_failed_at or failed_at) if failed else None
+    if delta.payment is not None and _not_older(delta.payment[0], payment_at):
+        payment_at, failed = delta.payment
+        payment_failed_at = (payment_failed_at or payment_at) if failed else None
     journey = compute_journey(
         parse_step_times(steps), plan, first_seen_at=first_seen, renewal_date=values["renewal_date"], now=now,
         churn_risk=row["stage"] == "Churn risk",
@@ -418,6 +426,9 @@ def _account_update(row: dict, delta: _AccountDelta, rules: Rules, now: datetime
         "first_seen_at": first_seen,
         "last_seen_at": last_seen,
         "payment_failed_at": payment_failed_at,
+        "traits_at": traits_at,
+        "lifecycle_at": lifecycle_at,
+        "payment_at": payment_at,
         "stripe_customer_id": delta.stripe_customer_id or row["stripe_customer_id"],
         **journey_columns(journey),
         "journey_version": rules_version(rules),
@@ -539,6 +550,10 @@ def _earlier(at: datetime, stored) -> bool:
     if day != stored_day:
         return day < stored_day
     return at.astimezone(timezone.utc).replace(tzinfo=None).isoformat(" ", "microseconds") < stored
+
+
+def _not_older(at: datetime | None, stored: datetime | None) -> bool:
+    return stored is None or at is None or at >= stored
 
 
 def _later_day(new: datetime, old) -> bool:

@@ -55,6 +55,11 @@ class Account(SQLModel, table=True):
     first_seen_at: Optional[datetime] = None
     last_seen_at: Optional[datetime] = None
     payment_failed_at: Optional[datetime] = None
+    # The time of the message each kind of fact came from: an older message arriving late
+    # (Stripe does not order its webhooks) does not overwrite a newer fact.
+    traits_at: Optional[datetime] = None
+    lifecycle_at: Optional[datetime] = None
+    payment_at: Optional[datetime] = None
     # When the scan must evaluate the account again (NULL: now). Ingest clears it whenever the
     # account changes; the scan sets it from rules.review.next_review.
     next_eval_at: Optional[datetime] = None

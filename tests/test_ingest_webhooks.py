@@ -166,8 +166,9 @@ def test_stripe_subscription_sets_status_and_arr(client, engine):
 
 
 def test_stripe_payment_failed_opens_stall_at_once_and_paid_clears_it(client, engine):
-    answer(post_stripe(client, _subscription_event("evt_sub", "acme")), accepted=1)
     failed_at = int(time.time()) - 120
+    # The subscription was active before the payment failed (facts apply in event-time order).
+    answer(post_stripe(client, _subscription_event("evt_sub", "acme", created=failed_at - 600)), accepted=1)
     answer(post_stripe(client, _invoice_event("evt_fail", "invoice.payment_failed", account_id="acme",
                                               created=failed_at)), accepted=1)
     acme = account(engine, "acme")

@@ -102,8 +102,8 @@ async def _store(request: Request, events: list[IncomingEvent], rejected: list[d
     return result
 
 
-def _answer(result: StoreResult, rejected: list[dict], request: Request, *, segment_style: bool,
-            urgent: bool) -> JSONResponse:
+async def _answer(result: StoreResult, rejected: list[dict], request: Request, *, segment_style: bool,
+                  urgent: bool) -> JSONResponse:
     body: dict[str, Any] = {"accepted": result.accepted, "duplicates": result.duplicates, "rejected": rejected}
     if segment_style:
         body = {"success": True, **body}
@@ -111,8 +111,9 @@ def _answer(result: StoreResult, rejected: list[dict], request: Request, *, segm
     if result.evaluate:
         hook = request.app.state.on_events_stored
         if urgent:
-            # Tickets and payments: evaluated before answering, so a spike pings at once.
-            hook(result.evaluate)
+            # Tickets and payments: evaluated before answering, so a spike pings at once
+            # (in a worker thread: the event loop keeps serving other requests meanwhile).
+            await run_in_threadpool(hook, result.evaluate)
         else:
             task = BackgroundTask(run_in_threadpool, hook, result.evaluate)
     return JSONResponse(body, background=task)
@@ -175,7 +176,7 @@ def tracking_route(kind: str | None):
                 raise TooLarge(f"a single message is limited to {segment.MAX_EVENT_BYTES} bytes")
             events, rejected = _parse_one(payload, kind, now)
         result = await _store(request, events, rejected, "segment")
-        return _answer(result, rejected, request, segment_style=True, urgent=False)
+        return await _answer(result, rejected, request, segment_style=True, urgent=False)
 
     tracking_api.__name__ = f"v1_{kind or 'batch'}"
     return tracking_api
@@ -224,7 +225,7 @@ async def ingest_segment(request: Request) -> Response:
     else:
         events, rejected = _parse_segment(messages, batch, now, len(body) > segment.MAX_EVENT_BYTES)
     result = await _store(request, events, rejected, "segment")
-    return _answer(result, rejected, request, segment_style=False, urgent=False)
+    return await _answer(result, rejected, request, segment_style=False, urgent=False)
 
 
 # --- Stripe -----------------------------------------------------------------------------------
@@ -245,7 +246,7 @@ async def ingest_stripe(request: Request) -> Response:
         event, rejected = None, [{"index": 0, "error": str(exc)}]
     events = [event] if event is not None else []
     result = await _store(request, events, rejected, "stripe")
-    return _answer(result, rejected, request, segment_style=False, urgent=True)
+    return await _answer(result, rejected, request, segment_style=False, urgent=True)
 
 
 # --- Helpdesk tickets -------------------------------------------------------------------------
@@ -267,7 +268,7 @@ async def ingest_tickets(request: Request) -> Response:
         except MessageError as exc:
             rejected.append({"index": index, "error": str(exc)})
     result = await _store(request, events, rejected, "tickets")
-    return _answer(result, rejected, request, segment_style=False, urgent=True)
+    return await _answer(result, rejected, request, segment_style=False, urgent=True)
 
 
 def routes() -> list[Route]:

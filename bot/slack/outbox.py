@@ -1,0 +1,487 @@
+"""The durable Slack outbox: every outgoing Slack call is a row before it is a request.
+
+DESIGN: "nothing is lost, nothing is sent twice". How:
+
+- `enqueue` runs in the caller's transaction: the message exists exactly when the change
+  that caused it committed. The row's `key` is unique, so enqueueing twice is a no-op.
+- A sender claims a row with one atomic `UPDATE ... WHERE id = :id AND status = 'pending'`
+  and sends only when that UPDATE changed one row (Grafana OnCall's claim): two senders,
+  threads or processes, never both send a row.
+- What no claim can cover is Slack accepting a post while we die (or lose the response)
+  before recording it. Every post carries its key in the message `metadata`, and before a
+  post that may already have reached Slack is tried again (a row left in 'sending' by a dead
+  worker, or after a 5xx or dropped connection) the sender looks for the key in
+  conversations.history (conversations.replies for thread replies). Found: recorded as sent.
+- Lanes: the `channel` column orders delivery. A row is sent only when no earlier row of its
+  lane is pending or sending, so a channel sees its messages in id order, an update never
+  overtakes its post, and a 429 postpones that one lane (every pending row of it gets
+  `next_attempt_at` = now + Retry-After) while other channels keep going. The lane is the
+  Slack channel id, the user id for a "dm", "home:<user>" for views.publish, and for a row
+  that refers to another row (`ts_from`, `thread_ts_from`) the lane of that row.
+- Retries are the sender's, never the HTTP client's (it uses `blocking_retries=False`): a
+  5xx or connection error backs the row off exponentially (1 s, 2 s, 4 s ... 5 min), a 429
+  backs its lane off, an auth or scope error is retried too (an operator can fix the token
+  without losing messages), and any other Slack error fails the row with the error logged.
+
+Methods (`method`, then the payload: slack_sdk's keyword arguments, JSON-safe):
+  chat.postMessage    {"channel", "text", "blocks", ...}; {"thread_ts_from": key} replies
+                      in the thread of another row's post
+  dm                  {"user", "text", "blocks", ...}: conversations.open, then a post
+  chat.update         {"channel", "ts", ...} or {"ts_from": key, ...}: channel and ts come
+                      from that row's result, once it is sent
+  chat.postEphemeral  {"channel", "user", "text", ...}
+  views.publish       {"user_id", "view"}
+  files_upload_v2     {"channel", "filename", "content_b64", "title", "initial_comment"}
+                      (see `file_payload`)
+
+Ephemeral messages and file uploads cannot be looked up afterwards: after a 5xx or a crash
+mid-call they are tried again and may, rarely, show twice. Updates and App Home publishes
+are idempotent.
+
+Whoever enqueues should set the sender's wake event after the transaction commits, so the
+message goes out at once instead of at the next one-second poll.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import os
+import socket
+import threading
+import uuid
+from datetime import datetime, timedelta
+from http.client import HTTPException
+from typing import Any, Callable, NamedTuple
+
+from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError, SlackRequestError
+from sqlalchemy import Connection, Engine, and_, func, or_, select, update
+
+from storage.db import read_tx, utcnow, write_tx
+from storage.models import Alert, SlackOutbox
+from storage.sql import insert_ignore
+
+log = logging.getLogger(__name__)
+
+OUTBOX = SlackOutbox.__table__
+ALERT = Alert.__table__
+
+PENDING, SENDING, SENT, FAILED = "pending", "sending", "sent", "failed"
+METHODS = frozenset({"chat.postMessage", "dm", "chat.update", "chat.postEphemeral", "views.publish",
+                     "files_upload_v2"})
+POSTS = frozenset({"chat.postMessage", "dm"})  # what metadata lets us find again
+REFERENCES = (("ts_from", "ts"), ("thread_ts_from", "thread_ts"))  # payload key -> filled-in argument
+
+METADATA_EVENT = "stallwatch_outbox"
+METADATA_KEY_FIELD = "stallwatch_outbox_key"  # added to a caller's own metadata payload
+
+STUCK_AFTER = timedelta(minutes=5)  # far beyond the longest send (10 s timeouts, no SDK retries)
+MAX_BACKOFF_SECONDS = 300
+DEPENDENCY_RECHECK = timedelta(seconds=1)
+POLL_SECONDS = 1.0
+HISTORY_PAGE = 200
+HISTORY_PAGES = 5
+CLOCK_SKEW = timedelta(minutes=5)  # our created_at against Slack's ts, when searching history
+
+# Slack errors that say "try again": transient (and possibly applied: "it's possible some
+# aspect of the operation succeeded"), or fixable by an operator without losing messages.
+TRANSIENT_ERRORS = frozenset({"internal_error", "fatal_error", "service_unavailable", "request_timeout"})
+CONFIG_ERRORS = frozenset({"not_authed", "invalid_auth", "account_inactive", "token_revoked", "token_expired",
+                           "missing_scope"})
+
+
+# ----------------------------------------------------------------------------- enqueueing
+
+
+def enqueue(conn: Connection, *, key: str, method: str, payload: dict, channel: str | None = None,
+            alert_id: int | None = None, not_before: datetime | None = None) -> bool:
+    """Store one Slack call in the caller's transaction. True if new, False if `key` exists.
+
+    `channel` overrides the lane (see the module doc); `not_before` holds delivery (quiet
+    hours). A row that refers to another (`ts_from`, `thread_ts_from`) needs that row
+    enqueued first: it joins its lane, behind it.
+    """
+    if method not in METHODS:
+        raise ValueError(f"unsupported outbox method {method!r}; one of {sorted(METHODS)}")
+    payload = _jsonable(payload)
+    _check_payload(method, payload)
+    now = utcnow()
+    stmt = insert_ignore(conn, OUTBOX, "key").values(
+        key=key, method=method, channel=_lane(conn, method, payload, channel), payload=payload,
+        status=PENDING, attempts=0, next_attempt_at=max(not_before, now) if not_before else now,
+        result={}, alert_id=alert_id, created_at=now,
+    ).returning(OUTBOX.c.id)  # rowcount is -1 on PostgreSQL once RETURNING is implied: ask for it
+    return conn.execute(stmt).first() is not None
+
+
+def file_payload(content: bytes, *, channel: str, filename: str, title: str | None = None,
+                 initial_comment: str | None = None, thread_ts: str | None = None) -> dict:
+    """The payload of a files_upload_v2 row (the bytes travel base64-encoded in the JSON)."""
+    payload = {"channel": channel, "filename": filename, "content_b64": base64.b64encode(content).decode("ascii")}
+    optional = {"title": title, "initial_comment": initial_comment, "thread_ts": thread_ts}
+    payload.update({k: v for k, v in optional.items() if v is not None})
+    return payload
+
+
+def outbox_metadata(key: str, metadata: dict | None = None) -> dict:
+    """The message metadata a post carries so that it can be found again by its key."""
+    if not metadata:
+        return {"event_type": METADATA_EVENT, "event_payload": {"key": key}}
+    return {"event_type": metadata["event_type"],
+            "event_payload": {**(metadata.get("event_payload") or {}), METADATA_KEY_FIELD: key}}
+
+
+def carries_key(message: dict, key: str) -> bool:
+    metadata = message.get("metadata") or {}
+    payload = metadata.get("event_payload") or {}
+    if metadata.get("event_type") == METADATA_EVENT and payload.get("key") == key:
+        return True
+    return payload.get(METADATA_KEY_FIELD) == key
+
+
+def _jsonable(value: Any) -> Any:
+    """slack_sdk model objects (blocks, views) become their dicts, checked against Slack's limits."""
+    if hasattr(value, "to_dict"):
+        return value.to_dict()
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def _check_payload(method: str, payload: dict) -> None:
+    needs = {
+        "chat.postMessage": ("channel", "thread_ts_from"),
+        "dm": ("user",),
+        "chat.update": ("ts", "ts_from"),
+        "chat.postEphemeral": ("channel",),
+        "views.publish": ("user_id",),
+        "files_upload_v2": ("content_b64",),
+    }[method]
+    if not any(payload.get(field) for field in needs):
+        raise ValueError(f"{method} payload needs {' or '.join(needs)}")
+    if method == "chat.update" and not payload.get("ts_from") and not payload.get("channel"):
+        raise ValueError("chat.update payload needs channel with ts")
+    if method == "files_upload_v2" and not payload.get("filename"):
+        raise ValueError("files_upload_v2 payload needs filename")
+
+
+def _references(payload: dict) -> list[str]:
+    return [payload[ref] for ref, _ in REFERENCES if payload.get(ref)]
+
+
+def _lane(conn: Connection, method: str, payload: dict, channel: str | None) -> str | None:
+    refs = _references(payload)
+    if refs:
+        found = conn.execute(select(OUTBOX.c.channel).where(OUTBOX.c.key == refs[0])).first()
+        if found is None:
+            raise ValueError(f"outbox row {refs[0]!r} does not exist: enqueue the post before what refers to it")
+        return found.channel
+    if channel:
+        return channel
+    if method == "dm":
+        return payload["user"]
+    if method == "views.publish":
+        return f"home:{payload['user_id']}"
+    return payload.get("channel")
+
+
+# ----------------------------------------------------------------------------- sending
+
+
+class _Row(NamedTuple):
+    id: int
+    key: str
+    method: str
+    channel: str | None
+    payload: dict
+    status: str
+    attempts: int
+    claimed_by: str | None
+    claimed_at: datetime | None
+    result: dict
+    alert_id: int | None
+    created_at: datetime
+
+
+class _Wait(Exception):
+    """The row refers to a row that is not sent yet."""
+
+
+class _Failed(Exception):
+    """The row cannot be sent (not a Slack error: e.g. the post it updates failed)."""
+
+
+class OutboxSender:
+    """Claims due rows and sends them. Any number of senders may run, in threads or processes."""
+
+    def __init__(self, engine: Engine, client_factory: Callable[[], WebClient], *, worker_id: str | None = None,
+                 clock: Callable[[], datetime] = utcnow, stuck_after: timedelta = STUCK_AFTER):
+        self.engine = engine
+        self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.clock = clock
+        self.stuck_after = stuck_after
+        self._client_factory = client_factory
+        self._client: WebClient | None = None
+        self._dm_channels: dict[str, str] = {}  # user id -> DM channel id (conversations.open is stable)
+
+    @property
+    def client(self) -> WebClient:
+        if self._client is None:
+            self._client = self._client_factory()
+        return self._client
+
+    # -- loop
+
+    def run_once(self, limit: int = 50) -> int:
+        """Send what is due now, up to `limit` rows; returns how many rows it tried."""
+        tried: set[int] = set()
+        while len(tried) < limit:
+            rows = [r for r in self._due(limit) if r.id not in tried]
+            if not rows:
+                break
+            for row in rows[:limit - len(tried)]:
+                tried.add(row.id)
+                self._process(row)
+        return len(tried)
+
+    def run_forever(self, stop_event: threading.Event, wake_event: threading.Event | None = None,
+                    *, poll_seconds: float = POLL_SECONDS) -> None:
+        """Send until `stop_event` is set; wakes on `wake_event` or every `poll_seconds`."""
+        wake = wake_event or threading.Event()
+        while not stop_event.is_set():
+            wake.clear()  # before looking, so a wake-up during run_once is not lost
+            try:
+                busy = self.run_once()
+            except Exception:  # the database is away, say: keep the thread, try again
+                log.exception("slack outbox: run failed")
+                busy = 0
+            if not busy:
+                wake.wait(poll_seconds)
+
+    def start(self, stop_event: threading.Event, wake_event: threading.Event | None = None) -> threading.Thread:
+        thread = threading.Thread(target=self.run_forever, args=(stop_event, wake_event),
+                                  name=f"slack-outbox-{self.worker_id}", daemon=True)
+        thread.start()
+        return thread
+
+    # -- choosing and claiming rows
+
+    def _due(self, limit: int) -> list[_Row]:
+        """Due rows that head their lane: pending and due, or left 'sending' by a dead worker."""
+        t = OUTBOX
+        now = self.clock()
+        heads = (select(func.min(t.c.id)).where(t.c.status.in_((PENDING, SENDING)), t.c.channel.is_not(None))
+                 .group_by(t.c.channel))
+        ready = or_(and_(t.c.status == PENDING, t.c.next_attempt_at <= now),
+                    and_(t.c.status == SENDING, t.c.claimed_at < now - self.stuck_after))
+        stmt = (select(*(t.c[name] for name in _Row._fields))
+                .where(ready, or_(t.c.channel.is_(None), t.c.id.in_(heads)))
+                .order_by(t.c.id).limit(limit))
+        with read_tx(self.engine) as conn:
+            return [_Row(*r) for r in conn.execute(stmt)]
+
+    def _claim(self, row: _Row, now: datetime) -> bool:
+        """Take the row with one atomic UPDATE; only the sender whose UPDATE hit it may send."""
+        t = OUTBOX
+        if row.status == PENDING:
+            won = and_(t.c.status == PENDING, t.c.next_attempt_at <= now)
+        else:  # a dead worker's row: still the same claim as when we looked, and still stale
+            won = and_(t.c.status == SENDING, t.c.claimed_by == row.claimed_by, t.c.claimed_at < now - self.stuck_after)
+        stmt = (update(t).where(t.c.id == row.id, won)
+                .values(status=SENDING, claimed_by=self.worker_id, claimed_at=now, attempts=t.c.attempts + 1))
+        with write_tx(self.engine) as conn:
+            return conn.execute(stmt).rowcount == 1
+
+    # -- one row
+
+    def _process(self, row: _Row) -> None:
+        now = self.clock()
+        if not self._claim(row, now):
+            return  # another sender won it
+        if row.status == SENDING:
+            log.warning("slack outbox: reclaiming %s from %s (stuck since %s)", row.key, row.claimed_by, row.claimed_at)
+        # Could an earlier try have reached Slack? Then look before posting again.
+        maybe_sent = row.status == SENDING or bool((row.result or {}).get("maybe_sent"))
+        attempts = row.attempts + 1
+        try:
+            payload = self._resolve(row)
+            result = self._find_post(row, payload) if maybe_sent and row.method in POSTS else None
+            if result is None:
+                result = self._send(row, payload)
+        except _Wait as e:
+            self._release(row, f"waiting for {e}")
+        except _Failed as e:
+            self._fail(row, str(e))
+        except SlackApiError as e:
+            self._on_slack_error(row, e, attempts, maybe_sent)
+        except (OSError, HTTPException) as e:  # URLError, timeouts, resets: the request may have arrived
+            self._retry(row, f"connection: {e}", attempts, maybe_sent=True)
+        except SlackRequestError as e:
+            if str(e).startswith("Failed to upload a file"):  # files_upload_v2's upload step
+                self._retry(row, str(e), attempts, maybe_sent=True)
+            else:
+                self._fail(row, str(e))
+        except Exception as e:  # a payload slack_sdk refuses, say: never retried forever
+            log.exception("slack outbox: %s %s", row.method, row.key)
+            self._fail(row, f"{type(e).__name__}: {e}")
+        else:
+            self._mark_sent(row, result)
+
+    def _resolve(self, row: _Row) -> dict:
+        """The call's arguments, with the channel and ts of the rows it refers to filled in."""
+        payload = dict(row.payload)
+        for ref, argument in REFERENCES:
+            key = payload.pop(ref, None)
+            if not key:
+                continue
+            with read_tx(self.engine) as conn:
+                other = conn.execute(select(OUTBOX.c.status, OUTBOX.c.result, OUTBOX.c.error)
+                                     .where(OUTBOX.c.key == key)).first()
+            if other is None:
+                raise _Failed(f"dependency_missing: {ref} {key}")
+            if other.status in (PENDING, SENDING):
+                raise _Wait(key)
+            if other.status != SENT:
+                raise _Failed(f"dependency_failed: {ref} {key}: {other.error}")
+            payload[argument] = other.result["ts"]
+            payload["channel"] = other.result["channel"]
+        return payload
+
+    # -- talking to Slack
+
+    def _send(self, row: _Row, payload: dict) -> dict:
+        return getattr(self, "_send_" + row.method.replace(".", "_"))(row, payload)
+
+    def _send_chat_postMessage(self, row: _Row, payload: dict) -> dict:
+        metadata = outbox_metadata(row.key, payload.pop("metadata", None))
+        response = self.client.chat_postMessage(**payload, metadata=metadata)
+        return {"channel": response["channel"], "ts": response["ts"]}
+
+    def _send_dm(self, row: _Row, payload: dict) -> dict:
+        user = payload.pop("user")
+        payload["channel"] = self._open_dm(user)
+        return {**self._send_chat_postMessage(row, payload), "user": user}
+
+    def _send_chat_update(self, row: _Row, payload: dict) -> dict:
+        response = self.client.chat_update(**payload)
+        return {"channel": response["channel"], "ts": response["ts"]}
+
+    def _send_chat_postEphemeral(self, row: _Row, payload: dict) -> dict:
+        response = self.client.chat_postEphemeral(**payload)
+        return {"channel": payload["channel"], "message_ts": response["message_ts"]}
+
+    def _send_views_publish(self, row: _Row, payload: dict) -> dict:
+        response = self.client.views_publish(**payload)
+        return {"view_id": response["view"]["id"], "user_id": payload["user_id"]}
+
+    def _send_files_upload_v2(self, row: _Row, payload: dict) -> dict:
+        content = base64.b64decode(payload.pop("content_b64"))
+        response = self.client.files_upload_v2(file=content, **payload)
+        return {"file_id": response["file"]["id"], "channel": payload.get("channel")}
+
+    def _open_dm(self, user: str) -> str:
+        channel = self._dm_channels.get(user)
+        if channel is None:
+            channel = self._dm_channels[user] = self.client.conversations_open(users=user)["channel"]["id"]
+        return channel
+
+    def _find_post(self, row: _Row, payload: dict) -> dict | None:
+        """The result of an earlier try of this post that reached Slack, found by its key."""
+        channel = self._open_dm(payload["user"]) if row.method == "dm" else payload["channel"]
+        oldest = f"{(row.created_at - CLOCK_SKEW).timestamp():.6f}"
+        args: dict[str, Any] = {"channel": channel, "oldest": oldest, "limit": HISTORY_PAGE,
+                                "include_all_metadata": True}
+        thread_ts = payload.get("thread_ts")
+        read = self.client.conversations_replies if thread_ts else self.client.conversations_history
+        if thread_ts:
+            args["ts"] = thread_ts
+        for _ in range(HISTORY_PAGES):
+            page = read(**args)
+            for message in page.get("messages") or []:
+                if carries_key(message, row.key):
+                    log.info("slack outbox: %s had reached Slack (ts %s); not posting again", row.key, message["ts"])
+                    found = {"channel": channel, "ts": message["ts"]}
+                    return {**found, "user": payload["user"]} if row.method == "dm" else found
+            cursor = (page.get("response_metadata") or {}).get("next_cursor")
+            if not page.get("has_more") or not cursor:
+                break
+            args["cursor"] = cursor
+        return None
+
+    # -- recording outcomes (each guarded by our claim: a row reclaimed from us is not ours)
+
+    def _finish(self, conn: Connection, row: _Row, **values) -> bool:
+        t = OUTBOX
+        stmt = update(t).where(t.c.id == row.id, t.c.status == SENDING, t.c.claimed_by == self.worker_id)
+        if conn.execute(stmt.values(**values)).rowcount == 1:
+            return True
+        log.warning("slack outbox: %s was reclaimed by another sender before %s recorded it", row.key, self.worker_id)
+        return False
+
+    def _mark_sent(self, row: _Row, result: dict) -> None:
+        now = self.clock()
+        with write_tx(self.engine) as conn:
+            if self._finish(conn, row, status=SENT, sent_at=now, result=result, error=None) \
+                    and row.alert_id is not None and row.method in POSTS:
+                # The alert learns its message's ts in the same transaction: later edits need it.
+                conn.execute(update(ALERT).where(ALERT.c.id == row.alert_id, ALERT.c.ts.is_(None))
+                             .values(ts=result["ts"], updated_at=now))
+
+    def _retry(self, row: _Row, error: str, attempts: int, *, maybe_sent: bool) -> None:
+        delay = min(2 ** (attempts - 1), MAX_BACKOFF_SECONDS)
+        log.warning("slack outbox: %s %s failed (attempt %d), retrying in %ss: %s",
+                    row.method, row.key, attempts, delay, error)
+        with write_tx(self.engine) as conn:
+            self._finish(conn, row, status=PENDING, next_attempt_at=self.clock() + timedelta(seconds=delay),
+                         error=error[:1000], result={"maybe_sent": maybe_sent})
+
+    def _release(self, row: _Row, reason: str) -> None:
+        """Give the claim back without counting an attempt (the row is waiting, not failing)."""
+        with write_tx(self.engine) as conn:
+            self._finish(conn, row, status=PENDING, attempts=OUTBOX.c.attempts - 1, error=reason[:1000],
+                         next_attempt_at=self.clock() + DEPENDENCY_RECHECK)
+
+    def _fail(self, row: _Row, error: str) -> None:
+        log.error("slack outbox: %s %s failed for good: %s", row.method, row.key, error)
+        with write_tx(self.engine) as conn:
+            self._finish(conn, row, status=FAILED, error=error[:1000])
+
+    def _back_off_lane(self, row: _Row, retry_after: int, maybe_sent: bool) -> None:
+        """A 429: this row and every pending row of its lane wait for Retry-After; other lanes go on."""
+        until = self.clock() + timedelta(seconds=retry_after)
+        log.warning("slack outbox: rate limited on %s; holding the lane for %ss", row.channel or row.key, retry_after)
+        t = OUTBOX
+        with write_tx(self.engine) as conn:
+            self._finish(conn, row, status=PENDING, next_attempt_at=until, error="ratelimited",
+                         result={"maybe_sent": maybe_sent})
+            if row.channel is not None:
+                conn.execute(update(t).where(t.c.channel == row.channel, t.c.status == PENDING,
+                                             t.c.next_attempt_at < until).values(next_attempt_at=until))
+
+    def _on_slack_error(self, row: _Row, e: SlackApiError, attempts: int, maybe_sent: bool) -> None:
+        response = e.response
+        error = response.get("error") if isinstance(response.data, dict) else None
+        if response.status_code == 429 or error == "ratelimited":
+            self._back_off_lane(row, _retry_after(response.headers), maybe_sent)
+        elif response.status_code >= 500 or error in TRANSIENT_ERRORS or not error \
+                or error.startswith("Received a response in a non-JSON format"):
+            self._retry(row, f"{response.status_code} {error or ''}".strip(), attempts, maybe_sent=True)
+        elif error in CONFIG_ERRORS:
+            self._retry(row, error, attempts, maybe_sent=maybe_sent)
+        else:
+            detail = (response.get("response_metadata") or {}).get("messages") or []
+            self._fail(row, "; ".join([error, *detail]))
+
+
+def _retry_after(headers: dict) -> int:
+    for name, value in (headers or {}).items():
+        if name.lower() == "retry-after":
+            value = value[0] if isinstance(value, list) else value
+            try:
+                return max(1, int(float(value)))
+            except (TypeError, ValueError):
+                break
+    return 1
