@@ -111,15 +111,17 @@ def _sqlite_datetime_bind(type_):
     if not isinstance(impl, DateTime):
         return None
     utc = timezone.utc
-    last = [None, None]  # a batch often repeats one value (received_at): convert it once
+    seen: dict = {}  # batches repeat values (received_at, opened_at = now): convert each once
 
     def process(value):
-        if value is last[0]:
-            return last[1]
-        if value.tzinfo is None:
-            raise ValueError("datetimes must be timezone-aware")
-        text = value.astimezone(utc).replace(tzinfo=None).isoformat(" ", "microseconds")
-        last[0], last[1] = value, text
+        text = seen.get(value)
+        if text is None:
+            if value.tzinfo is None:
+                raise ValueError("datetimes must be timezone-aware")
+            text = value.astimezone(utc).replace(tzinfo=None).isoformat(" ", "microseconds")
+            if len(seen) > 4096:
+                seen.clear()
+            seen[value] = text
         return text
 
     return process
