@@ -57,6 +57,7 @@ from typing import Any, Callable, NamedTuple
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError, SlackRequestError
 from sqlalchemy import Connection, Engine, and_, func, or_, select, update
+from sqlalchemy.exc import SQLAlchemyError
 
 from storage.db import read_tx, utcnow, write_tx
 from storage.models import Alert, SlackOutbox
@@ -81,7 +82,7 @@ MAX_BACKOFF_SECONDS = 300
 DEPENDENCY_RECHECK = timedelta(seconds=1)
 POLL_SECONDS = 1.0
 HISTORY_PAGE = 200
-HISTORY_PAGES = 5
+HISTORY_PAGES = 10  # up to 2,000 messages since the row was made: a rare recovery path
 CLOCK_SKEW = timedelta(minutes=5)  # our created_at against Slack's ts, when searching history
 
 # Slack errors that say "try again": transient (and possibly applied: "it's possible some
@@ -215,7 +216,8 @@ class _Failed(Exception):
 
 
 class OutboxSender:
-    """Claims due rows and sends them. Any number of senders may run, in threads or processes."""
+    """Claims due rows and sends them. Run any number of senders, in threads or processes;
+    each one is used by one thread at a time."""
 
     def __init__(self, engine: Engine, client_factory: Callable[[], WebClient], *, worker_id: str | None = None,
                  clock: Callable[[], datetime] = utcnow, stuck_after: timedelta = STUCK_AFTER):
@@ -324,6 +326,8 @@ class OutboxSender:
                 self._retry(row, str(e), attempts, maybe_sent=True)
             else:
                 self._fail(row, str(e))
+        except SQLAlchemyError:
+            raise  # the database, not the message: the row stays claimed and is retried once stale
         except Exception as e:  # a payload slack_sdk refuses, say: never retried forever
             log.exception("slack outbox: %s %s", row.method, row.key)
             self._fail(row, f"{type(e).__name__}: {e}")
