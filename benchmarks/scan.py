@@ -193,8 +193,8 @@ def main() -> None:
         ("first scan (full: every account a rule could fire on)", NOW, "auto"),
         ("same moment again (nothing due)", NOW, "auto"),
         ("5 minutes later (the due accounts)", NOW + timedelta(minutes=5), "auto"),
-        ("a day later (the due accounts)", NOW + timedelta(days=1), "auto"),
-        ("forced full scan a day later", NOW + timedelta(days=1), "full"),
+        ("an hour later (the due accounts)", NOW + timedelta(hours=1), "auto"),
+        ("forced full scan (what a rules change costs)", NOW + timedelta(hours=1), "full"),
     ]
     for label, now, mode in runs:
         seconds, peak, what = run_scan(url, now, mode)
