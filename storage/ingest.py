@@ -13,8 +13,8 @@ import hashlib
 from collections import defaultdict
 from dataclasses import dataclass, field
 from functools import lru_cache
-from datetime import date, datetime, timedelta, timezone
-from typing import TYPE_CHECKING, Any, Iterable
+from datetime import date, datetime, timezone
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine, bindparam, func, select, update
 
@@ -25,7 +25,7 @@ from rules.plan import RulePlan, plan_for
 from rules.tracks import assign_track
 from storage.db import write_tx
 from storage.models import Account, ActiveDay, Contact, Event, EventVolume, Stall, Ticket, TrackingIssue
-from storage.sql import FastMany, chunks, for_update, insert_ignore, select_in, upsert
+from storage.sql import FastMany, chunks, insert_ignore, select_in, upsert
 
 if TYPE_CHECKING:
     from bot.ingest.records import IncomingEvent

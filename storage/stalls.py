@@ -5,12 +5,12 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from typing import Iterable, Iterator, Sequence
+from typing import Iterator, Sequence
 
 from sqlalchemy import Connection, and_, bindparam, case, func, or_, select, update
 
 from rules.config import Rules
-from rules.model import SUPPRESSING_STATUSES, OpenStall, StallChange, TicketFact
+from rules.model import OpenStall, StallChange, TicketFact
 from rules.reconcile import stall_open_key
 from storage.models import Account, ActiveDay, AuditEntry, Stall, Ticket
 from storage.sql import FastMany, chunks, insert_ignore, select_in, stream_rows, upsert

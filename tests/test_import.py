@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
 from hypothesis import HealthCheck, example, given, settings, strategies as st
 from sqlalchemy import delete, func, select
 

@@ -59,6 +59,19 @@ class IncomingEvent:
     missing_properties: list[str] = field(default_factory=list)
 
 
+def load_json(body: bytes) -> Any:
+    """A JSON body (a UTF-8 byte-order mark tolerated); BadRequest when it is not JSON."""
+    import orjson
+
+    raw = bytes(body)
+    if raw.startswith(b"\xef\xbb\xbf"):
+        raw = raw[3:]
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest(f"body is not valid JSON: {exc}") from None
+
+
 def parse_date(value: Any) -> date | None:
     """A renewal date from an ISO date or datetime string; None when absent."""
     if value in (None, ""):

@@ -25,7 +25,7 @@ from starlette.routing import Route
 
 from bot import metrics
 from bot.ingest import segment, stripe, tickets
-from bot.ingest.records import BadRequest, IncomingEvent, MessageError, TooLarge, Unauthorized
+from bot.ingest.records import BadRequest, IncomingEvent, MessageError, TooLarge, Unauthorized, load_json
 from storage.db import utcnow
 from storage.ingest import StoreResult
 
@@ -161,12 +161,12 @@ def tracking_route(kind: str | None):
         # request without one has to be parsed first, for its writeKey.
         key, payload = _write_key(request, None), None
         if key is None:
-            payload = segment.load_json(body)
+            payload = load_json(body)
             key = _write_key(request, payload)
         if key is None or not hmac.compare_digest(key.encode(), expected.encode()):
             raise Unauthorized("missing or wrong write key (HTTP Basic user name, or writeKey in the body)")
         if payload is None:
-            payload = segment.load_json(body)
+            payload = load_json(body)
         now = utcnow()
         if kind is None:
             messages, batch = segment.batch_messages(payload, len(body))
@@ -217,7 +217,7 @@ async def ingest_segment(request: Request) -> Response:
     expected = hmac.new(secret.encode(), body, hashlib.sha1).hexdigest()
     if not given or not hmac.compare_digest(given.encode(), expected.encode()):
         raise Unauthorized("missing or wrong X-Signature (hex HMAC-SHA1 of the raw body)")
-    payload = segment.load_json(body)
+    payload = load_json(body)
     messages, batch = segment.batch_messages(payload, len(body))
     now = utcnow()
     if "batch" not in payload:

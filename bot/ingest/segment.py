@@ -25,13 +25,6 @@ TYPES = frozenset({"track", "identify", "group", "page", "screen", "alias"})
 ACCOUNT_TRAITS = ("name", "domain", "website", "plan", "arr", "mrr", "owner_email", "renewal_date", "employees", "seats")
 
 
-def load_json(body: bytes) -> Any:
-    try:
-        return orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise BadRequest(f"body is not valid JSON: {exc}") from None
-
-
 def batch_messages(payload: Any, body_size: int) -> tuple[list[Any], dict]:
     """The messages of a `/v1/batch` or webhook body, and the batch-level fields.
 

@@ -74,9 +74,7 @@ import re
 from datetime import date, datetime, timezone
 from typing import Any
 
-import orjson
-
-from bot.ingest.records import BadRequest, IncomingEvent, MessageError, Unauthorized
+from bot.ingest.records import BadRequest, IncomingEvent, MessageError, Unauthorized, load_json
 
 __all__ = [
     "HANDLED_TYPES",
@@ -547,13 +545,7 @@ def parse_event(body: bytes) -> IncomingEvent | None:
     """Parse a (verified) Stripe Event body. See the module docstring for the contract."""
     if not isinstance(body, (bytes, bytearray, memoryview)):
         raise BadRequest("body must be bytes")
-    raw = bytes(body)
-    if raw.startswith(b"\xef\xbb\xbf"):
-        raw = raw[3:]
-    try:
-        event = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise BadRequest(f"body is not valid JSON: {exc}") from None
+    event = load_json(body)
     if not isinstance(event, dict):
         raise BadRequest("body is not a Stripe event object")
 

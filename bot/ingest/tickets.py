@@ -48,7 +48,7 @@ from typing import Any
 
 import orjson
 
-from bot.ingest.records import BadRequest, IncomingEvent, MessageError, TicketUpdate, Unauthorized
+from bot.ingest.records import BadRequest, IncomingEvent, MessageError, TicketUpdate, Unauthorized, load_json
 
 __all__ = ["verify_signature", "sign", "parse_tickets", "parse_ticket"]
 
@@ -98,13 +98,7 @@ def parse_tickets(body: bytes) -> list[IncomingEvent | MessageError]:
     """Parse a ticket delivery into one `IncomingEvent` or `MessageError` per ticket."""
     if not isinstance(body, (bytes, bytearray, memoryview)):
         raise BadRequest("body must be bytes")
-    raw = bytes(body)
-    if raw.startswith(b"\xef\xbb\xbf"):
-        raw = raw[3:]
-    try:
-        data = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise BadRequest(f"body is not valid JSON: {exc}") from None
+    data = load_json(body)
 
     if isinstance(data, dict) and isinstance(data.get("tickets"), list):
         items = data["tickets"]

@@ -1,0 +1,412 @@
+"""Real-time Slack pings: from the scan's changes to outbox rows (DESIGN.md "Scoring and routing").
+
+`Router.handle` is registered with `bot.scan.on_changes`: after a scan (or the event-driven
+evaluation of a ticket spike) commits, every opened or changed stall is routed
+(`rules.routing.route`) in rank order and acted on:
+
+- "ping":   one Alert row per destination (the owner's DM, `STALLWATCH_ALERTS_CHANNEL`) and
+            one outbox post each (`ping:{stall}:{dest}`), in ONE transaction;
+- "update": the priority changed since the ping: compare-and-set Alert.priority, then a
+            chat.update of the original message (`ts_from` the ping's key) and one thread
+            reply (`reprio:{stall}:{dest}:{priority}`, `thread_ts_from` the ping's key);
+- "hold":   quiet hours: the same rows, enqueued with `not_before` = the end of quiet hours;
+- "digest": nothing to send; an overflow of the hourly budget is recorded as an Alert of
+            kind "overflow" (channel "digest") carrying the priority, so the stall stays in
+            the digest (routing's `overflowed_priority`) and the digest can show the note;
+- closed (auto-resolved, suppressed, resolved) stalls that were pinged get their ping edited
+  to say so (`close:{stall}:{dest}`); a ping still held in the outbox is cancelled instead.
+
+A stall is never pinged twice: the Alert rows are unique per (stall, channel, kind) and only
+the transaction that inserted them enqueues; outbox keys are unique as well.
+
+`escalate_due` (a leader-only scheduler job, every minute) posts one escalation per
+unacknowledged P0 ping to `STALLWATCH_DIGEST_CHANNEL` (Alert kind "escalation").
+
+The router never calls Slack to post: the outbox sender does, woken through `wake`. The one
+Web API call here is `users.lookupByEmail`, made once per owner and stored on the account.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import defaultdict
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta, timezone
+from typing import Callable, Iterable, Sequence
+
+from slack_sdk import WebClient
+from sqlalchemy import Engine, and_, func, select, update
+
+from bot.slack.blocks import (PingView, escalation_blocks, escalation_text, ping_blocks, ping_text,
+                              priority_change_text)
+from bot.slack.outbox import OUTBOX, PENDING, enqueue
+from rules.config import Rules
+from rules.routing import CLOSED, RouteDecision, StallView, escalation_due, route
+from storage.db import read_tx, utcnow, write_tx
+from storage.models import Account, Alert, Stall, Ticket
+from storage.sql import insert_ignore
+
+log = logging.getLogger(__name__)
+
+UTC = timezone.utc
+STALL = Stall.__table__
+ACCOUNT = Account.__table__
+ALERT = Alert.__table__
+TICKET = Ticket.__table__
+
+PING, ESCALATION, OVERFLOW = "ping", "escalation", "overflow"
+DIGEST_CHANNEL_MARK = "digest"  # Alert.channel of an "overflow" record
+CLOSED_TICKETS = ("solved", "closed", "resolved")
+LOOKUP_RETRY = timedelta(minutes=10)  # a failed users.lookupByEmail is not retried before this
+
+
+def ping_key(stall_id: int, dest: str) -> str:
+    return f"ping:{stall_id}:{dest}"
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    if value is None:
+        return None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+@dataclass
+class RouteStats:
+    """What one `route_stalls` call did (for logs, tests and the benchmark)."""
+
+    pinged: int = 0
+    updated: int = 0
+    held: int = 0
+    digest: int = 0
+    closed: int = 0
+    enqueued: int = 0
+
+
+class Router:
+    def __init__(self, engine: Engine, settings, rules: Rules, *, wake: threading.Event | None = None,
+                 client_factory: Callable[[], WebClient] | None = None):
+        self.engine = engine
+        self.settings = settings
+        self.rules = rules
+        self.wake = wake
+        if client_factory is None:
+            from bot.slack.client import web_client
+
+            # No blocking retries: this runs in the ingest request path; a failed lookup means
+            # "channel only" for this ping, never a stalled request.
+            def client_factory() -> WebClient:
+                return web_client(settings, blocking_retries=False, timeout=5)
+        self._client_factory = client_factory
+        self._client: WebClient | None = None
+        self._failed_lookups: dict[str, float] = {}  # email -> monotonic time of the failure
+        self._lock = threading.Lock()
+
+    @property
+    def client(self) -> WebClient:
+        if self._client is None:
+            self._client = self._client_factory()
+        return self._client
+
+    # ------------------------------------------------------------------ entry points
+
+    def handle(self, report) -> None:
+        """The `bot.scan.on_changes` listener: route what the scan opened or changed."""
+        ids = list(dict.fromkeys([*report.opened_ids, *report.changed_ids]))
+        if not ids:
+            return
+        try:
+            self.route_stalls(ids, report.now)
+        except Exception:  # never fail the scan or the ingest request; the stall stays in the digest
+            log.exception("slack router: routing %d stall(s) failed", len(ids))
+
+    def route_stalls(self, stall_ids: Iterable[int], now: datetime | None = None) -> RouteStats:
+        now = _aware(now) or utcnow()
+        stats = RouteStats()
+        ids = sorted(set(stall_ids))
+        if not ids:
+            return stats
+        with read_tx(self.engine) as conn:
+            stalls = list(conn.execute(
+                select(STALL, ACCOUNT.c.name.label("account_name"), ACCOUNT.c.arr.label("account_arr"),
+                       ACCOUNT.c.owner_email, ACCOUNT.c.owner_slack_id, ACCOUNT.c.last_seen_at, ACCOUNT.c.steps)
+                .select_from(STALL.join(ACCOUNT, ACCOUNT.c.id == STALL.c.account_id, isouter=True))
+                .where(STALL.c.id.in_(ids))))
+            alerts: dict[int, list] = defaultdict(list)
+            for a in conn.execute(select(ALERT).where(ALERT.c.stall_id.in_(ids))):
+                alerts[a.stall_id].append(a)
+        stalls.sort(key=lambda s: (-(s.score or 0.0), s.id))  # the budget goes to the top stalls first
+        budget: dict[str | None, int] = {}
+        for stall in stalls:
+            try:
+                self._route_one(stall, alerts.get(stall.id, []), now, budget, stats)
+            except Exception:
+                log.exception("slack router: stall %s", stall.id)
+        if stats.enqueued and self.wake is not None:
+            self.wake.set()
+        return stats
+
+    # ------------------------------------------------------------------ one stall
+
+    def _route_one(self, stall, alerts: list, now: datetime, budget: dict, stats: RouteStats) -> None:
+        pings = [a for a in alerts if a.kind == PING]
+        if stall.status in CLOSED:
+            if pings:
+                stats.closed += 1
+                stats.enqueued += self._close(stall, pings, now)
+            return
+        owner_key = (stall.owner_email or "").lower() or None
+        overflow = next((a for a in alerts if a.kind == OVERFLOW), None)
+        view = StallView(
+            id=stall.id, priority=stall.priority, status=stall.status, snoozed_until=_aware(stall.snoozed_until),
+            already_pinged_priority=pings[0].priority if pings else None,
+            owner=stall.owner_slack_id or stall.owner_email,
+            overflowed_priority=overflow.priority if overflow is not None else None,
+        )
+        if owner_key not in budget:
+            budget[owner_key] = self._pings_last_hour(owner_key, now)
+        decision = route(view, owner_pings_last_hour=budget[owner_key], now=now, rules=self.rules)
+        log.debug("slack router: stall %s: %s (%s)", stall.id, decision.kind, decision.reason)
+        if decision.kind == "digest":
+            stats.digest += 1
+            if decision.note:
+                self._record_overflow(stall, now)
+            return
+        if decision.kind == "none":
+            return
+        not_before = decision.not_before if decision.kind == "hold" else None
+        if pings:  # "update", or an update held by quiet hours
+            n = self._update(stall, pings, now, not_before)
+            stats.updated += bool(n)
+        else:  # "ping", or a ping held by quiet hours
+            n = self._ping(stall, now, not_before, decision)
+            if n:
+                budget[owner_key] += 1
+                stats.pinged += 1
+        stats.held += bool(n) and not_before is not None
+        stats.enqueued += n
+
+    def _ping(self, stall, now: datetime, not_before: datetime | None, decision: RouteDecision) -> int:
+        owner_id = self._owner_slack_id(stall)
+        view = self._view(stall, now, owner=owner_id or stall.owner_email)
+        dests: list[tuple[str, str]] = []  # (Alert.channel, outbox method)
+        if owner_id:
+            dests.append((owner_id, "dm"))
+        if self.settings.alerts_channel:
+            dests.append((self.settings.alerts_channel, "chat.postMessage"))
+        if not dests:
+            log.info("slack router: stall %s is %s but there is nowhere to ping", stall.id, stall.priority)
+            return 0
+        sent_at = not_before or now  # when the ping goes out: what the hourly budget counts
+        enqueued = 0
+        with write_tx(self.engine) as conn:
+            for dest, method in dests:
+                alert_id = conn.execute(insert_ignore(conn, ALERT, "stall_id", "channel", "kind").values(
+                    stall_id=stall.id, channel=dest, kind=PING, priority=stall.priority,
+                    created_at=sent_at, updated_at=now,
+                ).returning(ALERT.c.id)).scalar()
+                if alert_id is None:
+                    continue  # another router pinged this destination already
+                target = {"user": dest} if method == "dm" else {"channel": dest}
+                enqueued += enqueue(conn, key=ping_key(stall.id, dest), method=method, alert_id=alert_id,
+                                    not_before=not_before,
+                                    payload={**target, "text": ping_text(view), "blocks": ping_blocks(view),
+                                             "unfurl_links": False})
+        return enqueued
+
+    def _update(self, stall, pings: list, now: datetime, not_before: datetime | None) -> int:
+        view = self._view(stall, now, owner=stall.owner_slack_id or stall.owner_email,
+                          note=None)
+        enqueued = 0
+        with write_tx(self.engine) as conn:
+            for alert in pings:
+                previous = alert.priority
+                # Compare-and-set: of two routers seeing the same change, one edits.
+                changed = conn.execute(update(ALERT).where(ALERT.c.id == alert.id, ALERT.c.priority == previous)
+                                       .values(priority=stall.priority, updated_at=now)).rowcount
+                if not changed or previous == stall.priority:
+                    continue
+                edited = replace(view, note=_change_note(previous, stall.priority))
+                key = ping_key(stall.id, alert.channel)
+                stamp = f"{now.timestamp():.6f}"
+                enqueued += enqueue(conn, key=f"edit:{stall.id}:{alert.channel}:{stall.priority}:{stamp}",
+                                    method="chat.update", alert_id=alert.id, not_before=not_before,
+                                    payload={"ts_from": key, "text": ping_text(edited), "blocks": ping_blocks(edited)})
+                enqueued += enqueue(conn, key=f"reprio:{stall.id}:{alert.channel}:{stall.priority}",
+                                    method="chat.postMessage", alert_id=alert.id, not_before=not_before,
+                                    payload={"thread_ts_from": key, "text": priority_change_text(view, previous)})
+        return enqueued
+
+    def _close(self, stall, pings: list, now: datetime) -> int:
+        view = self._view(stall, now, owner=stall.owner_slack_id or stall.owner_email)
+        enqueued = 0
+        with write_tx(self.engine) as conn:
+            for alert in pings:
+                key = ping_key(stall.id, alert.channel)
+                # A ping still held in the outbox (quiet hours) is cancelled, not edited after posting.
+                cancelled = conn.execute(
+                    update(OUTBOX).where(OUTBOX.c.key == key, OUTBOX.c.status == PENDING)
+                    .values(status="failed", error=f"cancelled: stall {stall.status} before delivery")).rowcount
+                if cancelled:
+                    # and so are the edits queued behind it
+                    conn.execute(update(OUTBOX).where(OUTBOX.c.status == PENDING,
+                                                      OUTBOX.c.key.like(f"%:{stall.id}:{alert.channel}:%"))
+                                 .values(status="failed", error="cancelled: the ping was cancelled"))
+                    continue
+                enqueued += enqueue(conn, key=f"close:{stall.id}:{alert.channel}", method="chat.update",
+                                    alert_id=alert.id,
+                                    payload={"ts_from": key, "text": ping_text(view), "blocks": ping_blocks(view)})
+        return enqueued
+
+    def _record_overflow(self, stall, now: datetime) -> None:
+        with write_tx(self.engine) as conn:
+            inserted = conn.execute(insert_ignore(conn, ALERT, "stall_id", "channel", "kind").values(
+                stall_id=stall.id, channel=DIGEST_CHANNEL_MARK, kind=OVERFLOW, priority=stall.priority,
+                created_at=now, updated_at=now).returning(ALERT.c.id)).scalar()
+            if inserted is None:
+                conn.execute(update(ALERT).where(ALERT.c.stall_id == stall.id, ALERT.c.kind == OVERFLOW)
+                             .values(priority=stall.priority, updated_at=now))
+
+    # ------------------------------------------------------------------ escalation
+
+    def escalate_due(self, now: datetime | None = None) -> int:
+        """Enqueue one escalation to the digest channel per unacknowledged P0 ping that is
+        `escalate_p0_after_minutes` old; returns how many were enqueued."""
+        channel = self.settings.digest_channel
+        if not channel:
+            return 0
+        now = _aware(now) or utcnow()
+        delay = timedelta(minutes=self.rules.routing.escalate_p0_after_minutes)
+        escalated = select(ALERT.c.stall_id).where(ALERT.c.kind == ESCALATION)
+        with read_tx(self.engine) as conn:
+            rows = list(conn.execute(
+                select(ALERT.c.stall_id, func.min(ALERT.c.created_at).label("pinged_at"),
+                       func.max(ALERT.c.acked_at).label("acked_at"))
+                .select_from(ALERT.join(STALL, STALL.c.id == ALERT.c.stall_id))
+                .where(ALERT.c.kind == PING, ALERT.c.priority == "P0", STALL.c.status == "open",
+                       STALL.c.priority == "P0", ALERT.c.created_at <= now - delay,
+                       ALERT.c.stall_id.not_in(escalated))
+                .group_by(ALERT.c.stall_id)))
+        due = [r for r in rows if escalation_due(_aware(r.pinged_at), r.acked_at is not None, "P0", now, self.rules)]
+        if not due:
+            return 0
+        with read_tx(self.engine) as conn:
+            stalls = {s.id: s for s in conn.execute(
+                select(STALL, ACCOUNT.c.name.label("account_name"), ACCOUNT.c.arr.label("account_arr"),
+                       ACCOUNT.c.owner_email, ACCOUNT.c.owner_slack_id, ACCOUNT.c.last_seen_at, ACCOUNT.c.steps)
+                .select_from(STALL.join(ACCOUNT, ACCOUNT.c.id == STALL.c.account_id, isouter=True))
+                .where(STALL.c.id.in_([r.stall_id for r in due])))}
+        enqueued = 0
+        for r in due:
+            stall = stalls.get(r.stall_id)
+            if stall is None:
+                continue
+            minutes = int((now - _aware(r.pinged_at)).total_seconds() // 60)
+            view = self._view(stall, now, owner=stall.owner_slack_id or stall.owner_email)
+            with write_tx(self.engine) as conn:
+                alert_id = conn.execute(insert_ignore(conn, ALERT, "stall_id", "channel", "kind").values(
+                    stall_id=stall.id, channel=channel, kind=ESCALATION, priority=stall.priority,
+                    created_at=now, updated_at=now).returning(ALERT.c.id)).scalar()
+                if alert_id is None:
+                    continue
+                enqueued += enqueue(conn, key=f"escalation:{stall.id}", method="chat.postMessage", alert_id=alert_id,
+                                    payload={"channel": channel,
+                                             "text": escalation_text(view, minutes_unacked=minutes),
+                                             "blocks": escalation_blocks(view, minutes_unacked=minutes)})
+        if enqueued and self.wake is not None:
+            self.wake.set()
+        return enqueued
+
+    # ------------------------------------------------------------------ helpers
+
+    def _pings_last_hour(self, owner_email: str | None, now: datetime) -> int:
+        """Stalls pinged in real time to this owner (None: to unowned stalls) in the last hour."""
+        owner = func.lower(ACCOUNT.c.owner_email)
+        stmt = (select(func.count(func.distinct(ALERT.c.stall_id)))
+                .select_from(ALERT.join(STALL, STALL.c.id == ALERT.c.stall_id)
+                             .join(ACCOUNT, ACCOUNT.c.id == STALL.c.account_id))
+                .where(ALERT.c.kind == PING, ALERT.c.created_at > now - timedelta(hours=1),
+                       ALERT.c.created_at <= now,
+                       owner == owner_email if owner_email else ACCOUNT.c.owner_email.is_(None)))
+        with read_tx(self.engine) as conn:
+            return conn.execute(stmt).scalar_one()
+
+    def _owner_slack_id(self, stall) -> str | None:
+        """The owner's Slack user id: stored on the account, else looked up by email (and stored)."""
+        if stall.owner_slack_id:
+            return stall.owner_slack_id
+        email = (stall.owner_email or "").strip()
+        if not email:
+            return None
+        key = email.lower()
+        with self._lock:
+            failed = self._failed_lookups.get(key)
+        if failed is not None and time.monotonic() - failed < LOOKUP_RETRY.total_seconds():
+            return None
+        try:
+            user_id = self.client.users_lookupByEmail(email=email)["user"]["id"]
+        except Exception as exc:  # users_not_found, or Slack away: channel only, with the email shown
+            log.info("slack router: no Slack user for %s (%s); pinging the channel only", email, exc)
+            with self._lock:
+                self._failed_lookups[key] = time.monotonic()
+            return None
+        with write_tx(self.engine) as conn:
+            conn.execute(update(ACCOUNT).where(func.lower(ACCOUNT.c.owner_email) == key,
+                                               ACCOUNT.c.owner_slack_id.is_(None))
+                         .values(owner_slack_id=user_id))
+        return user_id
+
+    def _view(self, stall, now: datetime, *, owner: str | None, note: str | None = None) -> PingView:
+        with read_tx(self.engine) as conn:
+            tickets = conn.execute(select(func.count()).select_from(TICKET).where(
+                TICKET.c.account_id == stall.account_id,
+                func.lower(TICKET.c.status).not_in(CLOSED_TICKETS))).scalar_one()
+        since = _aware(stall.stalled_since) or now
+        resolution = _resolution(stall)
+        return PingView(
+            stall_id=stall.id, account_name=stall.account_name or stall.account_id,
+            arr=float(stall.account_arr or 0.0), priority=stall.priority, stage=stall.stage, step=stall.step,
+            days_stalled=max((now - since).total_seconds() / 86400, 0.0), why=stall.why or stall.detail or "",
+            owner=owner, last_activity=_aware(stall.last_seen_at), open_tickets=tickets, status=stall.status,
+            assignee=stall.assignee, snoozed_until=_aware(stall.snoozed_until), snoozed_by=stall.snoozed_by,
+            resolved_by=stall.resolved_by, resolved_at=_aware(stall.resolved_at), resolution=resolution,
+            note=note,
+        )
+
+
+def _resolution(stall) -> str | None:
+    """How the stall closed, in words: a step stall whose step turns out to have been reached
+    before the stall opened was opened on stale data (the event arrived late)."""
+    if stall.status == "auto_resolved" and stall.rule == "step_stall" and stall.step:
+        reached = (stall.steps or {}).get(stall.step)
+        try:
+            reached_at = _aware(datetime.fromisoformat(reached)) if reached else None
+        except ValueError:
+            reached_at = None
+        if reached_at is not None and reached_at <= _aware(stall.opened_at):
+            return f"{stall.step} arrived late (done {reached_at:%Y-%m-%d %H:%M} UTC, before the stall opened)"
+        if reached_at is not None:
+            return f"{stall.step} done {reached_at:%Y-%m-%d %H:%M} UTC"
+    return stall.resolution
+
+
+def _change_note(previous: str, current: str) -> str:
+    direction = "raised" if current < previous else "lowered"  # "P0" < "P1": higher priority
+    return f"Priority {direction} from {previous} to {current}"
+
+
+def register(router: Router) -> None:
+    """Route every committed scan's changes (bot.scan.on_changes)."""
+    from bot.scan import on_changes
+
+    on_changes(router.handle)
+
+
+def unregister(router: Router) -> None:
+    from bot import scan
+
+    try:
+        scan._listeners.remove(router.handle)
+    except ValueError:
+        pass
