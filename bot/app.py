@@ -39,6 +39,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
                 log.exception("event-driven evaluation failed")
 
     writer = BatchWriter(engine, rules)
+    slack_routes, bolt = _slack_routes(settings, engine, rules)  # [slack-bolt] POST /slack/events
 
     @asynccontextmanager
     async def lifespan(app: Starlette):
@@ -51,6 +52,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
             *ingest_routes(),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/metrics", metrics_endpoint, methods=["GET"]),
+            *slack_routes,
         ],
         lifespan=lifespan,
     )
@@ -60,7 +62,28 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     app.state.writer = writer
     app.state.on_events_stored = on_events_stored
     app.state.scheduler = None
+    app.state.bolt = bolt
     return app
+
+
+# --- [slack-bolt] Slack's slash commands, buttons and App Home at POST /slack/events -----------
+
+def _slack_routes(settings: Settings, engine: Engine, rules) -> tuple[list[Route], object | None]:
+    """The Bolt route when SLACK_SIGNING_SECRET and SLACK_BOT_TOKEN are both set; when only one
+    is, say at start which one is missing (Bolt would otherwise fail every request)."""
+    from bot.slack.bolt_app import EVENTS_PATH, build_bolt, missing_slack_settings, starlette_endpoint
+
+    missing = missing_slack_settings(settings)
+    if missing:
+        log.error("Slack is only partly configured: %s missing, so /slack/events (slash commands, "
+                  "buttons, App Home) is OFF. Set %s from the Slack app's settings (Basic Information "
+                  "-> Signing Secret; OAuth & Permissions -> Bot User OAuth Token).",
+                  " and ".join(missing) + (" is" if len(missing) == 1 else " are"), " and ".join(missing))
+        return [], None
+    if not (settings.slack_bot_token and settings.slack_signing_secret):
+        return [], None
+    bolt = build_bolt(settings, engine, rules)
+    return [Route(EVENTS_PATH, starlette_endpoint(bolt), methods=["POST"])], bolt
 
 
 async def healthz(request: Request) -> Response:

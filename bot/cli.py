@@ -77,6 +77,9 @@ def serve(socket_mode: bool, no_scheduler: bool, host: str, port: int | None) ->
     app = create_app(settings, engine=engine)
     scheduler = None if no_scheduler else Scheduler(engine, settings, rules)
     app.state.scheduler = scheduler
+    # --- Slack real-time pings: the router (scan listener) and the outbox sender thread ---
+    slack = _start_slack(engine, settings, rules, scheduler) if settings.slack_enabled else None
+    # --- end Slack real-time pings ---
     if scheduler is not None:
         scheduler.start()
     try:
@@ -84,6 +87,36 @@ def serve(socket_mode: bool, no_scheduler: bool, host: str, port: int | None) ->
     finally:
         if scheduler is not None:
             scheduler.shutdown()
+        if slack is not None:
+            _stop_slack(*slack)
+
+
+# --- Slack real-time pings (bot/slack/router.py, bot/slack/outbox.py) ---------------------
+def _start_slack(engine, settings, rules, scheduler):
+    """Route scan changes to the outbox and send it from a thread; returns what _stop_slack needs."""
+    import threading
+
+    from bot.slack.client import web_client
+    from bot.slack.outbox import OutboxSender
+    from bot.slack.router import Router, register
+
+    stop_event, wake_event = threading.Event(), threading.Event()
+    router = Router(engine, settings, rules, wake=wake_event)
+    register(router)
+    if scheduler is not None:
+        scheduler.add_router_jobs(router)
+    thread = OutboxSender(engine, lambda: web_client(settings, blocking_retries=False)).start(stop_event, wake_event)
+    return router, stop_event, wake_event, thread
+
+
+def _stop_slack(router, stop_event, wake_event, thread) -> None:
+    from bot.slack.router import unregister
+
+    unregister(router)
+    stop_event.set()
+    wake_event.set()
+    thread.join(timeout=15)
+# --- end Slack real-time pings ----------------------------------------------------------
 
 
 @main.command()
@@ -92,8 +125,15 @@ def worker() -> None:
     from bot.scheduler import Scheduler
 
     settings = _settings()
-    scheduler = Scheduler(_engine(settings), settings, _rules(settings))
-    scheduler.run_forever()
+    engine, rules = _engine(settings), _rules(settings)
+    scheduler = Scheduler(engine, settings, rules)
+    # The worker's scans ping too: they go through the same router and outbox as `serve`'s.
+    slack = _start_slack(engine, settings, rules, scheduler) if settings.slack_enabled else None
+    try:
+        scheduler.run_forever()
+    finally:
+        if slack is not None:
+            _stop_slack(*slack)
 
 
 @main.command("scan")

@@ -48,6 +48,12 @@ class Scheduler:
 
         self._aps.add_job(guarded, trigger, id=job_id)
 
+    # --- Slack real-time pings (bot/slack/router.py) -------------------------------------
+    def add_router_jobs(self, router) -> None:
+        """Escalate unacknowledged P0 pings, checked every minute (leader only)."""
+        self.add_leader_job(router.escalate_due, IntervalTrigger(minutes=1), "escalate_p0")
+    # --- end Slack real-time pings --------------------------------------------------------
+
     def _scan(self) -> None:
         from bot.scan import scan
 

@@ -34,10 +34,10 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Iterable
 
 from slack_sdk import WebClient
-from sqlalchemy import Engine, and_, func, select, update
+from sqlalchemy import Engine, func, select, update
 
 from bot.slack.blocks import (PingView, escalation_blocks, escalation_text, ping_blocks, ping_text,
                               priority_change_text)
@@ -229,6 +229,18 @@ class Router:
                     continue
                 edited = replace(view, note=_change_note(previous, stall.priority))
                 key = ping_key(stall.id, alert.channel)
+                held = conn.execute(select(OUTBOX.c.payload).where(OUTBOX.c.key == key, OUTBOX.c.status == PENDING)).first()
+                if held is not None:
+                    # Not posted yet (held by quiet hours): post the new version instead, when the
+                    # new priority may go out (a P0 at once), rather than post and then edit.
+                    payload = {**held.payload, "text": ping_text(view),
+                               "blocks": [b.to_dict() for b in ping_blocks(view)]}
+                    if conn.execute(update(OUTBOX).where(OUTBOX.c.key == key, OUTBOX.c.status == PENDING)
+                                    .values(payload=payload, next_attempt_at=not_before or utcnow())).rowcount:
+                        conn.execute(update(ALERT).where(ALERT.c.id == alert.id)
+                                     .values(created_at=not_before or now))
+                        enqueued += 1
+                        continue
                 stamp = f"{now.timestamp():.6f}"
                 enqueued += enqueue(conn, key=f"edit:{stall.id}:{alert.channel}:{stall.priority}:{stamp}",
                                     method="chat.update", alert_id=alert.id, not_before=not_before,

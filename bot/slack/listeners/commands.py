@@ -1,0 +1,177 @@
+"""Slash commands: /journey, /stalls, /funnel.
+
+Each command acks at once (usage help goes straight into the ack when the input is empty or
+unknown) and answers ephemerally from a lazy listener through `response_url`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from dataclasses import dataclass
+
+from slack_bolt.async_app import AsyncApp
+from slack_sdk.models.blocks import ActionsBlock, ButtonElement, PlainTextObject, SectionBlock, MarkdownTextObject
+
+from bot.slack import queries
+from bot.slack.blocks import clip, funnel_blocks, journey_blocks, md, stalls_list_blocks
+from bot.slack.bolt_app import Deps, deps, lazy
+from storage.db import utcnow
+from storage.lookup import find_account
+
+JOURNEY_PICK = "journey_pick"  # "did you mean" buttons: journey_pick:<n>, value = account id
+JOURNEY_PICK_RE = re.compile(rf"^{JOURNEY_PICK}:\d+$")
+
+JOURNEY_USAGE = ("*Usage:* `/journey <account name, domain or id>`, e.g. `/journey acme` or "
+                 "`/journey acme.com`: the account's stage, step checklist, open stalls and recent history.")
+STALLS_USAGE = ("*Usage:* `/stalls [mine|all] [p0|p1|p2|p3]`, e.g. `/stalls`, `/stalls all p0`, "
+                "`/stalls mine p0 p1`. `mine` (the default) is the stalls of accounts you own or "
+                "that are assigned to you.")
+FUNNEL_USAGE = "*Usage:* `/funnel [days]`, e.g. `/funnel` (last 30 days) or `/funnel 90` (1 to 365 days)."
+DEFAULT_FUNNEL_DAYS = 30
+MAX_FUNNEL_DAYS = 365
+
+
+def _blocks(blocks) -> list[dict]:
+    return [b.to_dict() if hasattr(b, "to_dict") else b for b in blocks]
+
+
+# --- parsing (pure) -------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class StallsQuery:
+    mine: bool = True
+    priorities: tuple[str, ...] = ()
+
+    @property
+    def label(self) -> str:
+        scope = "mine" if self.mine else "all"
+        return " · ".join([scope, *self.priorities]) if self.priorities else scope
+
+
+def parse_stalls(text: str) -> StallsQuery | None:
+    """`/stalls` arguments, or None when a word is not understood."""
+    mine, priorities = True, []
+    for word in text.lower().split():
+        if word in ("mine", "me", "my"):
+            mine = True
+        elif word in ("all", "everyone", "team"):
+            mine = False
+        elif word in ("p0", "p1", "p2", "p3"):
+            if word.upper() not in priorities:
+                priorities.append(word.upper())
+        else:
+            return None
+    return StallsQuery(mine, tuple(sorted(priorities)))
+
+
+def parse_funnel(text: str) -> int | None:
+    text = text.strip().lower()
+    if not text:
+        return DEFAULT_FUNNEL_DAYS
+    m = re.fullmatch(r"(\d{1,4})\s*(d|days?)?", text)
+    if m and 1 <= int(m.group(1)) <= MAX_FUNNEL_DAYS:
+        return int(m.group(1))
+    return None
+
+
+# --- answers (blocking: run in a thread) ------------------------------------------------------
+
+def journey_answer(d: Deps, query: str) -> dict:
+    """The /journey message for what was typed: the journey, "did you mean", or "no match"."""
+    found = find_account(d.engine, query)
+    if found.exact is not None:
+        return account_journey(d, found.exact.id)
+    if found.suggestions:
+        return did_you_mean(query, found.suggestions)
+    return {"text": f"No account matches “{clip(query, 100)}”.",
+            "blocks": [SectionBlock(text=MarkdownTextObject(
+                text=f"No account matches *{md(query, 100)}*.\n{JOURNEY_USAGE}")).to_dict()]}
+
+
+def account_journey(d: Deps, account_id: str) -> dict:
+    with d.engine.connect() as conn:
+        data = queries.journey_data(conn, account_id, d.rules, utcnow())
+    if data is None:
+        return {"text": "That account no longer exists."}
+    return {"text": f"Journey of {data.name}", "blocks": _blocks(journey_blocks(data))}
+
+
+def did_you_mean(query: str, suggestions) -> dict:
+    lines = [f"• *{md(s.name, 100)}*" + (f" · {md(s.domain, 100)}" if s.domain else "") + f" · `{md(s.id, 100)}`"
+             for s in suggestions[:5]]
+    buttons = [ButtonElement(text=PlainTextObject(text=clip(s.name or s.id, 75)), action_id=f"{JOURNEY_PICK}:{i}",
+                             value=s.id[:2000]) for i, s in enumerate(suggestions[:5])]
+    blocks = [
+        SectionBlock(text=MarkdownTextObject(
+            text=f"No exact match for *{md(query, 100)}*. Did you mean:\n" + "\n".join(lines))),
+        ActionsBlock(elements=buttons, block_id="journey-did-you-mean"),
+    ]
+    names = ", ".join(s.name or s.id for s in suggestions[:5])
+    return {"text": f"No exact match for “{clip(query, 100)}”. Did you mean: {clip(names, 2000)}?",
+            "blocks": _blocks(blocks)}
+
+
+def stalls_answer(d: Deps, q: StallsQuery, user_id: str) -> dict:
+    with d.engine.connect() as conn:
+        rows, total = queries.stall_rows(conn, utcnow(), user=user_id if q.mine else None,
+                                         priorities=q.priorities, limit=40)
+    blocks = stalls_list_blocks(rows, q.label, more=max(total - len(rows), 0))
+    return {"text": f"{total} live stalls ({q.label})", "blocks": _blocks(blocks)}
+
+
+def funnel_answer(d: Deps, days: int) -> dict:
+    with d.engine.connect() as conn:
+        data = queries.funnel_data(conn, d.rules, utcnow(), days)
+    return {"text": f"Funnel, last {days} days", "blocks": _blocks(funnel_blocks(data))}
+
+
+# --- listeners --------------------------------------------------------------------------------
+
+def register(app: AsyncApp) -> None:
+    d = deps(app)
+
+    async def ack_journey(ack, command):
+        text = (command.get("text") or "").strip()
+        await ack(response_type="ephemeral", text=JOURNEY_USAGE) if not text else await ack()
+
+    @lazy
+    async def journey(body, respond):
+        text = (body.get("text") or "").strip()
+        if text:
+            await respond(response_type="ephemeral", **await asyncio.to_thread(journey_answer, d, text))
+
+    async def ack_stalls(ack, command):
+        q = parse_stalls(command.get("text") or "")
+        await ack(response_type="ephemeral", text=STALLS_USAGE) if q is None else await ack()
+
+    @lazy
+    async def stalls(body, respond, context):
+        q = parse_stalls(body.get("text") or "")
+        if q is not None:
+            await respond(response_type="ephemeral",
+                          **await asyncio.to_thread(stalls_answer, d, q, context["user_id"]))
+
+    async def ack_funnel(ack, command):
+        days = parse_funnel(command.get("text") or "")
+        await ack(response_type="ephemeral", text=FUNNEL_USAGE) if days is None else await ack()
+
+    @lazy
+    async def funnel(body, respond):
+        days = parse_funnel(body.get("text") or "")
+        if days is not None:
+            await respond(response_type="ephemeral", **await asyncio.to_thread(funnel_answer, d, days))
+
+    async def ack_only(ack):
+        await ack()
+
+    @lazy
+    async def journey_pick(body, respond):
+        account_id = body["actions"][0].get("value") or ""
+        await respond(response_type="ephemeral", replace_original=True,
+                      **await asyncio.to_thread(account_journey, d, account_id))
+
+    app.command("/journey")(ack=ack_journey, lazy=[journey])
+    app.command("/stalls")(ack=ack_stalls, lazy=[stalls])
+    app.command("/funnel")(ack=ack_funnel, lazy=[funnel])
+    app.action(JOURNEY_PICK_RE)(ack=ack_only, lazy=[journey_pick])
