@@ -23,7 +23,8 @@ log = logging.getLogger(__name__)
 
 
 def create_app(settings: Settings | None = None, *, engine: Engine | None = None,
-               on_events_stored: Callable[[Iterable[str]], None] | None = None) -> Starlette:
+               on_events_stored: Callable[[Iterable[str]], None] | None = None,
+               socket_mode: bool = False) -> Starlette:
     """Build the app. `engine` defaults to one for `settings.database_url` (already migrated)."""
     settings = settings or Settings()
     engine = engine or make_engine(settings.database_url)
@@ -39,11 +40,22 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
                 log.exception("event-driven evaluation failed")
 
     writer = BatchWriter(engine, rules)
-    slack_routes, bolt = _slack_routes(settings, engine, rules)  # [slack-bolt] POST /slack/events
+    slack_routes, bolt = _slack_routes(settings, engine, rules, quiet=socket_mode)  # [slack-bolt] POST /slack/events
+
+    socket_bolt = _socket_mode_bolt(settings, engine, rules) if socket_mode else None
 
     @asynccontextmanager
     async def lifespan(app: Starlette):
+        socket = None
+        if socket_bolt is not None:
+            from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
+
+            # Slack's events, commands and clicks over a WebSocket (made inside the event loop).
+            socket = AsyncSocketModeHandler(socket_bolt, settings.slack_app_token)
+            await socket.connect_async()
         yield
+        if socket is not None:
+            await socket.close_async()
         writer.close()
         engine.dispose()
 
@@ -63,18 +75,19 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     app.state.on_events_stored = on_events_stored
     app.state.scheduler = None
     app.state.bolt = bolt
+    app.state.socket_bolt = socket_bolt
     return app
 
 
 # --- [slack-bolt] Slack's slash commands, buttons and App Home at POST /slack/events -----------
 
-def _slack_routes(settings: Settings, engine: Engine, rules) -> tuple[list[Route], object | None]:
+def _slack_routes(settings: Settings, engine: Engine, rules, quiet: bool = False) -> tuple[list[Route], object | None]:
     """The Bolt route when SLACK_SIGNING_SECRET and SLACK_BOT_TOKEN are both set; when only one
     is, say at start which one is missing (Bolt would otherwise fail every request)."""
     from bot.slack.bolt_app import EVENTS_PATH, build_bolt, missing_slack_settings, starlette_endpoint
 
     missing = missing_slack_settings(settings)
-    if missing:
+    if missing and not quiet:  # in Socket Mode no signing secret is needed
         log.error("Slack is only partly configured: %s missing, so /slack/events (slash commands, "
                   "buttons, App Home) is OFF. Set %s from the Slack app's settings (Basic Information "
                   "-> Signing Secret; OAuth & Permissions -> Bot User OAuth Token).",
@@ -84,6 +97,15 @@ def _slack_routes(settings: Settings, engine: Engine, rules) -> tuple[list[Route
         return [], None
     bolt = build_bolt(settings, engine, rules)
     return [Route(EVENTS_PATH, starlette_endpoint(bolt), methods=["POST"])], bolt
+
+
+def _socket_mode_bolt(settings: Settings, engine: Engine, rules):
+    """Socket Mode (`serve --socket-mode`): the same listeners, reached over Slack's WebSocket
+    instead of POST /slack/events, for workspaces that cannot expose a public URL. Built here,
+    so missing tokens fail at start; connected when the server starts."""
+    from bot.slack.bolt_app import build_bolt
+
+    return build_bolt(settings, engine, rules, socket_mode=True)
 
 
 async def healthz(request: Request) -> Response:

@@ -72,9 +72,10 @@ def serve(socket_mode: bool, no_scheduler: bool, host: str, port: int | None) ->
     settings = _settings()
     rules = _rules(settings)
     engine = _engine(settings)
-    if socket_mode and not settings.slack_app_token:
-        raise click.ClickException("--socket-mode needs SLACK_APP_TOKEN (an app-level token, xapp-...)")
-    app = create_app(settings, engine=engine)
+    if socket_mode and not (settings.slack_app_token and settings.slack_bot_token):
+        raise click.ClickException("--socket-mode needs SLACK_APP_TOKEN (an app-level token, xapp-...) "
+                                   "and SLACK_BOT_TOKEN (xoxb-...)")
+    app = create_app(settings, engine=engine, socket_mode=socket_mode)
     scheduler = None if no_scheduler else Scheduler(engine, settings, rules)
     app.state.scheduler = scheduler
     # --- Slack real-time pings: the router (scan listener) and the outbox sender thread ---

@@ -65,19 +65,22 @@ def missing_slack_settings(settings: Settings) -> list[str]:
     return [name for name, value in have.items() if not value]
 
 
-def build_bolt(settings: Settings, engine: Engine, rules: Rules) -> AsyncApp:
+def build_bolt(settings: Settings, engine: Engine, rules: Rules, *, socket_mode: bool = False) -> AsyncApp:
     """The AsyncApp with every listener registered once. Needs SLACK_BOT_TOKEN and
-    SLACK_SIGNING_SECRET; raises ValueError naming what is missing (an empty signing secret
-    would start fine and then fail every request)."""
-    missing = [n for n, v in (("SLACK_BOT_TOKEN", settings.slack_bot_token),
-                              ("SLACK_SIGNING_SECRET", settings.slack_signing_secret)) if not v]
+    SLACK_SIGNING_SECRET (SLACK_APP_TOKEN instead of the secret in Socket Mode, where Slack
+    does not sign: the app-level token authenticates the socket); raises ValueError naming
+    what is missing (an empty signing secret would start fine and then fail every request)."""
+    needed = [("SLACK_BOT_TOKEN", settings.slack_bot_token)]
+    needed.append(("SLACK_APP_TOKEN", settings.slack_app_token) if socket_mode
+                  else ("SLACK_SIGNING_SECRET", settings.slack_signing_secret))
+    missing = [n for n, v in needed if not v]
     if missing:
         raise ValueError(f"Slack is not fully configured: set {' and '.join(missing)}")
     app = AsyncApp(
         client=async_web_client(settings),  # carries SLACK_BOT_TOKEN and SLACK_API_URL
-        signing_secret=settings.slack_signing_secret,
+        signing_secret=settings.slack_signing_secret or "",
         process_before_response=False,
-        request_verification_enabled=True,
+        request_verification_enabled=not socket_mode,
         raise_error_for_unhandled_request=False,
     )
     setattr(app, _DEPS_ATTR, Deps(settings=settings, engine=engine, rules=rules))
