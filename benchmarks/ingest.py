@@ -73,6 +73,7 @@ def account_batches(accounts: int = 10_000, batch_size: int = 100) -> list[bytes
 
 
 def start_server(argv: list[str], env: dict, port: int) -> subprocess.Popen:
+    """Start a server process and wait until its /healthz answers (shared by the benchmarks)."""
     proc = subprocess.Popen(argv, env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.time() + 60
     while time.time() < deadline:

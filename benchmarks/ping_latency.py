@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import signal
 import socket
@@ -29,6 +28,8 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import httpx
+
+from benchmarks import ingest as ingest_bench
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -51,19 +52,7 @@ def free_port() -> int:
 
 def start_server(env: dict, port: int) -> subprocess.Popen:
     argv = [sys.executable, "-m", "bot.cli", "serve", "--host", "127.0.0.1", "--port", str(port)]
-    proc = subprocess.Popen(argv, cwd=ROOT, env={**os.environ, **env}, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE)
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            time.sleep(0.2)
-        if proc.poll() is not None:
-            raise SystemExit(f"server exited: {proc.stderr.read().decode()[-3000:]}")
-    proc.kill()
-    raise SystemExit("server did not start in 60 s")
+    return ingest_bench.start_server(argv, env, port)
 
 
 def private_schema(url: str):
