@@ -106,6 +106,7 @@ def _start_slack(engine, settings, rules, scheduler):
     register(router)
     if scheduler is not None:
         scheduler.add_router_jobs(router)
+        scheduler.digest_wake = wake_event  # daily digest: send its rows at once
     thread = OutboxSender(engine, lambda: web_client(settings, blocking_retries=False)).start(stop_event, wake_event)
     return router, stop_event, wake_event, thread
 
@@ -205,6 +206,29 @@ def import_accounts(file: Path) -> None:
         click.echo("\n".join(exc.problems), err=True)
         raise click.ClickException(f"{file}: nothing imported ({len(exc.problems)} problem(s) above)") from None
     click.echo(f"{file}: {created} account(s) created, {updated} updated")
+
+
+# --- daily digest (bot/slack/digest.py) ---------------------------------------------------
+@main.command("digest")
+@click.option("--dry-run", is_flag=True, help="Print the digest; store and post nothing.")
+@click.option("--now", "now_text", default=None, metavar="ISO", help="Build as of this time (default: now).")
+def digest_command(dry_run: bool, now_text: str | None) -> None:
+    """Post today's digest to STALLWATCH_DIGEST_CHANNEL (once per day and channel)."""
+    from bot.slack.digest import post_digest
+
+    now = _parse_now(now_text)
+    settings = _settings()
+    outcome = post_digest(_engine(settings), settings, _rules(settings), now, dry_run=dry_run)
+    if dry_run:
+        click.echo(outcome.text, nl=False)
+        return
+    if outcome.posted:
+        note = "" if settings.slack_enabled else " (SLACK_BOT_TOKEN is not set: a running `serve` or `worker` with it sends them)"
+        click.echo(f"digest for {outcome.day} queued to {outcome.channel}: {outcome.messages} message(s), "
+                   f"{len(outcome.keys)} outbox row(s){note}")
+    else:
+        click.echo(outcome.reason)
+# --- end daily digest ---------------------------------------------------------------------
 
 
 if __name__ == "__main__":

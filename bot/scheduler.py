@@ -13,6 +13,7 @@ import threading
 from typing import Callable
 
 from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy import Engine
 
@@ -34,6 +35,12 @@ class Scheduler:
         self._aps.add_job(self.leader.try_acquire, IntervalTrigger(seconds=ELECTION_SECONDS), id="election",
                           next_run_time=_soon())
         self.add_leader_job(self._scan, IntervalTrigger(minutes=rules.routing.scan_interval_minutes), "scan")
+        # --- daily digest (bot/slack/digest.py) ---
+        clock = rules.digest.clock
+        self.digest_wake = None  # set by whoever runs the outbox sender, to send at once
+        self.add_leader_job(self._digest, CronTrigger(hour=clock.hour, minute=clock.minute,
+                                                      timezone=rules.digest.timezone), "digest")
+        # --- end daily digest ---
 
     def add_leader_job(self, func: Callable[[], object], trigger, job_id: str) -> None:
         """A job that runs only while this process is the leader."""
@@ -53,6 +60,14 @@ class Scheduler:
         """Escalate unacknowledged P0 pings, checked every minute (leader only)."""
         self.add_leader_job(router.escalate_due, IntervalTrigger(minutes=1), "escalate_p0")
     # --- end Slack real-time pings --------------------------------------------------------
+
+    # --- daily digest (bot/slack/digest.py) ---
+    def _digest(self) -> None:
+        from bot.slack.digest import post_digest
+
+        outcome = post_digest(self.engine, self.settings, self.rules, wake=self.digest_wake)
+        log.info("digest: %s", outcome.reason)
+    # --- end daily digest ---
 
     def _scan(self) -> None:
         from bot.scan import scan

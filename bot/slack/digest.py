@@ -1,0 +1,299 @@
+"""The daily digest for CS managers (issue 3, item 4; DESIGN.md "Scoring and routing").
+
+`build_digest` reads what the digest shows with a handful of batched SQL statements (no
+per-row queries): the headline numbers, the ranked open stalls (snoozed ones counted, not
+listed), unresolved tracking issues and the funnel of the last 14 days of signups.
+
+`post_digest` posts it exactly once per (digest day, channel), across restarts, threads and
+processes: the DigestRun row (unique (day, channel)) is inserted with ON CONFLICT DO NOTHING
+and the outbox rows are enqueued in the SAME transaction; whoever's INSERT did not create the
+row enqueues nothing. The outbox then sends each row exactly once (bot/slack/outbox.py).
+
+Outbox keys: `digest:{day}:{channel}:{i}` per message, `digest:{day}:{channel}:chart` for the
+chart PNG (files_upload_v2), `ops:{day}:{channel}` for the tracking issues posted to
+STALLWATCH_OPS_CHANNEL (only when it differs from the digest channel, which already shows them).
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import threading
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta, timezone
+
+from sqlalchemy import Connection, Engine, func, select, update
+
+from bot.slack.blocks import (
+    DigestData,
+    StallRow,
+    TrackingIssueLine,
+    _header,
+    _section,
+    _tracking_summary,
+    check_message,
+    digest_messages,
+    digest_text,
+    money,
+    weakest_stage,
+)
+from bot.slack.outbox import enqueue, file_payload
+from bot.slack.queries import funnel_data, stall_rows
+from rules.config import Rules
+from rules.routing import budget_note, digest_day
+from storage.db import read_tx, utcnow, write_tx
+from storage.models import Account, Alert, DigestRun, Stall, TrackingIssue
+from storage.sql import insert_ignore
+
+log = logging.getLogger(__name__)
+
+UTC = timezone.utc
+ACCOUNT = Account.__table__
+STALL = Stall.__table__
+ALERT = Alert.__table__
+DIGEST_RUN = DigestRun.__table__
+TRACKING = TrackingIssue.__table__
+
+ACTIVATION_DAYS = 14  # "activation rate by track over the last 14 days"
+RESOLVED = ("resolved", "auto_resolved")
+MAX_TRACKING_ISSUES = 50
+LIVE = STALL.c.open_key.is_not(None)
+
+
+@dataclass
+class DigestOutcome:
+    """What `post_digest` did."""
+
+    posted: bool
+    reason: str
+    day: date | None = None
+    channel: str | None = None
+    messages: int = 0
+    keys: list[str] = field(default_factory=list)
+    text: str | None = None  # dry run: the rendered digest
+    data: DigestData | None = None
+
+
+def _aware(moment: datetime | None) -> datetime | None:
+    if moment is not None and moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    return moment
+
+
+# --------------------------------------------------------------------------- building
+
+
+def build_digest(engine: Engine, rules: Rules, now: datetime) -> DigestData:
+    now = _aware(now) or utcnow()
+    day = digest_day(now, rules)
+    max_items = rules.digest.max_items
+    with read_tx(engine) as conn:
+        since = _previous_digest_at(conn, day) or now - timedelta(hours=24)
+        new_stalls = conn.execute(
+            select(func.count()).select_from(STALL).where(STALL.c.opened_at >= since, STALL.c.opened_at <= now)
+        ).scalar_one()
+        resolved = conn.execute(
+            select(func.count()).select_from(STALL)
+            .where(STALL.c.status.in_(RESOLVED), STALL.c.resolved_at >= now - timedelta(hours=24))
+        ).scalar_one()
+        live_accounts = select(STALL.c.account_id).where(LIVE).distinct()
+        arr_at_risk = conn.execute(
+            select(func.coalesce(func.sum(ACCOUNT.c.arr), 0.0)).where(ACCOUNT.c.id.in_(live_accounts))
+        ).scalar_one()
+        by_status = dict(conn.execute(
+            select(STALL.c.status, func.count()).where(LIVE).group_by(STALL.c.status)).all())
+        total_open = int(by_status.get("open", 0))
+        snoozed = int(by_status.get("snoozed", 0))
+        # stall_rows ranks open before snoozed, so the first max_items open rows come first.
+        ranked, _ = stall_rows(conn, now, limit=max_items)
+        rows = [r for r in ranked if r.status == "open"]
+        rows = _with_overflow_notes(conn, rows)
+        issues = [
+            TrackingIssueLine(kind=t.kind, event_name=t.event_name, property=t.property or "", count=t.count,
+                              detail=t.detail or "")
+            for t in conn.execute(
+                select(TRACKING.c.kind, TRACKING.c.event_name, TRACKING.c.property, TRACKING.c.count,
+                       TRACKING.c.detail)
+                .where(TRACKING.c.resolved_at.is_(None))
+                .order_by(TRACKING.c.last_seen_at.desc(), TRACKING.c.id).limit(MAX_TRACKING_ISSUES))
+        ]
+        funnel = funnel_data(conn, rules, now, ACTIVATION_DAYS)
+    return DigestData(
+        day=day, new_stalls=int(new_stalls), arr_at_risk=float(arr_at_risk or 0.0),
+        resolved_since_yesterday=int(resolved),
+        activation_by_track={t.track: t.activation_rate for t in funnel.tracks},
+        rows=rows, total_open=total_open, snoozed=snoozed, tracking_issues=issues, funnel=funnel,
+        max_items=max_items,
+    )
+
+
+def _previous_digest_at(conn: Connection, day: date) -> datetime | None:
+    """When the latest earlier digest was made (any channel): "new since the previous digest"."""
+    return _aware(conn.execute(select(func.max(DIGEST_RUN.c.created_at)).where(DIGEST_RUN.c.day < day)).scalar())
+
+
+def _with_overflow_notes(conn: Connection, rows: list[StallRow]) -> list[StallRow]:
+    """Stalls the hourly budget pushed out of real time (router's Alert kind "overflow") say so."""
+    if not rows:
+        return rows
+    overflowed = set(conn.execute(
+        select(ALERT.c.stall_id).where(ALERT.c.kind == "overflow", ALERT.c.stall_id.in_([r.stall_id for r in rows]))
+    ).scalars())
+    if not overflowed:
+        return rows
+    from dataclasses import replace
+
+    return [replace(r, note=budget_note(r.owner)) if r.stall_id in overflowed and not r.note else r for r in rows]
+
+
+# --------------------------------------------------------------------------- the chart
+
+
+def chart_png(d: DigestData) -> bytes | None:
+    """The funnel as a horizontal bar chart (conversion per stage, weakest in red); without
+    funnel data, ARR at risk per owner of the listed stalls. None when there is nothing to plot."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure  # no pyplot: no global state, thread-safe
+
+    fig = Figure(figsize=(7, 3.5), dpi=100)
+    ax = fig.add_subplot(1, 1, 1)
+    f = d.funnel
+    if f is not None and any(s.entered for s in f.stages):
+        weakest = weakest_stage(f)
+        names = [s.name for s in f.stages][::-1]
+        values = [(s.conversion or 0.0) * 100 for s in f.stages][::-1]
+        colors = ["#d9534f" if s is weakest else "#4a90d9" for s in f.stages][::-1]
+        ax.barh(names, values, color=colors)
+        ax.set_xlim(0, 100)
+        ax.set_xlabel("% moving on to the next stage")
+        ax.set_title(f"Funnel, last {f.days} days" + (f" (weakest: {weakest.name})" if weakest else ""))
+        for y, v in enumerate(values):
+            ax.text(min(v + 1, 92), y, f"{v:.0f}%", va="center", fontsize=8)
+    else:
+        per_owner: dict[str, float] = {}
+        for r in d.rows:
+            per_owner[r.owner or "no owner"] = per_owner.get(r.owner or "no owner", 0.0) + max(r.arr, 0.0)
+        if not per_owner:
+            return None
+        top = sorted(per_owner.items(), key=lambda kv: -kv[1])[:10][::-1]
+        ax.barh([k for k, _ in top], [v for _, v in top], color="#d9534f")
+        ax.set_xlabel("ARR at risk ($)")
+        ax.set_title(f"ARR at risk by owner: {money(d.arr_at_risk)} in all")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return buf.getvalue()
+
+
+# --------------------------------------------------------------------------- rendering
+
+
+def render_text(d: DigestData) -> str:
+    """The digest as plain text (dry run, CLI): the fallback line, then every block's text."""
+    lines = [digest_text(d), ""]
+    for i, message in enumerate(digest_messages(d)):
+        if i:
+            lines.append("----")
+        for block in message:
+            lines.extend(_block_text(block.to_dict()))
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def _block_text(block: dict) -> list[str]:
+    out: list[str] = []
+    kind = block.get("type")
+    if kind == "divider":
+        return ["---"]
+    if isinstance(block.get("text"), dict):
+        out.append(block["text"].get("text", ""))
+    for f in block.get("fields") or []:
+        out.append(f.get("text", "").replace("\n", ": ", 1))
+    for el in block.get("elements") or []:
+        if isinstance(el, dict) and el.get("type") in ("mrkdwn", "plain_text"):
+            out.append(el.get("text", ""))
+    return out
+
+
+def ops_blocks(d: DigestData) -> list:
+    blocks = [_header(f"Tracking issues · {d.day:%a %d %b %Y}"), _section(_tracking_summary(d.tracking_issues))]
+    check_message(blocks)
+    return blocks
+
+
+# --------------------------------------------------------------------------- posting
+
+
+def post_digest(engine: Engine, settings, rules: Rules, now: datetime | None = None, *, dry_run: bool = False,
+                wake: threading.Event | None = None) -> DigestOutcome:
+    """Post today's digest to STALLWATCH_DIGEST_CHANNEL once (see the module doc)."""
+    now = _aware(now) or utcnow()
+    day = digest_day(now, rules)
+    channel = settings.digest_channel
+    if dry_run:
+        d = build_digest(engine, rules, now)
+        return DigestOutcome(posted=False, reason="dry run: nothing stored or posted", day=day, channel=channel,
+                             messages=len(digest_messages(d)), text=render_text(d), data=d)
+    if not channel:
+        return DigestOutcome(posted=False, reason="STALLWATCH_DIGEST_CHANNEL is not set: no digest posted", day=day)
+    if _already(engine, day, channel):  # cheap check first; the INSERT below is what decides
+        return DigestOutcome(posted=False, reason=f"the digest for {day} was already posted to {channel}",
+                             day=day, channel=channel)
+    d = build_digest(engine, rules, now)
+    messages = digest_messages(d)
+    png = _safe_chart(d)
+    ops = settings.ops_channel
+    keys: list[str] = []
+    with write_tx(engine) as conn:
+        run_id = conn.execute(
+            insert_ignore(conn, DIGEST_RUN, "day", "channel")
+            .values(day=day, channel=channel, created_at=now, posted_at=None, items=len(d.rows))
+            .returning(DIGEST_RUN.c.id)).scalar()
+        if run_id is None:
+            return DigestOutcome(posted=False, reason=f"the digest for {day} was already posted to {channel}",
+                                 day=day, channel=channel)
+        for i, blocks in enumerate(messages):
+            key = f"digest:{day}:{channel}:{i}"
+            text = digest_text(d) if i == 0 else f"Stall digest for {day} (continued, {i + 1}/{len(messages)})"
+            enqueue(conn, key=key, method="chat.postMessage", payload={"channel": channel, "text": text,
+                                                                       "blocks": blocks})
+            keys.append(key)
+        if png is not None:
+            key = f"digest:{day}:{channel}:chart"
+            enqueue(conn, key=key, method="files_upload_v2", payload=file_payload(
+                png, channel=channel, filename=f"stallwatch-digest-{day}.png", title=f"Stall digest chart {day}"))
+            keys.append(key)
+        if d.tracking_issues and ops and ops != channel:
+            key = f"ops:{day}:{channel}"
+            enqueue(conn, key=key, method="chat.postMessage", payload={
+                "channel": ops, "text": f"{len(d.tracking_issues)} tracking issue(s) on {day}",
+                "blocks": ops_blocks(d)})
+            keys.append(key)
+        if d.tracking_issues:
+            conn.execute(update(TRACKING).where(TRACKING.c.resolved_at.is_(None), TRACKING.c.reported_at.is_(None))
+                         .values(reported_at=now))
+        conn.execute(update(DIGEST_RUN).where(DIGEST_RUN.c.id == run_id).values(posted_at=now))
+    if wake is not None:
+        wake.set()
+    log.info("digest for %s queued to %s: %d message(s)%s", day, channel, len(messages),
+             ", chart" if png is not None else "")
+    return DigestOutcome(posted=True, reason="queued", day=day, channel=channel, messages=len(messages), keys=keys,
+                         data=d)
+
+
+def _already(engine: Engine, day: date, channel: str) -> bool:
+    with read_tx(engine) as conn:
+        return conn.execute(select(DIGEST_RUN.c.id).where(DIGEST_RUN.c.day == day, DIGEST_RUN.c.channel == channel)
+                            ).first() is not None
+
+
+def _safe_chart(d: DigestData) -> bytes | None:
+    try:
+        return chart_png(d)
+    except Exception:  # a chart is a nice-to-have: never lose the digest over it
+        log.exception("digest: chart rendering failed")
+        return None
+
+
+__all__ = ["DigestOutcome", "build_digest", "post_digest", "chart_png", "render_text"]
