@@ -259,7 +259,7 @@ def _label(value: str | None) -> str:
 
 # --- block building blocks ------------------------------------------------------------------
 
-def _section(text: str | None, *, fields: Sequence[str] = (), accessory=None,
+def section_block(text: str | None, *, fields: Sequence[str] = (), accessory=None,
              block_id: str | None = None) -> SectionBlock:
     # Slack rejects an empty text object: a section of fields only has no text at all.
     body = MarkdownTextObject(text=clip(text, SECTION_TEXT_MAX)) if text and text.strip() else None
@@ -278,7 +278,7 @@ def _context(*texts: str, block_id: str | None = None) -> ContextBlock:
     return ContextBlock(elements=elements or [MarkdownTextObject(text=" ")], block_id=block_id)
 
 
-def _header(text: str) -> HeaderBlock:
+def header_block(text: str) -> HeaderBlock:
     return HeaderBlock(text=PlainTextObject(text=_plain(text, HEADER_TEXT_MAX), emoji=True))
 
 
@@ -450,7 +450,7 @@ class PingView:
 
 def ping_blocks(p: PingView) -> list[Block]:
     """The ping: what is stalled, why, for whom; buttons only while the stall is live."""
-    blocks: list[Block] = [_header(_ping_title(p)), _ping_summary(p)]
+    blocks: list[Block] = [header_block(_ping_title(p)), _ping_summary(p)]
     status_lines = _status_lines(p)
     if status_lines:
         blocks.append(_context(*status_lines, block_id=f"stall-{p.stall_id}-status"))
@@ -496,7 +496,7 @@ def _ping_summary(p: PingView) -> SectionBlock:
         f"*Open tickets*\n{max(p.open_tickets, 0):,}",
         f"*Status*\n{STATUS_LABEL.get(p.status, md(p.status, SHORT_MAX))}",
     ]
-    return _section(text, fields=fields, block_id=f"stall-{p.stall_id}-summary")
+    return section_block(text, fields=fields, block_id=f"stall-{p.stall_id}-summary")
 
 
 def _status_lines(p: PingView) -> list[str]:
@@ -532,7 +532,7 @@ def escalation_blocks(p: PingView, *, minutes_unacked: int, ping_link: str | Non
     if _safe_url(ping_link, 500) and not any(c in ping_link for c in "|<> "):  # inside <url|label>
         pinged += f" <{ping_link}|Open the ping>"
     blocks: list[Block] = [
-        _header(f"🚨 Unacknowledged {p.priority} · {p.account_name}"),
+        header_block(f"🚨 Unacknowledged {p.priority} · {p.account_name}"),
         _ping_summary(p),
         _context(pinged, block_id=f"stall-{p.stall_id}-escalation"),
     ]
@@ -581,7 +581,7 @@ def _row_text(r: StallRow, *, show_owner: bool) -> str:
 
 def _row_block(r: StallRow, *, show_owner: bool, digest: bool = False) -> SectionBlock:
     menu = None if r.status in CLOSED else _row_menu(r.stall_id, digest=digest)
-    return _section(_row_text(r, show_owner=show_owner), accessory=menu)
+    return section_block(_row_text(r, show_owner=show_owner), accessory=menu)
 
 
 def _fill_rows(packer: _Packer, rows: Sequence[StallRow], *, show_owner: bool, footer_chars: int = 200) -> int:
@@ -600,11 +600,11 @@ def stalls_list_blocks(rows: Sequence[StallRow], filter_label: str, more: int = 
     actions; rows past what one message holds, plus `more` not loaded, become "and N more"."""
     title = f"*Open stalls* · {md(filter_label, SHORT_MAX)}"
     if not rows:
-        blocks: list[Block] = [_section(f"{title}\nNo open stalls match. 🎉")]
+        blocks: list[Block] = [section_block(f"{title}\nNo open stalls match. 🎉")]
         check_message(blocks)
         return blocks
     packer = _Packer()
-    packer.add([_section(f"{title} · ranked by ARR at risk and severity")])
+    packer.add([section_block(f"{title} · ranked by ARR at risk and severity")])
     left = _fill_rows(packer, rows[:LIST_MAX_ROWS], show_owner=True)
     left += max(len(rows) - LIST_MAX_ROWS, 0) + max(more, 0)
     if left:
@@ -620,12 +620,12 @@ def home_view(rows: Sequence[StallRow], viewer: str, *, more: int = 0) -> View:
     """The viewer's own queue (owned or assigned stalls), ranked, as a Home tab view."""
     packer = _Packer(max_blocks=MAX_VIEW_BLOCKS, text_budget=VIEW_TEXT_BUDGET)
     packer.add([
-        _header("Your stall queue"),
+        header_block("Your stall queue"),
         _context(f"Stalls {person(viewer)} owns or is assigned, ranked by ARR at risk and severity. "
                  "Use `/stalls all` for the whole team."),
     ])
     if not rows:
-        packer.add([_section("Nothing in your queue. 🎉")])
+        packer.add([section_block("Nothing in your queue. 🎉")])
     else:
         left = _fill_rows(packer, rows, show_owner=False) + max(more, 0)
         if left:
@@ -687,29 +687,29 @@ class JourneyViewData:
 def journey_blocks(j: JourneyViewData) -> list[Block]:
     """/journey: where the account is, its checklist, its open stalls with their buttons, and
     what happened lately. Stalls are added while they fit; the recent history always shows."""
-    head: list[Block] = [_header(j.name or j.account_id), _section(_journey_facts(j), fields=_journey_fields(j))]
+    head: list[Block] = [header_block(j.name or j.account_id), section_block(_journey_facts(j), fields=_journey_fields(j))]
     if j.steps:
         checklist = _join_lines([_step_line(s) for s in j.steps], JOURNEY_CHECKLIST_MAX, "steps")
-        head.append(_section("*Journey*\n" + checklist))
+        head.append(section_block("*Journey*\n" + checklist))
     head.append(DividerBlock())
     history: list[Block] = []
     if j.events:
         lines = [_event_line(e) for e in j.events[:JOURNEY_MAX_EVENTS]]
-        history.append(_section("*Recent events*\n" + _join_lines(lines, JOURNEY_HISTORY_MAX, "events")))
+        history.append(section_block("*Recent events*\n" + _join_lines(lines, JOURNEY_HISTORY_MAX, "events")))
     if j.tickets:
         lines = [_ticket_line(t) for t in j.tickets[:JOURNEY_MAX_TICKETS]]
-        history.append(_section("*Recent tickets*\n" + _join_lines(lines, JOURNEY_HISTORY_MAX, "tickets")))
+        history.append(section_block("*Recent tickets*\n" + _join_lines(lines, JOURNEY_HISTORY_MAX, "tickets")))
 
     packer = _Packer()
     packer.add(head)
     if not j.open_stalls:
-        packer.add([_section("*Open stalls*\nNone. 🎉")])
+        packer.add([section_block("*Open stalls*\nNone. 🎉")])
     else:
-        packer.add([_section(f"*Open stalls* ({len(j.open_stalls):,})")])
+        packer.add([section_block(f"*Open stalls* ({len(j.open_stalls):,})")])
         reserve = block_text_length(history) + 200  # room for the history and an "and N more"
         shown = 0
         for row in j.open_stalls[:JOURNEY_MAX_STALLS]:
-            unit: list[Block] = [_section(_row_text(row, show_owner=False))]
+            unit: list[Block] = [section_block(_row_text(row, show_owner=False))]
             if row.status not in CLOSED:
                 unit.append(_stall_actions(row.stall_id, with_journey=False))
             if not packer.add_if_fits(unit, reserve_blocks=len(history) + 1, reserve_chars=reserve):
@@ -802,18 +802,18 @@ def weakest_stage(f: FunnelData) -> FunnelStage | None:
 
 def funnel_blocks(f: FunnelData) -> list[Block]:
     """/funnel: conversion and median time per stage, the weakest stage, rates per track."""
-    blocks: list[Block] = [_header(f"Funnel · last {f.days:,} days")]
+    blocks: list[Block] = [header_block(f"Funnel · last {f.days:,} days")]
     weakest = weakest_stage(f)
     if not any(s.entered for s in f.stages):
-        blocks.append(_section(f"No accounts moved through the journey in the last {f.days:,} days."))
+        blocks.append(section_block(f"No accounts moved through the journey in the last {f.days:,} days."))
     else:
         lines = [_stage_line(s, s is weakest) for s in f.stages]
-        blocks.append(_section("*Stage conversion*\n" + _join_lines(lines, SECTION_TEXT_MAX - 30, "stages")))
+        blocks.append(section_block("*Stage conversion*\n" + _join_lines(lines, SECTION_TEXT_MAX - 30, "stages")))
         if weakest is not None:
-            blocks.append(_section(f"*Weakest stage:* {md(weakest.name, SHORT_MAX)}: only "
+            blocks.append(section_block(f"*Weakest stage:* {md(weakest.name, SHORT_MAX)}: only "
                                    f"{percent(weakest.conversion)} move on"))
     if f.tracks:
-        blocks.append(_section("*By track*", fields=[_track_field(t) for t in f.tracks]))
+        blocks.append(section_block("*By track*", fields=[_track_field(t) for t in f.tracks]))
     check_message(blocks)
     return blocks
 
@@ -872,7 +872,7 @@ def digest_messages(d: DigestData) -> list[list[Block]]:
         packer.add(unit)
     shown = list(d.rows[: max(d.max_items, 0)])
     if shown:
-        packer.add([DividerBlock(), _section("*Open stalls by owner*, most at risk first")])
+        packer.add([DividerBlock(), section_block("*Open stalls by owner*, most at risk first")])
         for owner, rows in _group_by_owner(shown):
             _add_group(packer, owner, rows)
     packer.add([_context(_digest_footer(d, len(shown)))])
@@ -884,8 +884,8 @@ def digest_messages(d: DigestData) -> list[list[Block]]:
 def _digest_overview(d: DigestData) -> list[list[Block]]:
     total = d.total_open if d.total_open is not None else len(d.rows)
     head: list[Block] = [
-        _header(f"Daily stall digest · {d.day:%a %d %b %Y}"),
-        _section(None, fields=[
+        header_block(f"Daily stall digest · {d.day:%a %d %b %Y}"),
+        section_block(None, fields=[
             f"*New stalls*\n{d.new_stalls:,}",
             f"*ARR at risk*\n{money(d.arr_at_risk)}",
             f"*Resolved since yesterday*\n{d.resolved_since_yesterday:,}",
@@ -897,9 +897,9 @@ def _digest_overview(d: DigestData) -> list[list[Block]]:
         head.append(_context(f"Activation rate, last 14 days: {rates}"))
     units = [head]
     if d.funnel is not None and any(s.entered for s in d.funnel.stages):
-        units.append([_section(_funnel_summary(d.funnel))])
+        units.append([section_block(_funnel_summary(d.funnel))])
     if d.tracking_issues:
-        units.append([_section(_tracking_summary(d.tracking_issues))])
+        units.append([section_block(tracking_summary(d.tracking_issues))])
     return units
 
 
@@ -912,7 +912,7 @@ def _funnel_summary(f: FunnelData) -> str:
     return f"*Funnel, last {f.days:,} days:* {chain}{tail}"
 
 
-def _tracking_summary(issues: Sequence[TrackingIssueLine]) -> str:
+def tracking_summary(issues: Sequence[TrackingIssueLine]) -> str:
     lines = [_issue_line(i) for i in issues[:DIGEST_MAX_ISSUES]]
     if len(issues) > DIGEST_MAX_ISSUES:
         lines.append(f"…and {len(issues) - DIGEST_MAX_ISSUES:,} more")
@@ -941,10 +941,10 @@ def _group_by_owner(rows: Sequence[StallRow]) -> list[tuple[str | None, list[Sta
 
 def _owner_heading(owner: str | None, rows: Sequence[StallRow], *, continued: bool = False) -> SectionBlock:
     if continued:
-        return _section(f"*{person(owner)}* (continued)")
+        return section_block(f"*{person(owner)}* (continued)")
     at_risk = sum(r.arr for r in rows if math.isfinite(r.arr) and r.arr > 0)
     count = "1 stall" if len(rows) == 1 else f"{len(rows):,} stalls"
-    return _section(f"*{person(owner)}* · {count} · {money(at_risk)} ARR")
+    return section_block(f"*{person(owner)}* · {count} · {money(at_risk)} ARR")
 
 
 def _add_group(packer: _Packer, owner: str | None, rows: Sequence[StallRow]) -> None:

@@ -28,9 +28,9 @@ from bot.slack.blocks import (
     DigestData,
     StallRow,
     TrackingIssueLine,
-    _header,
-    _section,
-    _tracking_summary,
+    header_block,
+    section_block,
+    tracking_summary,
     check_message,
     digest_messages,
     digest_text,
@@ -217,7 +217,7 @@ def _block_text(block: dict) -> list[str]:
 
 
 def ops_blocks(d: DigestData) -> list:
-    blocks = [_header(f"Tracking issues · {d.day:%a %d %b %Y}"), _section(_tracking_summary(d.tracking_issues))]
+    blocks = [header_block(f"Tracking issues · {d.day:%a %d %b %Y}"), section_block(tracking_summary(d.tracking_issues))]
     check_message(blocks)
     return blocks
 
