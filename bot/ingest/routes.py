@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import hashlib
 import hmac
 import logging
 import time
@@ -150,13 +149,33 @@ def _write_key(request: Request, payload: Any) -> str | None:
     return None
 
 
+async def _secured_body(request: Request, secret: str | None, variable: str) -> tuple[str, bytes]:
+    """The route's secret (401 when the server has none: nothing is accepted anonymously)
+    and the raw body, which every signature is computed over."""
+    if not secret:
+        raise Unauthorized(f"{variable} is not configured on this server")
+    return secret, await read_body(request)
+
+
+def _sorted_out(parsed) -> tuple[list[IncomingEvent], list[dict]]:
+    """Split parse results (an IncomingEvent or a MessageError per message, in order) into
+    the storable events and the `rejected` entries of the answer."""
+    events: list[IncomingEvent] = []
+    rejected: list[dict] = []
+    for index, item in enumerate(parsed):
+        try:
+            if isinstance(item, MessageError):
+                raise item
+            events.append(_storable(item))
+        except MessageError as exc:
+            rejected.append({"index": index, "error": str(exc)})
+    return events, rejected
+
+
 def tracking_route(kind: str | None):
     @handles_errors("segment")
     async def tracking_api(request: Request) -> Response:
-        expected = request.app.state.settings.write_key
-        if not expected:
-            raise Unauthorized("STALLWATCH_WRITE_KEY is not configured on this server")
-        body = await read_body(request)
+        expected, body = await _secured_body(request, request.app.state.settings.write_key, "STALLWATCH_WRITE_KEY")
         # A key in the Authorization header is checked before the body is parsed; only a
         # request without one has to be parsed first, for its writeKey.
         key, payload = _write_key(request, None), None
@@ -187,36 +206,29 @@ def _parse_one(payload: Any, kind: str | None, now) -> tuple[list[IncomingEvent]
     invalid message is reported at index 0, as in a batch, and nothing is stored."""
     if not isinstance(payload, dict):
         raise BadRequest("body must be a JSON object (one message)")
-    try:
-        return [_storable(segment.parse_message(payload, kind=kind, received_at=now))], []
-    except MessageError as exc:
-        return [], [{"index": 0, "error": str(exc)}]
+    return _sorted_out([_attempt(segment.parse_message, payload, kind=kind, received_at=now)])
 
 
 def _parse_segment(messages: list, batch: dict, now, check_size: bool) -> tuple[list[IncomingEvent], list[dict]]:
-    events: list[IncomingEvent] = []
-    rejected: list[dict] = []
-    for index, msg in enumerate(messages):
-        try:
-            events.append(_storable(
-                segment.parse_message(msg, kind=None, received_at=now, batch=batch, check_size=check_size)))
-        except MessageError as exc:
-            rejected.append({"index": index, "error": str(exc)})
-    return events, rejected
+    return _sorted_out(_attempt(segment.parse_message, msg, kind=None, received_at=now, batch=batch,
+                                check_size=check_size) for msg in messages)
+
+
+def _attempt(parse, *args, **kwargs):
+    """A parser's result, or the MessageError it raised."""
+    try:
+        return parse(*args, **kwargs)
+    except MessageError as exc:
+        return exc
 
 
 # --- Segment webhook destination ------------------------------------------------------------
 
 @handles_errors("segment_webhook")
 async def ingest_segment(request: Request) -> Response:
-    secret = request.app.state.settings.segment_shared_secret
-    if not secret:
-        raise Unauthorized("SEGMENT_SHARED_SECRET is not configured on this server")
-    body = await read_body(request)
-    given = request.headers.get("x-signature", "").strip().lower()
-    expected = hmac.new(secret.encode(), body, hashlib.sha1).hexdigest()
-    if not given or not hmac.compare_digest(given.encode(), expected.encode()):
-        raise Unauthorized("missing or wrong X-Signature (hex HMAC-SHA1 of the raw body)")
+    secret, body = await _secured_body(request, request.app.state.settings.segment_shared_secret,
+                                       "SEGMENT_SHARED_SECRET")
+    segment.verify_signature(body, request.headers.get("x-signature"), secret)
     payload = load_json(body)
     messages, batch = segment.batch_messages(payload, len(body))
     now = utcnow()
@@ -232,19 +244,13 @@ async def ingest_segment(request: Request) -> Response:
 
 @handles_errors("stripe")
 async def ingest_stripe(request: Request) -> Response:
-    secret = request.app.state.settings.stripe_webhook_secret
-    if not secret:
-        raise Unauthorized("STRIPE_WEBHOOK_SECRET is not configured on this server")
-    body = await read_body(request)
+    secret, body = await _secured_body(request, request.app.state.settings.stripe_webhook_secret,
+                                       "STRIPE_WEBHOOK_SECRET")
     stripe.verify_signature(body, request.headers.get("stripe-signature"), secret, now=time.time())
-    rejected: list[dict] = []
-    try:
-        event = stripe.parse_event(body)
-        if event is not None:
-            _storable(event)
-    except MessageError as exc:  # a handled event Stallwatch cannot use (stripe.py's contract)
-        event, rejected = None, [{"index": 0, "error": str(exc)}]
-    events = [event] if event is not None else []
+    # A handled event Stallwatch cannot use is reported at index 0 (a retry would not help);
+    # an event type Stallwatch ignores (None) is a valid delivery with nothing to store.
+    event = _attempt(stripe.parse_event, body)
+    events, rejected = _sorted_out([event] if event is not None else [])
     result = await _store(request, events, rejected, "stripe")
     return await _answer(result, rejected, request, segment_style=False, urgent=True)
 
@@ -253,20 +259,10 @@ async def ingest_stripe(request: Request) -> Response:
 
 @handles_errors("tickets")
 async def ingest_tickets(request: Request) -> Response:
-    secret = request.app.state.settings.tickets_shared_secret
-    if not secret:
-        raise Unauthorized("TICKETS_SHARED_SECRET is not configured on this server")
-    body = await read_body(request)
+    secret, body = await _secured_body(request, request.app.state.settings.tickets_shared_secret,
+                                       "TICKETS_SHARED_SECRET")
     tickets.verify_signature(body, request.headers.get("x-stallwatch-signature"), secret)
-    events: list[IncomingEvent] = []
-    rejected: list[dict] = []
-    for index, item in enumerate(tickets.parse_tickets(body)):
-        try:
-            if isinstance(item, MessageError):
-                raise item
-            events.append(_storable(item))
-        except MessageError as exc:
-            rejected.append({"index": index, "error": str(exc)})
+    events, rejected = _sorted_out(tickets.parse_tickets(body))
     result = await _store(request, events, rejected, "tickets")
     return await _answer(result, rejected, request, segment_style=False, urgent=True)
 

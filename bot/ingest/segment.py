@@ -8,12 +8,13 @@ by the `/ingest/segment` webhook destination: both are the one source "segment",
 from __future__ import annotations
 
 import hashlib
+import hmac
 from datetime import datetime, timezone
 from typing import Any
 
 import orjson
 
-from bot.ingest.records import BadRequest, IncomingEvent, MessageError, TooLarge, parse_date
+from bot.ingest.records import BadRequest, IncomingEvent, MessageError, TooLarge, Unauthorized, parse_date
 
 MAX_EVENT_BYTES = 32 * 1024
 MAX_BATCH_BYTES = 500 * 1024
@@ -23,6 +24,14 @@ MAX_NAME = 200
 MAX_COUNT = 2 ** 31 - 1  # employees / seats are INTEGER columns
 TYPES = frozenset({"track", "identify", "group", "page", "screen", "alias"})
 ACCOUNT_TRAITS = ("name", "domain", "website", "plan", "arr", "mrr", "owner_email", "renewal_date", "employees", "seats")
+
+
+def verify_signature(payload: bytes, header: str | None, secret: str) -> None:
+    """Segment's webhook destination signs the raw body: `X-Signature` = hex HMAC-SHA1."""
+    given = (header or "").strip().lower()
+    expected = hmac.new(secret.encode(), payload, hashlib.sha1).hexdigest()
+    if not given or not hmac.compare_digest(given.encode(), expected.encode()):
+        raise Unauthorized("missing or wrong X-Signature (hex HMAC-SHA1 of the raw body)")
 
 
 def batch_messages(payload: Any, body_size: int) -> tuple[list[Any], dict]:
