@@ -464,7 +464,7 @@ def _merge_ticket(tickets: dict[str, dict[str, Any]], ev: "IncomingEvent") -> No
         return
     tickets[t.id] = {
         "id": t.id, "account_id": ev.account_id, "requester_email": t.requester_email, "status": t.status,
-        "topic": t.topic, "subject": t.subject, "priority": t.priority, "created_at": t.created_at,
+        "topic": t.topic, "subject": t.subject, "body": t.body, "priority": t.priority, "created_at": t.created_at,
         "updated_at": ev.occurred_at,
     }
 
@@ -479,6 +479,7 @@ def _upsert_tickets(conn, tickets: dict[str, dict[str, Any]]) -> None:
             "status": excluded.status,
             "topic": func.coalesce(excluded.topic, TICKET.c.topic),
             "subject": func.coalesce(excluded.subject, TICKET.c.subject),
+            "body": func.coalesce(excluded.body, TICKET.c.body),
             "priority": func.coalesce(excluded.priority, TICKET.c.priority),
             "updated_at": excluded.updated_at,
         },

@@ -144,6 +144,7 @@ class Ticket(SQLModel, table=True):
     status: str = Field(default="open", max_length=40)
     topic: Optional[str] = Field(default=None, max_length=200)
     subject: Optional[str] = Field(default=None, max_length=1000)
+    body: Optional[str] = Field(default=None)  # the customer's message (first 4,000 characters)
     priority: Optional[str] = Field(default=None, max_length=40)
     created_at: datetime
     updated_at: datetime
@@ -217,6 +218,12 @@ class Draft(SQLModel, table=True):
     generated_subject: str = Field(default="", max_length=300)
     generated_body: str = Field(default="")
     source: str = Field(default="template", max_length=100)  # "template" or "llm:<model>"
+    # What the draft was written about: re-checked before sending (rules.outreach.send_blocker).
+    rule: str = Field(default="", max_length=40)
+    step: Optional[str] = Field(default=None, max_length=200)
+    attempt: int = 1  # the stall's recovery attempt this email is
+    note: Optional[str] = Field(default=None, max_length=500)  # e.g. why the template was used
+    view_id: Optional[str] = Field(default=None, max_length=64)  # the Slack modal showing it
     status: str = Field(default="drafting", max_length=20)
     blocked_reason: Optional[str] = Field(default=None, max_length=500)
     created_by: Optional[str] = Field(default=None, max_length=64)

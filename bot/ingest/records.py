@@ -31,6 +31,7 @@ class TicketUpdate:
     created_at: datetime
     topic: str | None = None
     subject: str | None = None
+    body: str | None = None  # the customer's text, first 4,000 characters
     priority: str | None = None
     requester_email: str | None = None
 

@@ -30,6 +30,7 @@ Ticket fields:
 | `account_id`, `requester_email` | at least one; `account_id` string or integer (<= 255); the e-mail must look like one and is lower-cased |
 | `topic` / `tags` | `topic` (string), else the first of `tags` (a list of strings) |
 | `subject` | optional string, at most 1,000 characters (longer is rejected, not truncated) |
+| `body` / `description` | optional string: the customer's message; the first 4,000 characters are kept (recovery drafts quote it as untrusted text) |
 | `priority` | optional string or integer, at most 64 characters |
 
 `message_id` is `f"{id}:{sha256 of the item's canonical JSON}"`: an identical redelivery
@@ -56,6 +57,7 @@ MAX_ID_LENGTH = 190  # leaves room for ":" + 64 hex digits within the 255-charac
 MAX_ACCOUNT_ID_LENGTH = 255
 MAX_STATUS_LENGTH = 64
 MAX_SUBJECT_LENGTH = 1000
+MAX_BODY_KEPT = 4000  # a ticket body is the customer's free text: kept in part, never rejected for length
 MAX_TOPIC_LENGTH = 200
 MAX_PRIORITY_LENGTH = 64
 MAX_EMAIL_LENGTH = 254
@@ -156,6 +158,10 @@ def parse_ticket(item: Any) -> IncomingEvent:
             raise MessageError(f"tags[0] is longer than {MAX_TOPIC_LENGTH} characters")
 
     subject = _string(item.get("subject"), "subject", MAX_SUBJECT_LENGTH)
+    body_field = "body" if item.get("body") is not None else "description"
+    body = _string(item.get(body_field), body_field, None)
+    if body is not None:
+        body = body[:MAX_BODY_KEPT]
     priority = _identifier(item.get("priority"), "priority", MAX_PRIORITY_LENGTH)
 
     try:
@@ -198,6 +204,7 @@ def parse_ticket(item: Any) -> IncomingEvent:
             created_at=created_at,
             topic=topic,
             subject=subject,
+            body=body,
             priority=priority,
             requester_email=requester_email,
         ),
@@ -222,14 +229,14 @@ def _json_type(value: Any) -> str:
     return "an object"
 
 
-def _string(value: Any, field: str, limit: int) -> str | None:
+def _string(value: Any, field: str, limit: int | None) -> str | None:
     """An optional string field: None when absent, null or blank."""
     if value is None:
         return None
     if not isinstance(value, str):
         raise MessageError(f"{field} must be a string, got {_json_type(value)}")
     value = value.strip()
-    if len(value) > limit:
+    if limit is not None and len(value) > limit:
         raise MessageError(f"{field} is longer than {limit} characters ({len(value)})")
     return value or None
 

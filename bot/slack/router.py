@@ -349,8 +349,8 @@ class Router:
         if stall.owner_slack_id:
             return stall.owner_slack_id
         email = (stall.owner_email or "").strip()
-        if not email:
-            return None
+        if not email or not self.settings.slack_enabled:
+            return None  # no token (the demo, a dry run): no lookup, channel only
         key = email.lower()
         with self._lock:
             failed = self._failed_lookups.get(key)
