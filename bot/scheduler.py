@@ -57,8 +57,11 @@ class Scheduler:
 
     # --- Slack real-time pings (bot/slack/router.py) -------------------------------------
     def add_router_jobs(self, router) -> None:
-        """Escalate unacknowledged P0 pings, checked every minute (leader only)."""
+        """Escalate unacknowledged P0 pings, checked every minute, and follow up on recovery
+        emails at the scan interval (leader only)."""
         self.add_leader_job(router.escalate_due, IntervalTrigger(minutes=1), "escalate_p0")
+        self.add_leader_job(router.recovery_due, IntervalTrigger(minutes=self.rules.routing.scan_interval_minutes),
+                            "recovery_followup")
     # --- end Slack real-time pings --------------------------------------------------------
 
     # --- daily digest (bot/slack/digest.py) ---

@@ -332,7 +332,8 @@ NASTY = "<!channel> Acme & Sons *bold* _it_ ~strike~ `code` <https://evil.exampl
 
 def test_user_text_is_escaped_in_mrkdwn():
     dicts = as_dicts(ping_blocks(ping(account_name=NASTY, why=NASTY, step=NASTY, stage=NASTY, owner=NASTY,
-                                      status="auto_resolved", resolution=NASTY, draft_state=NASTY, note=NASTY)))
+                                      status="auto_resolved", resolution=NASTY, note=NASTY)))
+    # (draft_state is mrkdwn escaped by its maker, bot.slack.queries.draft_state: tested there)
     for text in mrkdwn_texts(dicts):
         # Our own tokens are mentions and dates; anything else in angle brackets came from a user.
         stripped = re.sub(r"<@U[0-9A-Z]+>|<!date\^\d+\^[^|>]*\|[^>]*>", "", text)

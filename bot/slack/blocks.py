@@ -95,7 +95,12 @@ CLOSED = frozenset({"resolved", "auto_resolved", "suppressed"})
 class Action(StrEnum):
     """Every action id Stallwatch puts in a message (Bolt listeners match on these)."""
 
-    DRAFT = "stall_draft"  # button: draft a recovery email
+    DRAFT = "stall_draft"  # button: draft a recovery email (opens the modal, bot/slack/draft_views.py)
+    # In the recovery-email modal (their value is a DraftRef, not a StallRef): the modal's
+    # submission is DRAFT_APPROVE ("Approve & send").
+    DRAFT_REGENERATE = "draft_regenerate"
+    DRAFT_DISCARD = "draft_discard"
+    DRAFT_APPROVE = "draft_approve"
     ASSIGN = "stall_assign"  # button: assign to me
     SNOOZE = "stall_snooze"  # static select: 1, 3 or 7 days (StallRef.days)
     RESOLVE = "stall_resolve"  # button, with a confirmation
@@ -443,7 +448,7 @@ class PingView:
     resolved_by: str | None = None  # Slack user id, or None when the system resolved it
     resolved_at: datetime | None = None
     resolution: str | None = None  # e.g. "Integration Connected arrived late (stall opened on stale data)"
-    draft_state: str | None = None  # e.g. "Draft ready for review (template)"
+    draft_state: str | None = None  # mrkdwn, escaped by its maker: "Recovery email sent by <@U1> at ..."
     journey_url: str | None = None
     note: str | None = None  # e.g. "Priority raised from P1 to P0"
 
@@ -518,7 +523,7 @@ def _status_lines(p: PingView) -> list[str]:
     if p.assignee:
         lines.append(f"👤 Assigned to {person(p.assignee)}")
     if p.draft_state:
-        lines.append(f"✉️ {md(p.draft_state, NOTE_MAX)}")
+        lines.append(f"✉️ {clip(p.draft_state, NOTE_MAX)}")  # mrkdwn built (and escaped) by queries.draft_state
     if p.note:
         lines.append(md(p.note, NOTE_MAX))
     return lines
@@ -544,6 +549,38 @@ def escalation_blocks(p: PingView, *, minutes_unacked: int, ping_link: str | Non
 
 def escalation_text(p: PingView, *, minutes_unacked: int) -> str:
     return f"Unacknowledged {p.priority} for {minutes_unacked:,} minutes: {ping_text(p)}"
+
+
+# --- after recovery emails: the follow-up alert and the win-back handoff ------------------------
+
+def followup_note(attempt: int, last_sent: datetime) -> str:
+    """The line a follow-up ping carries: why the stall is back."""
+    return (f"Still stalled after recovery email {attempt - 1} (sent {last_sent:%Y-%m-%d}): "
+            f"recovery attempt {attempt}")
+
+
+def winback_blocks(p: PingView, *, attempts: int, last_sent: datetime) -> list[Block]:
+    """The managers' handoff: recovery emails did not help; a person should step in."""
+    ref = StallRef(stall_id=p.stall_id)
+    blocks: list[Block] = [
+        header_block(f"🔁 Win-back handoff · {p.account_name}"),
+        _ping_summary(p),
+        _context(f"{attempts} recovery email{'s' if attempts != 1 else ''} went out (the last on "
+                 f"{last_sent:%Y-%m-%d}) and the account is still stuck. Owner: {person(p.owner)}. "
+                 "Stallwatch sends no more emails for this stall.", block_id=f"stall-{p.stall_id}-winback"),
+    ]
+    if p.status not in CLOSED:
+        blocks.append(ActionsBlock(block_id=f"stall-{p.stall_id}-actions", elements=[
+            _button("Assign to me", Action.ASSIGN, ref),
+            _button("Resolve", Action.RESOLVE, ref, style="danger", confirm=_resolve_confirm()),
+            _journey_button(p.stall_id, p.journey_url),
+        ]))
+    check_message(blocks)
+    return blocks
+
+
+def winback_text(p: PingView, *, attempts: int) -> str:
+    return f"Win-back handoff after {attempts} recovery emails: {ping_text(p)}"
 
 
 # --- list rows (/stalls, /journey, App Home, digest) --------------------------------------------

@@ -20,21 +20,25 @@ from bot.slack.blocks import (
     FunnelData,
     FunnelStage,
     JourneyViewData,
+    SHORT_MAX,
     PingView,
     StallRow,
     StepLine,
     TicketLine,
     TrackRate,
+    md,
+    person,
 )
 from bot.slack.permissions import Subject
 from rules.config import Rules
-from storage.models import Account, Alert, Event, Stall, Ticket
+from storage.models import Account, Alert, Draft, Event, Stall, Ticket
 
 ACCOUNT = Account.__table__
 STALL = Stall.__table__
 EVENT = Event.__table__
 TICKET = Ticket.__table__
 ALERT = Alert.__table__
+DRAFT_T = Draft.__table__
 
 PRIORITIES = ("P0", "P1", "P2", "P3")
 CLOSED_TICKET = ("solved", "closed", "resolved")
@@ -246,19 +250,47 @@ def ping_view(conn: Connection, stall_id: int, rules: Rules, now: datetime) -> P
         owner=r.owner_slack_id or r.owner_email, last_activity=_aware(r.last_seen_at), open_tickets=tickets,
         status=r.status, assignee=r.assignee, snoozed_until=_aware(r.snoozed_until), snoozed_by=r.snoozed_by,
         resolved_by=r.resolved_by if r.resolved_by not in (None, "system") else None,
-        resolved_at=_aware(r.resolved_at), resolution=r.resolution,
+        resolved_at=_aware(r.resolved_at), resolution=r.resolution, draft_state=draft_state(conn, stall_id),
     )
 
 
+def draft_state(conn: Connection, stall_id: int) -> str | None:
+    """One mrkdwn line for the ping: the latest draft's state (a discarded one shows the one
+    before). Mentions are real; the recipient and reasons are escaped here."""
+    rows = list(conn.execute(select(DRAFT_T).where(DRAFT_T.c.stall_id == stall_id, DRAFT_T.c.status != "discarded")
+                             .order_by(DRAFT_T.c.id.desc()).limit(1)))
+    if not rows:
+        return None
+    draft = rows[0]
+    actor = draft.approved_by or draft.created_by
+    who = person(actor) if actor else "a CSM"
+    kind = "template" if draft.source == "template" else "AI"
+    attempt = f" (attempt {draft.attempt})" if draft.attempt > 1 else ""
+    to = md(draft.recipient, SHORT_MAX)
+    if draft.status == "drafting":
+        return f"Recovery email being drafted by {who}{attempt}"
+    if draft.status == "drafted":
+        return f"Recovery email drafted by {who} ({kind}), awaiting approval{attempt}"
+    if draft.status == "approved":
+        return f"Recovery email approved by {who}, sending to {to}{attempt}"
+    if draft.status == "sent" and draft.sent_at:
+        return f"Recovery email sent by {who} at {_aware(draft.sent_at):%Y-%m-%d %H:%M} UTC to {to}{attempt}"
+    if draft.status == "blocked":
+        return f"Recovery email not sent{attempt}: {md(draft.blocked_reason or 'blocked', 200)}"
+    return f"Recovery email {draft.status}{attempt}"
+
+
 def ping_messages(conn: Connection, stall_id: int) -> list[tuple[str, str]]:
-    """(channel, ts) of every posted ping about the stall: each is edited after an action."""
+    """(channel, ts) of every posted ping about the stall (the first, and follow-ups after
+    recovery emails): each is edited after an action."""
     return [(a.channel, a.ts) for a in conn.execute(
         select(ALERT.c.channel, ALERT.c.ts)
-        .where(ALERT.c.stall_id == stall_id, ALERT.c.kind == "ping", ALERT.c.ts.is_not(None))
+        .where(ALERT.c.stall_id == stall_id, (ALERT.c.kind == "ping") | ALERT.c.kind.like("attempt%"),
+               ALERT.c.ts.is_not(None))
         .order_by(ALERT.c.id))]
 
 
 __all__ = [
     "PRIORITIES", "stall_rows", "journey_data", "funnel_data", "ping_view", "ping_messages", "subject_of",
-    "as_subject", "account_of_stall",
+    "as_subject", "account_of_stall", "draft_state",
 ]

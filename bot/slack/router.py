@@ -39,11 +39,13 @@ from typing import Callable, Iterable
 from slack_sdk import WebClient
 from sqlalchemy import Engine, func, select, update
 
-from bot.slack.blocks import (PingView, escalation_blocks, escalation_text, ping_blocks, ping_text,
-                              priority_change_text)
+from bot.slack.blocks import (PingView, escalation_blocks, escalation_text, followup_note, ping_blocks, ping_text,
+                              priority_change_text, winback_blocks, winback_text)
 from bot.slack.outbox import OUTBOX, PENDING, enqueue
+from bot.slack.queries import draft_state
 from rules.config import Rules
-from rules.routing import CLOSED, RouteDecision, StallView, escalation_due, route
+from rules.outreach import followup
+from rules.routing import CLOSED, RouteDecision, StallView, escalation_due, quiet_hours_end, route
 from storage.db import read_tx, utcnow, write_tx
 from storage.models import Account, Alert, Stall, Ticket
 from storage.sql import insert_ignore
@@ -56,7 +58,8 @@ ACCOUNT = Account.__table__
 ALERT = Alert.__table__
 TICKET = Ticket.__table__
 
-PING, ESCALATION, OVERFLOW = "ping", "escalation", "overflow"
+PING, ESCALATION, OVERFLOW, WINBACK = "ping", "escalation", "overflow", "winback"
+FOLLOWUP = "attempt"  # Alert.kind "attempt2", "attempt3": the ping after a recovery email did not help
 DIGEST_CHANNEL_MARK = "digest"  # Alert.channel of an "overflow" record
 CLOSED_TICKETS = ("solved", "closed", "resolved")
 LOOKUP_RETRY = timedelta(minutes=10)  # a failed users.lookupByEmail is not retried before this
@@ -64,6 +67,17 @@ LOOKUP_RETRY = timedelta(minutes=10)  # a failed users.lookupByEmail is not retr
 
 def ping_key(stall_id: int, dest: str) -> str:
     return f"ping:{stall_id}:{dest}"
+
+
+def is_ping(kind: str) -> bool:
+    """A real-time message about the stall that is edited as it changes: the first ping, or a
+    follow-up ping after a recovery email."""
+    return kind == PING or kind.startswith(FOLLOWUP)
+
+
+def alert_key(stall_id: int, kind: str, dest: str) -> str:
+    """The outbox key of the post behind an Alert (what edits refer to with `ts_from`)."""
+    return ping_key(stall_id, dest) if kind == PING else f"{kind}:{stall_id}:{dest}"
 
 
 def _aware(value: datetime | None) -> datetime | None:
@@ -152,9 +166,10 @@ class Router:
     def _route_one(self, stall, alerts: list, now: datetime, budget: dict, stats: RouteStats) -> None:
         pings = [a for a in alerts if a.kind == PING]
         if stall.status in CLOSED:
-            if pings:
+            posted = [a for a in alerts if is_ping(a.kind)]
+            if posted:
                 stats.closed += 1
-                stats.enqueued += self._close(stall, pings, now)
+                stats.enqueued += self._close(stall, posted, now)
             return
         owner_key = (stall.owner_email or "").lower() or None
         overflow = next((a for a in alerts if a.kind == OVERFLOW), None)
@@ -255,7 +270,7 @@ class Router:
         enqueued = 0
         with write_tx(self.engine) as conn:
             for alert in pings:
-                key = ping_key(stall.id, alert.channel)
+                key = alert_key(stall.id, alert.kind, alert.channel)
                 # A ping still held in the outbox (quiet hours) is cancelled, not edited after posting.
                 cancelled = conn.execute(
                     update(OUTBOX).where(OUTBOX.c.key == key, OUTBOX.c.status == PENDING)
@@ -266,7 +281,8 @@ class Router:
                                                       OUTBOX.c.key.like(f"%:{stall.id}:{alert.channel}:%"))
                                  .values(status="failed", error="cancelled: the ping was cancelled"))
                     continue
-                enqueued += enqueue(conn, key=f"close:{stall.id}:{alert.channel}", method="chat.update",
+                close_key = f"close:{stall.id}:{alert.channel}" + ("" if alert.kind == PING else f":{alert.kind}")
+                enqueued += enqueue(conn, key=close_key, method="chat.update",
                                     alert_id=alert.id,
                                     payload={"ts_from": key, "text": ping_text(view), "blocks": ping_blocks(view)})
         return enqueued
@@ -330,6 +346,89 @@ class Router:
             self.wake.set()
         return enqueued
 
+    # ------------------------------------------------------------------ after recovery emails
+
+    def recovery_due(self, now: datetime | None = None) -> int:
+        """Follow up on recovery emails (`rules.outreach.followup`): a stall still live
+        `recheck_days` after its last recovery email is pinged again as the next attempt, or,
+        after the last attempt, handed to the managers (win-back, in the digest channel).
+        Each happens once (Alert kinds "attempt<n>" and "winback" are unique per stall and
+        destination). A leader-only scheduler job; returns how many rows were enqueued."""
+        now = _aware(now) or utcnow()
+        outreach = self.rules.outreach
+        with read_tx(self.engine) as conn:
+            stalls = list(conn.execute(
+                select(STALL, ACCOUNT.c.name.label("account_name"), ACCOUNT.c.arr.label("account_arr"),
+                       ACCOUNT.c.owner_email, ACCOUNT.c.owner_slack_id, ACCOUNT.c.last_seen_at, ACCOUNT.c.steps)
+                .select_from(STALL.join(ACCOUNT, ACCOUNT.c.id == STALL.c.account_id, isouter=True))
+                .where(STALL.c.open_key.is_not(None), STALL.c.recovery_attempts > 0,
+                       STALL.c.last_recovery_at <= now - timedelta(days=outreach.recheck_days))))
+            handled: dict[int, int] = defaultdict(int)
+            if stalls:
+                for a in conn.execute(select(ALERT.c.stall_id, ALERT.c.kind).where(
+                        ALERT.c.stall_id.in_([s.id for s in stalls]),
+                        ALERT.c.kind.like(f"{FOLLOWUP}%") | (ALERT.c.kind == WINBACK))):
+                    n = 10**6 if a.kind == WINBACK else int(a.kind.removeprefix(FOLLOWUP) or 0) - 1
+                    handled[a.stall_id] = max(handled[a.stall_id], n)
+        enqueued = 0
+        for stall in stalls:
+            if stall.snoozed_until is not None and _aware(stall.snoozed_until) > now:
+                continue  # a snooze asks for silence; the follow-up comes when it ends
+            decision = followup(stall_status=stall.status, attempts=stall.recovery_attempts,
+                                last_recovery_at=_aware(stall.last_recovery_at), handled_attempt=handled[stall.id],
+                                now=now, outreach=outreach)
+            try:
+                if decision.kind == "realert":
+                    enqueued += self._follow_up(stall, decision.attempt, now)
+                elif decision.kind == "winback":
+                    enqueued += self._win_back(stall, decision.attempt, now)
+            except Exception:
+                log.exception("slack router: recovery follow-up of stall %s", stall.id)
+        if enqueued and self.wake is not None:
+            self.wake.set()
+        return enqueued
+
+    def _follow_up(self, stall, attempt: int, now: datetime) -> int:
+        owner_id = self._owner_slack_id(stall)
+        note = followup_note(attempt, _aware(stall.last_recovery_at))
+        view = self._view(stall, now, owner=owner_id or stall.owner_email, note=note)
+        dests = ([(owner_id, "dm")] if owner_id else []) + (
+            [(self.settings.alerts_channel, "chat.postMessage")] if self.settings.alerts_channel else [])
+        # Quiet hours hold it like a ping (a P0 goes at once).
+        not_before = None if stall.priority == "P0" else quiet_hours_end(now, self.rules)
+        kind = f"{FOLLOWUP}{attempt}"
+        enqueued = 0
+        with write_tx(self.engine) as conn:
+            for dest, method in dests:
+                alert_id = conn.execute(insert_ignore(conn, ALERT, "stall_id", "channel", "kind").values(
+                    stall_id=stall.id, channel=dest, kind=kind, priority=stall.priority,
+                    created_at=not_before or now, updated_at=now).returning(ALERT.c.id)).scalar()
+                if alert_id is None:
+                    continue
+                target = {"user": dest} if method == "dm" else {"channel": dest}
+                enqueued += enqueue(conn, key=alert_key(stall.id, kind, dest), method=method, alert_id=alert_id,
+                                    not_before=not_before,
+                                    payload={**target, "text": f"{note}: {ping_text(view)}",
+                                             "blocks": ping_blocks(view), "unfurl_links": False})
+        return enqueued
+
+    def _win_back(self, stall, attempts: int, now: datetime) -> int:
+        channel = self.settings.digest_channel
+        if not channel:
+            log.info("slack router: stall %s is a win-back handoff but STALLWATCH_DIGEST_CHANNEL is not set", stall.id)
+            channel = DIGEST_CHANNEL_MARK  # recorded, so the digest can show it; nothing to post
+        view = self._view(stall, now, owner=stall.owner_slack_id or stall.owner_email)
+        last_sent = _aware(stall.last_recovery_at)
+        with write_tx(self.engine) as conn:
+            alert_id = conn.execute(insert_ignore(conn, ALERT, "stall_id", "channel", "kind").values(
+                stall_id=stall.id, channel=channel, kind=WINBACK, priority=stall.priority,
+                created_at=now, updated_at=now).returning(ALERT.c.id)).scalar()
+            if alert_id is None or channel == DIGEST_CHANNEL_MARK:
+                return 0
+            return enqueue(conn, key=f"winback:{stall.id}", method="chat.postMessage", alert_id=alert_id,
+                           payload={"channel": channel, "text": winback_text(view, attempts=attempts),
+                                    "blocks": winback_blocks(view, attempts=attempts, last_sent=last_sent)})
+
     # ------------------------------------------------------------------ helpers
 
     def _pings_last_hour(self, owner_email: str | None, now: datetime) -> int:
@@ -374,6 +473,7 @@ class Router:
             tickets = conn.execute(select(func.count()).select_from(TICKET).where(
                 TICKET.c.account_id == stall.account_id,
                 func.lower(TICKET.c.status).not_in(CLOSED_TICKETS))).scalar_one()
+            drafts = draft_state(conn, stall.id)
         since = _aware(stall.stalled_since) or now
         resolution = _resolution(stall)
         return PingView(
@@ -383,7 +483,7 @@ class Router:
             owner=owner, last_activity=_aware(stall.last_seen_at), open_tickets=tickets, status=stall.status,
             assignee=stall.assignee, snoozed_until=_aware(stall.snoozed_until), snoozed_by=stall.snoozed_by,
             resolved_by=stall.resolved_by, resolved_at=_aware(stall.resolved_at), resolution=resolution,
-            note=note,
+            note=note, draft_state=drafts,
         )
 
 

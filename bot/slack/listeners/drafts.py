@@ -1,0 +1,136 @@
+"""The recovery-email flow in Slack: the "Draft recovery email" button, the modal's
+Regenerate and Discard buttons, and its submission (Approve & send). The work is in
+bot/recovery.py; here is only Slack's choreography:
+
+- the click opens the modal at once ("Drafting…": a trigger_id lives 3 seconds), then the
+  draft is written off the event loop (the LLM may take seconds) and the modal is updated in
+  place (`views.update` by view id);
+- the submission is answered within Slack's 3 seconds with field errors (the modal stays
+  open), or the modal's next state; the mail outbox is then woken;
+- after every change the stall's pings are re-rendered, so the channel sees the draft's state.
+
+Domain errors (not allowed, stall closed, cannot draft) are shown in the modal itself, where
+the CSM is looking; anything unexpected shows an error id that is logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from slack_bolt.async_app import AsyncApp
+
+from bot import recovery, wakeups
+from bot.slack.blocks import Action, decode_action
+from bot.slack.bolt_app import Deps, deps, error_text
+from bot.slack.draft_views import (CALLBACK_ID, DraftRef, drafting_view, form_view, notice_view,
+                                   submitted_values)
+from bot.slack.listeners.actions import rendered_pings
+from bot.slack.permissions import StallwatchSlackError
+
+log = logging.getLogger(__name__)
+
+
+def register(app: AsyncApp) -> None:
+    d = deps(app)
+
+    @app.action(Action.DRAFT.value)
+    async def on_draft(ack, body, client, context):
+        await ack()
+        try:
+            _, stall_ref = decode_action((body.get("actions") or [{}])[0])
+        except ValueError:
+            raise StallwatchSlackError("That button is out of date; run the command again.") from None
+        ref = DraftRef(stall_id=stall_ref.stall_id)
+        opened = await client.views_open(trigger_id=body["trigger_id"], view=drafting_view(ref).to_dict())
+        view_id = opened["view"]["id"]
+
+        async def work():
+            draft_id = await asyncio.to_thread(recovery.start_draft, d, ref.stall_id, context["user_id"],
+                                               view_id=view_id)
+            return await asyncio.to_thread(recovery.write_draft, d, draft_id, context["user_id"])
+
+        await _fill(d, client, view_id, ref, work)
+
+    @app.action(Action.DRAFT_REGENERATE.value)
+    async def on_regenerate(ack, body, client, context):
+        await ack()
+        ref, view_id = _modal_ref(body)
+        await client.views_update(view_id=view_id, view=drafting_view(ref, what="Rewriting").to_dict())
+
+        async def work():
+            return await asyncio.to_thread(recovery.write_draft, d, ref.draft_id, context["user_id"], regenerate=True)
+
+        await _fill(d, client, view_id, ref, work)
+
+    @app.action(Action.DRAFT_DISCARD.value)
+    async def on_discard(ack, body, client, context):
+        await ack()
+        ref, view_id = _modal_ref(body)
+        try:
+            text = await asyncio.to_thread(recovery.discard, d, ref.draft_id, context["user_id"])
+        except Exception as error:  # noqa: BLE001 - shown in the modal
+            text = error_text(error)
+        await client.views_update(view_id=view_id, view=notice_view(ref, text).to_dict())
+        await refresh_pings(d, client, ref.stall_id)
+
+    @app.view(CALLBACK_ID)
+    async def on_submit(ack, body, view, client, context):
+        try:
+            ref = DraftRef.decode(view.get("private_metadata") or "")
+        except ValueError:
+            await ack(response_action="update", view=notice_view(DraftRef(stall_id=1), "This draft is out of date.")
+                      .to_dict())
+            return
+        if ref.draft_id is None:  # submitted while still "Drafting…"
+            await ack(response_action="errors", errors={})
+            return
+        try:
+            result = await asyncio.to_thread(recovery.approve, d, ref.draft_id, context["user_id"],
+                                             submitted_values(view))
+        except Exception as error:  # noqa: BLE001 - shown in the modal
+            await ack(response_action="update", view=notice_view(ref, error_text(error)).to_dict())
+            return
+        if result.errors:
+            await ack(response_action="errors", errors=result.errors)
+            return
+        await ack(response_action="update", view=notice_view(ref, result.notice or "Done.", detail=result.detail)
+                  .to_dict())
+        if result.approved:
+            wakeups.mail_outbox.set()
+        await refresh_pings(d, client, ref.stall_id)
+
+
+async def _fill(d: Deps, client, view_id: str, ref: DraftRef, work) -> None:
+    """Run `work` (which returns the DraftForm) and show it, or why not, in the modal; then
+    the pings show the draft's state."""
+    try:
+        view = form_view(await work())
+    except Exception as error:  # noqa: BLE001 - the modal is where the CSM is looking
+        view = notice_view(ref, error_text(error))
+    await client.views_update(view_id=view_id, view=view.to_dict())
+    await refresh_pings(d, client, ref.stall_id)
+
+
+def _modal_ref(body: dict) -> tuple[DraftRef, str]:
+    view = body.get("view") or {}
+    action = (body.get("actions") or [{}])[0]
+    try:
+        ref = DraftRef.decode(action.get("value") or view.get("private_metadata") or "")
+    except ValueError:
+        raise StallwatchSlackError("That draft is out of date.") from None
+    if ref.draft_id is None or not view.get("id"):
+        raise StallwatchSlackError("That draft is out of date.")
+    return ref, view["id"]
+
+
+async def refresh_pings(d: Deps, client, stall_id: int) -> None:
+    """Re-render every posted ping of the stall (its draft line changed)."""
+    targets, message = await asyncio.to_thread(rendered_pings, d, stall_id, [])
+    if message is None:
+        return
+    for channel, ts in targets:
+        try:
+            await client.chat_update(channel=channel, ts=ts, **message)
+        except Exception:  # one stale message must not stop the others
+            log.exception("could not update the ping of stall %s in %s", stall_id, channel)
