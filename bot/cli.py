@@ -81,6 +81,7 @@ def serve(socket_mode: bool, no_scheduler: bool, host: str, port: int | None) ->
     # --- Slack real-time pings: the router (scan listener) and the outbox sender thread ---
     slack = _start_slack(engine, settings, rules, scheduler) if settings.slack_enabled else None
     # --- end Slack real-time pings ---
+    mail = _start_mail(engine, settings, rules)
     if scheduler is not None:
         scheduler.start()
     try:
@@ -88,6 +89,8 @@ def serve(socket_mode: bool, no_scheduler: bool, host: str, port: int | None) ->
     finally:
         if scheduler is not None:
             scheduler.shutdown()
+        if mail is not None:
+            _stop_thread(*mail)
         if slack is not None:
             _stop_slack(*slack)
 
@@ -101,7 +104,9 @@ def _start_slack(engine, settings, rules, scheduler):
     from bot.slack.outbox import OutboxSender
     from bot.slack.router import Router, register
 
-    stop_event, wake_event = threading.Event(), threading.Event()
+    from bot import wakeups
+
+    stop_event, wake_event = threading.Event(), wakeups.slack_outbox
     router = Router(engine, settings, rules, wake=wake_event)
     register(router)
     if scheduler is not None:
@@ -121,6 +126,33 @@ def _stop_slack(router, stop_event, wake_event, thread) -> None:
 # --- end Slack real-time pings ----------------------------------------------------------
 
 
+# --- recovery emails (bot/mail/outbox.py) -------------------------------------------------
+def _start_mail(engine, settings, rules):
+    """Send approved recovery emails from a thread; None (and a log line saying why) when
+    SMTP is not configured: approved emails then wait in the outbox."""
+    import threading
+
+    from bot import recovery, wakeups
+    from bot.mail.outbox import MailSender, mail_configured
+    from bot.slack.bolt_app import Deps
+
+    why_not = mail_configured(settings)
+    if why_not:
+        logging.getLogger("stallwatch.mail").warning("recovery emails will not be sent: %s", why_not)
+        return None
+    d = Deps(settings=settings, engine=engine, rules=rules)
+    stop_event = threading.Event()
+    sender = MailSender(engine, settings, rules, on_outcome=lambda conn, outcome: recovery.mail_outcome(d, conn, outcome))
+    return stop_event, wakeups.mail_outbox, sender.start(stop_event, wakeups.mail_outbox)
+
+
+def _stop_thread(stop_event, wake_event, thread) -> None:
+    stop_event.set()
+    wake_event.set()
+    thread.join(timeout=30)
+# --- end recovery emails ------------------------------------------------------------------
+
+
 @main.command()
 def worker() -> None:
     """Run the scheduler only (scans; one leader across processes)."""
@@ -131,9 +163,12 @@ def worker() -> None:
     scheduler = Scheduler(engine, settings, rules)
     # The worker's scans ping too: they go through the same router and outbox as `serve`'s.
     slack = _start_slack(engine, settings, rules, scheduler) if settings.slack_enabled else None
+    mail = _start_mail(engine, settings, rules)
     try:
         scheduler.run_forever()
     finally:
+        if mail is not None:
+            _stop_thread(*mail)
         if slack is not None:
             _stop_slack(*slack)
 
@@ -229,6 +264,141 @@ def digest_command(dry_run: bool, now_text: str | None) -> None:
     else:
         click.echo(outcome.reason)
 # --- end daily digest ---------------------------------------------------------------------
+
+
+# --- demo and backtest (bot/demo/, bot/backtest/) ------------------------------------------
+def _quiet_logs() -> None:
+    """The demo and the backtest print their own story; INFO logs would bury it (-v keeps them)."""
+    root = logging.getLogger()
+    if root.level > logging.DEBUG:
+        root.setLevel(logging.WARNING)
+
+
+def _status(text: str) -> None:
+    if sys.stderr.isatty():
+        click.echo(click.style(f"… {text}", dim=True), err=True)
+
+
+@main.command("demo")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("stallwatch-demo"),
+              show_default=True, help="Folder for every message's Block Kit JSON, the history and the demo database.")
+@click.option("--export", "export_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Only write the company's history (JSON Lines, for `stallwatch backtest`) to this file.")
+@click.option("--seed", type=int, default=7, show_default=True, help="The same seed gives the same company.")
+@click.option("--accounts", type=click.IntRange(10, 5000), default=300, show_default=True)
+@click.option("--days", type=click.IntRange(3, 365), default=45, show_default=True, help="Days of history.")
+@click.option("--pings", "pings_shown", type=click.IntRange(0), default=10, show_default=True,
+              help="Real-time pings printed (the folder has every one).")
+@click.option("--no-slack", is_flag=True, help="Do not post to Slack, even with SLACK_BOT_TOKEN set.")
+def demo_command(out: Path, export_path: Path | None, seed: int, accounts: int, days: int, pings_shown: int,
+                 no_slack: bool) -> None:
+    """Watch Stallwatch work on a synthetic company, no credentials needed.
+
+    Generates a B2B SaaS company (accounts, product events, Stripe billing, helpdesk tickets),
+    sends its history through the real ingest routes, scans, routes and builds the digest,
+    and shows each real-time ping and the digest as Slack would. With SLACK_BOT_TOKEN,
+    STALLWATCH_ALERTS_CHANNEL and STALLWATCH_DIGEST_CHANNEL set, it posts them for real.
+    """
+    from bot.demo.pipeline import DemoError, export_history, run_demo
+    from bot.demo.show import show
+
+    _quiet_logs()
+    now = datetime.now(timezone.utc)
+    if export_path is not None:
+        company = export_history(export_path, seed=seed, accounts=accounts, days=days, real_now=now)
+        click.echo(f"{export_path}: {len(company.records):,} records, {len(company.accounts)} accounts, "
+                   f"{company.start:%Y-%m-%d %H:%M} → {company.end:%Y-%m-%d %H:%M} UTC (seed {seed}); "
+                   f"replay it with: stallwatch backtest {export_path}")
+        return
+    base = _settings()
+    token = None if no_slack else base.slack_bot_token
+    if token and not (base.alerts_channel and base.digest_channel):
+        raise click.ClickException(
+            "SLACK_BOT_TOKEN is set, so the demo posts to Slack: set STALLWATCH_ALERTS_CHANNEL and "
+            "STALLWATCH_DIGEST_CHANNEL to channel ids the bot is a member of, or run `stallwatch demo --no-slack`")
+    try:
+        result = run_demo(out=out, seed=seed, accounts=accounts, days=days, slack_token=token,
+                          slack_api_url=base.slack_api_url,
+                          alerts_channel=base.alerts_channel if token else None,
+                          digest_channel=base.digest_channel if token else None,
+                          ops_channel=base.ops_channel_setting if token else None, real_now=now, status=_status)
+    except DemoError as exc:
+        raise click.ClickException(f"the demo's data was refused: {exc}") from None
+    show(result, click.echo, color=True, pings_shown=pings_shown)
+
+
+@main.command("backtest")
+@click.argument("events", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--rules", "rules_file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="Rules file to replay with [default: STALLWATCH_RULES, else the packaged default].")
+@click.option("--against", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="A second rules file, replayed too and reported side by side (A: --rules, B: --against).")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON (schema stallwatch.backtest/1).")
+@click.option("--strict", is_flag=True, help="Stop at the first unusable record (exit 1) instead of skipping it.")
+def backtest_command(events: Path, rules_file: Path | None, against: Path | None, as_json: bool, strict: bool) -> None:
+    """Replay EVENTS.jsonl with a simulated clock and report, per day, what the rules would have done.
+
+    EVENTS.jsonl holds one record per line in the ingest routes' formats:
+    {"source": "segment", "message": {...}}, {"source": "stripe", "event": {...}} or
+    {"source": "tickets", "ticket": {...}} (`stallwatch demo --export FILE` writes one).
+    """
+    import orjson
+
+    from bot.backtest.history import HistoryError, read_history
+    from bot.backtest.replay import SpanError, replay_all
+    from bot.backtest.report import as_json as report_json
+    from bot.backtest.report import render_text
+    from bot.settings import load_rules
+
+    _quiet_logs()
+    rule_sets = []
+    for path in ([rules_file] if rules_file else [None]) + ([against] if against else []):
+        if path is None:
+            settings = _settings()
+            rule_sets.append((_rules(settings), settings.rules_path, Path(settings.rules_path).name
+                              if settings.rules_path else "default rules"))
+            continue
+        try:
+            rule_sets.append((load_rules(path), str(path), path.name))
+        except RulesError as exc:
+            click.echo(str(exc), err=True)
+            raise click.ClickException(f"{path}: {len(exc.problems)} problem(s) in the rules file") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise click.ClickException(f"cannot read {path}: {exc}") from None
+    labels = [label for _, _, label in rule_sets]
+    if len(labels) == 2 and labels[0] == labels[1]:
+        labels = [rule_sets[0][1] or labels[0], rule_sets[1][1] or labels[1]]
+
+    tty = sys.stderr.isatty()
+    try:
+        with click.progressbar(length=events.stat().st_size, label=f"reading {events.name}", file=sys.stderr,
+                               hidden=not tty) as bar:
+            history = read_history(events, strict=strict, progress=bar.update)
+    except HistoryError as exc:
+        click.echo(str(exc), err=True)
+        click.echo("stopped at the first unusable record (--strict); without --strict such lines are skipped",
+                   err=True)
+        sys.exit(1)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise click.ClickException(f"cannot read {events}: {exc}") from None
+    for problem in history.problems[:20]:
+        click.echo(f"{problem} (skipped)", err=True)
+    if len(history.problems) > 20:
+        click.echo(f"… and {len(history.problems) - 20} more unusable line(s), skipped", err=True)
+
+    try:
+        with click.progressbar(length=len(history.entries) * len(rule_sets), file=sys.stderr, hidden=not tty,
+                               label=f"replaying with {' and '.join(labels)}", show_eta=True) as bar:
+            runs = replay_all(history, [(r, label) for (r, _, _), label in zip(rule_sets, labels)],
+                              progress=bar.update)
+    except SpanError as exc:
+        raise click.ClickException(str(exc)) from None
+    if as_json:
+        doc = report_json(history, runs, labels, [path for _, path, _ in rule_sets])
+        click.echo(orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode())
+    else:
+        click.echo(render_text(history, runs, labels, rule_sets[0][0].routing.scan_interval_minutes), nl=False)
+# --- end demo and backtest -----------------------------------------------------------------
 
 
 if __name__ == "__main__":

@@ -177,8 +177,10 @@ def approve(d, draft_id: int, user: str, values: dict[str, str], now: datetime |
         errors[RECIPIENT] = "Enter the email address to send it to."
     problems = check_draft(DraftText(subject=subject, body=body),
                            allowed_urls=[u for u in (outreach.help_url, outreach.booking_url) if u])
-    if problems:
-        errors[BODY if body else SUBJECT] = "; ".join(problems)[:300]
+    for field, found in ((SUBJECT, [p for p in problems if "subject" in p]),
+                         (BODY, [p for p in problems if "subject" not in p])):
+        if found:
+            errors[field] = "; ".join(found)[:300]
     if errors:
         return Approval(errors=errors)
     with write_tx(d.engine) as conn:
@@ -201,7 +203,8 @@ def approve(d, draft_id: int, user: str, values: dict[str, str], now: datetime |
             approved_at=now, updated_at=now)).rowcount
         if not changed:  # another process approved it between our read and our write
             return Approval(notice=_status_text(_draft(conn, draft_id)), stall_id=draft.stall_id)
-        enqueue_mail(conn, draft_id=draft_id, recipient=recipient, subject=subject, body=body, now=now)
+        enqueue_mail(conn, draft_id=draft_id, recipient=recipient, subject=subject, body=body, now=now,
+                     mail_from=d.settings.mail_from)
         _audit(conn, now, user, "draft.approved", draft.stall_id, draft.account_id, Action.DRAFT_APPROVE,
                {"draft_id": draft_id, "recipient": recipient, "subject": subject, "body": body,
                 "source": draft.source, **edit_summary(draft, recipient, subject, body)})
@@ -242,8 +245,8 @@ def mail_outcome(d, conn: Connection, outcome) -> None:
                 ALERT.c.stall_id == outcome.stall_id)):
             if not is_ping(alert.kind):
                 continue
-            where = ({"channel": alert.channel, "ts": alert.ts} if alert.ts
-                     else {"ts_from": alert_key(outcome.stall_id, alert.kind, alert.channel)})
+            # The outbox finds the message (a DM's channel included) from the post's own row.
+            where = {"ts_from": alert_key(outcome.stall_id, alert.kind, alert.channel)}
             enqueue(conn, key=f"mail:{outcome.draft_id}:{outcome.status}:{alert.kind}:{alert.channel}",
                     method="chat.update",
                     alert_id=alert.id, payload={**where, **message})

@@ -130,3 +130,21 @@ def days_before(now: datetime, n: int) -> datetime:
     """Noon UTC `n` calendar days before `now`'s date."""
     day: date = now.date() - timedelta(days=n)
     return datetime(day.year, day.month, day.day, 12, tzinfo=UTC)
+
+
+def identify(account: str, user: str, at: datetime, **traits: Any) -> IncomingEvent:
+    """A Segment identify call: the contact `user` of `account` (email, first_name, unsubscribed...)."""
+    return IncomingEvent(
+        source="segment", message_id=_mid("idt"), kind="identify", name=None, occurred_at=at,
+        account_id=account, contact_id=user, contact_traits=traits,
+    )
+
+
+def ticket_text(account: str, at: datetime, ticket_id: str, *, subject: str, body: str,
+                topic: str | None = None) -> IncomingEvent:
+    """A ticket carrying the customer's own words."""
+    return IncomingEvent(
+        source="tickets", message_id=_mid("tkt"), kind="ticket", name="ticket open", occurred_at=at,
+        account_id=account, contact_id=None,
+        ticket=TicketUpdate(id=ticket_id, status="open", created_at=at, topic=topic, subject=subject, body=body),
+    )

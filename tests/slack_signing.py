@@ -23,6 +23,12 @@ API_APP_ID = "A0STALLW"
 _n = itertools.count(1)
 
 
+def trigger_id() -> str:
+    """A trigger_id as Slack mints it, carrying its birth time in milliseconds, which the fake
+    Slack reads to refuse a views.open more than 3 seconds later (expired_trigger_id)."""
+    return f"{next(_n)}.{int(time.time() * 1000)}.abcdef"
+
+
 def sign(body: bytes, *, secret: str = SIGNING_SECRET, timestamp: int | None = None) -> dict[str, str]:
     ts = str(int(time.time()) if timestamp is None else timestamp)
     base = b"v0:" + ts.encode() + b":" + body
@@ -46,7 +52,7 @@ def slash_command(command: str, text: str, *, user_id: str, response_url: str, c
         "token": "deprecated-verification-token", "team_id": TEAM_ID, "team_domain": "fake",
         "channel_id": channel_id, "channel_name": "cs-team", "user_id": user_id, "user_name": user_id.lower(),
         "command": command, "text": text, "api_app_id": API_APP_ID, "is_enterprise_install": "false",
-        "response_url": response_url, "trigger_id": f"{next(_n)}.1234.abcdef",
+        "response_url": response_url, "trigger_id": trigger_id(),
     }
     return signed(urlencode(form).encode(), "application/x-www-form-urlencoded", **kw)
 
@@ -62,7 +68,7 @@ def block_actions(action: dict, *, user_id: str, response_url: str | None = None
         "api_app_id": API_APP_ID, "token": "deprecated-verification-token",
         "container": container or {"type": "message", "message_ts": "1.1", "channel_id": channel_id,
                                    "is_ephemeral": False},
-        "trigger_id": f"{next(_n)}.1234.abcdef",
+        "trigger_id": trigger_id(),
         "team": {"id": TEAM_ID, "domain": "fake"},
         "enterprise": None, "is_enterprise_install": False,
         "actions": [{"action_ts": f"{time.time():.6f}", **action}],
@@ -75,6 +81,28 @@ def block_actions(action: dict, *, user_id: str, response_url: str | None = None
         payload["message"] = message
     if view is not None:
         payload["view"] = view
+    body = urlencode({"payload": json.dumps(payload)}).encode()
+    return signed(body, "application/x-www-form-urlencoded", **kw)
+
+
+def view_submission(view: dict, values: dict[str, str], *, user_id: str, **kw) -> tuple[bytes, dict[str, str]]:
+    """The submission of a modal as Slack sends it: the view as stored (id, hash,
+    private_metadata, callback_id, blocks) and the state of its inputs; `values` maps each
+    input's block id (== its action id, as ours are) to the text typed."""
+    state = {}
+    for block in view.get("blocks", []):
+        if block.get("type") != "input":
+            continue
+        element = block["element"]
+        state[block["block_id"]] = {element["action_id"]: {"type": element["type"],
+                                                           "value": values.get(block["block_id"])}}
+    payload = {
+        "type": "view_submission", "team": {"id": TEAM_ID, "domain": "fake"},
+        "user": {"id": user_id, "username": user_id.lower(), "name": user_id.lower(), "team_id": TEAM_ID},
+        "api_app_id": API_APP_ID, "token": "deprecated-verification-token", "trigger_id": trigger_id(),
+        "view": {**view, "state": {"values": state}}, "response_urls": [], "is_enterprise_install": False,
+        "enterprise": None,
+    }
     body = urlencode({"payload": json.dumps(payload)}).encode()
     return signed(body, "application/x-www-form-urlencoded", **kw)
 
@@ -135,13 +163,18 @@ class SlackHarness:
         res = self.post(block_actions(action, user_id=user, response_url=url, **kw))
         return res, url.rsplit("/", 1)[-1]
 
+    def submit(self, view: dict, values: dict[str, str], user: str):
+        """Submit a modal; returns the HTTP response (its JSON is the ack: errors, update...)."""
+        return self.post(view_submission(view, values, user_id=user))
+
     def answer(self, method: str, timeout: float = 10.0) -> dict:
         """What the app posted to a response_url (waits for the lazy listener)."""
         return self.fake.wait_for_calls(method, 1, timeout=timeout)[0].body
 
 
-def make_slack_harness(fake, engine, db_url):
-    """Context manager yielding a SlackHarness (used by the `slack` fixtures)."""
+def make_slack_harness(fake, engine, db_url, **settings_extra):
+    """Context manager yielding a SlackHarness (used by the `slack` fixtures); `settings_extra`
+    adds settings by their environment names (OPENAI_BASE_URL=..., SMTP_URL=...)."""
     import contextlib
 
     import httpx
@@ -154,7 +187,7 @@ def make_slack_harness(fake, engine, db_url):
     def run():
         settings = Settings(
             _env_file=None, DATABASE_URL=db_url, SLACK_BOT_TOKEN=fake.token, SLACK_SIGNING_SECRET=SIGNING_SECRET,
-            SLACK_API_URL=fake.url, STALLWATCH_ADMINS=ADMIN,
+            SLACK_API_URL=fake.url, STALLWATCH_ADMINS=ADMIN, **settings_extra,
         )
         app = create_app(settings, engine=engine, on_events_stored=lambda ids: None)
         with LiveServer(app) as live, httpx.Client(base_url=live.url, timeout=30) as http:

@@ -31,7 +31,7 @@ from bot.slack.blocks import (
 )
 from bot.slack.permissions import Subject
 from rules.config import Rules
-from storage.models import Account, Alert, Draft, Event, Stall, Ticket
+from storage.models import Account, Alert, Draft, Event, SlackOutbox, Stall, Ticket
 
 ACCOUNT = Account.__table__
 STALL = Stall.__table__
@@ -39,6 +39,7 @@ EVENT = Event.__table__
 TICKET = Ticket.__table__
 ALERT = Alert.__table__
 DRAFT_T = Draft.__table__
+OUTBOX_T = SlackOutbox.__table__
 
 PRIORITIES = ("P0", "P1", "P2", "P3")
 CLOSED_TICKET = ("solved", "closed", "resolved")
@@ -282,12 +283,18 @@ def draft_state(conn: Connection, stall_id: int) -> str | None:
 
 def ping_messages(conn: Connection, stall_id: int) -> list[tuple[str, str]]:
     """(channel, ts) of every posted ping about the stall (the first, and follow-ups after
-    recovery emails): each is edited after an action."""
-    return [(a.channel, a.ts) for a in conn.execute(
-        select(ALERT.c.channel, ALERT.c.ts)
+    recovery emails): each is edited after an action. A DM's Alert names the user; its
+    message lives in the DM channel the outbox opened, which the post's result records."""
+    alerts = list(conn.execute(
+        select(ALERT.c.id, ALERT.c.channel, ALERT.c.ts)
         .where(ALERT.c.stall_id == stall_id, (ALERT.c.kind == "ping") | ALERT.c.kind.like("attempt%"),
                ALERT.c.ts.is_not(None))
-        .order_by(ALERT.c.id))]
+        .order_by(ALERT.c.id)))
+    dm_channels = {r.alert_id: (r.result or {}).get("channel") for r in conn.execute(
+        select(OUTBOX_T.c.alert_id, OUTBOX_T.c.result)
+        .where(OUTBOX_T.c.alert_id.in_([a.id for a in alerts]), OUTBOX_T.c.method == "dm",
+               OUTBOX_T.c.status == "sent"))} if alerts else {}
+    return [(dm_channels.get(a.id) or a.channel, a.ts) for a in alerts]
 
 
 __all__ = [

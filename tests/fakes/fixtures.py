@@ -12,3 +12,24 @@ def fake_slack():
     """A fresh fake Slack Web API on a loopback port; `fake_slack.url` is the slack_sdk base_url."""
     with FakeSlack() as fake:
         yield fake
+
+
+@pytest.fixture
+def fake_openai():
+    """A fresh fake OpenAI-compatible API on a loopback port; `fake_openai.url` is the openai
+    base_url and `fake_openai.api_key` the key it accepts."""
+    from tests.fakes.openai_api import FakeOpenAI
+
+    with FakeOpenAI() as fake:
+        yield fake
+
+
+# --- mail outbox (tests/fakes/smtp.py) ---
+@pytest.fixture
+def smtp_server():
+    """A fresh real SMTP server (aiosmtpd) on a loopback port; `smtp_server.url` is an SMTP_URL."""
+    from tests.fakes.smtp import FakeSMTP
+
+    with FakeSMTP() as server:
+        yield server
+# --- end mail outbox ---

@@ -66,6 +66,22 @@ CHANNEL_ID = re.compile(r"[CDG][A-Z0-9]+")
 USER_ID = re.compile(r"[UW][A-Z0-9]+")
 
 
+
+TRIGGER_TTL = 3.0  # seconds a trigger_id may open a view
+
+
+def _trigger_age(trigger: str) -> float:
+    """Seconds since a trigger_id minted by tests.slack_signing.trigger_id ("n.<ms>.hex");
+    0 for one that carries no time."""
+    parts = str(trigger).split(".")
+    try:
+        born = int(parts[1]) / 1000 if len(parts) == 3 else None
+    except ValueError:
+        born = None
+    if born is None or born < 10**9:  # not a time (e.g. "1.1234.abc"): never ages
+        return 0.0
+    return time.time() - born
+
 class SlackError(Exception):
     """A logical Slack error: HTTP 200 with ok=false."""
 
@@ -707,7 +723,7 @@ class FakeSlack:
         trigger = body.get("trigger_id")
         if not trigger:
             raise SlackError("invalid_arguments", "[ERROR] missing required field: trigger_id")
-        if trigger in self.expired_triggers or trigger in self._used_triggers:
+        if trigger in self.expired_triggers or trigger in self._used_triggers or _trigger_age(trigger) > TRIGGER_TTL:
             raise SlackError("expired_trigger_id")  # a trigger_id is good once, for 3 seconds
         self._used_triggers.add(trigger)
         view = self._checked_view(body.get("view"), home=False)
