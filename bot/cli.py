@@ -149,7 +149,7 @@ def _start_mail(engine, settings, rules):
 def _stop_thread(stop_event, wake_event, thread) -> None:
     stop_event.set()
     wake_event.set()
-    thread.join(timeout=30)
+    thread.join(timeout=130)  # the mail sender stops between emails; one delivery is cut off at 2 min
 # --- end recovery emails ------------------------------------------------------------------
 
 

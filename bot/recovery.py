@@ -170,7 +170,7 @@ def approve(d, draft_id: int, user: str, values: dict[str, str], now: datetime |
     from rules.draft_text import DraftText, check_draft
 
     now = now or utcnow()
-    recipient, subject, body = values.get(RECIPIENT, ""), values.get(SUBJECT, ""), values.get(BODY, "")
+    recipient, subject, body = (values.get(k, "").strip() for k in (RECIPIENT, SUBJECT, BODY))
     outreach = d.rules.outreach
     errors: dict[str, str] = {}
     if not recipient or "@" not in recipient:
@@ -196,7 +196,7 @@ def approve(d, draft_id: int, user: str, values: dict[str, str], now: datetime |
                          .values(status="blocked", blocked_reason=blocked.reason, updated_at=now))
             _audit(conn, now, user, "draft.blocked", draft.stall_id, draft.account_id, Action.DRAFT_APPROVE,
                    {"draft_id": draft_id, "code": blocked.code, "reason": blocked.reason})
-            return Approval(notice=f"Not sent: {blocked.reason.removeprefix('not sent: ')}",
+            return Approval(notice=f"Not sent: {blocked.reason}",
                             stall_id=draft.stall_id)
         changed = conn.execute(update(DRAFT).where(DRAFT.c.id == draft_id, DRAFT.c.status == "drafted").values(
             status="approved", recipient=recipient, subject=subject, body=body, approved_by=user,
@@ -254,7 +254,7 @@ def mail_outcome(d, conn: Connection, outcome) -> None:
         enqueue(conn, key=f"mail:{outcome.draft_id}:{outcome.status}:dm", method="dm",
                 payload={"user": outcome.approved_by,
                          "text": f":warning: The recovery email for {view.account_name if view else 'the account'} "
-                                 f"was not sent: {outcome.reason}"})
+                                 f"to {outcome.recipient or 'the customer'} {queries.not_sent_phrase(outcome.reason)}"})
     from bot import wakeups
 
     wakeups.slack_outbox.set()
@@ -284,7 +284,7 @@ def _status_text(draft) -> str:
         "approved": f"This draft was already approved{who}; it is being sent.",
         "sent": f"This draft was already sent{who}.",
         "discarded": "This draft was discarded.",
-        "blocked": f"This draft was not sent: {draft.blocked_reason or 'blocked'}",
+        "blocked": f"This draft {queries.not_sent_phrase(draft.blocked_reason)}",
     }.get(draft.status, f"This draft is {draft.status}.")
 
 

@@ -112,26 +112,26 @@ def send_blocker(ctx: SendContext, now: datetime, outreach: Outreach) -> Blocked
     if not ctx.recipient or "@" not in ctx.recipient:
         return Blocked("no_recipient", "there is no recipient email address")
     if ctx.lifecycle in NO_EMAIL_LIFECYCLE:
-        return Blocked("lifecycle", f"not sent: {NO_EMAIL_LIFECYCLE[ctx.lifecycle]}")
+        return Blocked("lifecycle", f"{NO_EMAIL_LIFECYCLE[ctx.lifecycle]}")
     if ctx.recipient_unsubscribed:
-        return Blocked("unsubscribed", f"not sent: {ctx.recipient} has unsubscribed from email")
+        return Blocked("unsubscribed", f"{ctx.recipient} has unsubscribed from email")
     if ctx.stall_status not in LIVE_STALL:
         how = f" ({ctx.stall_resolution})" if ctx.stall_resolution else ""
-        return Blocked("not_relevant", f"not sent: the stall is no longer open{how}")
+        return Blocked("not_relevant", f"the stall is no longer open{how}")
     if ctx.draft_step != ctx.stall_step:
         moved = (f"the account moved on from '{ctx.draft_step}' to '{ctx.stall_step}'"
                  if ctx.draft_step and ctx.stall_step else "the stall changed since the draft")
-        return Blocked("not_relevant", f"not sent: {moved}; draft a new email")
+        return Blocked("not_relevant", f"{moved}; draft a new email")
     if ctx.draft_attempt is not None and ctx.attempts >= ctx.draft_attempt:
-        return Blocked("duplicate", f"not sent: recovery email #{ctx.draft_attempt} for this stall already went out "
+        return Blocked("duplicate", f"recovery email #{ctx.draft_attempt} for this stall already went out "
                                     "(another draft); draft a new one if a follow-up is needed")
     if ctx.attempts >= outreach.max_recovery_attempts:
-        return Blocked("attempts", f"not sent: {ctx.attempts} recovery email(s) already went out for this stall "
+        return Blocked("attempts", f"{ctx.attempts} recovery email(s) already went out for this stall "
                                    f"(the limit is {outreach.max_recovery_attempts}); it is a win-back handoff now")
     if ctx.last_email_to_recipient_at is not None and outreach.min_days_between_emails > 0:
         next_allowed = ctx.last_email_to_recipient_at + timedelta(days=outreach.min_days_between_emails)
         if now < next_allowed:
-            return Blocked("too_soon", f"not sent: {ctx.recipient} got a recovery email on "
+            return Blocked("too_soon", f"{ctx.recipient} got a recovery email on "
                                        f"{ctx.last_email_to_recipient_at:%Y-%m-%d}; the next one may go "
                                        f"from {next_allowed:%Y-%m-%d} (min_days_between_emails = "
                                        f"{outreach.min_days_between_emails:g})")

@@ -21,7 +21,7 @@ DRAFT = Draft.__table__
 MAIL = MailOutbox.__table__
 STALL = Stall.__table__
 
-SENT = "sent"
+SENT, UNKNOWN = "sent", "unknown"  # bot.mail.outbox statuses
 
 
 def contacts_of(conn: Connection, account_id: str) -> list[ContactFact]:
@@ -38,9 +38,10 @@ def unsubscribed(conn: Connection, email: str) -> bool:
 
 
 def last_email_to(conn: Connection, email: str, *, other_than_draft: int | None = None) -> datetime | None:
-    """When a recovery email last reached this address (another draft's), if ever."""
-    stmt = select(func.max(MAIL.c.sent_at)).where(MAIL.c.status == SENT,
-                                                  func.lower(MAIL.c.recipient) == email.strip().lower())
+    """When a recovery email last reached this address (another draft's), if ever. One that
+    may or may not have gone out (the sender died mid-delivery: "unknown") counts as sent."""
+    stmt = select(func.max(func.coalesce(MAIL.c.sent_at, MAIL.c.claimed_at))).where(
+        MAIL.c.status.in_((SENT, UNKNOWN)), func.lower(MAIL.c.recipient) == email.strip().lower())
     if other_than_draft is not None:
         stmt = stmt.where(MAIL.c.draft_id != other_than_draft)
     return conn.execute(stmt).scalar_one()
@@ -75,5 +76,5 @@ def send_check(conn: Connection, draft_id: int, now: datetime, outreach: Outreac
     """Why this draft must not be sent now, or None when it may."""
     ctx = send_context(conn, draft_id, recipient=recipient)
     if ctx is None:
-        return Blocked("not_relevant", "not sent: the draft no longer exists")
+        return Blocked("not_relevant", "the draft no longer exists")
     return send_blocker(ctx, now, outreach)

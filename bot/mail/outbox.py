@@ -323,11 +323,11 @@ class MailSender:
             draft = conn.execute(select(DRAFT).where(DRAFT.c.id == row.draft_id)).first()
             if draft is None or draft.status != "approved":
                 what = "no longer exists" if draft is None else f"is {draft.status}, not approved"
-                self._finish_blocked(conn, row, draft, Blocked("not_relevant", f"not sent: the draft {what}"),
+                self._finish_blocked(conn, row, draft, Blocked("not_relevant", f"the draft {what}"),
                                      now, touch_draft=False)
                 return False
-            blocked = send_check(conn, row.draft_id, now, self.outreach, recipient=row.recipient) \
-                or self._maybe_sent_recently(conn, row, now)
+            # (an "unknown" email to this address counts as sent: storage.outreach.last_email_to)
+            blocked = send_check(conn, row.draft_id, now, self.outreach, recipient=row.recipient)
             if blocked is not None:
                 self._finish_blocked(conn, row, draft, blocked, now, touch_draft=True)
                 return False
@@ -352,21 +352,6 @@ class MailSender:
     def _in_flight(self, conn: Connection, row: _Row) -> bool:
         return conn.execute(select(MAIL.c.id).where(MAIL.c.status.in_(IN_FLIGHT), self._same_address(row))
                             .limit(1)).first() is not None
-
-    def _maybe_sent_recently(self, conn: Connection, row: _Row, now: datetime) -> Blocked | None:
-        """An 'unknown' email to this address counts as sent for the frequency limit."""
-        days = self.outreach.min_days_between_emails
-        if days <= 0:
-            return None
-        since = now - timedelta(days=days)
-        last = conn.execute(select(func.max(MAIL.c.claimed_at)).where(
-            MAIL.c.status == UNKNOWN, self._same_address(row), MAIL.c.claimed_at > since)).scalar()
-        if last is None:
-            return None
-        last = _aware(last)
-        return Blocked("too_soon", f"not sent: a recovery email to {row.recipient} on {last:%Y-%m-%d} may have gone "
-                                   f"out (its delivery could not be confirmed); the next one may go from "
-                                   f"{last + timedelta(days=days):%Y-%m-%d} (min_days_between_emails = {days:g})")
 
     def _mark_transmitting(self, row: _Row) -> None:
         """Right before the message's final ".": from here on it may have been delivered."""

@@ -51,6 +51,7 @@ import ssl
 import threading
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from email import errors
 from email.header import Header
 from email.headerregistry import HeaderRegistry
 from email.message import EmailMessage
@@ -261,7 +262,8 @@ def build_message(*, mail_from: str, recipient: str, subject: str, body: str, me
     msg["From"] = mail_from
     msg["To"] = recipient
     to = msg["To"]
-    if to.defects or len(to.addresses) != 1 or to.addresses[0].addr_spec != recipient \
+    defects = [d for d in to.defects if not isinstance(d, errors.NonASCIILocalPartDefect)]  # SMTPUTF8 takes those
+    if defects or len(to.addresses) != 1 or to.addresses[0].addr_spec != recipient \
             or not to.addresses[0].domain:
         raise ValueError(f"the recipient {recipient[:320]!r} is not a valid email address")
     msg.set_raw("Subject", encode_subject(subject))

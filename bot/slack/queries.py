@@ -277,8 +277,18 @@ def draft_state(conn: Connection, stall_id: int) -> str | None:
     if draft.status == "sent" and draft.sent_at:
         return f"Recovery email sent by {who} at {_aware(draft.sent_at):%Y-%m-%d %H:%M} UTC to {to}{attempt}"
     if draft.status == "blocked":
-        return f"Recovery email not sent{attempt}: {md(draft.blocked_reason or 'blocked', 200)}"
+        return f"Recovery email{attempt} {md(not_sent_phrase(draft.blocked_reason), 200)}"
     return f"Recovery email {draft.status}{attempt}"
+
+
+def not_sent_phrase(reason: str | None) -> str:
+    """A blocked draft's reason as a predicate: "not sent: the account has churned", or the
+    reason itself when it already says what happened ("could not be delivered: ...",
+    "may or may not have been sent ...")."""
+    reason = reason or "blocked"
+    if reason.startswith(("could not be delivered", "may or may not have been sent")):
+        return reason
+    return f"not sent: {reason}"
 
 
 def ping_messages(conn: Connection, stall_id: int) -> list[tuple[str, str]]:
