@@ -16,6 +16,7 @@ from benchmarks.digest import account_row, stall_row
 from bot.cli import main
 from bot.settings import Settings, default_rules_text
 from bot.slack.client import web_client
+from rules.routing import next_digest_at
 from bot.slack.digest import build_digest, post_digest
 from bot.slack.outbox import OutboxSender
 from storage.models import Account, DigestRun, SlackOutbox, Stall, TrackingIssue
@@ -155,7 +156,9 @@ def test_digest_posts_once_with_chart_and_ops(rig, fake_slack):
         assert conn.execute(select(TRACKING.c.reported_at)).scalar_one() is not None
 
     # Again the same day (a restart, a manual `stallwatch digest`): nothing more.
-    again = post_digest(engine, settings, rules, now + timedelta(hours=3))
+    # (later, but well before the next digest moment and its early grace, whatever the time of day)
+    later = max(now, min(now + timedelta(hours=3), next_digest_at(now, rules) - timedelta(minutes=10)))
+    again = post_digest(engine, settings, rules, later)
     assert not again.posted and "already posted" in again.reason
     assert send(engine, settings) == 0
     assert len(posts(fake_slack, DIGEST)) == 1
