@@ -295,9 +295,11 @@ def demo_command(out: Path, export_path: Path | None, seed: int, accounts: int, 
     """Watch Stallwatch work on a synthetic company, no credentials needed.
 
     Generates a B2B SaaS company (accounts, product events, Stripe billing, helpdesk tickets),
-    sends its history through the real ingest routes, scans, routes and builds the digest,
-    and shows each real-time ping and the digest as Slack would. With SLACK_BOT_TOKEN,
-    STALLWATCH_ALERTS_CHANNEL and STALLWATCH_DIGEST_CHANNEL set, it posts them for real.
+    sends its history through the real ingest routes, scans, routes and builds the digest
+    with the packaged default rules, and shows each real-time ping and the digest as Slack
+    would. With SLACK_BOT_TOKEN, STALLWATCH_ALERTS_CHANNEL and STALLWATCH_DIGEST_CHANNEL set,
+    it posts them for real. Its database is a fresh SQLite file in the output folder, never
+    DATABASE_URL.
     """
     from bot.demo.pipeline import DemoError, export_history, run_demo
     from bot.demo.show import show
@@ -323,7 +325,7 @@ def demo_command(out: Path, export_path: Path | None, seed: int, accounts: int, 
                           digest_channel=base.digest_channel if token else None,
                           ops_channel=base.ops_channel_setting if token else None, real_now=now, status=_status)
     except DemoError as exc:
-        raise click.ClickException(f"the demo's data was refused: {exc}") from None
+        raise click.ClickException(str(exc)) from None
     show(result, click.echo, color=True, pings_shown=pings_shown)
 
 
@@ -387,8 +389,10 @@ def backtest_command(events: Path, rules_file: Path | None, against: Path | None
         click.echo(f"… and {len(history.problems) - 20} more unusable line(s), skipped", err=True)
 
     try:
-        with click.progressbar(length=len(history.entries) * len(rule_sets), file=sys.stderr, hidden=not tty,
-                               label=f"replaying with {' and '.join(labels)}", show_eta=True) as bar:
+        total = len(history.entries) * len(rule_sets)
+        with click.progressbar(length=total, file=sys.stderr, hidden=not tty, show_eta=True,
+                               update_min_steps=max(1, total // 400),
+                               label=f"replaying with {' and '.join(labels)}") as bar:
             runs = replay_all(history, [(r, label) for (r, _, _), label in zip(rule_sets, labels)],
                               progress=bar.update)
     except SpanError as exc:

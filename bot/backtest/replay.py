@@ -1,0 +1,460 @@
+"""Replaying a history with a simulated clock, through the real store, scan, router and digest.
+
+Each replay gets a fresh SQLite database in a temporary directory. The clock advances in
+steps of `routing.scan_interval_minutes` (aligned to the hour, as the scheduler's interval
+roughly is), and at each step, in this order:
+
+1. the records that arrived by then are stored, through `storage.ingest.store_events`, with
+   the clock at their arrival. Product events are stored together per interval; Stripe and
+   helpdesk records are stored one by one and evaluated the moment they arrive, as the
+   routes do (`evaluate_accounts`), and so are accounts whose progress may close a stall;
+2. the scan runs (`bot.scan.scan`), exactly as the scheduler runs it. A scan is skipped when
+   no account is due (none changed since the last one, none at a moment `rules.review`
+   named): such a scan evaluates nobody and changes nothing, so the result is the same;
+3. every stall the scan or an evaluation opened or changed goes through the real router
+   (`bot.slack.router.Router`, with an alerts channel and no Slack token), so pings respect
+   quiet hours, the hourly budget and "never twice"; the real outbox sender delivers the
+   rows to a stand-in for Slack (bot.demo.slack) on the simulated clock: a ping held by
+   quiet hours goes out when they end, or is cancelled if its stall closed first, and a
+   later priority change or close edits it, exactly as live;
+4. at each `digest.time` the digest is built (`bot.slack.digest.build_digest`) and its
+   length recorded.
+
+The outbox and the router stamp their rows with the wall clock (`storage.db.utcnow`, imported
+by name); during a replay those two names read the simulated clock instead, so a held row
+is due at its simulated time (see `_simulated_clock`).
+
+The replay then reads back what it did (stalls as they were opened, pings, digests) and
+`rules.backtest.summarize` turns that into the report's figures.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Callable, Iterator
+
+from sqlalchemy import Engine, event, select
+
+from bot.backtest.history import History
+from rules.backtest import DigestFact, PingFact, StallFact, Summary, summarize
+from rules.config import Rules
+from rules.routing import next_digest_at
+
+log = logging.getLogger(__name__)
+UTC = timezone.utc
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+URGENT_SOURCES = frozenset({"stripe", "tickets"})  # evaluated the moment they arrive (DESIGN.md)
+MAX_SPAN = timedelta(days=3700)  # ten years of days to replay and report, at most
+
+
+_DUE = ("SELECT EXISTS (SELECT 1 FROM account WHERE next_eval_at IS NULL), "
+        "(SELECT min(next_eval_at) FROM account)")
+# When the sender next has something to send: the earliest due time of a row that heads its
+# lane (the sender sends a lane's rows in order, so a row behind a held one waits for it).
+_NEXT_SEND = ("SELECT min(next_attempt_at) FROM slack_outbox WHERE status IN ('pending', 'sending') AND "
+              "(channel IS NULL OR id IN (SELECT min(id) FROM slack_outbox WHERE status IN ('pending', 'sending') "
+              "AND channel IS NOT NULL GROUP BY channel))")
+
+
+class SpanError(ValueError):
+    """The history covers more time than a backtest replays (most likely a wrong timestamp)."""
+
+
+@dataclass
+class ReplayResult:
+    label: str
+    start: datetime | None = None  # first arrival
+    end: datetime | None = None  # the last simulated moment
+    stored: int = 0
+    duplicates: int = 0
+    store_failures: list[tuple[int, str]] = field(default_factory=list)  # (line, error)
+    scans: int = 0
+    scans_skipped: int = 0
+    scan_failures: int = 0
+    evaluations: int = 0
+    stalls: list[StallFact] = field(default_factory=list)
+    pings: list[PingFact] = field(default_factory=list)
+    digests: list[DigestFact] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def summary(self) -> Summary:
+        first = self.start.date() if self.start else None
+        last = self.end.date() if self.end else None
+        return summarize(self.stalls, self.pings, self.digests, first, last)
+
+
+def replay(history: History, rules: Rules, *, label: str = "rules",
+           progress: Callable[[int], None] | None = None, skip_idle: bool = True) -> ReplayResult:
+    """Replay `history` against `rules`; `progress` gets the number of records done since its
+    last call. `skip_idle=False` runs every scan and the outbox sender at every step, even
+    when nobody is due and nothing is to send (the same result, slower: the tests check that)."""
+    started = time.perf_counter()
+    result = ReplayResult(label=label)
+    if history.entries:
+        span = history.entries[-1].at - history.entries[0].at
+        if span > MAX_SPAN:
+            first, last = history.entries[0], history.entries[-1]
+            raise SpanError(
+                f"the history spans {span.days:,} days, from {first.at:%Y-%m-%d} ({history.path}:{first.line}) "
+                f"to {last.at:%Y-%m-%d} ({history.path}:{last.line}); a backtest replays at most "
+                f"{MAX_SPAN.days:,}: check those times")
+        with tempfile.TemporaryDirectory(prefix="stallwatch-backtest-") as tmp:
+            engine = _engine(f"sqlite:///{tmp}/backtest.db")
+            try:
+                replayer = _Replay(engine, rules, history, result, progress, skip_idle)
+                with _simulated_clock(lambda: replayer.now):
+                    replayer.run()
+            finally:
+                engine.dispose()
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def _engine(url: str) -> Engine:
+    from storage import migrate
+    from storage.db import make_engine
+
+    engine = make_engine(url)
+
+    @event.listens_for(engine, "connect")
+    def _scratch(dbapi_conn, _record):  # a throw-away database: no need to survive a crash
+        dbapi_conn.execute("PRAGMA synchronous=OFF")
+
+    migrate.upgrade(engine)
+    return engine
+
+
+@contextmanager
+def _simulated_clock(now: Callable[[], datetime]) -> Iterator[None]:
+    """Let the Slack outbox and router read the simulated clock where they read the wall clock
+    (`enqueue` stamps `next_attempt_at` with it; the router uses it for a held update)."""
+    import bot.slack.outbox as outbox
+    import bot.slack.router as router
+
+    saved = outbox.utcnow, router.utcnow
+    outbox.utcnow = router.utcnow = now
+    try:
+        yield
+    finally:
+        outbox.utcnow, router.utcnow = saved
+
+
+def _ceil(at: datetime, step: timedelta) -> datetime:
+    """The first step boundary (counted from the epoch) at or after `at`."""
+    n = -(-(at - EPOCH) // step)
+    return EPOCH + n * step
+
+
+class _Replay:
+    def __init__(self, engine: Engine, rules: Rules, history: History, result: ReplayResult,
+                 progress: Callable[[int], None] | None, skip_idle: bool = True):
+        from bot.demo.slack import SimulatedSlack
+        from bot.settings import Settings
+        from bot.slack.outbox import OutboxSender
+        from bot.slack.router import Router
+
+        self.engine, self.rules, self.history, self.result = engine, rules, history, result
+        self.now = history.entries[0].at
+        self.skip_idle = skip_idle
+        self.progress = progress or (lambda n: None)
+        self.step = timedelta(minutes=rules.routing.scan_interval_minutes)
+        settings = Settings(_env_file=None, DATABASE_URL=str(engine.url), SLACK_BOT_TOKEN=None,
+                            SLACK_SIGNING_SECRET=None, SLACK_APP_TOKEN=None,
+                            STALLWATCH_ALERTS_CHANNEL="#backtest-alerts", STALLWATCH_DIGEST_CHANNEL=None)
+        self.router = Router(engine, settings, rules, client_factory=_no_slack)
+        slack = SimulatedSlack()
+        self.sender = OutboxSender(engine, lambda: slack, worker_id="backtest", clock=lambda: self.now)
+        self.next_send: datetime | None = None  # when the earliest undelivered outbox row is due
+        self.opened: dict[int, StallFact] = {}
+
+    # ------------------------------------------------------------------ the clock
+
+    def run(self) -> None:
+        entries = self.history.entries
+        n = len(entries)
+        self.result.start = entries[0].at
+        final = _ceil(entries[-1].at, self.step)
+        self.result.end = final
+        tick = _ceil(entries[0].at, self.step)
+        digest_at = next_digest_at(entries[0].at - timedelta(microseconds=1), self.rules)
+        i = 0
+        first_scan = True
+        while True:
+            done = i
+            batch: list = []
+            batch_lines: list[int] = []
+            batch_at = None
+            while i < n and entries[i].at <= tick:
+                entry = entries[i]
+                i += 1
+                if entry.event.source in URGENT_SOURCES:
+                    if batch:
+                        self.now = batch_at
+                        self._store(batch, batch_lines, batch_at)
+                        batch, batch_lines = [], []
+                    self.now = entry.at
+                    self._store([entry.event], [entry.line], entry.at)
+                else:
+                    batch.append(entry.event)
+                    batch_lines.append(entry.line)
+                    batch_at = entry.at
+            if batch:
+                self.now = batch_at
+                self._store(batch, batch_lines, batch_at)
+            self.now = tick
+            if not self.skip_idle:
+                self.next_send = tick  # give the sender its turn at every tick too
+            self._deliver()
+            due = self._due_at()
+            if first_scan or not self.skip_idle or (due is not None and due <= tick):
+                self._scan(tick)
+                first_scan = False
+                due = self._due_at()
+            else:
+                self.result.scans_skipped += 1
+            while digest_at <= tick:
+                self.now = digest_at
+                self._digest(digest_at)
+                digest_at = next_digest_at(digest_at, self.rules)
+            self.progress(i - done)
+            if tick >= final:
+                break
+            # The next moment anything can happen: a record arrives, an account comes due, a digest.
+            candidates = [final, _ceil(digest_at, self.step)]
+            if i < n:
+                candidates.append(_ceil(entries[i].at, self.step))
+            if due is not None:
+                candidates.append(_ceil(due, self.step))
+            if self.next_send is not None:
+                candidates.append(_ceil(self.next_send, self.step))
+            tick = max(min(candidates), tick + self.step) if self.skip_idle else tick + self.step
+        self._collect()
+
+    def _due_at(self) -> datetime | None:
+        """When the next scan has someone to evaluate: at once if an account changed (its
+        next_eval_at is NULL), else the earliest review moment; None if there is no account.
+        Look-ups on the index the scan itself uses (ix_account_next_eval)."""
+        with self.engine.connect() as conn:
+            changed, earliest = conn.exec_driver_sql(_DUE).one()
+        if changed:
+            return EPOCH
+        if earliest is None:
+            return None
+        if isinstance(earliest, str):  # SQLite's stored text, UTC
+            earliest = datetime.fromisoformat(earliest)
+        return _aware(earliest)
+
+    # ------------------------------------------------------------------ the pipeline
+
+    def _store(self, events: list, lines: list[int], now: datetime) -> None:
+        from storage.ingest import store_events
+
+        try:
+            stored = store_events(self.engine, events, self.rules, now)
+        except Exception as exc:
+            if len(events) > 1:  # as the ingest writer does: find the one that fails, keep the rest
+                for ev, line in zip(events, lines):
+                    self._store([ev], [line], now)
+                return
+            log.debug("backtest: storing line %s failed", lines[0], exc_info=True)
+            self.result.store_failures.append((lines[0], f"{type(exc).__name__}: {exc}"[:300]))
+            return
+        self.result.stored += stored.accepted
+        self.result.duplicates += stored.duplicates
+        if stored.evaluate:
+            self._evaluate(sorted(stored.evaluate), now)
+
+    def _evaluate(self, account_ids: list[str], now: datetime) -> None:
+        from bot.scan import scan
+
+        self.result.evaluations += 1
+        try:
+            report = scan(self.engine, self.rules, now, only=account_ids)
+        except Exception:  # live: the ingest hook logs it and the next scan catches up
+            log.debug("backtest: event-driven evaluation failed at %s", now, exc_info=True)
+            self.result.scan_failures += 1
+            return
+        self._route(report)
+
+    def _scan(self, now: datetime) -> None:
+        from bot.scan import scan
+
+        self.result.scans += 1
+        try:
+            report = scan(self.engine, self.rules, now)
+        except Exception:  # live: the scheduler logs it and scans again at the next interval
+            log.debug("backtest: scan failed at %s", now, exc_info=True)
+            self.result.scan_failures += 1
+            return
+        self._route(report)
+
+    def _route(self, report) -> None:
+        if report.opened_ids:
+            self._remember(report.opened_ids)
+        ids = list(dict.fromkeys([*report.opened_ids, *report.changed_ids]))
+        if ids:
+            self.now = report.now
+            stats = self.router.route_stalls(ids, report.now)
+            if stats.enqueued or stats.closed:  # new rows, or a held ping cancelled: a lane may move
+                self.next_send = self.now  # the router wakes the sender
+                self._deliver()
+
+    def _deliver(self) -> None:
+        """The outbox sender's turn at the simulated now: send what is due."""
+        if self.next_send is None or self.next_send > self.now:
+            return
+        while self.sender.run_once(limit=500):
+            pass
+        with self.engine.connect() as conn:
+            earliest = conn.exec_driver_sql(_NEXT_SEND).scalar()
+        if isinstance(earliest, str):
+            earliest = datetime.fromisoformat(earliest)
+        self.next_send = _aware(earliest)
+
+    def _remember(self, stall_ids: list[int]) -> None:
+        """The opened stalls as they are now, at opening (rule, stage, priority, track, ARR, owner)."""
+        from storage.db import read_tx
+        from storage.models import Account, Stall
+
+        stall, account = Stall.__table__, Account.__table__
+        with read_tx(self.engine) as conn:
+            rows = conn.execute(
+                select(stall.c.id, stall.c.account_id, stall.c.rule, stall.c.stage, stall.c.priority,
+                       stall.c.opened_at, stall.c.threshold_at, account.c.track, account.c.arr,
+                       account.c.owner_email)
+                .select_from(stall.join(account, account.c.id == stall.c.account_id, isouter=True))
+                .where(stall.c.id.in_(stall_ids)))
+            for r in rows:
+                self.opened[r.id] = StallFact(
+                    id=r.id, account_id=r.account_id, rule=r.rule, stage=r.stage, track=r.track or "standard",
+                    priority=r.priority, owner=(r.owner_email or None), arr=float(r.arr or 0.0),
+                    opened_at=_aware(r.opened_at), threshold_at=_aware(r.threshold_at))
+
+    def _digest(self, at: datetime) -> None:
+        from bot.slack.digest import build_digest
+
+        try:
+            d = build_digest(self.engine, self.rules, at)
+        except Exception:  # live: the scheduler logs it; the report shows no digest that day
+            log.debug("backtest: digest failed at %s", at, exc_info=True)
+            return
+        listed = min(len(d.rows), max(d.max_items, 0))
+        total = d.total_open if d.total_open is not None else len(d.rows)
+        self.result.digests.append(DigestFact(at=at, listed=listed, open_total=total, arr_at_risk=d.arr_at_risk))
+
+    # ------------------------------------------------------------------ reading back
+
+    def _collect(self) -> None:
+        from dataclasses import replace
+
+        from bot.slack.outbox import OUTBOX
+        from storage.db import read_tx
+        from storage.models import Account, Alert, Stall
+
+        stall, account, alert = Stall.__table__, Account.__table__, Alert.__table__
+        with read_tx(self.engine) as conn:
+            final = {r.id: r for r in conn.execute(select(stall.c.id, stall.c.status, stall.c.resolved_at))}
+            sent = {r.key: _aware(r.sent_at) for r in conn.execute(
+                select(OUTBOX.c.key, OUTBOX.c.sent_at).where(OUTBOX.c.key.like("ping:%"), OUTBOX.c.status == "sent"))}
+            pings = conn.execute(
+                select(alert.c.stall_id, alert.c.channel, alert.c.priority, account.c.owner_email)
+                .select_from(alert.join(stall, stall.c.id == alert.c.stall_id)
+                             .join(account, account.c.id == stall.c.account_id, isouter=True))
+                .where(alert.c.kind == "ping").order_by(alert.c.id)).all()
+        facts: list[StallFact] = []
+        for sid, fact in sorted(self.opened.items()):
+            row = final.get(sid)
+            if row is not None:
+                fact = replace(fact, status=row.status, resolved_at=_aware(row.resolved_at))
+            facts.append(fact)
+        self.result.stalls = facts
+        seen: set[int] = set()
+        went_out = []
+        for p in pings:
+            at = sent.get(f"ping:{p.stall_id}:{p.channel}")
+            if at is None or p.stall_id in seen:
+                continue  # cancelled before it went out (its stall closed), or still held at the end
+            seen.add(p.stall_id)  # one ping per stall, whatever the number of destinations
+            went_out.append(PingFact(stall_id=p.stall_id, owner=p.owner_email or None, at=at, priority=p.priority))
+        self.result.pings = sorted(went_out, key=lambda p: (p.at, p.stall_id))
+
+
+def _no_slack():
+    raise RuntimeError("the backtest never calls Slack")
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    if value is None:
+        return None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+# ---------------------------------------------------------------------- several rules files
+
+
+def replay_all(history: History, rule_sets: list[tuple[Rules, str]], *,
+               progress: Callable[[int], None] | None = None, parallel: bool = True) -> list[ReplayResult]:
+    """Replay the history once per (rules, label). With two or more and more than one CPU, the
+    others run in child processes (spawned: they read the history file again) while the first
+    runs here; `progress` counts the records of every replay."""
+    import multiprocessing
+    import os
+
+    progress = progress or (lambda n: None)
+    if len(rule_sets) == 1 or not parallel or (os.cpu_count() or 1) < 2 or not history.entries:
+        return [replay(history, rules, label=label, progress=progress) for rules, label in rule_sets]
+    ctx = multiprocessing.get_context("spawn")
+    children = []
+    for rules, label in rule_sets[1:]:
+        counter = ctx.Value("q", 0)
+        parent_end, child_end = ctx.Pipe(duplex=False)
+        proc = ctx.Process(target=_child, args=(history.path, rules, label, counter, child_end), daemon=True)
+        proc.start()
+        child_end.close()
+        children.append([proc, parent_end, counter, 0])
+
+    def poll_children() -> None:
+        for child in children:
+            done = child[2].value
+            if done > child[3]:
+                progress(done - child[3])
+                child[3] = done
+
+    def local(n: int) -> None:
+        progress(n)
+        poll_children()
+
+    results = [replay(history, rule_sets[0][0], label=rule_sets[0][1], progress=local)]
+    for proc, pipe, counter, _ in children:
+        while not pipe.poll(0.2):
+            poll_children()
+            if not proc.is_alive() and not pipe.poll(0):
+                raise RuntimeError(f"the replay in process {proc.pid} died (exit code {proc.exitcode})")
+        outcome = pipe.recv()
+        proc.join()
+        poll_children()
+        if isinstance(outcome, BaseException):
+            raise outcome
+        results.append(outcome)
+    return results
+
+
+def _child(path: str, rules: Rules, label: str, counter, pipe) -> None:
+    from bot.backtest.history import read_history
+
+    def progress(n: int) -> None:
+        with counter.get_lock():
+            counter.value += n
+
+    try:
+        history = read_history(path)  # the parent already reported its problems
+        outcome: object = replay(history, rules, label=label, progress=progress)
+    except BaseException as exc:  # handed to the parent, which raises it
+        outcome = exc
+    pipe.send(outcome)
+    pipe.close()

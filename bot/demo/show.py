@@ -1,0 +1,132 @@
+"""The demo's terminal output: what happened, and each Slack message as Slack would show it."""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from pathlib import Path
+from typing import Callable
+
+import click
+
+from bot.demo.pipeline import DemoResult, Message
+from bot.demo.render import render_message
+
+PRIORITIES = ("P0", "P1", "P2", "P3")
+METHOD_WORDS = {"chat.postMessage": "post", "chat.update": "edit", "dm": "DM", "files_upload_v2": "file"}
+
+
+def _rel(path: Path) -> str:
+    try:
+        return os.path.relpath(path)
+    except ValueError:
+        return str(path)
+
+
+def _n(count: int, noun: str) -> str:
+    return f"{count:,} {noun}" if count == 1 else f"{count:,} {noun}s"
+
+
+def _title(m: Message) -> str:
+    verb = "thread reply" if m.kind == "thread reply" else METHOD_WORDS.get(m.method, m.method)
+    when = f" · {m.when:%H:%M} UTC" if m.when else ""
+    return f"{m.channel or ''} · {verb}{when}"
+
+
+def _payload(m: Message) -> dict:
+    return {"blocks": m.blocks} if m.blocks else {"text": m.text}
+
+
+def show(result: DemoResult, echo: Callable[[str], None], *, color: bool = True, pings_shown: int = 10) -> None:
+    c = result.company
+    tracks = Counter(a.track for a in c.accounts)
+    bold = (lambda text: click.style(text, bold=True)) if color else (lambda text: text)
+    rule = (lambda text: click.style(f"━━ {text}", fg="yellow", bold=True)) if color else (lambda text: f"== {text}")
+
+    def message(m: Message) -> None:
+        if m.method == "files_upload_v2":
+            echo(f"[{m.channel} · file · {m.text}: saved as {_rel(m.file) if m.file else 'a PNG'}]")
+        else:
+            echo(render_message(_title(m), _payload(m), color=color))
+
+    echo(bold("Stallwatch demo") + ": a synthetic B2B SaaS company through the real pipeline (ingest routes, "
+         "scan, router, outbox, digest); no Slack workspace needed.")
+    echo("")
+    echo(f"  Company    {len(c.accounts)} accounts ({tracks['high_touch']} high-touch, {tracks['standard']} standard, "
+         f"{tracks['self_serve']} self-serve), {len(c.csms())} CSMs, {(c.end - c.start).days} days of history "
+         f"(seed {c.seed})")
+    ingested = result.ingested
+    echo(f"  Connected  {result.connected:%a %d %b %H:%M} UTC: {sum(ingested.values()):,} events backfilled through the "
+         f"real routes in {result.ingest_seconds:.1f} s ({ingested['segment']:,} Segment to /v1/batch, "
+         f"{ingested['stripe']:,} Stripe to /ingest/stripe, {ingested['tickets']:,} tickets to /ingest/tickets)")
+    first = result.first_scan
+    by_p = " · ".join(f"{p} {result.stalls_by_priority.get(p, 0)}" for p in PRIORITIES)
+    by_rule = ", ".join(f"{n} {r.replace('_', ' ')}" for r, n in result.stalls_by_rule.most_common())
+    echo(f"  Stalls     {sum(result.stalls_by_priority.values())} open now ({by_p}): {by_rule}")
+    if result.tracking_issues:
+        start, end = c.incident
+        echo(f"  Tracking   'Signed Up' arrived without its required 'plan' from {start:%a %H:%M} to "
+             f"{end:%a %H:%M} UTC (a broken deploy): reported in the digest")
+    echo("")
+
+    pings = result.messages_of("first scan", "ping")
+    overflow = (f"; {result.overflowed} more P0/P1 wait in the digest: a CSM gets at most 6 pings an hour"
+                if result.overflowed else "")
+    opened = first.opened if first else 0
+    echo(rule(f"{result.connected:%H:%M} UTC, the first scan: {_n(opened, 'stall')} opened, "
+              f"{_n(len(pings), 'real-time ping')} to {result.channels[0]}{overflow}"))
+    shown = pings[:pings_shown]
+    for m in shown:
+        message(m)
+    if len(pings) > len(shown):
+        echo(f"… and {len(pings) - len(shown)} more pings (highest priority first), every one in "
+             f"{_rel(result.out / 'README.md')}")
+    echo("")
+
+    hour = [s for s in result.phase("first hour")]
+    hour_msgs = [m for s in hour for m in s.messages]
+    scans = sum(s.what.startswith("scheduled scan") for s in hour)
+    events = len(hour) - scans
+    echo(rule(f"{result.connected:%H:%M}–{result.now:%H:%M} UTC: {scans} scheduled scans, {events} events as they "
+              f"arrived, {len(hour_msgs)} Slack message(s)"))
+    for s in hour:
+        shown_here = [m for m in s.messages if m.kind != "escalation"]
+        if s.messages:
+            echo(f"{s.at:%H:%M}  {s.what}")
+            for m in shown_here:
+                message(m)
+    echo("")
+
+    digest = result.messages_of("digest")
+    escalations = [m for m in result.messages if m.kind == "escalation"]
+    if escalations:
+        echo(rule(f"{escalations[0].when:%H:%M} UTC: {len(escalations)} P0 ping(s) nobody acknowledged for "
+                  f"an hour escalate to {result.channels[1]} (one shown)"))
+        message(escalations[0])
+        echo("")
+    echo(rule(f"{result.now:%H:%M} UTC: the daily digest to {result.channels[1]}"))
+    for m in digest:
+        message(m)
+    echo("")
+
+    live = result.phase("live")
+    if live:
+        echo(rule("Minutes later, live"))
+        for s in live:
+            calls = f" → {len(s.messages)} Slack call(s), {s.millis:.0f} ms after it arrived" if s.messages else \
+                ": nothing new for Slack"
+            echo(f"{s.at:%H:%M}  {s.what}{calls}")
+            for m in s.messages:
+                message(m)
+        echo("")
+
+    if result.posted:
+        sent = sum(m.status == "sent" for m in result.messages)
+        echo(bold(f"Posted to Slack: {sent} of {len(result.messages)} calls sent."))
+        for m in [m for m in result.messages if m.status != "sent"][:10]:
+            echo(f"  not sent: {m.kind} to {m.channel}: {m.status} {m.error or ''}")
+    echo(f"Every message as Block Kit JSON, with a Block Kit Builder link: {_rel(result.out / 'README.md')}")
+    echo(f"Tune the rules on this history:  stallwatch backtest {_rel(result.out / 'events.jsonl')}")
+    echo(f"Look around its database:        DATABASE_URL=sqlite:///{_rel(result.db_path)} stallwatch digest "
+         f"--dry-run --now {result.now:%Y-%m-%dT%H:%M}Z")
+    echo(f"Done in {result.seconds:.1f} s.")

@@ -1,0 +1,234 @@
+"""`stallwatch demo`: the synthetic company, the run through the real pipeline, what it shows.
+
+The demo runs end to end (real routes over ASGI, scan, router, outbox sender, digest) into a
+temporary folder; nothing of ours is mocked. Posting "for real" goes to the fake Slack Web
+API of tests/fakes over HTTP.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import statistics
+import time
+from collections import Counter
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from urllib.parse import unquote
+
+import pytest
+from click.testing import CliRunner
+from slack_sdk.models.blocks import Block
+
+from bot.backtest.history import parse_record
+from bot.cli import main
+from bot.demo.company import LATE_STORY, SPIKE_STORY, generate
+from bot.demo.render import BUILDER_URL, builder_link, mrkdwn, render_blocks
+from bot.settings import load_rules
+from bot.slack.blocks import check_message
+from rules.tracks import assign_track
+
+pytest_plugins = ["tests.fakes.fixtures"]
+
+UTC = timezone.utc
+END = datetime(2026, 3, 4, 9, 0, tzinfo=UTC)
+
+
+@pytest.fixture(scope="module")
+def company():
+    return generate(11, 120, 30, end=END)
+
+
+def cli(*args: str, **env: str | None):
+    runner = CliRunner(mix_stderr=False) if "mix_stderr" in CliRunner.__init__.__code__.co_varnames else CliRunner()
+    environment = {"SLACK_BOT_TOKEN": None, "STALLWATCH_ALERTS_CHANNEL": None, "STALLWATCH_DIGEST_CHANNEL": None,
+                   "STALLWATCH_OPS_CHANNEL": None, "STALLWATCH_RULES": None, **env}
+    return runner.invoke(main, list(args), env=environment, catch_exceptions=False)
+
+
+# --------------------------------------------------------------------------- the company
+
+
+def test_the_same_seed_gives_the_same_company(company):
+    again = generate(11, 120, 30, end=END)
+    assert [r.record for r in again.records] == [r.record for r in company.records]
+    other = generate(12, 120, 30, end=END)
+    assert [r.record for r in other.records] != [r.record for r in company.records]
+
+
+def test_the_company_looks_like_a_b2b_saas(company):
+    rules = load_rules()
+    accounts = company.accounts
+    assert len(accounts) == 120
+    for a in accounts:  # the tracks the demo claims are those the default rules assign
+        assert assign_track(a.arr, a.plan, None, rules) == a.track
+    tracks = Counter(a.track for a in accounts)
+    assert set(tracks) == {"high_touch", "standard", "self_serve"}
+    arr = sorted(a.arr for a in accounts)
+    assert 4000 < statistics.median(arr) < 20000 and arr[-1] > 5 * statistics.median(arr)  # log-normal: long tail
+    assert sum(a.existing for a in accounts) == 40
+    sources = Counter(r.source for r in company.records)
+    assert sources["segment"] > 2000 and sources["stripe"] > 100 and sources["tickets"] > 20
+    kinds = Counter(r.record["event"]["type"] for r in company.records if r.source == "stripe")
+    assert kinds["invoice.payment_failed"] >= 1
+    assert kinds["customer.subscription.deleted"] + sum(
+        r.record["event"]["data"]["object"].get("cancel_at_period_end") is True
+        for r in company.records if r.source == "stripe") >= 1  # a few cancellations
+    # drop-off along the journey: fewer accounts at each step
+    reached = [sum(step in a.steps_done for a in accounts if not a.existing)
+               for step in ("Signed Up", "Project Created", "Integration Connected", "Invite Sent", "Report Shared")]
+    assert reached == sorted(reached, reverse=True) and reached[-1] < reached[0] * 0.8
+    # the broken-tracking incident: Signed Up without its required plan, inside the incident only
+    broken = [r for r in company.records if r.source == "segment" and r.record["message"].get("event") == "Signed Up"
+              and "plan" not in r.record["message"].get("properties", {})]
+    assert broken and all(company.incident[0] <= r.at < company.incident[1] for r in broken)
+    late = [r for r in company.records if "received_at" in r.record and r.at > company.start + timedelta(hours=1)]
+    assert late  # some events arrive hours after they happened
+    # only the two scripted stories arrive after the end
+    live = company.live
+    assert len(live) == 2 and {r.source for r in live} == {"segment", "tickets"}
+    assert {a.name for a in accounts if a.story} == {LATE_STORY, SPIKE_STORY}
+
+
+def test_every_record_passes_the_routes_parsers(company):
+    for n, r in enumerate(company.records):
+        entry = parse_record(r.record, n)
+        assert entry is not None, r.record
+        assert entry.at == r.at
+
+
+# --------------------------------------------------------------------------- rendering
+
+
+def test_mrkdwn_to_terminal():
+    text = "*Acme* · <https://x.example|the journey> · <@U123> · <!date^1700000000^{date}|2023-11-14 22:13 UTC> · a &lt;b&gt; &amp; c"
+    assert mrkdwn(text, color=False) == "Acme · the journey (https://x.example) · @U123 · 2023-11-14 22:13 UTC · a <b> & c"
+    assert "\x1b[1mAcme" in mrkdwn(text, color=True)
+
+
+def test_builder_link_opens_the_blocks():
+    blocks = [{"type": "section", "text": {"type": "mrkdwn", "text": "hi & bye #1"}}]
+    link = builder_link(blocks)
+    assert link.startswith(BUILDER_URL)
+    assert json.loads(unquote(link[len(BUILDER_URL):])) == {"blocks": blocks}
+
+
+def test_render_blocks_fields_and_buttons():
+    lines = render_blocks([
+        {"type": "header", "text": {"type": "plain_text", "text": "🔴 P0 · Acme stalled"}},
+        {"type": "section", "text": {"type": "mrkdwn", "text": "*Acme* · $50,000 ARR"},
+         "fields": [{"type": "mrkdwn", "text": "*Owner*\nmaya"}, {"type": "mrkdwn", "text": "*Status*\nOpen"}]},
+        {"type": "context", "elements": [{"type": "mrkdwn", "text": "Snoozed by _maya_"}]},
+        {"type": "actions", "elements": [{"type": "button", "text": {"type": "plain_text", "text": "Resolve"}},
+                                         {"type": "static_select", "placeholder": {"type": "plain_text", "text": "Snooze…"}}]},
+        {"type": "divider"},
+    ], color=False)
+    assert lines[0] == "🔴 P0 · Acme stalled"
+    assert lines[1] == "Acme · $50,000 ARR"
+    assert lines[2].startswith("  Owner: maya") and lines[2].rstrip().endswith("Status: Open")
+    assert lines[3] == "Snoozed by maya"
+    assert lines[4] == "[ Resolve ] [ Snooze… ▾ ]"
+    assert lines[5].startswith("───")
+
+
+# --------------------------------------------------------------------------- end to end
+
+
+def _valid_block_kit(path: Path) -> dict:
+    doc = json.loads(path.read_text(encoding="utf-8"))
+    if "blocks" in doc:
+        blocks = [Block.parse(b) for b in doc["blocks"]]
+        assert all(b is not None for b in blocks), path
+        check_message(blocks)  # slack_sdk's checks (to_dict) plus Slack's 50 blocks / text budget
+        assert [b.to_dict() for b in blocks] == doc["blocks"]
+    else:
+        assert doc["text"]
+    return doc
+
+
+def test_demo_end_to_end(tmp_path):
+    out = tmp_path / "demo"
+    result = cli("demo", "--out", str(out), "--accounts", "60", "--days", "20", "--pings", "3")
+    assert result.exit_code == 0, result.output
+    text = result.stdout
+    assert "Stallwatch demo" in text and "60 accounts" in text and "backfilled through the real routes" in text
+    assert "the first scan:" in text and "real-time pings to #stallwatch-alerts" in text
+    assert text.count("┌─ #stallwatch-alerts · post") >= 3 and " stalled" in text  # rendered pings
+    assert "the daily digest to #stallwatch-digest" in text and "Daily stall digest" in text
+    assert "Tracking issues" in text and "`Signed Up` arrives without `plan`" in text
+    # the live stories: a ticket spike pinged at once, a late event editing a ping
+    assert f"from {SPIKE_STORY}" in text and f"P0 · {SPIKE_STORY} stalled" in text
+    assert f"from {LATE_STORY}" in text and f"Auto-resolved · {LATE_STORY}" in text
+    assert "Integration Connected arrived late" in text
+    assert "Done in" in text
+    # the folder: one Block Kit file per message, an index with Builder links, the history, the db
+    index = (out / "README.md").read_text(encoding="utf-8")
+    files = sorted((out / "messages").iterdir())
+    jsons = [f for f in files if f.suffix == ".json"]
+    assert len(jsons) >= 10 and any(f.suffix == ".png" for f in files)
+    for f in jsons:
+        _valid_block_kit(f)
+        assert f"messages/{f.name}" in index
+    assert index.count(BUILDER_URL) >= len(jsons) - sum("thread-reply" in f.name for f in jsons)
+    assert (out / "events.jsonl").stat().st_size > 0 and (out / "stallwatch-demo.db").exists()
+    # run again into the same folder: the old messages are replaced, not mixed in
+    again = cli("demo", "--out", str(out), "--accounts", "60", "--days", "20", "--pings", "0")
+    assert again.exit_code == 0
+    assert sorted(f.name for f in (out / "messages").iterdir()) == [f.name for f in files]
+
+
+def test_demo_default_size_is_quick(tmp_path):
+    started = time.perf_counter()
+    result = cli("demo", "--out", str(tmp_path / "demo"), "--pings", "1")
+    elapsed = time.perf_counter() - started
+    assert result.exit_code == 0
+    assert "300 accounts" in result.stdout and "45 days of history" in result.stdout
+    assert elapsed < 30, f"the demo took {elapsed:.1f} s"
+
+
+def test_demo_posts_to_slack_when_configured(tmp_path, fake_slack):
+    out = tmp_path / "demo"
+    result = cli("demo", "--out", str(out), "--accounts", "40", "--days", "15",
+                 SLACK_BOT_TOKEN=fake_slack.token, SLACK_API_URL=fake_slack.url,
+                 STALLWATCH_ALERTS_CHANNEL="C0ALERTS", STALLWATCH_DIGEST_CHANNEL="C0DIGEST")
+    assert result.exit_code == 0, result.output
+    assert "Posted to Slack:" in result.stdout
+    posted = fake_slack.messages("C0ALERTS")
+    assert posted and any(f"{SPIKE_STORY} stalled" in json.dumps(m) for m in posted)
+    assert any(LATE_STORY in json.dumps(m) and "Auto-resolved" in json.dumps(m) for m in posted)  # edited in place
+    assert any("Daily stall digest" in json.dumps(m) for m in fake_slack.messages("C0DIGEST"))
+    sent, total = re.search(r"Posted to Slack: (\d+) of (\d+) calls sent", result.stdout).groups()
+    assert sent == total and int(total) > 5
+    assert "Slack is only partly configured" not in result.stderr
+
+
+def test_demo_with_a_token_but_no_channels_says_what_to_set(tmp_path):
+    result = CliRunner().invoke(main, ["demo", "--out", str(tmp_path / "d")], env={
+        "SLACK_BOT_TOKEN": "xoxb-1", "STALLWATCH_ALERTS_CHANNEL": None, "STALLWATCH_DIGEST_CHANNEL": None})
+    assert result.exit_code == 1
+    assert "STALLWATCH_ALERTS_CHANNEL" in result.output and "--no-slack" in result.output
+
+
+def test_export_then_backtest(tmp_path):
+    path = tmp_path / "events.jsonl"
+    result = cli("demo", "--export", str(path), "--accounts", "40", "--days", "12", "--seed", "3")
+    assert result.exit_code == 0
+    assert f"replay it with: stallwatch backtest {path}" in result.stdout
+    lines = path.read_text(encoding="utf-8").splitlines()
+    assert len(lines) > 500 and all(json.loads(line)["source"] in ("segment", "stripe", "tickets") for line in lines)
+    report = cli("backtest", str(path), "--json")
+    assert report.exit_code == 0
+    doc = json.loads(report.stdout)
+    assert doc["input"]["skipped"] == 0 and doc["input"]["used"] == len(lines)
+    totals = doc["runs"][0]["totals"]
+    assert totals["opened"] > 0 and totals["pings"] > 0 and len(doc["runs"][0]["days"]) >= 12
+
+
+def test_demo_never_cleans_a_folder_it_did_not_make(tmp_path):
+    precious = tmp_path / "project"
+    precious.mkdir()
+    (precious / "README.md").write_text("mine", encoding="utf-8")
+    result = cli("demo", "--out", str(precious), "--accounts", "10", "--days", "3")
+    assert result.exit_code == 1
+    assert "was not made by `stallwatch demo`" in result.stderr
+    assert (precious / "README.md").read_text(encoding="utf-8") == "mine"
