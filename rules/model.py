@@ -64,8 +64,8 @@ class AccountFacts:
     last_seen_at: datetime | None = None
     renewal_date: date | None = None
     tickets: Sequence[TicketFact] = ()  # recent and open tickets
-    active_days_recent: int = 0  # distinct active days in [now-7d, now)
-    active_days_previous: int = 0  # distinct active days in [now-14d, now-7d)
+    active_days_recent: int = 0  # distinct active days in the 7 complete days before today (UTC)
+    active_days_previous: int = 0  # ... and in the 7 days before those
     payment_failed_at: datetime | None = None
     # The journey stage to stamp on findings (one of config.STAGES). None: evaluate derives it
     # from the journey, the renewal date and the churn signals it finds itself.

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Iterable, Sequence
-from datetime import datetime, time, timedelta, timezone
+from datetime import date, datetime, time, timedelta, timezone
 
 from .config import Rules
 from .model import SUPPRESSING_STATUSES, AccountFacts, Finding, JourneyState, Score
@@ -55,7 +55,8 @@ def next_review(
         renewal = datetime.combine(facts.renewal_date, time(0), UTC)
         moments += (renewal - timedelta(days=plan.renewal_within_days),  # renewal risk window opens
                     renewal - timedelta(days=plan.renewal_window_days),  # the Renewal stage begins
-                    renewal + DAY)  # ... and ends
+                    # ... and ends (a renewal on the last representable day never ends)
+                    renewal + DAY if facts.renewal_date < date.max else None)
     moments += [score_moves_at(finding, score, plan, now) for finding, score in scored]
     moments += snoozed_until
     for moment in moments:

@@ -68,9 +68,11 @@ def candidate_condition(rules: Rules, now: datetime, only: Sequence[str] | None 
 
 
 def usage_window(now: datetime) -> tuple[date, date]:
-    """[start, middle) is the previous week, [middle, today] the recent one (days, UTC)."""
+    """[start, middle) is the previous week, [middle, today) the recent one (days, UTC).
+    Complete days only: counting today's unfinished day made every account look less active
+    just after midnight (usage_drop opened at 00:05 and closed by itself at noon)."""
     today = now.date()
-    return today - timedelta(days=13), today - timedelta(days=6)
+    return today - timedelta(days=14), today - timedelta(days=7)
 
 
 def iter_candidates(conn: Connection, rules: Rules, now: datetime, only: Sequence[str] | None = None,
@@ -124,7 +126,7 @@ def active_days_by_account(conn: Connection, account_ids: Sequence[str], now: da
     for chunk in chunks(sorted(account_ids), 900):
         rows = conn.execute(
             select(ACTIVE_DAY.c.account_id, recent, previous)
-            .where(ACTIVE_DAY.c.account_id.in_(chunk), ACTIVE_DAY.c.day >= start, ACTIVE_DAY.c.day <= now.date())
+            .where(ACTIVE_DAY.c.account_id.in_(chunk), ACTIVE_DAY.c.day >= start, ACTIVE_DAY.c.day < now.date())
             .group_by(ACTIVE_DAY.c.account_id)
         )
         out.update({aid: (int(r or 0), int(p or 0)) for aid, r, p in rows})

@@ -468,6 +468,11 @@ class Router:
                          .values(owner_slack_id=user_id))
         return user_id
 
+    def _step_name(self, event: str | None) -> str | None:
+        """The step's display name ("Connect integration"), as /journey and the digest show it."""
+        step = self.rules.journey.step(event) if event else None
+        return step.name if step else event
+
     def _view(self, stall, now: datetime, *, owner: str | None, note: str | None = None) -> PingView:
         with read_tx(self.engine) as conn:
             tickets = conn.execute(select(func.count()).select_from(TICKET).where(
@@ -478,7 +483,8 @@ class Router:
         resolution = _resolution(stall)
         return PingView(
             stall_id=stall.id, account_name=stall.account_name or stall.account_id,
-            arr=float(stall.account_arr or 0.0), priority=stall.priority, stage=stall.stage, step=stall.step,
+            arr=float(stall.account_arr or 0.0), priority=stall.priority, stage=stall.stage,
+            step=self._step_name(stall.step),
             days_stalled=max((now - since).total_seconds() / 86400, 0.0), why=stall.why or stall.detail or "",
             owner=owner, last_activity=_aware(stall.last_seen_at), open_tickets=tickets, status=stall.status,
             assignee=stall.assignee, snoozed_until=_aware(stall.snoozed_until), snoozed_by=stall.snoozed_by,
