@@ -534,8 +534,8 @@ def test_update_after_a_post_that_needed_retries(engine, fake_slack, make_sender
 def test_a_row_whose_reference_is_not_sent_waits_without_counting_an_attempt(engine, fake_slack, make_sender):
     put(engine, "ping", to="C1", not_before=utcnow() + timedelta(hours=1))
     put(engine, "ping-edit", "chat.update", payload={"ts_from": "ping", "text": "x"}, channel="C2")
-    with write_tx(engine) as conn:  # a row moved to another lane by hand: only the explicit wait holds it
-        conn.execute(update(OUTBOX).where(OUTBOX.c.key == "ping-edit").values(channel="C2"))
+    with write_tx(engine) as conn:  # a row moved to another lane and made due by hand: only the explicit wait holds it
+        conn.execute(update(OUTBOX).where(OUTBOX.c.key == "ping-edit").values(channel="C2", next_attempt_at=utcnow()))
     sender = make_sender()
     assert sender.run_once() == 1
     row = rows(engine)["ping-edit"]
@@ -561,3 +561,21 @@ def test_run_forever_wakes_on_the_event_and_stops(engine, fake_slack, make_sende
         wake.set()
         thread.join(timeout=5)
     assert not thread.is_alive()
+
+
+def test_a_row_held_for_later_does_not_hold_up_its_lane(engine, fake_slack, make_sender):
+    """A ping held by quiet hours (never tried, due later) must not delay a P0 posted after it
+    to the same channel: DESIGN "P0 ignores quiet hours"."""
+    with write_tx(engine) as conn:
+        enqueue(conn, key="held-p1", method="chat.postMessage", not_before=utcnow() + timedelta(hours=8),
+                payload={"channel": "C0LANE", "text": "P1, after quiet hours"})
+        enqueue(conn, key="p0", method="chat.postMessage", payload={"channel": "C0LANE", "text": "P0, now"})
+    make_sender().run_once()
+    assert [m["text"] for m in fake_slack.messages("C0LANE")] == ["P0, now"]
+
+
+def test_an_edit_of_a_held_post_is_held_with_it(engine):
+    hold = utcnow() + timedelta(hours=8)
+    put(engine, "ping", to="C1", not_before=hold)
+    put(engine, "ping-edit", "chat.update", payload={"ts_from": "ping", "text": "P0 now"})
+    assert rows(engine)["ping-edit"].next_attempt_at >= hold

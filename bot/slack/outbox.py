@@ -12,6 +12,11 @@ DESIGN: "nothing is lost, nothing is sent twice". How:
   post that may already have reached Slack is tried again (a row left in 'sending' by a dead
   worker, or after a 5xx or dropped connection) the sender looks for the key in
   conversations.history (conversations.replies for thread replies). Found: recorded as sent.
+- A row left in 'sending' is taken over once its claim is STUCK_AFTER old, or as soon as it
+  is DEAD_CLAIM_GRACE old when its sender is known to be gone: a process of this machine (same
+  kernel boot, same pid namespace: part of the worker id) that no longer exists. So a server
+  restarted after kill -9 resumes its lane within seconds, not after minutes; a claim by a
+  process elsewhere, or still alive, is waited out as before.
 - Lanes: the `channel` column orders delivery. A row is sent only when no earlier row of its
   lane is pending or sending, so a channel sees its messages in id order, an update never
   overtakes its post, and a 429 postpones that one lane (every pending row of it gets
@@ -45,6 +50,7 @@ message goes out at once instead of at the next one-second poll.
 from __future__ import annotations
 
 import base64
+import hashlib
 import logging
 import os
 import socket
@@ -52,11 +58,12 @@ import threading
 import uuid
 from datetime import datetime, timedelta
 from http.client import HTTPException
+from pathlib import Path
 from typing import Any, Callable, NamedTuple
 
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError, SlackRequestError
-from sqlalchemy import Connection, Engine, and_, func, or_, select, update
+from sqlalchemy import Connection, Engine, and_, func, not_, or_, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from storage.db import read_tx, utcnow, write_tx
@@ -78,6 +85,8 @@ METADATA_EVENT = "stallwatch_outbox"
 METADATA_KEY_FIELD = "stallwatch_outbox_key"  # added to a caller's own metadata payload
 
 STUCK_AFTER = timedelta(minutes=5)  # far beyond the longest send (10 s timeouts, no SDK retries)
+# A dead sender's claim: long enough for the bytes it had already written to reach Slack.
+DEAD_CLAIM_GRACE = timedelta(seconds=15)
 MAX_BACKOFF_SECONDS = 300
 DEPENDENCY_RECHECK = timedelta(seconds=1)
 POLL_SECONDS = 1.0
@@ -101,16 +110,18 @@ def enqueue(conn: Connection, *, key: str, method: str, payload: dict, channel: 
 
     `channel` overrides the lane (see the module doc); `not_before` holds delivery (quiet
     hours). A row that refers to another (`ts_from`, `thread_ts_from`) needs that row
-    enqueued first: it joins its lane, behind it.
+    enqueued first: it joins its lane, behind it, and is held as long as that row is.
     """
     if method not in METHODS:
         raise ValueError(f"unsupported outbox method {method!r}; one of {sorted(METHODS)}")
     payload = _jsonable(payload)
     _check_payload(method, payload)
     now = utcnow()
+    lane, held_with = _lane(conn, method, payload, channel)
+    due = max(d for d in (not_before, held_with, now) if d is not None)
     stmt = insert_ignore(conn, OUTBOX, "key").values(
-        key=key, method=method, channel=_lane(conn, method, payload, channel), payload=payload,
-        status=PENDING, attempts=0, next_attempt_at=max(not_before, now) if not_before else now,
+        key=key, method=method, channel=lane, payload=payload,
+        status=PENDING, attempts=0, next_attempt_at=due,
         result={}, alert_id=alert_id, created_at=now,
     ).returning(OUTBOX.c.id)  # rowcount is -1 on PostgreSQL once RETURNING is implied: ask for it
     return conn.execute(stmt).first() is not None
@@ -173,23 +184,74 @@ def _references(payload: dict) -> list[str]:
     return [payload[ref] for ref, _ in REFERENCES if payload.get(ref)]
 
 
-def _lane(conn: Connection, method: str, payload: dict, channel: str | None) -> str | None:
+def _lane(conn: Connection, method: str, payload: dict, channel: str | None) -> tuple[str | None, datetime | None]:
+    """The row's lane, and until when it must wait because the row it refers to is held (a
+    held row never tried does not hold up its lane: what depends on it must wait itself)."""
     refs = _references(payload)
     if refs:
-        found = conn.execute(select(OUTBOX.c.channel).where(OUTBOX.c.key == refs[0])).first()
+        found = conn.execute(select(OUTBOX.c.channel, OUTBOX.c.status, OUTBOX.c.attempts, OUTBOX.c.next_attempt_at)
+                             .where(OUTBOX.c.key == refs[0])).first()
         if found is None:
             raise ValueError(f"outbox row {refs[0]!r} does not exist: enqueue the post before what refers to it")
-        return found.channel
+        held = found.next_attempt_at if found.status == PENDING and found.attempts == 0 else None
+        return found.channel, held
     if channel:
-        return channel
+        return channel, None
     if method == "dm":
-        return payload["user"]
+        return payload["user"], None
     if method == "views.publish":
-        return f"home:{payload['user_id']}"
-    return payload.get("channel")
+        return f"home:{payload['user_id']}", None
+    return payload.get("channel"), None
 
 
 # ----------------------------------------------------------------------------- sending
+
+
+def _machine_identity() -> str | None:
+    """What tells this machine's processes apart from any other's: the kernel's boot id and
+    the pid namespace (Linux). None where /proc does not say: no claim is then judged dead."""
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        namespace = os.stat("/proc/self/ns/pid").st_ino
+    except OSError:
+        return None
+    return hashlib.sha1(f"{boot}:{namespace}".encode()).hexdigest()[:10]
+
+
+MACHINE = _machine_identity()
+
+
+def default_worker_id() -> str:
+    """host:pid:random, and @machine where known (see `claimant_is_gone`)."""
+    worker = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    return f"{worker}@{MACHINE}" if MACHINE else worker
+
+
+def claimant_is_gone(claimed_by: str | None) -> bool:
+    """Whether a claim was made by a process of this machine that no longer exists (or is a
+    zombie). False whenever in doubt: another machine, an unknown format, a live pid."""
+    if not claimed_by or MACHINE is None or "@" not in claimed_by:
+        return False
+    worker, _, machine = claimed_by.rpartition("@")
+    parts = worker.split(":")
+    if machine != MACHINE or len(parts) < 3:
+        return False
+    try:
+        pid = int(parts[-2])
+    except ValueError:
+        return False
+    if pid <= 0 or pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # exists (another user's process, say)
+        return False
+    try:  # a killed child its parent has not reaped yet
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except (OSError, IndexError):
+        return False
 
 
 class _Row(NamedTuple):
@@ -222,7 +284,7 @@ class OutboxSender:
     def __init__(self, engine: Engine, client_factory: Callable[[], WebClient], *, worker_id: str | None = None,
                  clock: Callable[[], datetime] = utcnow, stuck_after: timedelta = STUCK_AFTER):
         self.engine = engine
-        self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.worker_id = worker_id or default_worker_id()
         self.clock = clock
         self.stuck_after = stuck_after
         self._client_factory = client_factory
@@ -275,15 +337,26 @@ class OutboxSender:
         """Due rows that head their lane: pending and due, or left 'sending' by a dead worker."""
         t = OUTBOX
         now = self.clock()
-        heads = (select(func.min(t.c.id)).where(t.c.status.in_((PENDING, SENDING)), t.c.channel.is_not(None))
+        # A row held for later and never tried (a ping held by quiet hours, an edit waiting for
+        # its post) does not hold up its lane: a P0 posted after a held P1 goes at once.
+        held = and_(t.c.status == PENDING, t.c.attempts == 0, t.c.next_attempt_at > now)
+        heads = (select(func.min(t.c.id)).where(t.c.status.in_((PENDING, SENDING)), t.c.channel.is_not(None),
+                                                not_(held))
                  .group_by(t.c.channel))
         ready = or_(and_(t.c.status == PENDING, t.c.next_attempt_at <= now),
-                    and_(t.c.status == SENDING, t.c.claimed_at < now - self.stuck_after))
+                    and_(t.c.status == SENDING, t.c.claimed_at < now - min(self.stuck_after, DEAD_CLAIM_GRACE)))
         stmt = (select(*(t.c[name] for name in _Row._fields))
                 .where(ready, or_(t.c.channel.is_(None), t.c.id.in_(heads)))
                 .order_by(t.c.id).limit(limit))
         with read_tx(self.engine) as conn:
-            return [_Row(*r) for r in conn.execute(stmt)]
+            rows = [_Row(*r) for r in conn.execute(stmt)]
+        return [r for r in rows if r.status == PENDING or r.claimed_at < now - self._stale_after(r)]
+
+    def _stale_after(self, row: _Row) -> timedelta:
+        """How old a claim must be before another sender may take the row over."""
+        if claimant_is_gone(row.claimed_by):
+            return min(self.stuck_after, DEAD_CLAIM_GRACE)
+        return self.stuck_after
 
     def _claim(self, row: _Row, now: datetime) -> bool:
         """Take the row with one atomic UPDATE; only the sender whose UPDATE hit it may send."""
@@ -291,7 +364,8 @@ class OutboxSender:
         if row.status == PENDING:
             won = and_(t.c.status == PENDING, t.c.next_attempt_at <= now)
         else:  # a dead worker's row: still the same claim as when we looked, and still stale
-            won = and_(t.c.status == SENDING, t.c.claimed_by == row.claimed_by, t.c.claimed_at < now - self.stuck_after)
+            won = and_(t.c.status == SENDING, t.c.claimed_by == row.claimed_by,
+                       t.c.claimed_at < now - self._stale_after(row))
         stmt = (update(t).where(t.c.id == row.id, won)
                 .values(status=SENDING, claimed_by=self.worker_id, claimed_at=now, attempts=t.c.attempts + 1))
         with write_tx(self.engine) as conn:
