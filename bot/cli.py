@@ -55,6 +55,8 @@ def main(verbose: bool) -> None:
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if not verbose:  # migrations say what they do at INFO on every command; only -v wants that
+        logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
 @main.command()
