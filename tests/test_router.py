@@ -301,6 +301,28 @@ def test_unacknowledged_p0_escalates_once_to_the_digest_channel(make_rig):
     assert alert.channel == DIGEST and alert.ts == post.response["ts"]
 
 
+def test_many_unacknowledged_p0s_escalate_in_one_summary_beyond_the_first_few(make_rig):
+    from bot.slack.router import ESCALATE_EACH
+
+    rig = make_rig(budget=100)
+    now = now_utc()
+    n = ESCALATE_EACH + 7
+    for i in range(n):
+        stall_step_account(rig, f"big{i:02d}", now, arr=50000 + 1000 * i)
+    scan(rig.engine, rig.rules, now)
+    rig.send()
+    delay = timedelta(minutes=rig.rules.routing.escalate_p0_after_minutes)
+    assert rig.router.escalate_due(now + delay) == ESCALATE_EACH + 1
+    assert rig.router.escalate_due(now + delay + HOUR) == 0  # every one of them escalated, once
+    rig.send()
+    escalations = posts(rig.fake, DIGEST)
+    assert len(escalations) == ESCALATE_EACH + 1
+    summary = escalations[-1]
+    assert summary.body["text"] == "7 more unacknowledged P0 stalls"
+    assert "Big00" in blocks_text(summary) and "Big11" not in blocks_text(summary)  # the top ones went alone
+    assert len(rig.alerts("escalation")) == n
+
+
 def test_closed_before_delivery_cancels_the_held_ping(make_rig):
     now = now_utc()
     rig = make_rig(quiet=(f"{now - HOUR:%H:%M}", f"{now + HOUR:%H:%M}"))

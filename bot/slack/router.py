@@ -39,8 +39,8 @@ from typing import Callable, Iterable
 from slack_sdk import WebClient
 from sqlalchemy import Engine, func, select, update
 
-from bot.slack.blocks import (PingView, escalation_blocks, escalation_text, followup_note, ping_blocks, ping_text,
-                              priority_change_text, winback_blocks, winback_text)
+from bot.slack.blocks import (PingView, escalation_blocks, escalation_summary_blocks, escalation_text, followup_note,
+                              ping_blocks, ping_text, priority_change_text, winback_blocks, winback_text)
 from bot.slack.outbox import OUTBOX, PENDING, enqueue
 from bot.slack.queries import draft_state
 from rules.config import Rules
@@ -63,6 +63,9 @@ FOLLOWUP = "attempt"  # Alert.kind "attempt2", "attempt3": the ping after a reco
 DIGEST_CHANNEL_MARK = "digest"  # Alert.channel of an "overflow" record
 CLOSED_TICKETS = ("solved", "closed", "resolved")
 LOOKUP_RETRY = timedelta(minutes=10)  # a failed users.lookupByEmail is not retried before this
+# Unacknowledged P0s escalated one message each per run; more due at once (a first scan, an
+# outage of the team) go in one summary message.
+ESCALATE_EACH = 5
 
 
 def ping_key(stall_id: int, dest: str) -> str:
@@ -326,10 +329,9 @@ class Router:
                 .select_from(STALL.join(ACCOUNT, ACCOUNT.c.id == STALL.c.account_id, isouter=True))
                 .where(STALL.c.id.in_([r.stall_id for r in due])))}
         enqueued = 0
-        for r in due:
-            stall = stalls.get(r.stall_id)
-            if stall is None:
-                continue
+        due = sorted((r for r in due if r.stall_id in stalls), key=lambda r: (-(stalls[r.stall_id].score or 0), r.stall_id))
+        for r in due[:ESCALATE_EACH]:
+            stall = stalls[r.stall_id]
             minutes = int((now - _aware(r.pinged_at)).total_seconds() // 60)
             view = self._view(stall, now, owner=stall.owner_slack_id or stall.owner_email)
             with write_tx(self.engine) as conn:
@@ -342,9 +344,30 @@ class Router:
                                     payload={"channel": channel,
                                              "text": escalation_text(view, minutes_unacked=minutes),
                                              "blocks": escalation_blocks(view, minutes_unacked=minutes)})
+        enqueued += self._escalate_together([stalls[r.stall_id] for r in due[ESCALATE_EACH:]], channel, now)
         if enqueued and self.wake is not None:
             self.wake.set()
         return enqueued
+
+    def _escalate_together(self, stalls: list, channel: str, now: datetime) -> int:
+        """One summary post for many unacknowledged P0s (each still gets its escalation Alert,
+        so none escalates again)."""
+        if not stalls:
+            return 0
+        views = {s.id: self._view(s, now, owner=s.owner_slack_id or s.owner_email) for s in stalls}
+        with write_tx(self.engine) as conn:
+            fresh = [s for s in stalls if conn.execute(insert_ignore(conn, ALERT, "stall_id", "channel", "kind").values(
+                stall_id=s.id, channel=channel, kind=ESCALATION, priority=s.priority, created_at=now,
+                updated_at=now).returning(ALERT.c.id)).scalar() is not None]
+            if not fresh:
+                return 0
+            delay = self.rules.routing.escalate_p0_after_minutes
+            return enqueue(conn, key=f"escalation-summary:{min(s.id for s in fresh)}:{now:%Y%m%d%H%M}",
+                           method="chat.postMessage",
+                           payload={"channel": channel,
+                                    "text": f"{len(fresh)} more unacknowledged P0 stalls",
+                                    "blocks": escalation_summary_blocks([views[s.id] for s in fresh],
+                                                                        delay_minutes=delay)})
 
     # ------------------------------------------------------------------ after recovery emails
 
