@@ -393,7 +393,8 @@ async def _timeline(app, settings, records: list[Record], clock: _Clock, engine,
 
 def _kind(key: str, method: str) -> str:
     prefix = key.split(":", 1)[0]
-    return {"ping": "ping", "close": "edit", "edit": "edit", "reprio": "thread reply", "escalation": "escalation", "winback": "win-back",
+    return {"ping": "ping", "close": "edit", "edit": "edit", "reprio": "thread reply", "escalation": "escalation",
+            "escalation-summary": "escalation summary", "winback": "win-back",
             "ops": "tracking issues"}.get(prefix, "chart" if method == "files_upload_v2" else
                                           "digest" if prefix == "digest" else prefix)
 

@@ -99,10 +99,14 @@ def show(result: DemoResult, echo: Callable[[str], None], *, color: bool = True,
 
     digest = result.messages_of("digest")
     escalations = [m for m in result.messages if m.kind == "escalation"]
+    summaries = [m for m in result.messages if m.kind == "escalation summary"]
     if escalations:
-        echo(rule(f"{escalations[0].when:%H:%M} UTC: {len(escalations)} P0 ping(s) nobody acknowledged for "
-                  f"an hour escalate to {result.channels[1]} (one shown)"))
+        rest = " one by one, the rest in one summary (first and summary shown)" if summaries else " (one shown)"
+        echo(rule(f"{escalations[0].when:%H:%M} UTC: P0 pings nobody acknowledged for an hour escalate to "
+                  f"{result.channels[1]}: the top {len(escalations)}{rest}"))
         message(escalations[0])
+        for m in summaries[:1]:
+            message(m)
         echo("")
     echo(rule(f"{result.now:%H:%M} UTC: the daily digest to {result.channels[1]}"))
     for m in digest:

@@ -547,21 +547,21 @@ def escalation_blocks(p: PingView, *, minutes_unacked: int, ping_link: str | Non
     return blocks
 
 
-def escalation_summary_blocks(views: Sequence[PingView], *, delay_minutes: int) -> list[Block]:
+def escalation_summary_blocks(views: Sequence[PingView], *, delay_minutes: float, max_lines: int = 10) -> list[Block]:
     """One message for the unacknowledged P0s beyond the ones escalated one by one (a first
     scan or an outage can make dozens due in the same minute: one post, not dozens)."""
     lines = [f"• *{md(p.account_name, NAME_MAX)}* · {money(p.arr)} ARR · {md(p.why, ROW_WHY_MAX)} · "
              f"{person(p.owner)}" for p in views]
     shown: list[str] = []
     for line in lines:
-        if sum(len(x) + 1 for x in shown) + len(line) > SECTION_TEXT_MAX - 100:
+        if len(shown) == max_lines or sum(len(x) + 1 for x in shown) + len(line) > SECTION_TEXT_MAX - 100:
             break
         shown.append(line)
     more = len(lines) - len(shown)
     blocks: list[Block] = [
         header_block(f"🚨 {len(views):,} more unacknowledged P0 stalls"),
         section_block("\n".join(shown) + (f"\n…and {more:,} more" if more else "")),
-        _context(f"Each was pinged over {delay_minutes:,} minutes ago and nobody has acted yet. "
+        _context(f"Each was pinged over {delay_minutes:,.0f} minutes ago and nobody has acted yet. "
                  "They are in the digest and `/stalls all p0`."),
     ]
     check_message(blocks)
