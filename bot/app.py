@@ -96,7 +96,109 @@ def _slack_routes(settings: Settings, engine: Engine, rules, quiet: bool = False
     if not (settings.slack_bot_token and settings.slack_signing_secret):
         return [], None
     bolt = build_bolt(settings, engine, rules)
-    return [Route(EVENTS_PATH, starlette_endpoint(bolt), methods=["POST"])], bolt
+    endpoint = _refuse_unreadable(starlette_endpoint(bolt), settings.slack_signing_secret)
+    return [Route(EVENTS_PATH, endpoint, methods=["POST"])], bolt
+
+
+def _refuse_unreadable(endpoint, signing_secret: str):
+    """Bolt (1.30) reads fields of a request body before it verifies the signature, and its
+    listener matchers index into them, assuming Slack's shapes: a body that is not shaped
+    like Slack's (`payload=null`, `"user": 5`, `"actions": [null]`, a view without its
+    callback_id...) raises inside Bolt and the client gets a 500 or a dropped connection.
+    Such a request is answered 401 when its signature is not valid (as Bolt would), else 400;
+    no listener runs."""
+    from slack_sdk.signature import SignatureVerifier
+
+    verifier = SignatureVerifier(signing_secret)
+
+    def refuse(request: Request, body: bytes, why: str) -> Response:
+        if not _signed(verifier, request, body):
+            return JSONResponse({"error": "invalid request"}, status_code=401)
+        log.warning("refused a signed Slack request that is not shaped like Slack's: %s", why)
+        return JSONResponse({"error": f"not a Slack request this app can read: {why}"}, status_code=400)
+
+    async def slack_events(request: Request) -> Response:
+        body = await request.body()  # Starlette keeps it: Bolt reads (and verifies) the same bytes
+        why = _slack_shape_problem(body, request.headers.get("content-type", ""))
+        if why:
+            return refuse(request, body, why)
+        if not _signed(verifier, request, body):  # e.g. an empty timestamp, on which Bolt fails with a 500
+            return JSONResponse({"error": "invalid request"}, status_code=401)
+        try:
+            return await endpoint(request)
+        except Exception as exc:  # noqa: BLE001 - Bolt's own parsing, before any listener
+            return refuse(request, body, f"{type(exc).__name__}: {exc}")
+
+    return slack_events
+
+
+def _signed(verifier, request: Request, body: bytes) -> bool:
+    try:
+        return verifier.is_valid_request(body, dict(request.headers))
+    except (TypeError, ValueError):  # a timestamp that is not a number
+        return False
+
+
+_INTERACTIVE = ("block_actions", "view_submission", "view_closed", "shortcut", "message_action", "block_suggestion")
+_OBJECT_FIELDS = ("user", "team", "channel", "container", "enterprise", "message", "view", "event")
+_NULLABLE = ("team", "enterprise", "channel", "message")  # Slack sends some of these as null
+
+
+def _slack_shape_problem(body: bytes, content_type: str) -> str | None:
+    """What makes a body unlike any Slack sends, in the fields Bolt indexes without checking."""
+    import json
+    from urllib.parse import parse_qs
+
+    try:
+        text_body = body.decode("utf-8")
+        if content_type.startswith("application/json"):
+            payload = json.loads(text_body)
+        else:
+            form = parse_qs(text_body, keep_blank_values=True)
+            if "payload" not in form:  # a slash command: flat string fields
+                if "command" in form and not (form.get("user_id", [""])[0]
+                                              and form.get("response_url", [""])[0].startswith("http")):
+                    return "a slash command needs user_id and response_url"
+                return None
+            payload = json.loads(form["payload"][0])
+    except (UnicodeDecodeError, ValueError):
+        return None  # Bolt answers what it cannot parse at all itself
+    if not isinstance(payload, dict):
+        return "the payload is not an object"
+    for name in _OBJECT_FIELDS:
+        if name in payload and not isinstance(payload[name], dict) \
+                and (payload[name] is not None or name not in _NULLABLE):
+            return f"{name} is not an object"
+    kind = payload.get("type")
+    user_id = (payload.get("user") or {}).get("id")
+    if kind in _INTERACTIVE and not (isinstance(user_id, str) and user_id):
+        return "user.id is missing"  # every listener acts as someone
+    if payload.get("response_url") is not None and not isinstance(payload["response_url"], str):
+        return "response_url is not a URL"
+    if kind == "block_actions":
+        actions = payload.get("actions")
+        if not isinstance(actions, list) or not all(isinstance(a, dict) and isinstance(a.get("action_id"), str)
+                                                    for a in actions):
+            return "actions must be a list of objects with an action_id"
+        for a in actions:
+            if a.get("selected_option") is not None and not isinstance(a["selected_option"], dict):
+                return "an action's selected_option is not an object"
+            if a.get("value") is not None and not isinstance(a["value"], str):
+                return "an action's value is not a string"
+    if kind in ("view_submission", "view_closed"):
+        if not isinstance((payload.get("view") or {}).get("callback_id"), str):
+            return "view.callback_id is missing"
+    if kind in ("shortcut", "message_action") and not isinstance(payload.get("callback_id"), str):
+        return "callback_id is missing"
+    if kind in ("block_suggestion",) and not isinstance(payload.get("action_id"), str):
+        return "action_id is missing"
+    if kind == "event_callback":
+        event = payload.get("event") or {}
+        if not isinstance(event.get("type"), str):
+            return "event.type is missing"
+        if event["type"] == "app_home_opened" and not isinstance(event.get("user"), str):
+            return "event.user is missing"
+    return None
 
 
 def _socket_mode_bolt(settings: Settings, engine: Engine, rules):

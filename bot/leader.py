@@ -1,12 +1,15 @@
 """Exactly one scheduler leader across processes, elected through the database.
 
 PostgreSQL: a session-level advisory lock held on a dedicated connection; if the leader dies,
-its session ends, the lock is freed and a standby takes over at its next attempt.
+its session ends, the lock is freed and a standby takes over at its next attempt. The lock
+key is per schema (`advisory_key`): advisory locks are scoped to a database, and installations
+(or test runs) that share one database in separate schemas must not elect one leader together.
 SQLite (one machine): a lease row with an expiry that the leader keeps renewing.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import socket
@@ -25,6 +28,19 @@ ADVISORY_KEY = 727300002
 LEASE_TTL = timedelta(seconds=45)
 
 
+def advisory_key(schema: str | None) -> int:
+    """The advisory lock key of the scheduler leader for the tables in `schema`.
+
+    `public` (the usual deployment) keeps the historical key, so processes of an older
+    version and of this one still elect a single leader during a rolling upgrade; any other
+    schema gets its own signed 64-bit key.
+    """
+    if not schema or schema == "public":
+        return ADVISORY_KEY
+    digest = hashlib.sha1(f"stallwatch-scheduler:{schema}".encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
 class Leader:
     def __init__(self, engine: Engine, name: str = "scheduler"):
         self.engine = engine
@@ -32,6 +48,7 @@ class Leader:
         self.holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.is_leader = False
         self._conn = None
+        self._key: int | None = None  # PostgreSQL: advisory_key of the connection's schema
 
     def try_acquire(self) -> bool:
         """Take or keep leadership; cheap enough to call every few seconds."""
@@ -52,7 +69,7 @@ class Leader:
                 try:
                     # Unlock first: closing the session frees the lock only once the server
                     # has noticed, so a standby trying right away could still find it taken.
-                    self._conn.exec_driver_sql(f"SELECT pg_advisory_unlock({ADVISORY_KEY})")
+                    self._conn.exec_driver_sql(f"SELECT pg_advisory_unlock({self._key})")
                     self._conn.commit()
                 except Exception:
                     pass
@@ -67,8 +84,14 @@ class Leader:
             self._conn.exec_driver_sql("SELECT 1")  # still connected means still holding the lock
             return True
         conn = self.engine.connect()
-        got = conn.exec_driver_sql(f"SELECT pg_try_advisory_lock({ADVISORY_KEY})").scalar()
-        conn.commit()
+        try:
+            if self._key is None:
+                self._key = advisory_key(conn.exec_driver_sql("SELECT current_schema()").scalar())
+            got = conn.exec_driver_sql(f"SELECT pg_try_advisory_lock({self._key})").scalar()
+            conn.commit()
+        except Exception:
+            conn.close()
+            raise
         if got:
             self._conn = conn
             return True

@@ -22,7 +22,7 @@ from slack_bolt.async_app import AsyncApp
 
 from bot import recovery, wakeups
 from bot.slack.blocks import Action, decode_action
-from bot.slack.bolt_app import Deps, deps, error_text
+from bot.slack.bolt_app import Deps, deps, error_text, handle_error
 from bot.slack.draft_views import (CALLBACK_ID, DraftRef, drafting_view, form_view, notice_view,
                                    submitted_values)
 from bot.slack.listeners.actions import rendered_pings
@@ -34,9 +34,23 @@ log = logging.getLogger(__name__)
 def register(app: AsyncApp) -> None:
     d = deps(app)
 
+    def after_ack(listener):
+        """The work after ack() runs inside Bolt's ack listener: an exception there would make
+        Bolt drop the ack it already has (Slack then sees a 500 or a timeout). Errors go to the
+        one error handler instead."""
+        async def wrapper(ack, body, client, context, respond):
+            await ack()
+            try:
+                await listener(body, client, context)
+            except Exception as error:  # noqa: BLE001 - the error boundary of these listeners
+                await handle_error(error, body=body, respond=respond, user_id=(context or {}).get("user_id"))
+
+        wrapper.__name__ = listener.__name__
+        return wrapper
+
     @app.action(Action.DRAFT.value)
-    async def on_draft(ack, body, client, context):
-        await ack()
+    @after_ack
+    async def on_draft(body, client, context):
         try:
             _, stall_ref = decode_action((body.get("actions") or [{}])[0])
         except ValueError:
@@ -53,8 +67,8 @@ def register(app: AsyncApp) -> None:
         await _fill(d, client, view_id, ref, work)
 
     @app.action(Action.DRAFT_REGENERATE.value)
-    async def on_regenerate(ack, body, client, context):
-        await ack()
+    @after_ack
+    async def on_regenerate(body, client, context):
         ref, view_id = _modal_ref(body)
         await client.views_update(view_id=view_id, view=drafting_view(ref, what="Rewriting").to_dict())
 
@@ -64,8 +78,8 @@ def register(app: AsyncApp) -> None:
         await _fill(d, client, view_id, ref, work)
 
     @app.action(Action.DRAFT_DISCARD.value)
-    async def on_discard(ack, body, client, context):
-        await ack()
+    @after_ack
+    async def on_discard(body, client, context):
         ref, view_id = _modal_ref(body)
         try:
             text = await asyncio.to_thread(recovery.discard, d, ref.draft_id, context["user_id"])
@@ -82,8 +96,8 @@ def register(app: AsyncApp) -> None:
             await ack(response_action="update", view=notice_view(DraftRef(stall_id=1), "This draft is out of date.")
                       .to_dict())
             return
-        if ref.draft_id is None:  # submitted while still "Drafting…"
-            await ack(response_action="errors", errors={})
+        if ref.draft_id is None:  # submitted while still "Drafting…" (that view has no submit button)
+            await ack()
             return
         try:
             result = await asyncio.to_thread(recovery.approve, d, ref.draft_id, context["user_id"],
