@@ -62,6 +62,8 @@ class Scheduler:
         self.add_leader_job(router.escalate_due, IntervalTrigger(minutes=1), "escalate_p0")
         self.add_leader_job(router.recovery_due, IntervalTrigger(minutes=self.rules.routing.scan_interval_minutes),
                             "recovery_followup")
+        self.add_leader_job(router.route_unrouted, IntervalTrigger(minutes=self.rules.routing.scan_interval_minutes),
+                            "route_unrouted")
     # --- end Slack real-time pings --------------------------------------------------------
 
     # --- daily digest (bot/slack/digest.py) ---

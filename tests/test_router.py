@@ -370,3 +370,24 @@ def test_serve_wiring_starts_and_stops_the_sender_and_the_listener(make_rig):
         _stop_slack(router, stop, wake, thread)
     assert router.handle not in scan_module._listeners and not thread.is_alive()
     assert len(rig.fake.calls("chat.postMessage")) == 2
+
+
+def test_a_stall_left_unrouted_is_routed_by_the_safety_net(make_rig):
+    """A process killed between the scan's commit and the router's enqueue leaves a live P0
+    with no ping: the leader's sweep routes it, once."""
+    from bot.scan import _listeners
+
+    rig = make_rig()
+    now = now_utc()
+    stall_step_account(rig, "lost", now, arr=50000)
+    _listeners.remove(rig.router.handle)  # as if the process died before routing
+    try:
+        scan(rig.engine, rig.rules, now)
+    finally:
+        _listeners.append(rig.router.handle)
+    assert rig.outbox() == []
+    assert rig.router.route_unrouted(now + timedelta(seconds=1)) == 0  # too fresh: a router may be on it
+    assert rig.router.route_unrouted(now + timedelta(minutes=1)) == 1
+    assert rig.router.route_unrouted(now + timedelta(minutes=2)) == 0
+    rig.send()
+    assert [c.body["text"] for c in posts(rig.fake, ALERTS)][0].startswith("P0: Lost")

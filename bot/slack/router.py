@@ -66,6 +66,8 @@ LOOKUP_RETRY = timedelta(minutes=10)  # a failed users.lookupByEmail is not retr
 # Unacknowledged P0s escalated one message each per run; more due at once (a first scan, an
 # outage of the team) go in one summary message.
 ESCALATE_EACH = 5
+# A stall this old with no ping or overflow record was never routed (see route_unrouted).
+UNROUTED_SETTLE = timedelta(seconds=5)
 
 
 def ping_key(stall_id: int, dest: str) -> str:
@@ -298,6 +300,29 @@ class Router:
             if inserted is None:
                 conn.execute(update(ALERT).where(ALERT.c.stall_id == stall.id, ALERT.c.kind == OVERFLOW)
                              .values(priority=stall.priority, updated_at=now))
+
+    # ------------------------------------------------------------------ the safety net
+
+    def route_unrouted(self, now: datetime | None = None) -> int:
+        """Route live stalls owed a real-time ping that no router has looked at: the scan
+        commits a stall and the router enqueues its pings in later transactions, so a process
+        killed in between leaves a P0/P1 stall with neither a ping nor an overflow record.
+        A leader job at the scan interval; returns how many stalls it routed. Routing twice is
+        harmless (Alert rows are unique per stall, destination and kind)."""
+        now = _aware(now) or utcnow()
+        owed = (select(STALL.c.id).where(
+            STALL.c.open_key.is_not(None), STALL.c.status == "open",
+            STALL.c.priority.in_(list(self.rules.routing.realtime)), STALL.c.updated_at <= now - UNROUTED_SETTLE,
+            ~select(ALERT.c.id).where(ALERT.c.stall_id == STALL.c.id, ALERT.c.kind.in_((PING, OVERFLOW))).exists()))
+        with read_tx(self.engine) as conn:
+            ids = list(conn.execute(owed.limit(500)).scalars())
+        if ids:
+            stats = self.route_stalls(ids, now)
+            # (a stall with nowhere to ping, no owner in Slack and no alerts channel, stays owed: quietly)
+            (log.info if stats.enqueued else log.debug)(
+                "slack router: %d stall(s) were never routed (a process stopped mid-way?): %d message(s) enqueued",
+                len(ids), stats.enqueued)
+        return len(ids)
 
     # ------------------------------------------------------------------ escalation
 
