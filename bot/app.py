@@ -96,45 +96,61 @@ def _slack_routes(settings: Settings, engine: Engine, rules, quiet: bool = False
     if not (settings.slack_bot_token and settings.slack_signing_secret):
         return [], None
     bolt = build_bolt(settings, engine, rules)
-    endpoint = _refuse_unreadable(starlette_endpoint(bolt), settings.slack_signing_secret)
+    endpoint = _refuse_unreadable(starlette_endpoint(bolt, settings.slack_signing_secret), settings.slack_signing_secret)
     return [Route(EVENTS_PATH, endpoint, methods=["POST"])], bolt
 
 
+# Slack's own requests are small: a slash command is ~1 KB, an interaction carries at most a
+# message of 50 blocks or a modal's state (tens of KB as JSON). 256 KB leaves room for the
+# largest while refusing, before it is buffered, a body that only wastes memory and time.
+SLACK_MAX_BODY = 256 * 1024
+
+
 def _refuse_unreadable(endpoint, signing_secret: str):
-    """Bolt (1.30) reads fields of a request body before it verifies the signature, and its
-    listener matchers index into them, assuming Slack's shapes: a body that is not shaped
-    like Slack's (`payload=null`, `"user": 5`, `"actions": [null]`, a view without its
-    callback_id...) raises inside Bolt and the client gets a 500 or a dropped connection.
-    Such a request is answered 401 when its signature is not valid (as Bolt would), else 400;
-    no listener runs."""
+    """The door in front of Bolt. The body is read to at most SLACK_MAX_BODY (413 past it, the
+    rest never buffered) and its signature checked on the raw bytes before anything parses
+    it (401). Then, off the event loop, the shape check: Bolt (1.30) indexes into fields,
+    assuming Slack's shapes, so a signed body that is not shaped like Slack's (`payload=null`,
+    `"user": 5`, `"actions": [null]`, a view without its callback_id...) would raise inside
+    Bolt; it is answered 400 and no listener runs."""
     from slack_sdk.signature import SignatureVerifier
+
+    from bot.ingest.records import BadRequest, TooLarge
+    from bot.ingest.routes import read_body
 
     verifier = SignatureVerifier(signing_secret)
 
-    def refuse(request: Request, body: bytes, why: str) -> Response:
-        if not _signed(verifier, request, body):
-            return JSONResponse({"error": "invalid request"}, status_code=401)
+    def refuse(why: str) -> Response:
         log.warning("refused a signed Slack request that is not shaped like Slack's: %s", why)
         return JSONResponse({"error": f"not a Slack request this app can read: {why}"}, status_code=400)
 
     async def slack_events(request: Request) -> Response:
-        body = await request.body()  # Starlette keeps it: Bolt reads (and verifies) the same bytes
-        why = _slack_shape_problem(body, request.headers.get("content-type", ""))
-        if why:
-            return refuse(request, body, why)
-        if not _signed(verifier, request, body):  # e.g. an empty timestamp, on which Bolt fails with a 500
-            return JSONResponse({"error": "invalid request"}, status_code=401)
+        if request.headers.get("content-encoding", "identity").strip().lower() not in ("", "identity"):
+            # Slack never compresses, and its signature covers the bytes as sent
+            return JSONResponse({"error": "Slack requests are not compressed"}, status_code=400)
         try:
-            return await endpoint(request)
+            body = await read_body(request, SLACK_MAX_BODY)
+        except TooLarge as exc:
+            return JSONResponse({"error": str(exc)}, status_code=413)
+        except BadRequest as exc:
+            return JSONResponse({"error": str(exc)}, status_code=400)
+        headers = dict(request.headers)
+        if not await run_in_threadpool(_signed, verifier, headers, body):
+            return JSONResponse({"error": "invalid request"}, status_code=401)
+        why = await run_in_threadpool(_slack_shape_problem, body, headers.get("content-type", ""))
+        if why:
+            return refuse(why)
+        try:
+            return await endpoint(request, body)
         except Exception as exc:  # noqa: BLE001 - Bolt's own parsing, before any listener
-            return refuse(request, body, f"{type(exc).__name__}: {exc}")
+            return refuse(f"{type(exc).__name__}: {exc}")
 
     return slack_events
 
 
-def _signed(verifier, request: Request, body: bytes) -> bool:
+def _signed(verifier, headers: dict, body: bytes) -> bool:
     try:
-        return verifier.is_valid_request(body, dict(request.headers))
+        return verifier.is_valid_request(body, headers)
     except (TypeError, ValueError):  # a timestamp that is not a number
         return False
 
@@ -161,7 +177,7 @@ def _slack_shape_problem(body: bytes, content_type: str) -> str | None:
                     return "a slash command needs user_id and response_url"
                 return None
             payload = json.loads(form["payload"][0])
-    except (UnicodeDecodeError, ValueError):
+    except (UnicodeDecodeError, ValueError, RecursionError):  # RecursionError: JSON nested too deep
         return None  # Bolt answers what it cannot parse at all itself
     if not isinstance(payload, dict):
         return "the payload is not an object"
