@@ -22,6 +22,7 @@ class Settings(BaseSettings):
     slack_api_url: str = Field(default="https://slack.com/api/", alias="SLACK_API_URL")
     rules_path: str | None = Field(default=None, alias="STALLWATCH_RULES")
     write_key: str | None = Field(default=None, alias="STALLWATCH_WRITE_KEY")
+    client_key: str | None = Field(default=None, alias="STALLWATCH_CLIENT_KEY")  # public: browser SDKs
     segment_shared_secret: str | None = Field(default=None, alias="SEGMENT_SHARED_SECRET")
     stripe_webhook_secret: str | None = Field(default=None, alias="STRIPE_WEBHOOK_SECRET")
     tickets_shared_secret: str | None = Field(default=None, alias="TICKETS_SHARED_SECRET")
@@ -37,9 +38,10 @@ class Settings(BaseSettings):
     port: int = Field(default=3000, alias="PORT")
 
     @field_validator(
-        "slack_bot_token", "slack_signing_secret", "slack_app_token", "write_key", "segment_shared_secret",
-        "stripe_webhook_secret", "tickets_shared_secret", "openai_api_key", "openai_base_url", "smtp_url",
-        "mail_from", "alerts_channel", "digest_channel", "ops_channel_setting", "rules_path",
+        "slack_bot_token", "slack_signing_secret", "slack_app_token", "write_key", "client_key",
+        "segment_shared_secret", "stripe_webhook_secret", "tickets_shared_secret", "openai_api_key",
+        "openai_base_url", "smtp_url", "mail_from", "alerts_channel", "digest_channel", "ops_channel_setting",
+        "rules_path",
         mode="before",
     )
     @classmethod

@@ -387,6 +387,8 @@ KNOWN = {  # path -> methods it serves
     "/healthz": {"GET", "HEAD"}, "/metrics": {"GET", "HEAD"}, "/slack/events": {"POST"},
     "/v1/batch": {"POST"}, "/v1/track": {"POST"}, "/v1/identify": {"POST"}, "/v1/group": {"POST"},
     "/v1/page": {"POST"}, "/v1/screen": {"POST"}, "/v1/alias": {"POST"},
+    "/v1/t": {"POST", "OPTIONS"}, "/v1/p": {"POST", "OPTIONS"}, "/v1/i": {"POST", "OPTIONS"},
+    "/v1/b": {"POST", "OPTIONS"},
     "/ingest/segment": {"POST"}, "/ingest/stripe": {"POST"}, "/ingest/tickets": {"POST"},
 }
 METHODS = st.sampled_from(["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"])

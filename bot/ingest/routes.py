@@ -172,10 +172,17 @@ def _sorted_out(parsed) -> tuple[list[IncomingEvent], list[dict]]:
     return events, rejected
 
 
-def tracking_route(kind: str | None):
-    @handles_errors("segment")
+def tracking_route(kind: str | None, *, trusted: bool = True):
+    """A Segment tracking API route. `trusted`: the server routes, under the write key;
+    otherwise the browser routes (bot/ingest/browser.py), under the public client key only."""
+    source, key_name, variable = ("segment", "write key", "STALLWATCH_WRITE_KEY") if trusted else (
+        "browser", "client key", "STALLWATCH_CLIENT_KEY")
+
+    @handles_errors(source)
     async def tracking_api(request: Request) -> Response:
-        expected, body = await _secured_body(request, request.app.state.settings.write_key, "STALLWATCH_WRITE_KEY")
+        settings = request.app.state.settings
+        secret = settings.write_key if trusted else settings.client_key
+        expected, body = await _secured_body(request, secret, variable)
         # A key in the Authorization header is checked before the body is parsed; only a
         # request without one has to be parsed first, for its writeKey.
         key, payload = _write_key(request, None), None
@@ -183,35 +190,36 @@ def tracking_route(kind: str | None):
             payload = load_json(body)
             key = _write_key(request, payload)
         if key is None or not hmac.compare_digest(key.encode(), expected.encode()):
-            raise Unauthorized("missing or wrong write key (HTTP Basic user name, or writeKey in the body)")
+            raise Unauthorized(f"missing or wrong {key_name} (HTTP Basic user name, or writeKey in the body)")
         if payload is None:
             payload = load_json(body)
         now = utcnow()
         if kind is None:
             messages, batch = segment.batch_messages(payload, len(body))
-            events, rejected = _parse_segment(messages, batch, now, len(body) > segment.MAX_EVENT_BYTES)
+            events, rejected = _parse_segment(messages, batch, now, len(body) > segment.MAX_EVENT_BYTES, trusted)
         else:
             if len(body) > segment.MAX_EVENT_BYTES:
                 raise TooLarge(f"a single message is limited to {segment.MAX_EVENT_BYTES} bytes")
-            events, rejected = _parse_one(payload, kind, now)
-        result = await _store(request, events, rejected, "segment")
+            events, rejected = _parse_one(payload, kind, now, trusted)
+        result = await _store(request, events, rejected, source)
         return await _answer(result, rejected, request, segment_style=True, urgent=False)
 
     tracking_api.__name__ = f"v1_{kind or 'batch'}"
     return tracking_api
 
 
-def _parse_one(payload: Any, kind: str | None, now) -> tuple[list[IncomingEvent], list[dict]]:
+def _parse_one(payload: Any, kind: str | None, now, trusted: bool = True) -> tuple[list[IncomingEvent], list[dict]]:
     """A body that is one message: not a JSON object is a 400 (not a message at all); an
     invalid message is reported at index 0, as in a batch, and nothing is stored."""
     if not isinstance(payload, dict):
         raise BadRequest("body must be a JSON object (one message)")
-    return _sorted_out([_attempt(segment.parse_message, payload, kind=kind, received_at=now)])
+    return _sorted_out([_attempt(segment.parse_message, payload, kind=kind, received_at=now, trusted=trusted)])
 
 
-def _parse_segment(messages: list, batch: dict, now, check_size: bool) -> tuple[list[IncomingEvent], list[dict]]:
+def _parse_segment(messages: list, batch: dict, now, check_size: bool,
+                   trusted: bool = True) -> tuple[list[IncomingEvent], list[dict]]:
     return _sorted_out(_attempt(segment.parse_message, msg, kind=None, received_at=now, batch=batch,
-                                check_size=check_size) for msg in messages)
+                                check_size=check_size, trusted=trusted) for msg in messages)
 
 
 def _attempt(parse, *args, **kwargs):
@@ -271,7 +279,9 @@ def routes() -> list[Route]:
     v1 = [Route("/v1/batch", tracking_route(None), methods=["POST"])]
     v1 += [Route(f"/v1/{kind}", tracking_route(kind), methods=["POST"])
            for kind in ("track", "identify", "group", "page", "screen", "alias")]
-    return v1 + [
+    from bot.ingest import browser  # it builds on this module's tracking_route
+
+    return v1 + browser.routes() + [
         Route("/ingest/segment", ingest_segment, methods=["POST"]),
         Route("/ingest/stripe", ingest_stripe, methods=["POST"]),
         Route("/ingest/tickets", ingest_tickets, methods=["POST"]),

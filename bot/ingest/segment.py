@@ -3,13 +3,19 @@
 Used by the `/v1/*` routes (Segment's and RudderStack's own libraries point `host` here) and
 by the `/ingest/segment` webhook destination: both are the one source "segment", so a
 `messageId` seen on either is a duplicate on the other.
+
+Trust: the server routes and the signed webhook are `trusted` (they may set account facts).
+The browser routes (bot/ingest/browser.py) hold only the public client key, which anyone can
+read out of a web page, so their messages are parsed with `trusted=False`: product events
+and a contact's own name and email only, opting out but never back in, times clamped to the
+receive time, message ids in their own namespace.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import orjson
@@ -23,6 +29,13 @@ MAX_ID = 255
 MAX_NAME = 200
 MAX_COUNT = 2 ** 31 - 1  # employees / seats are INTEGER columns
 TYPES = frozenset({"track", "identify", "group", "page", "screen", "alias"})
+# What a browser (the public client key) may send: product events and identify.
+BROWSER_TYPES = frozenset({"track", "page", "screen", "identify"})
+# A browser clock may lag this much before its timestamp is replaced by the receive time.
+BROWSER_SKEW = timedelta(minutes=10)
+# Browser message ids live apart from server ones: a page could otherwise claim the id of a
+# server-side call before it arrives, and the real call would be dropped as a duplicate.
+BROWSER_ID_PREFIX = "browser:"
 ACCOUNT_TRAITS = ("name", "domain", "website", "plan", "arr", "mrr", "owner_email", "renewal_date", "employees", "seats")
 
 
@@ -57,8 +70,13 @@ def batch_messages(payload: Any, body_size: int) -> tuple[list[Any], dict]:
 
 
 def parse_message(msg: Any, *, kind: str | None, received_at: datetime, batch: dict | None = None,
-                  check_size: bool = False) -> IncomingEvent:
-    """Validate one Segment message; raise MessageError naming the offending field."""
+                  check_size: bool = False, trusted: bool = True) -> IncomingEvent:
+    """Validate one Segment message; raise MessageError naming the offending field.
+
+    `trusted=False` (the browser routes): group and alias calls are refused; an identify
+    sets only the contact's own email and name (and may opt out, never back in) and does not
+    link the contact to an account; account-trait fields are kept as plain properties.
+    """
     if not isinstance(msg, dict):
         raise MessageError("a message must be a JSON object")
     if check_size and len(orjson.dumps(msg)) > MAX_EVENT_BYTES:
@@ -68,6 +86,9 @@ def parse_message(msg: Any, *, kind: str | None, received_at: datetime, batch: d
         raise MessageError(f"type {mtype!r} does not match the /v1/{kind} route")
     if not isinstance(mtype, str) or mtype not in TYPES:
         raise MessageError(f"type must be one of {', '.join(sorted(TYPES))}")
+    if not trusted and mtype not in BROWSER_TYPES:
+        raise MessageError(f"{mtype} calls need the server write key: the client key sends "
+                           f"{', '.join(sorted(BROWSER_TYPES))} only")
     user_id = _optional_id(msg, "userId")
     anonymous_id = _optional_id(msg, "anonymousId")
     if user_id is None and anonymous_id is None:
@@ -101,8 +122,11 @@ def parse_message(msg: Any, *, kind: str | None, received_at: datetime, batch: d
     elif mtype == "identify":
         traits = _object(msg, "traits") or _object(context, "traits")
         properties = traits
-        contact_traits = _contact_traits(traits)
+        contact_traits = _contact_traits(traits, trusted)
         account_id = account_id or _as_id(traits.get("account_id"), "traits.account_id")
+        if not trusted:
+            # Which account a contact belongs to decides who gets its recovery emails.
+            account_id = None
     elif mtype == "group":
         account_id = _as_id(msg.get("groupId"), "groupId")
         if account_id is None:
@@ -116,7 +140,15 @@ def parse_message(msg: Any, *, kind: str | None, received_at: datetime, batch: d
     if message_id is None:
         # No id: derive one from the content, so a redelivery is still a duplicate.
         message_id = "sha1:" + hashlib.sha1(orjson.dumps(msg, option=orjson.OPT_SORT_KEYS)).hexdigest()
+    if not trusted:
+        message_id = BROWSER_ID_PREFIX + message_id
+        if len(message_id) > MAX_ID:
+            raise MessageError(f"messageId is longer than {MAX_ID - len(BROWSER_ID_PREFIX)} characters")
     occurred_at = _timestamp(msg, received_at)
+    if not trusted and occurred_at < received_at - BROWSER_SKEW:
+        # A browser's clock is the user's to set: a step "reached" days ago would rewrite
+        # the journey (close a stall as if it never was, fill a quiet usage week).
+        occurred_at = received_at
     return IncomingEvent(
         source="segment",
         message_id=message_id,
@@ -234,7 +266,7 @@ def _account_traits(traits: dict) -> dict[str, Any]:
     return out
 
 
-def _contact_traits(traits: dict) -> dict[str, Any]:
+def _contact_traits(traits: dict, trusted: bool = True) -> dict[str, Any]:
     out: dict[str, Any] = {}
     if (email := _text(traits, "email", 320)) is not None:
         out["email"] = email.lower()
@@ -248,5 +280,7 @@ def _contact_traits(traits: dict) -> dict[str, Any]:
         value = traits["unsubscribed"]
         if isinstance(value, str):
             value = value.strip().lower() in ("true", "1", "yes")
-        out["unsubscribed"] = bool(value)
+        # Opting out is always safe; opting a contact back in takes a trusted source.
+        if trusted or value:
+            out["unsubscribed"] = bool(value)
     return out
