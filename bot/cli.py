@@ -9,6 +9,7 @@ from pathlib import Path
 
 import click
 
+from bot import logsafe
 from rules.config import RulesError
 
 
@@ -55,6 +56,7 @@ def main(verbose: bool) -> None:
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    logsafe.install()  # customer text can neither forge log lines nor leak emails into them
     if not verbose:  # migrations say what they do at INFO on every command; only -v wants that
         logging.getLogger("alembic").setLevel(logging.WARNING)
 
@@ -86,8 +88,14 @@ def serve(socket_mode: bool, no_scheduler: bool, host: str, port: int | None) ->
     mail = _start_mail(engine, settings, rules)
     if scheduler is not None:
         scheduler.start()
+    from bot.serving import raise_open_file_limit, uvicorn_options
+
+    options = uvicorn_options(raise_open_file_limit())  # limits: see bot/serving.py and the README
+    logging.getLogger("stallwatch.serve").info(
+        "limits: %(limit_concurrency)s connections, headers within %(header)ss and %(h11_max_incomplete_event_size)s "
+        "bytes, keep-alive %(timeout_keep_alive)ss", {**options, "header": options["http"].header_timeout})
     try:
-        uvicorn.run(app, host=host, port=port or settings.port, log_level="info", access_log=False)
+        uvicorn.run(app, host=host, port=port or settings.port, log_level="info", access_log=False, **options)
     finally:
         if scheduler is not None:
             scheduler.shutdown()
