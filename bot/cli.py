@@ -188,13 +188,48 @@ def worker() -> None:
 @click.option("--full", is_flag=True, default=None,
               help="Evaluate every account a rule could fire on, not only those due (automatic after a rules change).")
 def scan_command(now_text: str | None, full: bool | None) -> None:
-    """Open, update, auto-resolve and suppress stalls once, then print what changed."""
+    """Open, update, auto-resolve and suppress stalls once, then print what changed.
+
+    With SLACK_BOT_TOKEN set, the changes are routed as the scheduler's scans are (pings,
+    edits, escalations of unacknowledged P0s) and sent before it exits, so an external cron
+    running `stallwatch scan` (with `serve --no-scheduler`) pings too."""
     from bot.scan import scan
 
     now = _parse_now(now_text)
     settings = _settings()
-    report = scan(_engine(settings), _rules(settings), now, full=full or None)
-    click.echo(report.summary())
+    engine, rules = _engine(settings), _rules(settings)
+    if not settings.slack_enabled:
+        click.echo(scan(engine, rules, now, full=full or None).summary())
+        click.echo("slack: SLACK_BOT_TOKEN is not set, no pings routed")
+        return
+    click.echo(_scan_and_ping(engine, settings, rules, now, full=full or None))
+
+
+SCAN_SEND_SECONDS = 30  # how long `stallwatch scan` waits for Slack before leaving the rest to a server
+
+
+def _scan_and_ping(engine, settings, rules, now, *, full) -> str:
+    """One scan with the Slack router subscribed (as `_start_slack` does for the scheduler),
+    the P0 escalations the leader's job would make, then the outbox rows this made, sent."""
+    from bot.scan import scan
+    from bot.slack.client import web_client
+    from bot.slack.outbox import OutboxSender, drain, last_row_id
+    from bot.slack.router import Router, register, unregister
+
+    before = last_row_id(engine)
+    router = Router(engine, settings, rules)
+    register(router)
+    try:
+        report = scan(engine, rules, now, full=full)
+    finally:
+        unregister(router)
+    escalated = router.escalate_due(now)
+    sender = OutboxSender(engine, lambda: web_client(settings, blocking_retries=False))
+    counts = drain(sender, before, timeout=SCAN_SEND_SECONDS)
+    waiting = f", {counts['waiting']} waiting (quiet hours or retries: a running serve or worker, " \
+              f"or the next scan, sends them)" if counts["waiting"] else ""
+    return (f"{report.summary()}\nslack: {counts['sent'] + counts['failed'] + counts['waiting']} message(s) "
+            f"enqueued ({escalated} escalation(s)): {counts['sent']} sent, {counts['failed']} failed{waiting}")
 
 
 @main.group()

@@ -4,16 +4,16 @@ PostgreSQL: a session-level advisory lock held on a dedicated connection; if the
 its session ends, the lock is freed and a standby takes over at its next attempt. The lock
 key is per schema (`advisory_key`): advisory locks are scoped to a database, and installations
 (or test runs) that share one database in separate schemas must not elect one leader together.
-SQLite (one machine): a lease row with an expiry that the leader keeps renewing.
+SQLite (one machine): a lease row with an expiry that the leader keeps renewing. A lease
+whose holder is a process of this machine that no longer exists (killed, then restarted by
+its supervisor) is taken over at once instead of after LEASE_TTL: its holder id names the
+machine (bot.slack.outbox.claimant_is_gone).
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
-import os
-import socket
-import uuid
 from datetime import timedelta
 
 from sqlalchemy import Engine, or_, select, update
@@ -45,7 +45,9 @@ class Leader:
     def __init__(self, engine: Engine, name: str = "scheduler"):
         self.engine = engine
         self.name = name
-        self.holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        from bot.slack.outbox import default_worker_id
+
+        self.holder = default_worker_id()  # host:pid:random@machine
         self.is_leader = False
         self._conn = None
         self._key: int | None = None  # PostgreSQL: advisory_key of the connection's schema
@@ -110,13 +112,19 @@ class Leader:
             self._conn = None
 
     def _try_lease(self) -> bool:
+        from bot.slack.outbox import claimant_is_gone
+
         now = utcnow()
         with write_tx(self.engine) as conn:
             conn.execute(insert_ignore(conn, LEASE, "name"),
                          {"name": self.name, "holder": self.holder, "expires_at": now + LEASE_TTL})
+            current = conn.execute(select(LEASE.c.holder).where(LEASE.c.name == self.name)).scalar()
+            free = [LEASE.c.holder == self.holder, LEASE.c.expires_at < now]
+            if current != self.holder and claimant_is_gone(current):
+                free.append(LEASE.c.holder == current)  # its holder was killed: no need to wait out the TTL
             conn.execute(
                 update(LEASE)
-                .where(LEASE.c.name == self.name, or_(LEASE.c.holder == self.holder, LEASE.c.expires_at < now))
+                .where(LEASE.c.name == self.name, or_(*free))
                 .values(holder=self.holder, expires_at=now + LEASE_TTL)
             )
             holder = conn.execute(select(LEASE.c.holder).where(LEASE.c.name == self.name)).scalar()

@@ -35,7 +35,7 @@ class Params:
     max_growth: float = 0.10
 
 
-SHORT = Params(seconds=30.0, warmup=10.0, window=6.0, sample_every=1.0, accounts=2_000)
+SHORT = Params(seconds=24.0, warmup=8.0, window=5.0, sample_every=1.0, accounts=2_000)
 FULL = Params()
 
 

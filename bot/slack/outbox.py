@@ -56,7 +56,7 @@ import os
 import socket
 import threading
 import uuid
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from http.client import HTTPException
 from pathlib import Path
 from typing import Any, Callable, NamedTuple
@@ -563,3 +563,50 @@ def _retry_after(headers: dict) -> int:
             except (TypeError, ValueError):
                 break
     return 1
+
+
+# ----------------------------------------------------------------------------- one-shot sending
+
+
+def last_row_id(engine: Engine) -> int:
+    """The newest row's id (0 when empty): what `drain` sends after."""
+    with read_tx(engine) as conn:
+        return conn.execute(select(func.max(OUTBOX.c.id))).scalar() or 0
+
+
+def drain(sender: OutboxSender, after_id: int, *, timeout: float = 30.0) -> dict[str, int]:
+    """Send the rows enqueued after `after_id` (a one-shot command's, such as `stallwatch
+    scan`, with no sender thread behind it), and whatever goes before them in their lanes,
+    for at most `timeout` seconds. Rows held past that (quiet hours, a long Retry-After) stay
+    for a running sender. Returns how many of those rows are sent, failed and waiting."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        busy = sender.run_once()
+        left = max(deadline - time.monotonic(), 0)
+        counts = _statuses_after(sender.engine, after_id, sender.clock() + timedelta(seconds=left))
+        if not counts["due"] or not left:
+            return counts
+        if not busy:
+            time.sleep(0.2)  # a row backing off for a second or two
+
+
+def _statuses_after(engine: Engine, after_id: int, until: datetime) -> dict[str, int]:
+    """sent, failed, waiting (pending or sending) and, of those waiting, due by `until`."""
+    counts = {SENT: 0, FAILED: 0, "waiting": 0, "due": 0}
+    with read_tx(engine) as conn:
+        for status, next_at in conn.execute(select(OUTBOX.c.status, OUTBOX.c.next_attempt_at)
+                                            .where(OUTBOX.c.id > after_id)):
+            if status in (SENT, FAILED):
+                counts[status] += 1
+                continue
+            counts["waiting"] += 1
+            if status == SENDING or _naive(next_at) <= _naive(until):
+                counts["due"] += 1
+    return counts
+
+
+def _naive(value: datetime) -> datetime:
+    """Comparable across backends (SQLite returns naive UTC, PostgreSQL aware)."""
+    return value.replace(tzinfo=None) if value.tzinfo is None else value.astimezone(timezone.utc).replace(tzinfo=None)

@@ -7,12 +7,12 @@ from __future__ import annotations
 import pytest
 
 from benchmarks.proof import mail_crash
-from tests.proof.params import FULL, PG_URL, all_backends, report, size
+from tests.proof.params import FULL, PG_URL, one_backend, report, size
 
 pytestmark = pytest.mark.timeout(900 if FULL else 240)
 
 
-@pytest.mark.parametrize("backend", all_backends())
+@pytest.mark.parametrize("backend", one_backend())
 def test_kill_9_mid_smtp_delivers_no_email_twice(backend, tmp_path):
     result = mail_crash.run(backend, PG_URL, tmp_path, size(mail_crash), log=print)
     assert not result.problems, report(result)

@@ -1,5 +1,5 @@
 """Item 5: a sustained 1,000 events/s with stable memory and no error
-(benchmarks/proof/soak.py; 30 s here, 10 minutes with STALLWATCH_PROOF=full)."""
+(benchmarks/proof/soak.py; 24 s here, 10 minutes with STALLWATCH_PROOF=full)."""
 
 from __future__ import annotations
 
