@@ -28,14 +28,14 @@ from sqlalchemy import Connection, select, update
 
 from bot.slack import queries
 from bot.slack.blocks import Action
-from bot.slack.draft_views import BODY, RECIPIENT, SUBJECT, DraftForm
+from bot.slack.draft_views import BODY, NEW_CONTACT, RECIPIENT, SUBJECT, DraftForm
 from bot.slack.outbox import enqueue
 from bot.slack.router import alert_key, is_ping
 from bot.slack.permissions import AlreadyResolved, NotFound, StallwatchSlackError, check
-from rules.outreach import NO_EMAIL_LIFECYCLE
+from rules.outreach import NO_EMAIL_LIFECYCLE, address_problem, recipient_problem
 from storage.db import read_tx, utcnow, write_tx
 from storage.models import Account, Alert, AuditEntry, Draft, Stall
-from storage.outreach import send_check
+from storage.outreach import contact_id_for, send_check
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ ALERT = Alert.__table__
 AUDIT = AuditEntry.__table__
 
 # Blocks the CSM can fix in the modal (another recipient, later): shown on the recipient field.
-RECIPIENT_BLOCKS = ("no_recipient", "unsubscribed", "too_soon")
+RECIPIENT_BLOCKS = ("no_recipient", "bad_recipient", "unsubscribed", "too_soon")
 
 
 class CannotDraft(StallwatchSlackError):
@@ -173,8 +173,9 @@ def approve(d, draft_id: int, user: str, values: dict[str, str], now: datetime |
     recipient, subject, body = (values.get(k, "").strip() for k in (RECIPIENT, SUBJECT, BODY))
     outreach = d.rules.outreach
     errors: dict[str, str] = {}
-    if not recipient or "@" not in recipient:
-        errors[RECIPIENT] = "Enter the email address to send it to."
+    bad_address = address_problem(recipient)  # a list, a display name, CR/LF: refused here, not at send time
+    if bad_address:
+        errors[RECIPIENT] = bad_address
     problems = check_draft(DraftText(subject=subject, body=body),
                            allowed_urls=[u for u in (outreach.help_url, outreach.booking_url) if u])
     for field, found in ((SUBJECT, [p for p in problems if "subject" in p]),
@@ -188,6 +189,12 @@ def approve(d, draft_id: int, user: str, values: dict[str, str], now: datetime |
         if draft.status != "drafted":
             return Approval(notice=_status_text(draft), stall_id=draft.stall_id)
         _subject_any(conn, draft.stall_id, user, Action.DRAFT_APPROVE, d.admins)
+        # Only a known contact of the account, or an address the CSM confirmed as a new contact.
+        contact_id = contact_id_for(conn, draft.account_id, recipient)
+        confirmed_new = contact_id is None and values.get(NEW_CONTACT) == "yes"
+        unknown = recipient_problem(recipient, known=contact_id is not None, confirmed_new=confirmed_new)
+        if unknown:
+            return Approval(errors={RECIPIENT: unknown[:300]})
         blocked = send_check(conn, draft_id, now, outreach, recipient=recipient)
         if blocked is not None and blocked.code in RECIPIENT_BLOCKS:
             return Approval(errors={RECIPIENT: blocked.reason[:300]})
@@ -199,15 +206,20 @@ def approve(d, draft_id: int, user: str, values: dict[str, str], now: datetime |
             return Approval(notice=f"Not sent: {blocked.reason}",
                             stall_id=draft.stall_id)
         changed = conn.execute(update(DRAFT).where(DRAFT.c.id == draft_id, DRAFT.c.status == "drafted").values(
-            status="approved", recipient=recipient, subject=subject, body=body, approved_by=user,
-            approved_at=now, updated_at=now)).rowcount
+            status="approved", recipient=recipient, contact_id=contact_id, subject=subject, body=body,
+            approved_by=user, approved_at=now, updated_at=now)).rowcount
         if not changed:  # another process approved it between our read and our write
             return Approval(notice=_status_text(_draft(conn, draft_id)), stall_id=draft.stall_id)
         enqueue_mail(conn, draft_id=draft_id, recipient=recipient, subject=subject, body=body, now=now,
                      mail_from=d.settings.mail_from)
+        if confirmed_new:
+            _audit(conn, now, user, "draft.new_contact_confirmed", draft.stall_id, draft.account_id,
+                   Action.DRAFT_APPROVE, {"draft_id": draft_id, "recipient": recipient,
+                                          "why": "not a contact of the account; the CSM confirmed it as new"})
         _audit(conn, now, user, "draft.approved", draft.stall_id, draft.account_id, Action.DRAFT_APPROVE,
                {"draft_id": draft_id, "recipient": recipient, "subject": subject, "body": body,
-                "source": draft.source, **edit_summary(draft, recipient, subject, body)})
+                "source": draft.source, "contact_id": contact_id, "new_contact_confirmed": confirmed_new,
+                **edit_summary(draft, recipient, subject, body)})
     not_configured = mail_configured(d.settings)
     if not_configured:
         return Approval(approved=True, stall_id=draft.stall_id,

@@ -14,8 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pydantic import BaseModel, ConfigDict, Field
-from slack_sdk.models.blocks import (ActionsBlock, Block, ButtonElement, ConfirmObject, EmailInputElement,
-                                     InputBlock, PlainTextInputElement, PlainTextObject)
+from slack_sdk.models.blocks import (ActionsBlock, Block, ButtonElement, CheckboxesElement, ConfirmObject,
+                                     EmailInputElement, InputBlock, Option, PlainTextInputElement, PlainTextObject)
 from slack_sdk.models.views import View
 
 from bot.slack.blocks import MAX_VIEW_BLOCKS, VIEW_TEXT_BUDGET, Action, _context, check_message, md, section_block
@@ -26,6 +26,7 @@ SUBJECT_MAX = 150
 BODY_MAX = 3000
 
 RECIPIENT, SUBJECT, BODY = "recipient", "subject", "body"  # block id == action id of each input
+NEW_CONTACT = "new_contact"  # the checkbox confirming an address that is not a contact yet ("yes" when ticked)
 
 
 class DraftRef(BaseModel):
@@ -99,7 +100,13 @@ def form_view(f: DraftForm) -> View:
         InputBlock(block_id=RECIPIENT, label=PlainTextObject(text="To"),
                    element=EmailInputElement(action_id=RECIPIENT, initial_value=f.recipient or None,
                                              placeholder=PlainTextObject(text="name@customer.com")),
-                   hint=PlainTextObject(text="The account's primary contact; change it if someone else should get it.")),
+                   hint=PlainTextObject(text="One address: the account's primary contact; change it if someone else "
+                                             "should get it.")),
+        InputBlock(block_id=NEW_CONTACT, label=PlainTextObject(text="New contact"), optional=True,
+                   element=CheckboxesElement(action_id=NEW_CONTACT, options=[Option(
+                       value="yes", label="This is a new contact: send to this address anyway")]),
+                   hint=PlainTextObject(text="Needed when the address is not one of the account's contacts; "
+                                             "it is recorded in the audit log.")),
         InputBlock(block_id=SUBJECT, label=PlainTextObject(text="Subject"),
                    element=PlainTextInputElement(action_id=SUBJECT, initial_value=f.subject[:SUBJECT_MAX] or None,
                                                  max_length=SUBJECT_MAX)),
@@ -121,9 +128,14 @@ def form_view(f: DraftForm) -> View:
 
 
 def submitted_values(view: dict) -> dict[str, str]:
-    """(recipient, subject, body) from a view_submission's state, stripped ('' when absent)."""
+    """(recipient, subject, body) from a view_submission's state, stripped ('' when absent), and
+    NEW_CONTACT: "yes" when the box is ticked."""
     values = (view.get("state") or {}).get("values") or {}
-    out = {}
+    box = values.get(NEW_CONTACT) if isinstance(values, dict) else None
+    box = box.get(NEW_CONTACT) if isinstance(box, dict) else None
+    selected = box.get("selected_options") if isinstance(box, dict) else None
+    out = {NEW_CONTACT: "yes" if isinstance(selected, list) and any(
+        isinstance(o, dict) and o.get("value") == "yes" for o in selected) else ""}
     for key in (RECIPIENT, SUBJECT, BODY):
         entry = (values.get(key) or {}).get(key) or {}
         raw = entry.get("value")
