@@ -7,9 +7,12 @@ every draft passes before it can reach a customer (issue 4). Pure: no I/O, no cl
   LLM fails, and when its draft fails the checks.
 - `check_draft`: problems that must block any draft, the CSM's edited one included (empty
   fields, length limits, leftover placeholders, links other than the configured ones).
-- `check_model_draft`: `check_draft` plus what only a model's draft is held to (offers and
-  promises, internal jargon, echoes of the prompt or of the customer's text, word count):
-  a prompt injection in a ticket that the model obeyed shows up here.
+- `check_model_draft`: `check_draft` plus what only a model's draft is held to, default-deny
+  (issue 10): no link, host or IP but the configured links, however obfuscated; no email
+  address but the CSM's own; no phone number; no offers, no requests for secrets or payment
+  details, no phishing pressure; no internal jargon, echoes of the prompt or of the
+  customer's text; a word limit. A prompt injection in a ticket that the model obeyed shows
+  up here, and the CSM gets the template instead.
 """
 
 from __future__ import annotations
@@ -69,12 +72,16 @@ class DraftFacts:
     now: datetime | None = None  # when the facts were read (for "3 days ago" in the prompt)
     stall_id: int | None = None
     signoff_team: str = DEFAULT_SIGNOFF
+    # The CSM's own addresses (the account owner's, the From address): the only email
+    # addresses a model's draft may show (a signature). No phone number is configured.
+    own_emails: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         # Accept lists from callers; keep the dataclass hashable and immutable.
         object.__setattr__(self, "steps_done", tuple(tuple(s) for s in self.steps_done))
         object.__setattr__(self, "steps_missing", tuple(self.steps_missing))
         object.__setattr__(self, "tickets", tuple(DraftTicket(*t) for t in self.tickets))
+        object.__setattr__(self, "own_emails", tuple(e for e in self.own_emails if e))
 
     @property
     def allowed_urls(self) -> list[str]:
@@ -109,12 +116,6 @@ _SCHEME_URL = re.compile(r"\b[a-z][a-z0-9+.\-]{1,15}://\S*", re.IGNORECASE)
 _MAILTO = re.compile(r"\bmailto:\S*", re.IGNORECASE)
 _WWW = re.compile(r"\bwww\d{0,3}\.[\w\-]+(?:\.[\w\-]+)*\S*", re.IGNORECASE)
 _DOMAIN_PATH = re.compile(r"\b(?:[\w](?:[\w\-]{0,61}[\w])?\.)+[^\W\d_]{2,63}(?::\d{1,5})?/\S*")
-# Host names alone ("evil-deals.com"): clients link them too. Only checked in a model's draft
-# (an account may be called "Acme.io"), and only for common top-level domains.
-_COMMON_TLDS = ("com|net|org|io|co|ai|app|dev|info|biz|xyz|me|us|uk|de|fr|es|it|nl|eu|ca|au|in|ru|cn|jp|br"
-                "|example|link|site|online|shop|store|top|click|live|today|pro|tech|cloud|gg|ly|to|tv|cc")
-_BARE_DOMAIN = re.compile(r"\b((?:[\w](?:[\w\-]{0,61}[\w])?\.)+(?:" + _COMMON_TLDS + r"))\b(?![\w\-@]|\.\w)",
-                          re.IGNORECASE)
 _TRAILING = ".,;:!?)]}>'\"»”’*"
 
 _PLACEHOLDERS = [
@@ -177,16 +178,6 @@ def find_links(text: str) -> list[tuple[str, str]]:
                 found.append((m.start(), m.end(), kind, m.group(0)))
     found.sort()
     return [(kind, value) for _, _, kind, value in found]
-
-
-def _bare_domains(text: str) -> list[str]:
-    """Host names standing alone (no scheme, no path), outside the links `find_links` sees."""
-    masked = text
-    for _, value in find_links(text):
-        masked = masked.replace(value, " " * len(value))
-    # Not the domain part of an email address.
-    return [m.group(1) for m in _BARE_DOMAIN.finditer(masked)
-            if not (m.start() > 0 and masked[m.start() - 1] in "@.")]
 
 
 def _short(value: str, limit: int = 80) -> str:
@@ -253,20 +244,100 @@ def check_draft(text: DraftText, *, allowed_urls: Sequence[str] = ()) -> list[st
 
 # --- the stricter checks a model's draft passes -----------------------------------------------
 
+# Offers of anything: money off, free periods, credits, gifts, upgrades. A model may not
+# promise what only a person can ("feel free to reply" and "hassle-free" are not offers).
 _PROMISES = re.compile(
     r"\b\d{1,3}(?:[.,]\d+)?\s?%|\bper\s?cent\b|\bdiscount\w*|\brefund\w*|\brebate\w*|\bcoupon\w*"
     r"|\bpromo(?:tion(?:al)?)?\s*codes?\b|\bvoucher\w*|\bcredits?\b(?!\s*cards?)|\bwaive\w*|\bcomplimentary\b"
-    r"|\bfree\s+(?:of\s+charge|months?|weeks?|years?|upgrades?|seats?|plan|access|trial\s+extension)\b"
-    r"|\bmonths?\s+(?:for\s+)?free\b|\bprice\w*|\bpricing\b|\bcheaper\b|\bspecial\s+(?:offer|deal|rate)s?\b"
-    r"|[$€£¥]\s?\d|\b\d+\s?(?:usd|eur|gbp|dollars|euros)\b|\bguarantee\w*",
+    r"|(?<!feel\s)(?<!-)\bfree\b(?!-)|\bno\s+(?:extra\s+|additional\s+)?(?:charge|cost|fee)s?\b"
+    r"|\bat\s+no\s+(?:extra\s+|additional\s+)?(?:charge|cost)\b|(?<!count\s)(?<!rely\s)(?<!depend\s)(?<!lean\s)"
+    r"\bon\s+(?:us|the\s+house)\b|\bgifts?\b|\bgift\s*cards?\b|\bbonus\w*|\brewards?\b|\bcash\s?back\b"
+    r"|\bmoney\s+back\b|\breimburs\w*|\bprizes?\b|\bwinners?\b|\bexclusive\b|\bno\s+strings\s+attached\b"
+    r"|\b(?:extend\w*|prolong\w*)\s+(?:your\s+|the\s+)?trial\b|\btrial\s+extension\b"
+    r"|\bextra\s+(?:months?|weeks?|days?|seats?|users?|licen[cs]es?|storage)\b"
+    r"|\bupgrad\w*\s+(?:you|your\s+(?:account|plan|subscription|tier|workspace))\b"
+    r"|\b(?:free|complimentary|plan|tier)\s+upgrades?\b"
+    r"|\bupgrad\w*\s+(?:you\s+)?to\s+(?:a\s+|the\s+|our\s+)?(?:pro|premium|paid|business|enterprise|higher|next)\b"
+    r"|\bprice\w*|\bpricing\b|\bcheaper\b|\bspecial\s+(?:offer|deal|rate)s?\b|\bdeals?\b"
+    r"|[$€£¥]\s?\d|\b\d+\s?(?:usd|eur|gbp|dollars|euros|bucks)\b|\bguarantee\w*",
     re.IGNORECASE,
 )
+# Requests for what no recovery email asks for: passwords, codes, keys, card or bank details.
+_SECRETS = re.compile(
+    r"\bpass(?:words?|codes?|phrases?)\b|\b(?:2fa|mfa|otp|one[-\s]?time|verification|security|auth\w*|log[-\s]?in"
+    r"|sign[-\s]?in|sms|confirmation|access)\s+(?:codes?|pins?|tokens?)\b|\botps?\b|\bapi[-\s]?keys?\b"
+    r"|\b(?:access|bearer|refresh|api|secret|session)\s+tokens?\b|\b(?:secret|private|license)\s+keys?\b"
+    r"|\bcredentials?\b|\b(?:log[-\s]?in|sign[-\s]?in|account)\s+(?:details|info(?:rmation)?|data)\b"
+    r"|\b(?:card|cvv|cvc)\s+(?:numbers?|details|info(?:rmation)?|codes?)\b|\b(?:cvv2?|cvc2?)\b"
+    r"|\bexpir(?:y|ation)\s+date\b|\bbank\s+(?:details|account|info(?:rmation)?|logins?)\b"
+    r"|\b(?:account|routing|sort)\s+numbers?\b|\biban\b|\bswift\s+code\b|\bsocial\s+security\b|\bssn\b"
+    r"|\bpin\s+(?:codes?|numbers?)\b|\b(?:seed|recovery)\s+(?:phrases?|codes?|words)\b"
+    r"|\b(?:send|share|e-?mail|reply\s+with|provide|give|tell|text|enter|type|paste|forward)\b[^.!?\n]{0,40}"
+    r"\b(?:(?:credit|debit)\s+card|card|payment\s+(?:details|info\w*|method)|billing\s+(?:details|info\w*))\b",
+    re.IGNORECASE,
+)
+# The pressure and threats of phishing mail.
+_PRESSURE = re.compile(
+    r"\burgent\w*|\bact\s+(?:now|fast|quickly)\b|\blast\s+chance\b|\bfinal\s+(?:notice|warning|reminder)\b"
+    r"|\bwithin\s+(?:the\s+next\s+)?(?:\d+|one|two|twenty[-\s]four|forty[-\s]eight)\s+(?:hours?|hrs?|minutes?)\b"
+    r"|\b(?:suspend|terminat|deactivat|lock|clos|delet|disabl|cancel|restrict|block|freez)\w*\s+(?:your\s+)?"
+    r"(?:account|access|subscription|service|data|workspace)\b"
+    r"|\b(?:account|access|subscription|service|data|workspace)\s+(?:will|may|could|is\s+going\s+to)\s+(?:be\s+)?"
+    r"(?:suspend|terminat|deactivat|lock|clos|delet|disabl|cancel|restrict|block|freez|lost)\w*"
+    r"|\bverify\s+your\s+(?:account|identity|e-?mail|details|payment)\b|\bconfirm\s+your\s+(?:identity|account|details)\b"
+    r"|\bunusual\s+(?:activity|sign[-\s]?ins?|log[-\s]?ins?)\b|\bsecurity\s+(?:alert|breach|incident|warning)\b"
+    r"|\bcompromised\b|\blegal\s+action\b|\bexpires?\s+(?:today|tonight|soon|in\s+\d+)\b|\bbefore\s+it'?s\s+too\s+late\b"
+    r"|\battach(?:ed|ments?)\b",
+    re.IGNORECASE,
+)
+# Another way to reach "us" than a reply: what an impostor asks for.
+_CHANNELS = re.compile(r"\bwhats\s?app\b|\btelegram\b|\bwechat\b|\bviber\b|\bskype\b|\bdiscord\b|\bsignal\s+app\b"
+                       r"|\b(?:text|dm|message)\s+me\b", re.IGNORECASE)
+# Markup that hides where a link goes (the email is plain text).
+_MARKUP = re.compile(r"\bhref\s*=|\]\s*\(|<\s*/?\s*(?:a|img|script|iframe|form|html|body|div|span)\b", re.IGNORECASE)
 _JARGON = re.compile(r"\bP[0-3]\b|\bARR\b|\bMRR\b|\bchurn\w*|\bstall(?:s|ed|ing)?\b|\bhealth\s+score\b"
                      r"|\bstep_stall\b|\bnot_activated\b|\bticket_spike\b|\busage_drop\b|\brenewal_risk\b"
                      r"|\bpayment_failed\b|\bhigh_touch\b|\bself_serve\b")
 _PROMPT_ECHO = re.compile(r"customer_text|</?\s*facts\s*>|\bignore\s+(?:all\s+|any\s+)?(?:the\s+|your\s+)?"
                           r"(?:previous|prior|above|earlier)\s+(?:instructions|prompts?|messages?)"
                           r"|\bsystem\s+prompt\b|\bas\s+an\s+ai\b|\blanguage\s+model\b", re.IGNORECASE)
+_MODEL_DENY = (  # (pattern, what the CSM is told, how many examples to quote)
+    (_PROMISES, "it offers or promises something we cannot stand behind", 4),
+    (_SECRETS, "it asks for passwords, codes, keys or payment details", 3),
+    (_PRESSURE, "it reads like phishing (pressure, threats or attachments)", 3),
+    (_CHANNELS, "it asks the customer to move to another channel", 3),
+    (_MARKUP, "it contains HTML or Markdown link markup", 2),
+    (_JARGON, "it uses internal words", 4),
+    (_PROMPT_ECHO, "it repeats the prompt's instructions or markup", 3),
+)
+
+# --- contact details and links in a model's draft, seen through obfuscation -----------------------
+
+# Characters that look like a dot ("evil。com", "evil․com"); NFKC folds some ("．"), not these.
+_DOTS = dict.fromkeys(map(ord, "\u3002\uff61\u2024\ufe52\u0589\u06d4\u2e3c\u00b7\u2027\u2219\u22c5\u30fb"
+                               "\u0701\u0702\u05c3\u0387\u16eb\u2e31\u318d\ua78f"), ".")
+# Format characters (zero-width, bidi controls, soft hyphen...): nothing in an email needs them.
+_HIDDEN = re.compile("[\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180b-\u180f\u200b-\u200f\u202a-\u202e"
+                     "\u2060-\u206f\u3164\ufe00-\ufe0e\ufeff\uffa0\ufff9-\ufffb]")
+_DEFANG = (
+    (re.compile(r"\s*[\[({<]\s*(?:dot|\.)\s*[\])}>]\s*", re.IGNORECASE), "."),  # evil[.]com, evil (dot) com
+    (re.compile(r"\s*[\[({<]\s*(?:at|@)\s*[\])}>]\s*", re.IGNORECASE), "@"),  # jane (at) evil.com
+    (re.compile(r"(?<=[^\W_])\s+(?:dot|d0t)\s+(?=[^\W_])", re.IGNORECASE), "."),  # evil dot com
+    (re.compile(r"(?<=[^\W_])\s+\.\s*(?=[a-z]{2,24}\b)"), "."),  # evil .com, evil . com
+    (re.compile(r"[\[(]:[\])]"), ":"),  # hxxp[:]//
+)
+# Host names: labels and a top-level domain of letters (or punycode), not inside a longer token.
+_HOST = re.compile(r"(?<![\w@.\-])((?:[^\W_](?:[\w\-]{0,61}[^\W_])?\.)+(?:[^\W\d_]{2,63}|xn--[a-z0-9\-]{1,59}))"
+                   r"(?![\w\-]|\.[^\W_])", re.IGNORECASE)
+# Suffixes that are no top-level domain ("Node.js", "config.yaml"): names, not links.
+_NOT_TLDS = frozenset({"js", "jsx", "ts", "tsx", "json", "yaml", "yml", "csv", "txt"})
+_IPV4 = re.compile(r"(?<![\w.])(?:\d{1,3}\.){3}\d{1,3}(?![\w.]|\.\d)")
+_EMAIL = re.compile(r"[\w.+\-'%!#$&*=?^`{|}~]*\w@[^\W_](?:[\w\-]*[^\W_])?(?:\.[^\W_](?:[\w\-]*[^\W_])?)*")
+# Schemes without "//" that still make a link: tel:, sms:, javascript:, data:...
+_OTHER_SCHEME = re.compile(r"\b(?:tel|sms|callto|facetime|skype|whatsapp|javascript|vbscript|data|file|intent):\S*",
+                           re.IGNORECASE)
+_PHONE = re.compile(r"(?<![\w/.\-])(?:\+|\(\+?)?\d[\d \t().\-/]{5,24}\d(?![\w/])")
+_DATE = re.compile(r"\d{4}[-/.]\d{1,2}[-/.]\d{1,2}|\d{1,2}[-/.]\d{1,2}[-/.]\d{2,4}")
 _WORD = re.compile(r"[^\W_]+(?:['’][^\W_]+)?")
 ECHO_WORDS = 8  # this many consecutive words of a ticket in the draft: it quotes the customer
 
@@ -277,36 +348,83 @@ def _shingles(text: str, n: int = ECHO_WORDS) -> set[tuple[str, ...]]:
 
 
 def check_model_draft(text: DraftText, facts: DraftFacts) -> list[str]:
-    """`check_draft` plus what a model's draft must not do: offer discounts, refunds, credits,
-    prices or guarantees; use our internal words (stall, P0, ARR, rule ids); repeat the prompt's
-    markup or a prompt-injection phrase; quote the customer's ticket text word for word; link a
-    bare host name that is neither a configured link's nor the customer's own; run far past
-    the length the prompt asked for."""
+    """`check_draft` plus what a model's draft must not do (its text may obey an injection
+    in a ticket). Default-deny: no link, host name or IP address other than the configured
+    links (obfuscated forms included: "evil dot com", "evil[.]com", look-alike dots, hidden
+    characters), no email address but the CSM's own (`facts.own_emails`), no phone number
+    (none is configured), no offers or promises, no requests for passwords, codes, keys or
+    payment details, no phishing pressure or threats, no move to another channel, no hidden
+    characters or link markup; nor our internal words, the prompt's markup or injection
+    phrases, the customer's ticket text word for word, or a body far past the length the
+    prompt asked for."""
     problems = check_draft(text, allowed_urls=facts.allowed_urls)
-    both = f"{text.subject}\n{text.body}"
-    offers = _dedupe(_short(m.group(0), 30) for m in _PROMISES.finditer(both))
-    if offers:
-        problems.append("it offers or promises something we cannot stand behind ("
-                        + ", ".join(f'"{o}"' for o in offers[:4]) + ")")
-    jargon = _dedupe(m.group(0) for m in _JARGON.finditer(both))
-    if jargon:
-        problems.append("it uses internal words (" + ", ".join(f'"{j}"' for j in jargon[:4]) + ")")
-    echo = _dedupe(_short(m.group(0), 40) for m in _PROMPT_ECHO.finditer(both))
-    if echo:
-        problems.append("it repeats the prompt's instructions or markup ("
-                        + ", ".join(f'"{e}"' for e in echo[:3]) + ")")
+    raw = f"{text.subject}\n{text.body}"
+    if _HIDDEN.search(raw):
+        problems.append("it contains invisible or formatting characters")
+    both = _canonical(raw)
+    problems += _foreign_contacts(both, facts)
+    for pattern, what, count in _MODEL_DENY:
+        found = _dedupe(_short(m.group(0), 30) for m in pattern.finditer(both))
+        if found:
+            problems.append(f"{what} (" + ", ".join(f'"{f}"' for f in found[:count]) + ")")
     customer = _shingles("\n".join(f"{t.subject or ''}\n{t.body or ''}" for t in facts.tickets))
     if customer and customer & _shingles(both):
         problems.append("it quotes the customer's ticket text word for word")
-    own_hosts = {(urlsplit(u if "://" in u else "//" + u).hostname or "").lower() for u in facts.allowed_urls}
-    own_text = f"{facts.account_name} {facts.recipient_email or ''}".lower()
-    for host in _dedupe(h.lower() for h in _bare_domains(both)):
-        if host not in own_hosts and host not in own_text:
-            problems.append(f'link not allowed: "{host}" (only the configured help and booking links may appear)')
     words = len(_WORD.findall(text.body))
     if words > MODEL_BODY_MAX_WORDS:
         problems.append(f"the body is {words} words long (at most {MODEL_BODY_MAX_WORDS})")
     return _dedupe(problems)
+
+
+def _canonical(text: str) -> str:
+    """The text as a reader (or a mail client) sees it: compatibility forms folded (fullwidth
+    letters, "．"), look-alike dots made dots, hidden characters dropped, and the usual ways
+    of writing a link so that filters miss it undone ("evil dot com", "evil[.]com", "(at)")."""
+    text = unicodedata.normalize("NFKC", text).translate(_DOTS)
+    text = _HIDDEN.sub("", text)
+    for pattern, replacement in _DEFANG:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+def _foreign_contacts(text: str, facts: DraftFacts) -> list[str]:
+    """Links, host names, IP addresses, email addresses and phone numbers in `text` that are
+    not the configured links or the CSM's own address. Each kind is masked once found, so
+    a link's host is not reported again as a host name."""
+    problems: list[str] = []
+    allowed = facts.allowed_urls
+    only = ("only the configured help and booking links may appear" if allowed
+            else "no links are configured, so none may appear")
+
+    def mask(m: re.Match) -> str:
+        return " " * len(m.group(0))
+
+    for kind, value in find_links(text):
+        if kind == "url" and not _allowed(value, allowed):
+            problems.append(f'link not allowed: "{_short(_strip_trailing(value))}" ({only})')
+        text = text.replace(value, " " * len(value))
+    for m in _OTHER_SCHEME.finditer(text):
+        problems.append(f'link not allowed: "{_short(m.group(0))}" ({only})')
+    own = {e.strip().lower() for e in facts.own_emails if e and e.strip()}
+    for m in _EMAIL.finditer(text):
+        address = m.group(0).rstrip(".").lower()
+        if address not in own:
+            problems.append(f'email address not allowed: "{_short(address)}" (only the sender\'s own address may appear)')
+    text = _EMAIL.sub(mask, text)
+    hosts = {(urlsplit(u if "://" in u else "//" + u).hostname or "").lower() for u in allowed}
+    company = _canonical(facts.account_name or "").strip().lower()
+    for m in _HOST.finditer(text):
+        host = m.group(1).lower()
+        if host not in hosts and host != company and host.rsplit(".", 1)[1] not in _NOT_TLDS:
+            problems.append(f'link not allowed: "{_short(host)}" ({only})')
+    text = _HOST.sub(mask, text)
+    for m in _IPV4.finditer(text):
+        problems.append(f'link not allowed: "{m.group(0)}" ({only})')
+    for m in _PHONE.finditer(text):
+        number = m.group(0).strip()
+        if sum(c.isdigit() for c in number) >= 7 and not _DATE.fullmatch(number):
+            problems.append(f'phone number not allowed: "{_short(number)}" (no phone number is configured)')
+    return problems
 
 
 # --- fitting facts into the template and the prompt --------------------------------------------

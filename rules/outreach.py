@@ -13,6 +13,7 @@ Three questions, three functions:
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Iterable, Literal
@@ -76,9 +77,52 @@ def first_name(contact: ContactFact | None) -> str | None:
     return None
 
 
+# --- who may it go to? ------------------------------------------------------------------------
+
+# One plain address (addr-spec), nothing else: no display name, no list, no comments, no spaces.
+_LOCAL = r"[\w!#$%&'*+/=?^`{|}~-]+(?:\.[\w!#$%&'*+/=?^`{|}~-]+)*"
+_DOMAIN = r"(?:[^\W_](?:[\w-]{0,61}[^\W_])?\.)+[^\W\d_](?:[\w-]{0,61}[^\W_])?"
+_ADDRESS = re.compile(f"{_LOCAL}@{_DOMAIN}")
+ADDRESS_MAX = 254  # RFC 5321's limit on a path
+
+
+def address_problem(value: str | None) -> str | None:
+    """Why `value` cannot be the To of a recovery email (shown on the modal's To field), or
+    None when it is exactly one plain address. What a header injection or a second recipient
+    needs (line breaks, ",", ";", "Name <address>") is refused with its own reason."""
+    value = value or ""
+    if not value.strip():
+        return "Enter the email address to send it to."
+    if any(c in value for c in "\r\n") or any(ord(c) < 32 or ord(c) == 127 for c in value):
+        return "The address must be on one line (no line breaks or control characters)."
+    if "," in value or ";" in value:
+        return "One recipient only: enter a single email address (no \",\" or \";\")."
+    if any(c in value for c in "<>\"()"):
+        return "Enter just the address (e.g. bob@example.com), without a name or brackets."
+    if any(c.isspace() for c in value.strip()):
+        return "An email address has no spaces."
+    address = value.strip()
+    if len(address) > ADDRESS_MAX or not _ADDRESS.fullmatch(address):
+        return f"“{address[:80]}” is not a valid email address."
+    return None
+
+
+def recipient_problem(address: str, *, known: bool, confirmed_new: bool) -> str | None:
+    """Why the CSM may not send to `address` as typed, or None. It must be one plain address
+    and either a known contact of the account or confirmed by the CSM as a new contact: an
+    address planted by a prompt injection, or a typo, does not slip through."""
+    problem = address_problem(address)
+    if problem is not None:
+        return problem
+    if not known and not confirmed_new:
+        return (f"{address.strip()} is not a contact of this account. Check it, or tick “This is a new "
+                "contact” to send to it anyway.")
+    return None
+
+
 # --- may it go out? ---------------------------------------------------------------------------
 
-BlockCode = Literal["no_recipient", "lifecycle", "unsubscribed", "not_relevant", "duplicate", "too_soon", "attempts"]
+BlockCode = Literal["no_recipient", "bad_recipient", "lifecycle", "unsubscribed", "not_relevant", "duplicate", "too_soon", "attempts"]
 
 
 @dataclass(frozen=True)
@@ -111,6 +155,8 @@ def send_blocker(ctx: SendContext, now: datetime, outreach: Outreach) -> Blocked
     would want to hear it: nobody to send to, the customer's state, then our own pacing."""
     if not ctx.recipient or "@" not in ctx.recipient:
         return Blocked("no_recipient", "there is no recipient email address")
+    if address_problem(ctx.recipient) is not None:  # the last line of defence before SMTP
+        return Blocked("bad_recipient", f"{ctx.recipient[:100]!r} is not one plain email address")
     if ctx.lifecycle in NO_EMAIL_LIFECYCLE:
         return Blocked("lifecycle", f"{NO_EMAIL_LIFECYCLE[ctx.lifecycle]}")
     if ctx.recipient_unsubscribed:

@@ -31,6 +31,14 @@ def contacts_of(conn: Connection, account_id: str) -> list[ContactFact]:
             for r in rows]
 
 
+def contact_id_for(conn: Connection, account_id: str, email: str) -> str | None:
+    """The id of the account's contact with this address (case-insensitive), or None: the
+    address is not a known contact of the account."""
+    return conn.execute(select(CONTACT.c.id).where(
+        CONTACT.c.account_id == account_id, func.lower(CONTACT.c.email) == email.strip().lower())
+        .order_by(CONTACT.c.id).limit(1)).scalar()
+
+
 def unsubscribed(conn: Connection, email: str) -> bool:
     """Whether any contact with this address (case-insensitive) opted out of email."""
     return bool(conn.execute(select(func.count()).select_from(CONTACT).where(

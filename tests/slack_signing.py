@@ -94,6 +94,11 @@ def view_submission(view: dict, values: dict[str, str], *, user_id: str, **kw) -
         if block.get("type") != "input":
             continue
         element = block["element"]
+        if element["type"] == "checkboxes":  # values: the ticked options' values (a list)
+            ticked = values.get(block["block_id"]) or []
+            state[block["block_id"]] = {element["action_id"]: {"type": "checkboxes", "selected_options": [
+                o for o in element.get("options", []) if o["value"] in ticked]}}
+            continue
         state[block["block_id"]] = {element["action_id"]: {"type": element["type"],
                                                            "value": values.get(block["block_id"])}}
     payload = {

@@ -112,6 +112,7 @@ def load_facts(conn: Connection, stall_id: int, rules: Rules, now: datetime) -> 
         last_seen_at=_time(account.last_seen_at) if account is not None else None,
         tickets=tuple(tickets),
         csm_name=csm_name(owner_email),
+        own_emails=(owner_email,) if owner_email else (),
         help_url=rules.outreach.help_url,
         booking_url=rules.outreach.booking_url,
         attempt=(stall.recovery_attempts or 0) + 1,

@@ -114,6 +114,16 @@ def _retry_after(exc: Exception) -> float | None:
     return seconds if seconds is not None and 0 <= seconds < 3600 else None
 
 
+def _sender_address(mail_from: str | None) -> str | None:
+    """The address of STALLWATCH_MAIL_FROM, or None when it is unset or unusable."""
+    from bot.mail.smtp import parse_mail_from
+
+    try:
+        return parse_mail_from(mail_from)[1]
+    except ValueError:
+        return None
+
+
 def parse_answer(content: str | None, finish_reason: str | None = None) -> DraftText:
     """The model's JSON answer as subject and body, or `_Failed` saying what was wrong with it."""
     text = (content or "").strip()
@@ -162,6 +172,9 @@ class Drafter:
     def draft(self, facts: DraftFacts) -> DraftResult:
         if self.outreach is not None:  # the links allowed are the configured ones, now
             facts = replace(facts, help_url=self.outreach.help_url or "", booking_url=self.outreach.booking_url or "")
+        sender = _sender_address(self.settings.mail_from)
+        if sender:  # the From address may appear in the draft's signature, like the CSM's own
+            facts = replace(facts, own_emails=(*facts.own_emails, sender))
         if not self.settings.openai_api_key:
             return self._template(facts, "no OPENAI_API_KEY set", log_it=False)
         started = time.monotonic()

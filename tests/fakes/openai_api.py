@@ -25,7 +25,7 @@ Behaviours (each call replaces the default answer; `then` queues one-off behavio
   as servers without structured outputs do;
 - `compromised()`: a model that obeys instructions it finds in the prompt: when any message
   says "ignore previous instructions", it answers an email offering a 90% discount with a
-  link to http://evil.example;
+  link to http://evil.example (or the email given to it);
 - `trickle(interval)`: headers at once, then the body one byte every `interval` seconds.
 """
 
@@ -118,6 +118,7 @@ class FakeOpenAI:
         self._delay = 0.0
         self._rejected_formats: set[str] = set()
         self._compromised = False
+        self._evil = _content(EVIL_SUBJECT, EVIL_BODY)
         self._ids = itertools.count(1)
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -196,9 +197,11 @@ class FakeOpenAI:
         with self._lock:
             self._rejected_formats.update(types or ("json_schema",))
 
-    def compromised(self, on: bool = True) -> None:
+    def compromised(self, on: bool = True, *, subject: str = EVIL_SUBJECT, body: str = EVIL_BODY) -> None:
+        """Obey injections: a prompt saying "ignore previous instructions" gets this email."""
         with self._lock:
             self._compromised = on
+            self._evil = _content(subject, body)
 
     # -- inspection
 
@@ -266,7 +269,7 @@ class FakeOpenAI:
             raise _ApiError(400, f"Invalid parameter: 'response_format' of type '{fmt}' is not supported with "
                                  "this model.", param="response_format")
         if self._compromised and any(INJECTION_MARKER in str(m.get("content", "")).lower() for m in request.messages):
-            return _Behaviour("content", content=_content(EVIL_SUBJECT, EVIL_BODY))
+            return _Behaviour("content", content=self._evil)
         return behaviour
 
     @staticmethod

@@ -220,8 +220,10 @@ def test_model_checks_accept_a_good_email():
     good = DraftText("Need a hand connecting your integration?",
                      f"Hi Dana,\n\nI noticed Acme Corp hasn't connected an integration yet. This guide walks "
                      f"through it: {HELP}\n\nIf a call is easier, pick a time: {BOOK}\nUpdate the credit card "
-                     "on acme.io if needed.\n\nBest,\nJane")
-    assert check_model_draft(good, facts()) == []
+                     "on Acme.io if needed.\n\nBest,\nJane")
+    assert check_model_draft(good, facts(account_name="Acme.io")) == []  # the company's name is no link
+    # Default-deny (issue 10): any other host is refused, the customer's own domain included.
+    assert any('"acme.io"' in p for p in check_model_draft(good, facts()))
 
 
 # ------------------------------------------------------------------ property: the template is always clean

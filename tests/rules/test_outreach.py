@@ -6,7 +6,8 @@ import pytest
 from hypothesis import given, strategies as st
 
 from rules.config import Outreach
-from rules.outreach import ContactFact, SendContext, first_name, followup, pick_recipient, send_blocker
+from rules.outreach import (ContactFact, SendContext, address_problem, first_name, followup, pick_recipient,
+                            recipient_problem, send_blocker)
 
 UTC = timezone.utc
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
@@ -69,6 +70,8 @@ def test_a_fresh_relevant_draft_may_go():
 
 @pytest.mark.parametrize("change, code, words", [
     (dict(recipient=None), "no_recipient", "no recipient"),
+    (dict(recipient="ana@acme.com, evil@evil.example"), "bad_recipient", "not one plain email address"),
+    (dict(recipient="ana@acme.com\r\nBcc: evil@evil.example"), "bad_recipient", "not one plain email address"),
     (dict(lifecycle="cancelled"), "lifecycle", "cancelled"),
     (dict(lifecycle="churned"), "lifecycle", "churned"),
     (dict(lifecycle="past_due"), "lifecycle", "past due"),
@@ -126,3 +129,47 @@ def test_after_the_last_attempt_it_is_a_win_back():
                                     dict(last_recovery_at=None), dict(attempts=2, handled_attempt=10**6)])
 def test_nothing_to_do(change):
     assert fu(**change).kind == "none"
+
+
+# --- who an email may go to (issue 10) -------------------------------------------------------------
+
+@pytest.mark.parametrize("value, says", [
+    ("", "Enter the email address"),
+    ("a@x.com, b@y.com", "One recipient only"),
+    ("a@x.com;b@y.com", "One recipient only"),
+    ("Bob <b@x.com>", "without a name"),
+    ("<b@x.com>", "without a name"),
+    ("b@x.com (Bob)", "without a name"),
+    ("b@x.com\r\nBcc: e@evil.example", "one line"),
+    ("b@x.com\nSubject: hi", "one line"),
+    ("b@x.com\x00", "one line"),
+    ("b @x.com", "no spaces"),
+    ("b@x", "not a valid email address"),
+    ("b@@x.com", "not a valid email address"),
+    ("a..b@x.com", "not a valid email address"),
+    ("b@-x.com", "not a valid email address"),
+    ("b" * 250 + "@x.com", "not a valid email address"),
+])
+def test_a_recipient_must_be_one_plain_address(value, says):
+    assert says in address_problem(value)
+
+
+@pytest.mark.parametrize("value", ["ana@acme.com", "Ana.Smith+cs@acme.co.uk", "josé@exämple.de", "o'neil@x.io"])
+def test_plain_addresses_pass(value):
+    assert address_problem(value) is None
+
+
+def test_an_unknown_address_needs_confirmation():
+    assert "not a contact of this account" in recipient_problem("new@acme.com", known=False, confirmed_new=False)
+    assert recipient_problem("new@acme.com", known=False, confirmed_new=True) is None
+    assert recipient_problem("ana@acme.com", known=True, confirmed_new=False) is None
+    # Confirmation never makes a malformed address acceptable.
+    assert "One recipient only" in recipient_problem("a@x.com,b@y.com", known=False, confirmed_new=True)
+
+
+@given(st.text(max_size=60))
+def test_an_accepted_address_can_carry_no_second_recipient_or_header(value):
+    if address_problem(value) is None:
+        address = value.strip()
+        assert address.count("@") == 1
+        assert not any(c in address for c in ",;<>\"()\r\n\t ")
