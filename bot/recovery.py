@@ -30,6 +30,7 @@ from bot.slack import queries
 from bot.slack.blocks import Action
 from bot.slack.draft_views import BODY, NEW_CONTACT, RECIPIENT, SUBJECT, DraftForm
 from bot.slack.outbox import enqueue
+from bot.slack.text import md
 from bot.slack.router import alert_key, is_ping
 from bot.slack.permissions import AlreadyResolved, NotFound, StallwatchSlackError, check
 from rules.outreach import NO_EMAIL_LIFECYCLE, address_problem, recipient_problem
@@ -203,7 +204,7 @@ def approve(d, draft_id: int, user: str, values: dict[str, str], now: datetime |
                          .values(status="blocked", blocked_reason=blocked.reason, updated_at=now))
             _audit(conn, now, user, "draft.blocked", draft.stall_id, draft.account_id, Action.DRAFT_APPROVE,
                    {"draft_id": draft_id, "code": blocked.code, "reason": blocked.reason})
-            return Approval(notice=f"Not sent: {blocked.reason}",
+            return Approval(notice=f"Not sent: {md(blocked.reason, 600)}",
                             stall_id=draft.stall_id)
         changed = conn.execute(update(DRAFT).where(DRAFT.c.id == draft_id, DRAFT.c.status == "drafted").values(
             status="approved", recipient=recipient, contact_id=contact_id, subject=subject, body=body,
@@ -223,9 +224,9 @@ def approve(d, draft_id: int, user: str, values: dict[str, str], now: datetime |
     not_configured = mail_configured(d.settings)
     if not_configured:
         return Approval(approved=True, stall_id=draft.stall_id,
-                        notice=f"Approved. It is queued but cannot go out yet: {not_configured}",
+                        notice=f"Approved. It is queued but cannot go out yet: {md(not_configured, 600)}",
                         detail="It will be checked again and sent as soon as email is configured.")
-    return Approval(approved=True, stall_id=draft.stall_id, notice=f"Approved: sending to {recipient} now.",
+    return Approval(approved=True, stall_id=draft.stall_id, notice=f"Approved: sending to {md(recipient, 200)} now.",
                     detail="If the customer moves on before it goes out, it is held and you are told why.")
 
 
@@ -265,8 +266,9 @@ def mail_outcome(d, conn: Connection, outcome) -> None:
     if outcome.status != "sent" and outcome.approved_by:
         enqueue(conn, key=f"mail:{outcome.draft_id}:{outcome.status}:dm", method="dm",
                 payload={"user": outcome.approved_by,
-                         "text": f":warning: The recovery email for {view.account_name if view else 'the account'} "
-                                 f"to {outcome.recipient or 'the customer'} {queries.not_sent_phrase(outcome.reason)}"})
+                         "text": f":warning: The recovery email for {md(view.account_name, 120) if view else 'the account'} "
+                                 f"to {md(outcome.recipient, 200) or 'the customer'} "
+                                 f"{md(queries.not_sent_phrase(outcome.reason), 600)}"})
     from bot import wakeups
 
     wakeups.slack_outbox.set()
@@ -296,7 +298,7 @@ def _status_text(draft) -> str:
         "approved": f"This draft was already approved{who}; it is being sent.",
         "sent": f"This draft was already sent{who}.",
         "discarded": "This draft was discarded.",
-        "blocked": f"This draft {queries.not_sent_phrase(draft.blocked_reason)}",
+        "blocked": f"This draft {md(queries.not_sent_phrase(draft.blocked_reason), 600)}",
     }.get(draft.status, f"This draft is {draft.status}.")
 
 

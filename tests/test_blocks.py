@@ -14,6 +14,7 @@ from pydantic import ValidationError
 from slack_sdk.models.blocks import DividerBlock, SectionBlock
 from slack_sdk.models.views import View
 
+from bot.slack.text import WJ
 from bot.slack.blocks import (
     MAX_BLOCKS,
     TEXT_BUDGET,
@@ -148,7 +149,8 @@ def payloads(element) -> list[str]:
 
 
 def all_text(dicts) -> str:
-    return json.dumps(dicts, ensure_ascii=False)
+    """The text as a reader sees it: without the invisible joiners that break links and mentions."""
+    return json.dumps(dicts, ensure_ascii=False).replace(WJ, "")
 
 
 def mrkdwn_texts(node) -> list[str]:
@@ -345,8 +347,10 @@ def test_user_text_is_escaped_in_mrkdwn():
     assert f"{ZWSP}*{ZWSP}bold{ZWSP}*{ZWSP}" in text
     assert f"{ZWSP}_{ZWSP}it{ZWSP}_{ZWSP}" in text
     assert f"{ZWSP}`{ZWSP}code{ZWSP}`{ZWSP}" in text
-    # The header is plain text: shown literally, so not escaped.
-    assert dicts[0]["text"]["type"] == "plain_text" and "<!channel>" in dicts[0]["text"]["text"]
+    # The header is plain text: shown literally, so not entity-escaped; links and mentions are broken.
+    header = dicts[0]["text"]
+    assert header["type"] == "plain_text" and f"<{WJ}!channel> Acme & Sons" in header["text"]
+    assert "evil.example" not in header["text"] and f"https:{WJ}//evil.{WJ}example" in header["text"]
     assert "&lt;!channel&gt;" in ping_text(ping(account_name=NASTY))
 
 

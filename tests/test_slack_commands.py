@@ -119,7 +119,7 @@ def test_journey_fuzzy_offers_did_you_mean_and_a_pick_opens_the_journey(slack):
     answer = slack.answer(method)
     assert "Did you mean" in answer["text"]
     body = texts(answer["blocks"])
-    assert "Acme Robotics" in body and "acme.com" in body
+    assert "Acme Robotics" in body and "acme.com" in body.replace("\u2060", "")  # the joiner breaks the link
     buttons = next(b for b in answer["blocks"] if b["type"] == "actions")["elements"]
     pick = next(b for b in buttons if b["value"] == "acmerobo")
     _, method = slack.click({"action_id": pick["action_id"], "block_id": "journey-did-you-mean",

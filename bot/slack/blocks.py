@@ -7,9 +7,9 @@ it. Messages are rendered from state (Grafana OnCall's lesson): the buttons depe
 stall's current status, and re-rendering after any change gives the whole new message.
 
 Safety rules every renderer follows:
-- user-provided text (account names, why lines, ticket subjects...) goes through `md`:
-  escaped (`<`, `>`, `&` and the formatting characters become inert) and clipped to a fixed
-  size, cutting the raw text so an entity (`&amp;`) is never cut in half;
+- customer text (account names, why lines, ticket subjects...) goes through `md` (mrkdwn)
+  or `plain` (plain_text) of bot/slack/text.py exactly once: no mentions, links, formatting
+  or bidi controls survive, and it is clipped to a fixed size without cutting an escape;
 - multi-line sections are built from whole lines up to Slack's limit ("…and N more");
 - every message passes `check_message` (50 blocks, ~12,000 characters of text); lists that
   would not fit end with "and N more" instead of failing.
@@ -45,6 +45,9 @@ from slack_sdk.models.blocks import (
     StaticSelectElement,
 )
 from slack_sdk.models.views import View
+
+# The text-safety functions live in bot.slack.text; re-exported here, where renderers use them.
+from bot.slack.text import clip, escape, md, plain  # noqa: F401 - escape is re-exported
 
 # --- Slack's limits (docs.slack.dev, Block Kit reference) -------------------------------------
 
@@ -155,53 +158,6 @@ def decode_action(action: Mapping[str, Any]) -> tuple[Action, StallRef]:
 
 # --- text ----------------------------------------------------------------------------------------
 
-_ZWSP = "\u200b"
-# Slack has no escape for *, _, ~ and `: fencing each with zero-width spaces leaves it with no
-# word boundary-free side, so it can neither open nor close bold/italic/strike/code.
-_MRKDWN_ESCAPES = str.maketrans({
-    "&": "&amp;",
-    "<": "&lt;",
-    ">": "&gt;",
-    **{c: f"{_ZWSP}{c}{_ZWSP}" for c in "*_~`"},
-})
-
-
-def escape(text: str | None) -> str:
-    """User text made inert in mrkdwn: no links, mentions (<!channel>) or formatting."""
-    return (text or "").translate(_MRKDWN_ESCAPES)
-
-
-def _oneline(text: str | None) -> str:
-    # Names and why lines are single-line facts; a newline in one would break the layout.
-    return " ".join((text or "").split())
-
-
-def clip(text: str, limit: int) -> str:
-    """Plain text clipped to `limit` characters, with an ellipsis when cut."""
-    return text if len(text) <= limit else text[: max(limit - 1, 0)] + "…"
-
-
-def md(text: str | None, limit: int, *, single_line: bool = True) -> str:
-    """Escaped mrkdwn of user text, at most `limit` characters. The raw text is clipped, not
-    the escaped one, so no entity or formatting guard is ever cut in half."""
-    raw = _oneline(text) if single_line else (text or "")
-    out = escape(raw)
-    if len(out) <= limit:
-        return out
-    keep = min(len(raw), limit - 1)
-    while keep > 0:
-        cut = escape(raw[:keep])
-        if len(cut) < limit:
-            return cut + "…"
-        keep -= max(1, (len(cut) + 1 - limit) // 5)  # an escape adds at most 4 characters
-    return "…"
-
-
-def _plain(text: str | None, limit: int) -> str:
-    # plain_text is shown literally (no mrkdwn, no entities): only clip it.
-    return clip(_oneline(text), limit) or "-"
-
-
 def _join_lines(lines: Sequence[str], limit: int, more_label: str = "more") -> str:
     """Whole lines up to `limit` characters, then "…and N more" for the rest."""
     out: list[str] = []
@@ -284,7 +240,7 @@ def _context(*texts: str, block_id: str | None = None) -> ContextBlock:
 
 
 def header_block(text: str) -> HeaderBlock:
-    return HeaderBlock(text=PlainTextObject(text=_plain(text, HEADER_TEXT_MAX), emoji=True))
+    return HeaderBlock(text=PlainTextObject(text=plain(text, HEADER_TEXT_MAX), emoji=True))
 
 
 def _button(text: str, action: Action, ref: StallRef, *, style: str | None = None,

@@ -18,7 +18,8 @@ from slack_sdk.models.blocks import (ActionsBlock, Block, ButtonElement, Checkbo
                                      EmailInputElement, InputBlock, Option, PlainTextInputElement, PlainTextObject)
 from slack_sdk.models.views import View
 
-from bot.slack.blocks import MAX_VIEW_BLOCKS, VIEW_TEXT_BUDGET, Action, _context, check_message, md, section_block
+from bot.slack.blocks import (MAX_VIEW_BLOCKS, VIEW_TEXT_BUDGET, Action, _context, check_message, clip, md,
+                             section_block)
 
 CALLBACK_ID = "recovery_draft"  # the modal's callback_id: its submission is the approval
 TITLE = "Recovery email"
@@ -77,9 +78,12 @@ def drafting_view(ref: DraftRef, *, account_name: str | None = None, what: str =
 
 
 def notice_view(ref: DraftRef, text: str, *, detail: str | None = None) -> View:
-    blocks: list[Block] = [section_block(md(text, 2500, single_line=False))]
+    """A final word. `text` and `detail` are mrkdwn written by Stallwatch (an error's message,
+    an approval notice) whose customer parts were escaped by their maker, like the same
+    message in an ephemeral answer: escaping them again here would show `&amp;lt;`."""
+    blocks: list[Block] = [section_block(clip(text, 2500))]
     if detail:
-        blocks.append(_context(md(detail, 1500)))
+        blocks.append(_context(clip(detail, 1500)))
     return _modal(ref, blocks)
 
 

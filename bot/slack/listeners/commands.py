@@ -14,7 +14,7 @@ from slack_bolt.async_app import AsyncApp
 from slack_sdk.models.blocks import ActionsBlock, ButtonElement, PlainTextObject, SectionBlock, MarkdownTextObject
 
 from bot.slack import queries
-from bot.slack.blocks import clip, funnel_blocks, journey_blocks, md, stalls_list_blocks
+from bot.slack.blocks import funnel_blocks, journey_blocks, md, plain, stalls_list_blocks
 from bot.slack.bolt_app import Deps, deps, lazy
 from storage.db import utcnow
 from storage.lookup import find_account
@@ -84,7 +84,7 @@ def journey_answer(d: Deps, query: str) -> dict:
         return account_journey(d, found.exact.id)
     if found.suggestions:
         return did_you_mean(query, found.suggestions)
-    return {"text": f"No account matches “{clip(query, 100)}”.",
+    return {"text": f"No account matches “{md(query, 100)}”.",
             "blocks": [SectionBlock(text=MarkdownTextObject(
                 text=f"No account matches *{md(query, 100)}*.\n{JOURNEY_USAGE}")).to_dict()]}
 
@@ -94,21 +94,21 @@ def account_journey(d: Deps, account_id: str) -> dict:
         data = queries.journey_data(conn, account_id, d.rules, utcnow())
     if data is None:
         return {"text": "That account no longer exists."}
-    return {"text": f"Journey of {data.name}", "blocks": _blocks(journey_blocks(data))}
+    return {"text": f"Journey of {md(data.name or data.account_id, 120)}", "blocks": _blocks(journey_blocks(data))}
 
 
 def did_you_mean(query: str, suggestions) -> dict:
     lines = [f"• *{md(s.name, 100)}*" + (f" · {md(s.domain, 100)}" if s.domain else "") + f" · `{md(s.id, 100)}`"
              for s in suggestions[:5]]
-    buttons = [ButtonElement(text=PlainTextObject(text=clip(s.name or s.id, 75)), action_id=f"{JOURNEY_PICK}:{i}",
+    buttons = [ButtonElement(text=PlainTextObject(text=plain(s.name or s.id, 75)), action_id=f"{JOURNEY_PICK}:{i}",
                              value=s.id[:2000]) for i, s in enumerate(suggestions[:5])]
     blocks = [
         SectionBlock(text=MarkdownTextObject(
             text=f"No exact match for *{md(query, 100)}*. Did you mean:\n" + "\n".join(lines))),
         ActionsBlock(elements=buttons, block_id="journey-did-you-mean"),
     ]
-    names = ", ".join(s.name or s.id for s in suggestions[:5])
-    return {"text": f"No exact match for “{clip(query, 100)}”. Did you mean: {clip(names, 2000)}?",
+    names = ", ".join(md(s.name or s.id, 100) for s in suggestions[:5])
+    return {"text": f"No exact match for “{md(query, 100)}”. Did you mean: {names}?",
             "blocks": _blocks(blocks)}
 
 
