@@ -17,6 +17,7 @@ gets a 2xx, as Segment, Stripe and helpdesks do. Afterwards:
 from __future__ import annotations
 
 import random
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -147,8 +148,7 @@ def run(backend: str, pg_url: str | None, workdir: Path, params: Params = SHORT,
         # A stall committed just before a kill, whose pings the dying process never enqueued,
         # is routed by the leader's safety net (Router.route_unrouted) after the restart.
         fig["stalls_routed_by_the_safety_net"] = sum(
-            int(line.split("router: ", 1)[1].split()[0]) for line in srv.log_text().splitlines()
-            if "were never routed" in line)
+            int(m.group(1)) for m in re.finditer(r"router: (\d+) stall\(s\) were never routed", srv.log_text()))
         fig["leader_again_after_restart_s"] = _leadership_regained(srv)
         fig["pings_cancelled_because_the_stall_closed_first"] = len(state.cancelled)
         result.check(not state.undelivered, f"outbox not all sent: {dict(state.by_status)}; failed {state.failed[:3]}")

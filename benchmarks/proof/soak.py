@@ -68,6 +68,7 @@ def run(backend: str, pg_url: str | None, workdir: Path, params: Params = SHORT,
                 log(f"  {time.time() - started:5.0f} s: RSS {sample[0] / 1024 if sample[0] else 0:.1f} MB, "
                     f"{len(loader.report.outcomes)} requests, "
                     f"{sum(1 for o in loader.report.outcomes if not o.ok)} failed")
+        offered_for = time.time() - loader.report.started  # the requests in flight at the stop finish after it
         report = loader.stop()
         samples = rss.stop()
         seconds = report.finished - report.started
@@ -94,7 +95,7 @@ def run(backend: str, pg_url: str | None, workdir: Path, params: Params = SHORT,
         fig["requests"] = len(report.outcomes)
         fig["events_acknowledged"] = events
         fig["events_per_s"] = round(sum(len(o.delivery.ids) for o in report.outcomes
-                                        if o.ok and o.delivery.tag == "usage") / seconds)
+                                        if o.ok and o.delivery.tag == "usage") / offered_for)
         lat = [o.latency * 1000 for o in report.outcomes if o.ok and o.delivery.tag == "usage"]
         lag = [o.lag * 1000 for o in report.outcomes if o.delivery.tag == "usage"]
         fig["latency_p50_ms"] = round(percentile(lat, 0.5), 1)
