@@ -37,6 +37,7 @@ def make_engine(url: str | None = None, *, pool_size: int = 10) -> Engine:
     if parsed.get_backend_name() == "sqlite":
         engine = create_engine(
             url,
+            hide_parameters=True,  # SQL errors in the logs must never carry customer text
             connect_args={"check_same_thread": False, "timeout": 30},
             json_serializer=_json_dumps,
             json_deserializer=orjson.loads,
@@ -53,6 +54,7 @@ def make_engine(url: str | None = None, *, pool_size: int = 10) -> Engine:
         pool_size=pool_size,
         max_overflow=pool_size,
         pool_pre_ping=True,
+        hide_parameters=True,
         json_serializer=_json_dumps,
         json_deserializer=orjson.loads,
     )

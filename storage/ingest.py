@@ -50,6 +50,8 @@ class StoreResult:
     accounts: set[str] = field(default_factory=set)  # accounts touched by new events
     evaluate: set[str] = field(default_factory=set)  # accounts whose stalls to re-evaluate now
     missing_properties: int = 0
+    # Messages the database refused when stored one by one (storage.writer), with the reason.
+    failed: list[tuple["IncomingEvent", str]] = field(default_factory=list)
 
 
 @dataclass
@@ -203,9 +205,14 @@ def _apply(conn, fresh: list["IncomingEvent"], rules: Rules, now: datetime, resu
     contacts: dict[str, dict[str, Any]] = {}
     tickets: dict[str, dict[str, Any]] = {}
     missing: dict[tuple[str, str], list] = {}
+    out_of_window: dict[tuple[str, str], list] = {}
     volume: dict[tuple[str, date], list[int]] = defaultdict(lambda: [0, 0])
 
     for ev in fresh:
+        ev.missing_properties = []  # a retried store (storage.writer) must not count twice
+        for prop, detail in ev.time_issues:
+            entry = out_of_window.setdefault(((ev.name or ev.kind)[:200], prop), [0, ev.message_id, detail])
+            entry[0] += 1
         if ev.kind == "track" and ev.name:
             volume[(ev.name, now.date())][0] += 1
         if ev.kind == "track" and ev.name in rules.schema_:
@@ -259,8 +266,12 @@ def _apply(conn, fresh: list["IncomingEvent"], rules: Rules, now: datetime, resu
     if tickets:
         _upsert_tickets(conn, tickets)
     if missing:
-        _record_missing(conn, missing, now)
+        _record_issues(conn, "missing_property", {
+            key: (n, example, f"'{key[0]}' arrived without the required property '{key[1]}'")
+            for key, (n, _first, _last, example) in missing.items()}, now)
         result.missing_properties = sum(v[0] for v in missing.values())
+    if out_of_window:
+        _record_issues(conn, "time_out_of_window", {key: tuple(v) for key, v in out_of_window.items()}, now)
 
 
 def _merge_contact(contacts: dict[str, dict[str, Any]], ev: "IncomingEvent") -> None:
@@ -504,7 +515,8 @@ def _count_volume(conn, volume: dict[tuple[str, date], list[int]]) -> None:
                                            for (name, day), (n, m) in sorted(volume.items())])
 
 
-def _record_missing(conn, missing: dict[tuple[str, str], list], now: datetime) -> None:
+def _record_issues(conn, kind: str, issues: dict[tuple[str, str], tuple[int, str, str]], now: datetime) -> None:
+    """Count tracking issues of one kind: {(event name, property): (count, example message id, detail)}."""
     stmt = upsert(conn, TRACKING)
     excluded = stmt.excluded
     stmt = stmt.on_conflict_do_update(
@@ -517,10 +529,9 @@ def _record_missing(conn, missing: dict[tuple[str, str], list], now: datetime) -
         },
     )
     conn.execute(stmt, [
-        {"kind": "missing_property", "event_name": name, "property": prop, "count": n,
-         "first_seen_at": now, "last_seen_at": now, "example_message_id": example,
-         "detail": f"'{name}' arrived without the required property '{prop}'"}
-        for (name, prop), (n, _first, _last, example) in sorted(missing.items())
+        {"kind": kind, "event_name": name, "property": prop, "count": n, "first_seen_at": now, "last_seen_at": now,
+         "example_message_id": example, "detail": detail[:1000]}
+        for (name, prop), (n, example, detail) in sorted(issues.items())
     ])
 
 

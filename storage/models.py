@@ -265,7 +265,7 @@ class TrackingIssue(SQLModel, table=True):
     __table_args__ = (UniqueConstraint("kind", "event_name", "property", name="uq_tracking_issue"),)
 
     id: Optional[int] = Field(default=None, primary_key=True)
-    kind: str = Field(max_length=40)  # missing_property | volume_drop
+    kind: str = Field(max_length=40)  # missing_property | volume_drop | time_out_of_window
     event_name: str = Field(max_length=200)
     property: str = Field(default="", max_length=200)
     first_seen_at: datetime

@@ -4,7 +4,10 @@ together, in one transaction, and answers each request when its batch is committ
 SQLite allows one writer at a time and a commit costs the same whether it carries one batch
 or eight, so under concurrent load this multiplies throughput; with a single client it adds
 nothing but a queue hop. If a grouped transaction fails, each batch is retried alone, so one
-bad batch never fails the others.
+bad batch never fails the others; if a batch alone fails, its messages are stored one by one
+and only the ones the database refuses are rejected (StoreResult.failed), so one bad message
+never loses the good ones. A database that is down or busy still fails the request (the
+client retries it later), rather than rejecting every message.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine
+from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError, TimeoutError
 
 from rules.config import Rules
 from storage.ingest import StoreResult, store_batches
@@ -79,20 +83,58 @@ class BatchWriter:
         now = max(now for _, now, _ in group)
         try:
             results = store_batches(self.engine, [events for events, _, _ in group], self.rules, now)
-        except Exception:
-            if len(group) == 1:
-                _, _, future = group[0]
-                log.exception("storing a batch failed")
-                future.set_exception(_current_exception())
+        except Exception as exc:
+            if len(group) > 1:
+                for item in group:  # isolate the failing batch
+                    self._store([item])
                 return
-            for item in group:  # isolate the failing batch
-                self._store([item])
+            events, now, future = group[0]
+            if _transient(exc):
+                log.error("storing a batch of %d messages failed: %s", len(events), describe(exc))
+                future.set_exception(exc)
+                return
+            try:
+                future.set_result(self._one_by_one(events, now))
+            except Exception as again:
+                log.error("storing a batch of %d messages failed: %s", len(events), describe(again))
+                future.set_exception(again)
             return
         for (_, _, future), result in zip(group, results):
             future.set_result(result)
 
+    def _one_by_one(self, events: list["IncomingEvent"], now: datetime) -> StoreResult:
+        """Store each message in its own transaction, in order (a group call stored first still
+        links the user of a later track); reject the ones the database refuses. A transient
+        failure (the database went away) is raised: the whole request fails and is retried."""
+        total = StoreResult()
+        for ev in events:
+            try:
+                [result] = store_batches(self.engine, [[ev]], self.rules, now)
+            except Exception as exc:
+                if _transient(exc):
+                    raise
+                # The reason names the error class only: a database's message can quote the data.
+                log.error("message %d of a batch was refused by the database: %s", ev.position, describe(exc))
+                total.failed.append((ev, f"the database refused this message ({describe(exc)})"))
+                continue
+            total.accepted += result.accepted
+            total.duplicates += result.duplicates
+            total.accounts |= result.accounts
+            total.evaluate |= result.evaluate
+            total.missing_properties += result.missing_properties
+        return total
 
-def _current_exception() -> BaseException:
-    import sys
 
-    return sys.exc_info()[1]
+def _transient(exc: BaseException) -> bool:
+    """A failure of the database itself (connection lost, lock timeout, pool exhausted), not
+    of the data."""
+    return isinstance(exc, (OperationalError, InterfaceError, DisconnectionError, TimeoutError))
+
+
+def describe(exc: BaseException) -> str:
+    """An error's class (and the driver's, for a database error), never its message: those
+    quote SQL parameters or the offending data, i.e. customer text."""
+    name = type(exc).__name__
+    if isinstance(exc, DBAPIError) and exc.orig is not None:
+        name += f"/{type(exc.orig).__name__}"
+    return name

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from datetime import date
+
 from hypothesis import HealthCheck, example, given, settings, strategies as st
 from sqlalchemy import delete, func, select
 
 from bot.importer import import_accounts_csv
 from bot.importer_csv import COLUMNS, HEADER, CsvError, parse_accounts_csv
+from bot.ingest.timewindow import renewal_problem
+from storage.db import utcnow
 
 from factories import ACCOUNT
 
@@ -36,7 +40,8 @@ VALID = [  # per column, in HEADER order: values the column accepts (ids may rep
     st.sampled_from(["", "0", "-0", "50,000", "$1,234.50", ".5"]) | st.integers(0, 10**12).map(str)
     | st.floats(0, 1e12).map(str),
     st.sampled_from(["", "a@b.co", "CSM@Example.com"]),
-    st.sampled_from(["", "2026-06-30T10:00:00+02:00"]) | st.dates().map(lambda d: d.isoformat()),
+    st.sampled_from(["", "2026-06-30T10:00:00+02:00"]) | st.dates().map(lambda d: d.isoformat())
+    | st.dates(date(2024, 1, 1), date(2030, 12, 31)).map(lambda d: d.isoformat()),
 ]
 
 
@@ -98,9 +103,13 @@ def test_import_is_all_or_nothing(engine, rules, text):
         created, updated = import_accounts_csv(engine, rules, text, source="fuzz.csv")
     except CsvError as exc:
         if expected is not None:
-            # Stricter than the parser on one point only: the databases cannot store NUL.
-            assert any("\x00" in (getattr(r, c) or "") for r in expected for c in TEXT_COLUMNS)
-            assert all("contains a NUL character" in p for p in exc.problems if not p.startswith("..."))
+            # Stricter than the parser on two points only: the databases cannot store NUL, and
+            # a renewal date must be inside the ingest time window (bot/ingest/timewindow.py).
+            nul = any("\x00" in (getattr(r, c) or "") for r in expected for c in TEXT_COLUMNS)
+            window = any(r.renewal_date and renewal_problem(r.renewal_date, utcnow()) for r in expected)
+            assert nul or window
+            assert all("contains a NUL character" in p or ": renewal_date: " in p
+                       for p in exc.problems if not p.startswith("..."))
         assert exc.problems and all(p.startswith("fuzz.csv") for p in exc.problems)
         with engine.connect() as conn:
             assert conn.execute(select(func.count()).select_from(ACCOUNT)).scalar_one() == 0

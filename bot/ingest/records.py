@@ -58,6 +58,10 @@ class IncomingEvent:
     requester_email: str | None = None  # tickets without account_id: resolved through contacts
     # Set by the store when the message is a known event missing a required property.
     missing_properties: list[str] = field(default_factory=list)
+    # (field, detail) for each time outside the ingest window (bot/ingest/timewindow.py):
+    # clamped or dropped before storing, recorded by the store as tracking issues.
+    time_issues: list[tuple[str, str]] = field(default_factory=list)
+    position: int = 0  # the message's index in its request, for the `rejected` answer
 
 
 def load_json(body: bytes) -> Any:
@@ -84,3 +88,22 @@ def parse_date(value: Any) -> date | None:
         except ValueError:
             raise MessageError(f"renewal_date {value!r} is not an ISO date (YYYY-MM-DD)") from None
     raise MessageError(f"renewal_date must be a string, got {type(value).__name__}")
+
+
+
+MAX_DEPTH = 32  # nesting levels of a message: far past real use, far below the encoder's 254
+
+
+def check_depth(value: Any, where: str) -> None:
+    """MessageError when `value` nests objects or lists deeper than MAX_DEPTH levels (the
+    JSON encoder would fail on it while storing, taking the batch's good messages along)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
+        if children is None:
+            continue
+        if depth > MAX_DEPTH:
+            raise MessageError(f"{where} is nested deeper than {MAX_DEPTH} levels")
+        stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
+

@@ -24,7 +24,9 @@ from starlette.routing import Route
 
 from bot import metrics
 from bot.ingest import segment, stripe, tickets
-from bot.ingest.records import BadRequest, IncomingEvent, MessageError, TooLarge, Unauthorized, load_json
+from bot.ingest.records import (BadRequest, IncomingEvent, MessageError, TooLarge, Unauthorized, check_depth,
+                                load_json)
+from bot.ingest.timewindow import apply_window
 from storage.db import utcnow
 from storage.ingest import StoreResult
 
@@ -94,7 +96,12 @@ def handles_errors(source: str) -> Callable:
 
 
 async def _store(request: Request, events: list[IncomingEvent], rejected: list[dict], source: str) -> StoreResult:
-    result = await asyncio.wrap_future(request.app.state.writer.submit(events, utcnow()))
+    now = utcnow()
+    events = [apply_window(ev, now) for ev in events]
+    result = await asyncio.wrap_future(request.app.state.writer.submit(events, now))
+    if result.failed:  # messages the database refused, found by storing one by one
+        rejected.extend({"index": ev.position, "error": reason} for ev, reason in result.failed)
+        rejected.sort(key=lambda entry: entry["index"])
     metrics.EVENTS.labels(source, "accepted").inc(result.accepted)
     metrics.EVENTS.labels(source, "duplicate").inc(result.duplicates)
     metrics.EVENTS.labels(source, "rejected").inc(len(rejected))
@@ -120,7 +127,15 @@ async def _answer(result: StoreResult, rejected: list[dict], request: Request, *
 
 def _storable(event: IncomingEvent) -> IncomingEvent:
     """Raise MessageError if a field stored in a text column holds a NUL character: PostgreSQL
-    text cannot (the JSON `properties` can: JSON escapes it). Every source goes through here."""
+    text cannot (the JSON `properties` can: a `json` column keeps the \\u0000 escape). Every
+    source goes through here. Ids, names and traits are refused; a ticket's subject and body,
+    the customer's free text, keep the message with U+FFFD for each NUL: a ticket must not be
+    lost to one stray character, and changing an id instead would merge two identities."""
+    check_depth(event.properties, "properties")
+    if event.ticket is not None:
+        for name in ("subject", "body"):
+            if (text := getattr(event.ticket, name)) and "\x00" in text:
+                setattr(event.ticket, name, text.replace("\x00", "\ufffd"))
     texts: list[Any] = [event.message_id, event.name, event.account_id, event.contact_id, event.requester_email,
                         event.stripe_customer_id]
     for traits in (event.account_traits, event.contact_traits):
@@ -166,6 +181,7 @@ def _sorted_out(parsed) -> tuple[list[IncomingEvent], list[dict]]:
         try:
             if isinstance(item, MessageError):
                 raise item
+            item.position = index
             events.append(_storable(item))
         except MessageError as exc:
             rejected.append({"index": index, "error": str(exc)})

@@ -20,7 +20,8 @@ from typing import Any
 
 import orjson
 
-from bot.ingest.records import BadRequest, IncomingEvent, MessageError, TooLarge, Unauthorized, parse_date
+from bot.ingest.records import (BadRequest, IncomingEvent, MessageError, TooLarge, Unauthorized, check_depth,
+                                parse_date)
 
 MAX_EVENT_BYTES = 32 * 1024
 MAX_BATCH_BYTES = 500 * 1024
@@ -79,6 +80,7 @@ def parse_message(msg: Any, *, kind: str | None, received_at: datetime, batch: d
     """
     if not isinstance(msg, dict):
         raise MessageError("a message must be a JSON object")
+    check_depth(msg, "message")  # before anything encodes it (the derived id, the size check)
     if check_size and len(orjson.dumps(msg)) > MAX_EVENT_BYTES:
         raise MessageError(f"message is larger than {MAX_EVENT_BYTES} bytes")
     mtype = msg.get("type", kind)
@@ -199,8 +201,9 @@ def _timestamp(msg: dict, received_at: datetime) -> datetime:
         ts = ts.replace(tzinfo=timezone.utc) if ts.tzinfo is None else ts.astimezone(timezone.utc)
     except (ValueError, OverflowError):
         raise MessageError(f"timestamp {raw[:40]!r} is not an ISO 8601 time in range") from None
-    # A client clock running fast must not put progress in the future.
-    return min(ts, received_at)
+    # A time in the future or far in the past is clamped (and reported) by the ingest time
+    # window, bot/ingest/timewindow.py, the same for every source.
+    return ts
 
 
 def _text(traits: dict, key: str, limit: int) -> str | None:
