@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import traceback
 from collections import Counter
 import time
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Callable, Sequence
 
 from sqlalchemy import Engine, bindparam, select, update
@@ -35,6 +36,9 @@ from storage.stalls import (Applied, active_days_by_account, apply_changes, iter
 
 log = logging.getLogger(__name__)
 ACCOUNT = Account.__table__
+# An account whose evaluation failed is skipped and looked at again after this long: soon
+# enough to pick up a fix, late enough that a scan does not spin on it.
+RETRY_FAILED = timedelta(hours=1)
 
 
 @dataclass
@@ -47,6 +51,7 @@ class ScanReport:
     auto_resolved: int = 0
     suppressed: int = 0
     journeys_refreshed: int = 0
+    failed: int = 0  # accounts skipped because evaluating them failed (retried after RETRY_FAILED)
     full: bool = False
     seconds: float = 0.0
     opened_ids: list[int] = field(default_factory=list)
@@ -56,7 +61,8 @@ class ScanReport:
         kind = "full scan" if self.full else "scan"
         return (f"{kind} at {self.now.isoformat(timespec='seconds')}: {self.candidates} accounts evaluated, "
                 f"{self.opened} opened, {self.updated} updated, {self.unsnoozed} unsnoozed, "
-                f"{self.auto_resolved} auto-resolved, {self.suppressed} suppressed in {self.seconds:.2f}s")
+                f"{self.auto_resolved} auto-resolved, {self.suppressed} suppressed"
+                + (f", {self.failed} failed (retried later)" if self.failed else "") + f" in {self.seconds:.2f}s")
 
 
 # Called with the report after changes are committed (the Slack router hooks in here).
@@ -87,7 +93,7 @@ def scan(engine: Engine, rules: Rules, now: datetime | None = None, *, only: Seq
     report = ScanReport(now=now)
     fingerprint = rules_fingerprint(rules)
     if only is None:
-        report.journeys_refreshed = refresh_journeys(engine, rules, now)
+        report.journeys_refreshed = refresh_journeys(engine, rules, now, report)
         if full is None:
             full = get_meta(engine, "scan_rules") != fingerprint
     report.full = bool(full)
@@ -96,7 +102,7 @@ def scan(engine: Engine, rules: Rules, now: datetime | None = None, *, only: Seq
             report.candidates += len(rows)
             stage_updates: list[dict] = []
             reviews: list[dict] = []
-            changes = _decide(conn, rows, rules, now, stage_updates, reviews)
+            changes = _decide(conn, rows, rules, now, stage_updates, reviews, report)
             with write_tx(engine) as wconn:
                 applied = apply_changes(wconn, changes, now)
                 if stage_updates:
@@ -119,41 +125,68 @@ def evaluate_accounts(engine: Engine, rules: Rules, account_ids: Sequence[str], 
     return scan(engine, rules, now, only=list(account_ids))
 
 
-def _decide(conn, rows, rules: Rules, now: datetime, stage_updates: list[dict], reviews: list[dict]) -> list[StallChange]:
+def _decide(conn, rows, rules: Rules, now: datetime, stage_updates: list[dict], reviews: list[dict],
+            report: ScanReport) -> list[StallChange]:
+    """Each account's decisions. One account's bad data never fails the scan: that account is
+    skipped (logged, counted) and retried after RETRY_FAILED; every other one is evaluated."""
     plan = plan_for(rules)
     ids = [r.id for r in rows]
     tickets = tickets_by_account(conn, ids, now)
     days = active_days_by_account(conn, [r.id for r in rows if r.activated_at is not None], now)
     live = live_stalls(conn, ids)
-    all_steps = len(plan.step_events)
     changes: list[StallChange] = []
     for row in rows:
-        # The journey as ingest stored it (refresh_journeys keeps it current with the rules).
-        journey = JourneyState(row.stage, row.signup_at, row.activated_at, row.waiting_step, row.waiting_since,
-                               row.stalled_at, row.checkpoint_at, row.steps_done)
-        recent, previous = days.get(row.id, (0, 0))
-        facts = AccountFacts(
-            id=row.id, name=row.name, arr=row.arr or 0.0, status=row.status, track=row.track, plan=row.plan,
-            seats=row.seats, signup_at=row.signup_at, activated_at=row.activated_at,
-            renewal_date=row.renewal_date, tickets=tickets.get(row.id, ()),
-            active_days_recent=recent, active_days_previous=previous, payment_failed_at=row.payment_failed_at,
-        )
-        findings = evaluate(facts, plan, now, journey=journey)
-        scored = [(f, score(f, facts, plan, now, explain=False)) for f in findings]
-        account_stalls = live.get(row.id, ())
-        for change in reconcile(row.id, row.status, account_stalls, scored, now):
-            if change.finding is not None:  # the words for a stall that opens or changes
-                change = replace(change, score=score(change.finding, facts, plan, now))
-            changes.append(change)
-        reviews.append({"_id": row.id, "_updated_at": row.updated_at, "next_eval_at": next_review(
-            facts, journey, scored, plan, now, snoozed_until=[s.snoozed_until for s in account_stalls])})
-        if findings:
-            stage = findings[0].stage
-        else:
-            stage = journey_stage(plan, activated=row.activated_at is not None,
-                                  all_steps_done=row.steps_done == all_steps, renewal_date=row.renewal_date, now=now)
-        if stage != row.stage:
-            stage_updates.append({"_id": row.id, "stage": stage})
+        try:
+            changes += _decide_account(row, plan, now, tickets.get(row.id, ()), days.get(row.id, (0, 0)),
+                                       live.get(row.id, ()), stage_updates, reviews)
+        except Exception as exc:
+            _skip_failed(report, row.id, exc, "evaluating")
+            reviews.append({"_id": row.id, "_updated_at": row.updated_at, "next_eval_at": now + RETRY_FAILED})
+    return changes
+
+
+def _skip_failed(report: ScanReport, account_id: str, exc: Exception, doing: str) -> None:
+    """Log (the account and where it failed, not the error's text: it may quote customer
+    data), count, and go on with the other accounts."""
+    frame = traceback.extract_tb(exc.__traceback__)[-1]
+    log.error("scan: %s account %r failed (%s at %s:%s); skipped, retried later", doing, account_id,
+              type(exc).__name__, frame.filename.rsplit("/", 1)[-1], frame.lineno)
+    report.failed += 1
+    metrics.SCAN_ACCOUNT_FAILURES.inc()
+
+
+def _decide_account(row, plan, now: datetime, tickets, days: tuple[int, int], account_stalls,
+                    stage_updates: list[dict], reviews: list[dict]) -> list[StallChange]:
+    """One account's stall changes; its review and stage are appended only once all of it
+    was computed, so a failure leaves nothing half-decided."""
+    # The journey as ingest stored it (refresh_journeys keeps it current with the rules).
+    journey = JourneyState(row.stage, row.signup_at, row.activated_at, row.waiting_step, row.waiting_since,
+                           row.stalled_at, row.checkpoint_at, row.steps_done)
+    recent, previous = days
+    facts = AccountFacts(
+        id=row.id, name=row.name, arr=row.arr or 0.0, status=row.status, track=row.track, plan=row.plan,
+        seats=row.seats, signup_at=row.signup_at, activated_at=row.activated_at,
+        renewal_date=row.renewal_date, tickets=tickets,
+        active_days_recent=recent, active_days_previous=previous, payment_failed_at=row.payment_failed_at,
+    )
+    findings = evaluate(facts, plan, now, journey=journey)
+    scored = [(f, score(f, facts, plan, now, explain=False)) for f in findings]
+    changes: list[StallChange] = []
+    for change in reconcile(row.id, row.status, account_stalls, scored, now):
+        if change.finding is not None:  # the words for a stall that opens or changes
+            change = replace(change, score=score(change.finding, facts, plan, now))
+        changes.append(change)
+    review = {"_id": row.id, "_updated_at": row.updated_at, "next_eval_at": next_review(
+        facts, journey, scored, plan, now, snoozed_until=[s.snoozed_until for s in account_stalls])}
+    if findings:
+        stage = findings[0].stage
+    else:
+        stage = journey_stage(plan, activated=row.activated_at is not None,
+                              all_steps_done=row.steps_done == len(plan.step_events),
+                              renewal_date=row.renewal_date, now=now)
+    reviews.append(review)
+    if stage != row.stage:
+        stage_updates.append({"_id": row.id, "stage": stage})
     return changes
 
 
@@ -174,9 +207,12 @@ def rules_fingerprint(rules: Rules) -> str:
     return hashlib.sha1(rules.model_dump_json().encode()).hexdigest()[:16]
 
 
-def refresh_journeys(engine: Engine, rules: Rules, now: datetime, batch: int = 5000) -> int:
+def refresh_journeys(engine: Engine, rules: Rules, now: datetime, report: ScanReport | None = None,
+                     batch: int = 5000) -> int:
     """Recompute stored journey state of accounts computed under other journey rules
-    (a changed step list or threshold), so the due-stall indexes tell the truth again."""
+    (a changed step list or threshold), so the due-stall indexes tell the truth again. An
+    account whose journey cannot be computed keeps its old one (marked current, so this loop
+    ends) and is skipped, as in _decide."""
     version = rules_version(rules)
     plan = plan_for(rules)
     total = 0
@@ -188,13 +224,18 @@ def refresh_journeys(engine: Engine, rules: Rules, now: datetime, batch: int = 5
             ))
             if not rows:
                 return total
-            params = [
-                {"_id": r.id, **journey_columns(compute_journey(
-                    parse_step_times(r.steps or {}), plan, first_seen_at=r.first_seen_at,
-                    renewal_date=r.renewal_date, now=now, churn_risk=r.stage == "Churn risk")),
-                 "journey_version": version, "next_eval_at": None}
-                for r in rows
-            ]
-            conn.execute(update(ACCOUNT).where(ACCOUNT.c.id == bindparam("_id"))
-                         .values({k: bindparam(k) for k in params[0] if k != "_id"}), params)
-            total += len(rows)
+            params, failed = [], []
+            for r in rows:
+                try:
+                    params.append({"_id": r.id, **journey_columns(compute_journey(
+                        parse_step_times(r.steps or {}), plan, first_seen_at=r.first_seen_at,
+                        renewal_date=r.renewal_date, now=now, churn_risk=r.stage == "Churn risk")),
+                        "journey_version": version, "next_eval_at": None})
+                except Exception as exc:
+                    _skip_failed(report or ScanReport(now=now), r.id, exc, "refreshing the journey of")
+                    failed.append({"_id": r.id, "journey_version": version, "next_eval_at": now + RETRY_FAILED})
+            for group in (params, failed):
+                if group:
+                    conn.execute(update(ACCOUNT).where(ACCOUNT.c.id == bindparam("_id"))
+                                 .values({k: bindparam(k) for k in group[0] if k != "_id"}), group)
+            total += len(params)

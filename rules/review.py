@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Iterable, Sequence
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import datetime, time, timedelta, timezone
 
 from .config import Rules
 from .model import SUPPRESSING_STATUSES, AccountFacts, Finding, JourneyState, Score
@@ -53,10 +53,9 @@ def next_review(
         moments.append(_midnight_after(now) + USAGE_SPREAD * spread)  # the usage windows move daily
     if facts.renewal_date is not None:
         renewal = datetime.combine(facts.renewal_date, time(0), UTC)
-        moments += (renewal - timedelta(days=plan.renewal_within_days),  # renewal risk window opens
-                    renewal - timedelta(days=plan.renewal_window_days),  # the Renewal stage begins
-                    # ... and ends (a renewal on the last representable day never ends)
-                    renewal + DAY if facts.renewal_date < date.max else None)
+        moments += (_shifted(renewal, -timedelta(days=plan.renewal_within_days)),  # renewal risk window opens
+                    _shifted(renewal, -timedelta(days=plan.renewal_window_days)),  # the Renewal stage begins
+                    _shifted(renewal, DAY))  # ... and ends
     moments += [score_moves_at(finding, score, plan, now) for finding, score in scored]
     moments += snoozed_until
     for moment in moments:
@@ -86,6 +85,15 @@ def score_moves_at(finding: Finding, score: Score, rules: Rules | RulePlan, now:
         target = min(target, factor * min(above) / score.score)
     target = min(target, plan.max_time_factor)
     return finding.threshold_at + timedelta(days=(target - 1.0) / k)
+
+
+def _shifted(at: datetime, delta: timedelta) -> datetime | None:
+    """`at + delta`, or None past the ends of the calendar (ingest keeps renewal dates within
+    years of now, but a moment that cannot exist is simply never reached)."""
+    try:
+        return at + delta
+    except OverflowError:
+        return None
 
 
 def _midnight_after(now: datetime) -> datetime:

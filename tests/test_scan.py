@@ -15,7 +15,7 @@ from rules.config import parse_rules
 from storage.ingest import rules_version
 
 from factories import (
-    ACTIVATION, DAY, HOUR, INTEGRATION, INVITE, PROJECT, STALL, T0,
+    ACCOUNT, ACTIVATION, DAY, HOUR, INTEGRATION, INVITE, PROJECT, STALL, T0,
     account_row, activated, audits, days_before, live_stalls, signup, stalls, store, stripe, ticket, track,
 )
 
@@ -453,3 +453,49 @@ def test_concurrent_scans_never_open_two_live_stalls_for_one_account_and_rule(en
         assert len(live_stalls(engine)) == n * (round_ + 1)
         assert len(stalls(engine)) == n * (round_ + 1)
         assert_no_changes(scan(engine, rules, now))
+
+
+# ------------------------------------------------------------------ one bad account
+
+
+def _corrupt(engine, account_id, **values):
+    """Write values straight into the database, past every ingest check."""
+    with engine.begin() as conn:
+        conn.execute(update(ACCOUNT).where(ACCOUNT.c.id == account_id).values(**values))
+
+
+def test_one_corrupt_account_never_stops_the_scan(engine, rules, caplog):
+    from datetime import date, datetime, timezone
+
+    from bot import metrics
+    from bot.scan import RETRY_FAILED
+
+    store(engine, rules, signup("acme", T0, arr=12000) + signup("globex", T0, arr=12000)
+          + signup("bad", T0, arr=12000, name="Bad Customer Inc"), now=T0)
+    # Values ingest now refuses (a year-1 renewal, a payment failed in year 9999).
+    _corrupt(engine, "bad", renewal_date=date(1, 1, 1),
+             payment_failed_at=datetime(9999, 12, 31, 23, 59, tzinfo=timezone.utc))
+    failures = metrics.SCAN_ACCOUNT_FAILURES._value.get()
+    now = T0 + 49 * HOUR
+    report = scan(engine, rules, now)
+    assert (report.opened, report.failed) == (2, 1)
+    assert {s.account_id for s in live_stalls(engine)} == {"acme", "globex"}
+    assert metrics.SCAN_ACCOUNT_FAILURES._value.get() == failures + 1
+    assert "1 failed (retried later)" in report.summary()
+    [line] = [r.getMessage() for r in caplog.records if "'bad'" in r.getMessage()]
+    assert "OverflowError" in line and "Bad Customer" not in line
+    assert account_row(engine, "bad").next_eval_at == now + RETRY_FAILED
+    # Not retried in a hot loop: skipped by the next scans until its retry time comes.
+    assert scan(engine, rules, now + HOUR / 2).failed == 0
+    assert scan(engine, rules, now + RETRY_FAILED).failed == 1
+
+
+def test_a_journey_that_cannot_be_refreshed_is_skipped_not_looped_on(engine, rules):
+    store(engine, rules, signup("acme", T0, arr=12000) + signup("bad", T0, arr=12000), now=T0)
+    _corrupt(engine, "bad", steps={"Signed Up": "not a time"}, journey_version="older rules")
+    _corrupt(engine, "acme", journey_version="older rules")
+    report = scan(engine, rules, T0 + 49 * HOUR)
+    assert (report.journeys_refreshed, report.failed) == (1, 1)
+    # "bad" keeps the journey stored before and is still evaluated on it.
+    assert {s.account_id for s in live_stalls(engine)} == {"acme", "bad"}
+    assert account_row(engine, "bad").journey_version == rules_version(rules)
