@@ -42,9 +42,10 @@ def advisory_key(schema: str | None) -> int:
 
 
 class Leader:
-    def __init__(self, engine: Engine, name: str = "scheduler"):
+    def __init__(self, engine: Engine, name: str = "scheduler", *, lease_ttl: timedelta = LEASE_TTL):
         self.engine = engine
         self.name = name
+        self.lease_ttl = lease_ttl  # SQLite; a parameter so that tests see a lease run out in milliseconds
         from bot.slack.outbox import default_worker_id
 
         self.holder = default_worker_id()  # host:pid:random@machine
@@ -117,7 +118,7 @@ class Leader:
         now = utcnow()
         with write_tx(self.engine) as conn:
             conn.execute(insert_ignore(conn, LEASE, "name"),
-                         {"name": self.name, "holder": self.holder, "expires_at": now + LEASE_TTL})
+                         {"name": self.name, "holder": self.holder, "expires_at": now + self.lease_ttl})
             current = conn.execute(select(LEASE.c.holder).where(LEASE.c.name == self.name)).scalar()
             free = [LEASE.c.holder == self.holder, LEASE.c.expires_at < now]
             if current != self.holder and claimant_is_gone(current):
@@ -125,7 +126,7 @@ class Leader:
             conn.execute(
                 update(LEASE)
                 .where(LEASE.c.name == self.name, or_(*free))
-                .values(holder=self.holder, expires_at=now + LEASE_TTL)
+                .values(holder=self.holder, expires_at=now + self.lease_ttl)
             )
             holder = conn.execute(select(LEASE.c.holder).where(LEASE.c.name == self.name)).scalar()
         return holder == self.holder

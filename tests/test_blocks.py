@@ -534,13 +534,13 @@ def test_digest_with_a_small_text_budget_still_fits():
         assert_valid_message(message, budget=4000)
 
 
-def test_digest_of_10000_stalls_is_fast():
-    import time
-
-    rows = digest_rows(10_000)
-    start = time.perf_counter()
-    digest_messages(digest(rows, max_items=40, total_open=10_000))
-    assert time.perf_counter() - start < 0.5
+def test_digest_of_10000_stalls_lists_the_first_40_and_counts_the_rest():
+    """Its speed is measured by benchmarks/digest.py; here, what it renders."""
+    messages = digest_messages(digest(digest_rows(10_000), max_items=40, total_open=10_000))
+    for message in messages:
+        assert_valid_message(message)
+    last = as_dicts(messages[-1])[-1]
+    assert f"and {10_000 - 40:,} more" in last["elements"][0]["text"]
 
 
 # --- the checks themselves ------------------------------------------------------------------------------

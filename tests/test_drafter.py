@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import update
 
 from bot.drafting.facts import csm_name, load_facts
-from bot.drafting.llm import DEADLINE_S, Drafter, forget_formats
+from bot.drafting.llm import Drafter, forget_formats
 from bot.drafting.prompt import SYSTEM_PROMPT, build_messages
 from bot.ingest.records import IncomingEvent, TicketUpdate
 from bot.scan import scan
@@ -74,10 +74,13 @@ def outside_customer_text(text: str) -> str:
     return CUSTOMER_TEXT.sub("", text)
 
 
-def timed(fn):
-    started = time.monotonic()
-    result = fn()
-    return result, time.monotonic() - started
+# Short timings, so the deadline mechanics run in milliseconds; the production ones (10 s per
+# request, 12 s in all) are checked in real time by tests/proof/test_draft_deadlines.py.
+FAST = dict(deadline=1.0, request_timeout=0.3, min_attempt=0.1, backoff=(0.01, 0.02))
+
+
+def fast_drafter(fake, **timings) -> Drafter:
+    return Drafter(llm_settings(fake), OUTREACH, **{**FAST, **timings})
 
 
 # ------------------------------------------------------------------ the happy path and the request
@@ -188,64 +191,59 @@ def test_the_evil_email_would_also_be_refused_at_approval():
 # ------------------------------------------------------------------ slow and failing models
 
 
-def test_slow_model_gives_the_template_within_15_seconds(fake_openai):
-    fake_openai.delay(30)
-    result, elapsed = timed(lambda: Drafter(llm_settings(fake_openai), OUTREACH).draft(sample_facts()))
-    print(f"slow model (30 s): template after {elapsed:.2f} s")
-    assert elapsed < 15
+def test_slow_model_gives_the_template_when_the_request_times_out(fake_openai):
+    fake_openai.delay(5)
+    result = fast_drafter(fake_openai).draft(sample_facts())
     assert result.source == "template"
-    assert result.note == "the model did not answer within 10 s"
+    assert result.note == "the model did not answer within 0.3 s"  # the request timeout, not the deadline
     assert len(fake_openai.requests()) <= 1  # a timeout is not retried: there is no time for it
     assert result.body.startswith("Hi Dana,")
 
 
 def test_trickling_model_is_cut_off_at_the_overall_deadline(fake_openai):
-    """One byte a second: no read ever times out, so only the overall deadline ends it."""
-    fake_openai.trickle(1.0)
-    result, elapsed = timed(lambda: Drafter(llm_settings(fake_openai), OUTREACH).draft(sample_facts()))
-    print(f"trickling model: template after {elapsed:.2f} s")
-    assert DEADLINE_S - 0.5 <= elapsed < 13.5
+    """A byte every 50 ms: no read ever times out (0.4 s), so only the overall deadline ends it."""
+    fake_openai.trickle(0.05)
+    result = fast_drafter(fake_openai, deadline=0.6, request_timeout=0.4).draft(sample_facts())
     assert result.source == "template"
-    assert result.note == "the model did not answer within 12 s"
+    assert result.note == "the model did not answer within 0.6 s"
     # The abandoned request's connection is closed under it: its thread ends too.
     deadline = time.monotonic() + 3
     while any(t.name == "llm-draft" for t in threading.enumerate()) and time.monotonic() < deadline:
-        time.sleep(0.05)
+        time.sleep(0.02)
     assert not any(t.name == "llm-draft" for t in threading.enumerate())
 
 
 def test_server_errors_are_retried_then_give_the_template(fake_openai):
     fake_openai.fail_always(500)
-    result, elapsed = timed(lambda: Drafter(llm_settings(fake_openai), OUTREACH).draft(sample_facts()))
+    result = fast_drafter(fake_openai).draft(sample_facts())
     assert result.source == "template"
     assert result.note.startswith("the model endpoint failed (HTTP 500") and "(3 tries)" in result.note
     assert len(fake_openai.requests()) == 3
-    assert elapsed < 4
 
 
 def test_a_server_error_then_an_answer(fake_openai):
     fake_openai.fail_next(502)
     fake_openai.reply(subject=GOOD_SUBJECT, body=GOOD_BODY)
-    result = Drafter(llm_settings(fake_openai), OUTREACH).draft(sample_facts())
+    result = fast_drafter(fake_openai).draft(sample_facts())
     assert result.source == "llm:fake-model" and result.body == GOOD_BODY
     assert [r.status for r in fake_openai.requests()] == [502, 200]
 
 
 def test_rate_limit_with_a_short_retry_after_is_waited_out(fake_openai):
-    fake_openai.fail_next(429, retry_after=1)
+    fake_openai.fail_next(429, retry_after=0.2)
     fake_openai.reply(subject=GOOD_SUBJECT, body=GOOD_BODY)
-    result, elapsed = timed(lambda: Drafter(llm_settings(fake_openai), OUTREACH).draft(sample_facts()))
+    result = fast_drafter(fake_openai).draft(sample_facts())
     assert result.source == "llm:fake-model"
     first, second = fake_openai.requests()
-    assert second.at - first.at >= 0.9 and elapsed < 5
+    assert second.at - first.at >= 0.2  # it waited as asked (not the backoff)
 
 
 def test_rate_limit_with_a_long_retry_after_gives_the_template_at_once(fake_openai):
     fake_openai.fail_always(429, retry_after=60)
-    result, elapsed = timed(lambda: Drafter(llm_settings(fake_openai), OUTREACH).draft(sample_facts()))
+    result = Drafter(llm_settings(fake_openai), OUTREACH).draft(sample_facts())  # production timings
     assert result.source == "template"
     assert result.note == "the model endpoint is rate limited; it asked to retry after 60 s"
-    assert len(fake_openai.requests()) == 1 and elapsed < 2
+    assert len(fake_openai.requests()) == 1
 
 
 def test_unreachable_endpoint_gives_the_template(fake_openai):
@@ -253,10 +251,9 @@ def test_unreachable_endpoint_gives_the_template(fake_openai):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # closed once the block ends: connections are refused
     settings = llm_settings(fake_openai, OPENAI_BASE_URL=f"http://127.0.0.1:{port}/v1")
-    result, elapsed = timed(lambda: Drafter(settings, OUTREACH).draft(sample_facts()))
+    result = Drafter(settings, OUTREACH, **FAST).draft(sample_facts())
     assert result.source == "template"
     assert result.note == "the model endpoint could not be reached (3 tries)"
-    assert elapsed < 4
 
 
 def test_no_key_gives_the_template_without_calling_anyone(fake_openai):
@@ -439,14 +436,13 @@ def test_database_facts_through_the_drafter_end_to_end(engine, rules, fake_opena
     with engine.connect() as conn:
         facts = load_facts(conn, stall.id, rules, NOW)
     fake_openai.compromised()
-    result, elapsed = timed(lambda: Drafter(llm_settings(fake_openai), OUTREACH).draft(facts))
+    result = Drafter(llm_settings(fake_openai), OUTREACH).draft(facts)
     [request] = fake_openai.requests()
     user = request.message("user")
     assert "offer a 90% discount" in CUSTOMER_TEXT.findall(user)[0]
     assert "90% discount" not in outside_customer_text(user)
     assert result.source == "template" and "90%" not in result.body and "evil" not in result.body
     assert result.body.startswith("Hi Dana,") and result.body.endswith("Best,\nJane")
-    assert elapsed < 5
 
 
 @pytest.mark.parametrize(("email", "name"), [

