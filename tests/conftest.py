@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import uvicorn
+from hypothesis import settings as hypothesis_settings
 from sqlalchemy import text
 
 from bot.settings import Settings
@@ -22,6 +23,12 @@ from storage.models import metadata
 
 PG_URL = os.environ.get("STALLWATCH_TEST_POSTGRES_URL")
 BACKENDS = ["sqlite"] + (["postgresql"] if PG_URL else [])
+
+# CI (which sets CI=true) draws hypothesis examples from a fixed seed, so a red run is red again
+# when re-run and its failing example is printed; local runs keep exploring new examples.
+hypothesis_settings.register_profile("ci", derandomize=True, print_blob=True)
+if os.environ.get("CI"):
+    hypothesis_settings.load_profile("ci")
 
 WRITE_KEY = "test-write-key"
 SEGMENT_SECRET = "segment-secret"

@@ -25,13 +25,14 @@ from bot.ingest import stripe as stripe_ingest
 from bot.ingest import tickets as tickets_ingest
 from tests.conftest import STRIPE_SECRET, TICKETS_SECRET, WRITE_KEY
 from tests.helpers import EVENT, segment_signature
+from tests.fuzz import examples
 
 V1 = ["/v1/batch", "/v1/track", "/v1/identify", "/v1/group", "/v1/page", "/v1/screen", "/v1/alias"]
 ROUTES = V1 + ["/ingest/segment", "/ingest/stripe", "/ingest/tickets"]
 AUTH_HEADER = {"/ingest/segment": "X-Signature", "/ingest/stripe": "Stripe-Signature",
                "/ingest/tickets": "X-Stallwatch-Signature"}
-FUZZ = settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-BATCHES = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+FUZZ = settings(max_examples=examples(1000), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+BATCHES = settings(max_examples=examples(200), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
 def table_counts(engine) -> tuple[int, ...]:

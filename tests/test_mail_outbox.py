@@ -38,6 +38,7 @@ from bot.scan import scan
 from storage.db import read_tx, utcnow, write_tx
 from storage.models import AuditEntry, Draft, MailOutbox, Stall
 from tests.fakes.smtp import FakeSMTP, closed_port
+from tests.fuzz import examples
 
 from factories import HOUR, INTEGRATION, PROJECT, T0, live_stalls, signup, store, stripe, track
 
@@ -301,7 +302,7 @@ def test_awkward_subjects_arrive_as_written(engine, acme, make_sender, smtp_serv
 _text = st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00\r\n")
 
 
-@hyp_settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+@hyp_settings(max_examples=examples(300), deadline=None, suppress_health_check=list(HealthCheck))
 @given(subject=st.one_of(st.text(_text, min_size=1, max_size=300),
                          st.lists(st.sampled_from(["Héllo", "wörld", " ", "  ", "=?", "a" * 90, "ß", "\t", "🚀"]),
                                   min_size=1, max_size=40).map("".join)),
@@ -1014,7 +1015,7 @@ def test_bad_smtp_url_says_what_is_wrong(url, says):
 _url_piece = st.text(st.characters(codec="utf-8", blacklist_categories=("Cs",)), max_size=12)
 
 
-@hyp_settings(max_examples=1500, deadline=None, suppress_health_check=list(HealthCheck))
+@hyp_settings(max_examples=examples(1500), deadline=None, suppress_health_check=list(HealthCheck))
 @given(scheme=st.sampled_from(["smtp", "smtps", "SMTP", "http", "", "smtp:"]), user=_url_piece,
        secret=st.text(st.characters(codec="utf-8", blacklist_categories=("Cs",)), min_size=1, max_size=12),
        host=st.one_of(st.sampled_from(["mail.example.com", "[::1]", "127.0.0.1", "", "h"]), _url_piece),

@@ -11,6 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bot.importer_csv import COLUMNS, AccountRow, CsvError, load_accounts_csv, parse_accounts_csv
+from tests.fuzz import examples
 
 HEADER = "account_id,name,domain,plan,arr,owner_email,renewal_date"
 
@@ -214,7 +215,7 @@ def test_load_accounts_csv(tmp_path):
 # --------------------------------------------------------------------------- properties
 
 
-@settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(400), suppress_health_check=[HealthCheck.too_slow])
 @given(st.text(max_size=400))
 def test_arbitrary_text_only_raises_csv_error(text):
     try:
@@ -228,7 +229,7 @@ def test_arbitrary_text_only_raises_csv_error(text):
 cells = st.one_of(st.text(max_size=20), st.sampled_from(["", "$1,000", "2024-01-01", "a@b.co", "acme.com", "12.5", '"', "\n"]))
 
 
-@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(300), suppress_health_check=[HealthCheck.too_slow])
 @given(
     order=st.permutations(COLUMNS),
     rows=st.lists(st.lists(cells, min_size=5, max_size=9), max_size=6),
@@ -259,7 +260,7 @@ valid_rows = st.fixed_dictionaries(
 )
 
 
-@settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(200), suppress_health_check=[HealthCheck.too_slow])
 @given(
     order=st.permutations(COLUMNS),
     items=st.lists(valid_rows, max_size=8),

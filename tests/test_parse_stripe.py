@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from bot.ingest.records import BadRequest, IncomingEvent, MessageError, Unauthorized
 from bot.ingest.stripe import HANDLED_TYPES, parse_event, sign, subscription_arr, verify_signature
+from tests.fuzz import examples
 
 SECRET = "whsec_test_5Zq0t1Ue3kRr"
 NOW = 1_717_000_000  # 2024-05-29T16:26:40Z
@@ -112,7 +113,7 @@ def test_no_secret_configured_is_unauthorized():
         verify_signature(BODY, sign(BODY, "", NOW), "", now=NOW)
 
 
-@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(300), suppress_health_check=[HealthCheck.too_slow])
 @given(
     header=st.one_of(
         st.none(),
@@ -137,7 +138,7 @@ def test_any_header_only_raises_unauthorized(header, body, now):
         pytest.fail(f"accepted forged header {header!r}")
 
 
-@settings(max_examples=100)
+@settings(max_examples=examples(100))
 @given(body=st.binary(max_size=300), t=st.integers(0, 2**40), skew=st.integers(-300, 300))
 def test_any_body_signed_properly_verifies(body, t, skew):
     verify_signature(body, sign(body, SECRET, t), SECRET, now=t + skew)
@@ -594,7 +595,7 @@ def _check(body: bytes) -> None:
         json.dumps(result.properties)
 
 
-@settings(max_examples=300)
+@settings(max_examples=examples(300))
 @given(st.binary(max_size=400))
 def test_any_bytes_only_bad_request(body):
     _check(body)
@@ -621,7 +622,7 @@ stripe_like = st.recursive(
 )
 
 
-@settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(400), suppress_health_check=[HealthCheck.too_slow])
 @given(
     event_type=st.sampled_from(sorted(HANDLED_TYPES)),
     obj=stripe_like,

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from bot.ingest.records import BadRequest, IncomingEvent, MessageError, TicketUpdate, Unauthorized
 from bot.ingest.tickets import parse_tickets, sign, verify_signature
+from tests.fuzz import examples
 
 SECRET = "tickets-secret"
 BODY = b'{"id": 1}'
@@ -77,7 +78,7 @@ def test_no_secret_is_unauthorized():
         verify_signature(BODY, sign(BODY, ""), "")
 
 
-@settings(max_examples=300)
+@settings(max_examples=examples(300))
 @given(header=st.one_of(st.none(), st.text(), st.text(alphabet="0123456789abcdef", max_size=70).map(lambda h: "sha256=" + h)), payload=st.binary(max_size=100))
 def test_any_header_only_unauthorized(header, payload):
     with pytest.raises(Unauthorized):
@@ -260,7 +261,7 @@ def _check(raw: bytes) -> None:
             json.dumps(r.properties)
 
 
-@settings(max_examples=300)
+@settings(max_examples=examples(300))
 @given(st.binary(max_size=300))
 def test_any_bytes(raw):
     _check(raw)
@@ -287,13 +288,13 @@ field_values = st.one_of(
 ticket_like = st.dictionaries(ticket_keys, field_values, max_size=10)
 
 
-@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(300), suppress_health_check=[HealthCheck.too_slow])
 @given(st.one_of(json_values, ticket_like, st.lists(st.one_of(ticket_like, json_values), max_size=5), st.builds(lambda t: {"tickets": t}, st.lists(ticket_like, max_size=4))))
 def test_any_json_value(value):
     _check(json.dumps(value).encode())
 
 
-@settings(max_examples=200)
+@settings(max_examples=examples(200))
 @given(
     ticket_id=st.one_of(st.integers(min_value=0, max_value=2**53), st.text(min_size=1, max_size=190).filter(str.strip)),
     status=st.text(min_size=1, max_size=64).filter(lambda s: s.strip() and len(s.strip().lower()) <= 64),

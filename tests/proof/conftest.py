@@ -1,8 +1,10 @@
 """The proof scenarios of issue 6 (benchmarks/proof; figures in benchmarks/REPORT.md).
 
-Short by default: the normal `pytest` run (and CI) runs each scenario at a size that takes
-seconds. `STALLWATCH_PROOF=full` runs the full sizes of the report (20,000 events, a 10-minute
-soak, 30 s of 429s...): `STALLWATCH_PROOF=full pytest -m proof`.
+Not in the default `pytest` run (pyproject's norecursedirs): `pytest tests/proof`, a step of
+.ci/run of its own, runs each scenario at a size that takes seconds. `STALLWATCH_PROOF=full`
+runs the full sizes of the report (20,000 events, a 10-minute soak, 30 s of 429s...):
+`STALLWATCH_PROOF=full pytest tests/proof`. Wall-clock assertions belong here (and in
+benchmarks/), not in the rest of tests/.
 """
 
 from __future__ import annotations

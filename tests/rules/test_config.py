@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 import importlib.resources
 
 from rules.config import Routing, Rules, RulesError, parse_rules
+from tests.fuzz import examples
 
 DEFAULT = importlib.resources.files("rules").joinpath("default_rules.toml").read_text()
 LINES = DEFAULT.splitlines()
@@ -142,13 +143,13 @@ def check_only_rules_error(text: str) -> None:
         assert isinstance(parsed, Rules)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(st.text(max_size=300))
 def test_arbitrary_text_raises_only_rules_error(text):
     check_only_rules_error(text)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(st.text(alphabet="[]{}=\"'.,# \n\tabc123-_:", max_size=200))
 def test_toml_like_text_raises_only_rules_error(text):
     check_only_rules_error(text)
@@ -191,7 +192,7 @@ def mutated_default(draw) -> str:
     return "\n".join(lines)
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(400), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(mutated_default())
 def test_mutated_default_raises_only_rules_error(text):
     check_only_rules_error(text)
@@ -239,7 +240,7 @@ def _to_toml(data: dict) -> str:
     return "\n".join(f"{key(k)} = {value(v)}" for k, v in data.items() if v is not None) + "\n"
 
 
-@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(120), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.data())
 def test_structurally_mutated_default_raises_only_rules_error(data):
     mutated = _drop_or_retype(tomllib.loads(DEFAULT), data.draw)
