@@ -115,7 +115,7 @@ class DraftText:
 _SCHEME_URL = re.compile(r"\b[a-z][a-z0-9+.\-]{1,15}://\S*", re.IGNORECASE)
 _MAILTO = re.compile(r"\bmailto:\S*", re.IGNORECASE)
 _WWW = re.compile(r"\bwww\d{0,3}\.[\w\-]+(?:\.[\w\-]+)*\S*", re.IGNORECASE)
-_DOMAIN_PATH = re.compile(r"\b(?:[\w](?:[\w\-]{0,61}[\w])?\.)+[^\W\d_]{2,63}(?::\d{1,5})?/\S*")
+_DOMAIN_PATH = re.compile(r"(?<!\w\.)\b(?:[\w](?:[\w\-]{0,61}[\w])?\.)+[^\W\d_]{2,63}(?::\d{1,5})?/\S*")
 _TRAILING = ".,;:!?)]}>'\"»”’*"
 
 _PLACEHOLDERS = [
@@ -327,12 +327,13 @@ _DEFANG = (
     (re.compile(r"[\[(]:[\])]"), ":"),  # hxxp[:]//
 )
 # Host names: labels and a top-level domain of letters (or punycode), not inside a longer token.
-_HOST = re.compile(r"(?<![\w@.\-])((?:[^\W_](?:[\w\-]{0,61}[^\W_])?\.)+(?:[^\W\d_]{2,63}|xn--[a-z0-9\-]{1,59}))"
+# Matches start only where a host can (not right after a letter or "x."): linear time on any text.
+_HOST = re.compile(r"(?<![\w@])(?<!\w\.)((?:[^\W_](?:[\w\-]{0,61}[^\W_])?\.)+(?:[^\W\d_]{2,63}|xn--[a-z0-9\-]{1,59}))"
                    r"(?![\w\-]|\.[^\W_])", re.IGNORECASE)
 # Suffixes that are no top-level domain ("Node.js", "config.yaml"): names, not links.
 _NOT_TLDS = frozenset({"js", "jsx", "ts", "tsx", "json", "yaml", "yml", "csv", "txt"})
 _IPV4 = re.compile(r"(?<![\w.])(?:\d{1,3}\.){3}\d{1,3}(?![\w.]|\.\d)")
-_EMAIL = re.compile(r"[\w.+\-'%!#$&*=?^`{|}~]*\w@[^\W_](?:[\w\-]*[^\W_])?(?:\.[^\W_](?:[\w\-]*[^\W_])?)*")
+_EMAIL = re.compile(r"(?<![\w.+\-'%!#$&*=?^`{|}~])[\w.+\-'%!#$&*=?^`{|}~]*\w@[^\W_](?:[\w\-]*[^\W_])?(?:\.[^\W_](?:[\w\-]*[^\W_])?)*")
 # Schemes without "//" that still make a link: tel:, sms:, javascript:, data:...
 _OTHER_SCHEME = re.compile(r"\b(?:tel|sms|callto|facetime|skype|whatsapp|javascript|vbscript|data|file|intent):\S*",
                            re.IGNORECASE)

@@ -50,7 +50,9 @@ Rules:
 2. Never offer or promise discounts, refunds, credits, free months, prices or price changes, new \
 features, fixes, or deadlines. Do not mention money at all.
 3. The only links you may include are the ones listed under allowed_links, written exactly as \
-given. If none are listed, include no links and no email addresses.
+given. If none are listed, include no links. Include no email addresses, phone numbers or other \
+web addresses: the customer replies to this email. Never ask for passwords, codes, keys or payment \
+details.
 4. No placeholders of any kind (no [Name], {{first_name}}, <company>, XXX, TODO). If the first \
 name is unknown, greet with "Hi there,". Sign off with the sender name from the facts.
 5. Plain words only. Never use internal terms such as stall, stalled, churn, ARR, MRR, P0-P3, \
