@@ -234,17 +234,26 @@ async def healthz(request: Request) -> Response:
             conn.execute(text("SELECT 1"))
         return "ok"
 
+    def slack_health() -> dict:
+        from bot.slack.health import health
+
+        return health(state.engine, state.settings)
+
     try:
         database = await run_in_threadpool(ping_db)
     except Exception as exc:  # report, don't crash: this is what monitors poll
         database = f"error: {type(exc).__name__}"
+    try:
+        slack = await run_in_threadpool(slack_health)
+    except Exception as exc:  # noqa: BLE001 - the database is away: said above
+        slack = {"slack": f"unknown: {type(exc).__name__}"}
     scheduler = state.scheduler.status() if state.scheduler is not None else "off"
     body = {
         "status": "ok" if database == "ok" else "degraded",
         "database": database,
         "database_backend": state.engine.dialect.name,
         "scheduler": scheduler,
-        "slack": "configured" if state.settings.slack_enabled else "not configured",
+        **slack,  # "configured", "not configured" or "token revoked at ..."; channels the bot is not in
     }
     return JSONResponse(body, status_code=200 if database == "ok" else 503)
 

@@ -116,6 +116,10 @@ def _start_slack(engine, settings, rules, scheduler):
 
     from bot import wakeups
 
+    from bot.slack.health import check_at_start
+
+    # A revoked token (the mark clears once auth.test passes) and channels the bot is not in
+    check_at_start(engine, settings, web_client(settings, blocking_retries=False, timeout=5))
     stop_event, wake_event = threading.Event(), wakeups.slack_outbox
     router = Router(engine, settings, rules, wake=wake_event)
     register(router)
@@ -226,8 +230,9 @@ def _scan_and_ping(engine, settings, rules, now, *, full) -> str:
     escalated = router.escalate_due(now)
     sender = OutboxSender(engine, lambda: web_client(settings, blocking_retries=False))
     counts = drain(sender, before, timeout=SCAN_SEND_SECONDS)
-    waiting = f", {counts['waiting']} waiting (quiet hours or retries: a running serve or worker, " \
-              f"or the next scan, sends them)" if counts["waiting"] else ""
+    why = "the Slack token is revoked: see /healthz" if sender.paused() else \
+        "quiet hours or retries: a running serve or worker, or the next scan, sends them"
+    waiting = f", {counts['waiting']} waiting ({why})" if counts["waiting"] else ""
     return (f"{report.summary()}\nslack: {counts['sent'] + counts['failed'] + counts['waiting']} message(s) "
             f"enqueued ({escalated} escalation(s)): {counts['sent']} sent, {counts['failed']} failed{waiting}")
 

@@ -421,7 +421,7 @@ def test_auth_errors_are_retried_not_dropped(engine, fake_slack, slack_settings)
     put(engine, "k")
     sender.run_once()
     row = rows(engine)["k"]
-    assert (row.status, row.error) == ("pending", "invalid_auth") and row.next_attempt_at > clock.now
+    assert (row.status, row.error, row.attempts) == ("pending", "invalid_auth", 0)  # held while revoked
 
 
 # ----------------------------------------------------------------------------- dead workers

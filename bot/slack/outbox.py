@@ -25,8 +25,9 @@ DESIGN: "nothing is lost, nothing is sent twice". How:
   that refers to another row (`ts_from`, `thread_ts_from`) the lane of that row.
 - Retries are the sender's, never the HTTP client's (it uses `blocking_retries=False`): a
   5xx or connection error backs the row off exponentially (1 s, 2 s, 4 s ... 5 min), a 429
-  backs its lane off, an auth or scope error is retried too (an operator can fix the token
-  without losing messages), and any other Slack error fails the row with the error logged.
+  backs its lane off, a scope error is retried too (an operator can fix the app without
+  losing messages), a revoked token pauses the sender with every row kept (bot.slack.health),
+  and any other Slack error fails the row with the error logged.
 
 Methods (`method`, then the payload: slack_sdk's keyword arguments, JSON-safe):
   chat.postMessage    {"channel", "text", "blocks", ...}; {"thread_ts_from": key} replies
@@ -66,6 +67,7 @@ from slack_sdk.errors import SlackApiError, SlackRequestError
 from sqlalchemy import Connection, Engine, and_, func, not_, or_, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
+from bot.slack.health import REVOKED_ERRORS, mark_revoked, revoked
 from storage.db import read_tx, utcnow, write_tx
 from storage.models import Alert, SlackOutbox
 from storage.sql import insert_ignore
@@ -290,6 +292,7 @@ class OutboxSender:
         self._client_factory = client_factory
         self._client: WebClient | None = None
         self._dm_channels: dict[str, str] = {}  # user id -> DM channel id (conversations.open is stable)
+        self._revoked_now = False
 
     @property
     def client(self) -> WebClient:
@@ -300,16 +303,25 @@ class OutboxSender:
     # -- loop
 
     def run_once(self, limit: int = 50) -> int:
-        """Send what is due now, up to `limit` rows; returns how many rows it tried."""
+        """Send what is due now, up to `limit` rows; returns how many rows it tried. Nothing
+        while the token is revoked (bot.slack.health): the rows wait, none fails."""
+        if self.paused():
+            return 0
+        self._revoked_now = False
         tried: set[int] = set()
-        while len(tried) < limit:
+        while len(tried) < limit and not self._revoked_now:
             rows = [r for r in self._due(limit) if r.id not in tried]
             if not rows:
                 break
             for row in rows[:limit - len(tried)]:
+                if self._revoked_now:  # Slack just refused the token: the rest waits too
+                    break
                 tried.add(row.id)
                 self._process(row)
         return len(tried)
+
+    def paused(self) -> bool:
+        return revoked(self.engine, self.client.token) is not None
 
     def run_forever(self, stop_event: threading.Event, wake_event: threading.Event | None = None,
                     *, poll_seconds: float = POLL_SECONDS) -> None:
@@ -516,11 +528,11 @@ class OutboxSender:
             self._finish(conn, row, status=PENDING, next_attempt_at=self.clock() + timedelta(seconds=delay),
                          error=error[:1000], result={"maybe_sent": maybe_sent})
 
-    def _release(self, row: _Row, reason: str) -> None:
+    def _release(self, row: _Row, reason: str, after: timedelta = DEPENDENCY_RECHECK) -> None:
         """Give the claim back without counting an attempt (the row is waiting, not failing)."""
         with write_tx(self.engine) as conn:
             self._finish(conn, row, status=PENDING, attempts=OUTBOX.c.attempts - 1, error=reason[:1000],
-                         next_attempt_at=self.clock() + DEPENDENCY_RECHECK)
+                         next_attempt_at=self.clock() + after)
 
     def _fail(self, row: _Row, error: str) -> None:
         log.error("slack outbox: %s %s failed for good: %s", row.method, row.key, error)
@@ -547,6 +559,10 @@ class OutboxSender:
         elif response.status_code >= 500 or error in TRANSIENT_ERRORS or not error \
                 or error.startswith("Received a response in a non-JSON format"):
             self._retry(row, f"{response.status_code} {error or ''}".strip(), attempts, maybe_sent=True)
+        elif error in REVOKED_ERRORS:  # the token will not work again: hold everything, fail nothing
+            mark_revoked(self.engine, self.client.token, f"{error} from {row.method}")
+            self._revoked_now = True
+            self._release(row, error, after=timedelta(0))  # due, so it keeps the head of its lane
         elif error in CONFIG_ERRORS:
             self._retry(row, error, attempts, maybe_sent=maybe_sent)
         else:
@@ -586,7 +602,7 @@ def drain(sender: OutboxSender, after_id: int, *, timeout: float = 30.0) -> dict
         busy = sender.run_once()
         left = max(deadline - time.monotonic(), 0)
         counts = _statuses_after(sender.engine, after_id, sender.clock() + timedelta(seconds=left))
-        if not counts["due"] or not left:
+        if not counts["due"] or not left or sender.paused():
             return counts
         if not busy:
             time.sleep(0.2)  # a row backing off for a second or two

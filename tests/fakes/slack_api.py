@@ -279,6 +279,7 @@ class FakeSlack:
         self.latency = 0.0  # seconds added to every API call, outside the state lock
         self.missing_channels: set[str] = set()  # answer channel_not_found
         self.not_member_channels: set[str] = set()  # answer not_in_channel
+        self.channel_names: dict[str, str] = {}  # channel id -> name (conversations.info)
         self.expired_triggers: set[str] = set()
         self._lock = threading.RLock()
         self._changed = threading.Condition(self._lock)
@@ -637,6 +638,15 @@ class FakeSlack:
         already = channel in self.channels
         self.channels.setdefault(channel, [])
         return {"no_op": already, "already_open": already, "channel": {"id": channel}}
+
+    def _m_conversations_info(self, body: dict) -> dict:
+        """A channel the bot can see; `is_member` False for one in not_member_channels."""
+        channel = body.get("channel")
+        if not channel or not CHANNEL_ID.fullmatch(str(channel)) or channel in self.missing_channels:
+            raise SlackError("channel_not_found")
+        return {"channel": {"id": channel, "name": self.channel_names.get(channel, channel.lower()),
+                            "is_channel": True, "is_private": False,
+                            "is_member": channel not in self.not_member_channels}}
 
     def _history_window(self, body: dict, messages: list[dict]) -> list[dict]:
         oldest, latest = float(body.get("oldest") or 0), float(body.get("latest") or "inf")
