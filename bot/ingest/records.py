@@ -97,6 +97,14 @@ MAX_DEPTH = 32  # nesting levels of a message: far past real use, far below the 
 def check_depth(value: Any, where: str) -> None:
     """MessageError when `value` nests objects or lists deeper than MAX_DEPTH levels (the
     JSON encoder would fail on it while storing, taking the batch's good messages along)."""
+    import orjson
+
+    try:
+        encoded = orjson.dumps(value)
+    except orjson.JSONEncodeError:  # for decoded JSON, only past the encoder's depth limit
+        raise MessageError(f"{where} is nested deeper than {MAX_DEPTH} levels") from None
+    if encoded.count(b"{") + encoded.count(b"[") <= MAX_DEPTH:
+        return  # the common case, decided at C speed: too few containers to nest that deep
     stack = [(value, 1)]
     while stack:
         item, depth = stack.pop()
