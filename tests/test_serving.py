@@ -24,7 +24,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def _lower_open_files(limit: int):
     def preexec() -> None:  # the usual default soft limit, the hard one left as it is
-        resource.setrlimit(resource.RLIMIT_NOFILE, (limit, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+        hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(limit, hard), hard))
     return preexec
 
 
