@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from contextlib import asynccontextmanager
 from typing import Callable, Iterable
@@ -104,6 +105,7 @@ def _slack_routes(settings: Settings, engine: Engine, rules, quiet: bool = False
 # message of 50 blocks or a modal's state (tens of KB as JSON). 256 KB leaves room for the
 # largest while refusing, before it is buffered, a body that only wastes memory and time.
 SLACK_MAX_BODY = 256 * 1024
+SLACK_BODY_SECONDS = 10  # Slack sends its few KB at once
 
 
 def _refuse_unreadable(endpoint, signing_secret: str):
@@ -129,7 +131,9 @@ def _refuse_unreadable(endpoint, signing_secret: str):
             # Slack never compresses, and its signature covers the bytes as sent
             return JSONResponse({"error": "Slack requests are not compressed"}, status_code=400)
         try:
-            body = await read_body(request, SLACK_MAX_BODY)
+            body = await asyncio.wait_for(read_body(request, SLACK_MAX_BODY), SLACK_BODY_SECONDS)
+        except asyncio.TimeoutError:  # a client dripping its body would hold a connection for ever
+            return JSONResponse({"error": f"body not received within {SLACK_BODY_SECONDS} s"}, status_code=408)
         except TooLarge as exc:
             return JSONResponse({"error": str(exc)}, status_code=413)
         except BadRequest as exc:

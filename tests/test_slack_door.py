@@ -145,3 +145,13 @@ def test_the_payload_workaround_keeps_every_field_and_a_valid_signature(fields):
     assert parse_qs(new_body.decode(), keep_blank_values=True) == parse_qs(raw.decode(), keep_blank_values=True)
     assert SignatureVerifier(SIGNING_SECRET).is_valid_request(new_body, new_headers)
     assert parse_body(new_body.decode(), "application/x-www-form-urlencoded")["token"] == "t"  # Bolt sees the form
+
+
+def test_a_dripped_body_is_cut_off(slack, monkeypatch):
+    import bot.app
+
+    monkeypatch.setattr(bot.app, "SLACK_BODY_SECONDS", 0.5)
+    with socket.create_connection(("127.0.0.1", _port(slack))) as sock:
+        sock.sendall(b"POST /slack/events HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n"
+                     b"Content-Type: application/x-www-form-urlencoded\r\n\r\na=")
+        assert _status_line(sock) == b"HTTP/1.1 408 Request Timeout"
