@@ -41,6 +41,7 @@ from storage.models import Alert, AuditEntry
 from tests.conftest import SEGMENT_SECRET, STRIPE_SECRET, TICKETS_SECRET, WRITE_KEY, LiveServer
 from tests.factories import ACCOUNT, DAY, HOUR, PROJECT, STALL, T0, signup, store, track
 from tests.slack_signing import ADMIN, API_APP_ID, SIGNING_SECRET, TEAM_ID, sign
+from tests.fuzz import examples
 
 pytest_plugins = ["tests.fakes.fixtures"]
 
@@ -54,8 +55,9 @@ OWNER, OTHER_OWNER, OUTSIDER = "U0OWNER", "U0OWNER2", "U0OUTSIDER"
 FORGED = "U0FORGED"  # the user of every request with a wrong, stale or missing signature
 ALERTS = "C0ALERTS"
 CLOSED = ("resolved", "auto_resolved", "suppressed")
-# STALLWATCH_PROOF=full (benchmarks/REPORT.md) runs ten times as many examples.
-EXAMPLES = 3000 if os.environ.get("STALLWATCH_PROOF", "").lower() == "full" else 300
+# 300 examples with STALLWATCH_FUZZ=full (CI's fuzz step), a quarter in the default run (tests/fuzz.py);
+# STALLWATCH_PROOF=full (benchmarks/REPORT.md) runs 3,000.
+EXAMPLES = 3000 if os.environ.get("STALLWATCH_PROOF", "").lower() == "full" else examples(300)
 SLACK_EXAMPLES = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 ROUTE_EXAMPLES = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
