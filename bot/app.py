@@ -15,6 +15,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from bot.ingest.browser import routes as browser_routes
 from bot.ingest.routes import routes as ingest_routes
 from bot.settings import Settings
 from storage.db import make_engine
@@ -63,6 +64,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     app = Starlette(
         routes=[
             *ingest_routes(),
+            *browser_routes(),  # the public client key's routes (bot/ingest/browser.py)
             Route("/healthz", healthz, methods=["GET"]),
             Route("/metrics", metrics_endpoint, methods=["GET"]),
             *slack_routes,

@@ -295,9 +295,7 @@ def routes() -> list[Route]:
     v1 = [Route("/v1/batch", tracking_route(None), methods=["POST"])]
     v1 += [Route(f"/v1/{kind}", tracking_route(kind), methods=["POST"])
            for kind in ("track", "identify", "group", "page", "screen", "alias")]
-    from bot.ingest import browser  # it builds on this module's tracking_route
-
-    return v1 + browser.routes() + [
+    return v1 + [
         Route("/ingest/segment", ingest_segment, methods=["POST"]),
         Route("/ingest/stripe", ingest_stripe, methods=["POST"]),
         Route("/ingest/tickets", ingest_tickets, methods=["POST"]),
