@@ -68,7 +68,7 @@ def problems(payload: Any, *, markers: Iterable[str] = (), users: Iterable[str] 
             if m.group(1) not in users:
                 found.append(f"mention {m.group(0)!r} at {where}")
         for m in LINK.finditer(own):
-            if not m.group(1).startswith(links) or not links:
+            if not m.group(1).startswith(links):  # (no prefix given: every link is foreign)
                 found.append(f"link {m.group(0)!r} at {where}")
         bare = LINK.sub("", own)
         if WORD_MENTION.search(bare):
