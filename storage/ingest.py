@@ -28,7 +28,7 @@ from storage.models import Account, ActiveDay, Contact, Event, EventVolume, Stal
 from storage.sql import FastMany, chunks, insert_ignore, select_in, upsert
 
 if TYPE_CHECKING:
-    from bot.ingest.records import IncomingEvent
+    from storage.records import IncomingEvent
 
 ACCOUNT = Account.__table__
 CONTACT = Contact.__table__

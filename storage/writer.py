@@ -26,7 +26,7 @@ from rules.config import Rules
 from storage.ingest import StoreResult, store_batches
 
 if TYPE_CHECKING:
-    from bot.ingest.records import IncomingEvent
+    from storage.records import IncomingEvent
 
 log = logging.getLogger(__name__)
 MAX_GROUP = 16

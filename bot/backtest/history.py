@@ -32,7 +32,7 @@ import orjson
 
 from bot.ingest import segment, stripe, tickets
 from bot.ingest.records import BadRequest, IncomingEvent, MessageError, TooLarge
-from bot.ingest.routes import _storable  # the routes' own last check (no NUL in text columns)
+from bot.ingest.routes import storable  # the routes' own last check (no NUL in text columns)
 from bot.ingest.timewindow import apply_window
 
 UTC = timezone.utc
@@ -174,7 +174,7 @@ def parse_record(record: Any, number: int = 0) -> Entry | None:
         if event is None:
             return None
         # The routes' own time window, with the record's arrival as the time received.
-        event = apply_window(_storable(event), arrival or event.occurred_at)
+        event = apply_window(storable(event), arrival or event.occurred_at)
     except (MessageError, BadRequest, TooLarge, RecordError) as exc:
         raise RecordError(f"{source} {key}: {exc}") from None
     except Exception as exc:  # a parser's unexpected failure: still this record's problem, located

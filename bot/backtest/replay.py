@@ -14,7 +14,7 @@ roughly is), and at each step, in this order:
 3. every stall the scan or an evaluation opened or changed goes through the real router
    (`bot.slack.router.Router`, with an alerts channel and no Slack token), so pings respect
    quiet hours, the hourly budget and "never twice"; the real outbox sender delivers the
-   rows to a stand-in for Slack (bot.demo.slack) on the simulated clock: a ping held by
+   rows to a stand-in for Slack (bot.slack.simulated) on the simulated clock: a ping held by
    quiet hours goes out when they end, or is cancelled if its stall closed first, and a
    later priority change or close edits it, exactly as live;
 4. at each `digest.time` the digest is built (`bot.slack.digest.build_digest`) and its
@@ -153,7 +153,7 @@ def _ceil(at: datetime, step: timedelta) -> datetime:
 class _Replay:
     def __init__(self, engine: Engine, rules: Rules, history: History, result: ReplayResult,
                  progress: Callable[[int], None] | None, skip_idle: bool = True):
-        from bot.demo.slack import SimulatedSlack
+        from bot.slack.simulated import SimulatedSlack
         from bot.settings import Settings
         from bot.slack.outbox import OutboxSender
         from bot.slack.router import Router

@@ -16,7 +16,7 @@ least an hour before the real clock; Stallwatch is "connected" an hour before it
    evaluation at that moment (a ticket spike is pinged at once; a late event closes a stall
    and its ping is edited); the daily digest at "now"; then the scripted live records.
 3. After every step the real outbox sender sends what is due: to Slack with a token, else
-   to `bot.demo.slack.SimulatedSlack`, so pings get a ts and later edits find them. The
+   to `bot.slack.simulated.SimulatedSlack`, so pings get a ts and later edits find them. The
    outbox rows are what Slack got: rendered in the terminal (bot/demo/show.py) and written
    as Block Kit JSON files with Block Kit Builder links.
 
@@ -41,7 +41,7 @@ import orjson
 from sqlalchemy import func, select
 
 from bot.demo.company import Company, Record, generate
-from bot.demo.slack import SimulatedSlack
+from bot.slack.simulated import SimulatedSlack
 from bot.demo.render import builder_link
 
 log = logging.getLogger(__name__)

@@ -125,7 +125,7 @@ async def _answer(result: StoreResult, rejected: list[dict], request: Request, *
     return JSONResponse(body, background=task)
 
 
-def _storable(event: IncomingEvent) -> IncomingEvent:
+def storable(event: IncomingEvent) -> IncomingEvent:
     """Raise MessageError if a field stored in a text column holds a NUL character: PostgreSQL
     text cannot (the JSON `properties` can: a `json` column keeps the \\u0000 escape). Every
     source goes through here. Ids, names and traits are refused; a ticket's subject and body,
@@ -182,7 +182,7 @@ def _sorted_out(parsed) -> tuple[list[IncomingEvent], list[dict]]:
             if isinstance(item, MessageError):
                 raise item
             item.position = index
-            events.append(_storable(item))
+            events.append(storable(item))
         except MessageError as exc:
             rejected.append({"index": index, "error": str(exc)})
     return events, rejected

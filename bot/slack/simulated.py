@@ -10,6 +10,8 @@ from typing import Any
 
 
 class SimulatedSlack:
+    token = "simulated"  # no real token: it can never be revoked (the outbox asks)
+
     def __init__(self):
         self._n = itertools.count(1)
         self.calls = 0
