@@ -132,6 +132,7 @@ def test_escape_makes_every_trick_inert_and_reads_the_same():
     assert escape("&lt;!here&gt;") == "&amp;lt;!here&amp;gt;"
     # Every control and format character goes, except newlines and the joiner of emoji.
     assert escape("a\u200eb\u200fc\u061cd\u2067e\u202af\u0007g\ufeffh\u200bi\u2060j👩\u200d💻") == "abcdefghij👩\u200d💻"
+    assert escape("evil.\u200dcom") == f"evil.{WJ}com"  # a joiner outside an emoji is dropped like the rest
     # What a reader sees is the original text, minus the bidi control.
     assert plain(NAME, 500).replace(WJ, "") == NAME.replace("\u202e", "")
     assert md(NAME, 40).endswith("…") and len(md(NAME, 40)) <= 40

@@ -50,23 +50,25 @@ _MRKDWN_ESCAPES = str.maketrans({
 # A dot (or a full-width/ideographic one, which some linkifiers accept too) between a word
 # character and a letter: the dot before every domain label that can be a top-level domain
 # (all of them start with a letter), while numbers such as "x 1.3" or "$2.5k" stay as they are.
-_DOMAIN_DOT = re.compile(r"(?<=\w)([.．｡。])(?=[^\W\d_])")
+_DOMAIN_DOT = re.compile(r"(?<=[\w\u200d])([.．｡。])(?=[^\W\d_])")  # (IDNA lets a ZWJ end a label)
 # The ':' of a scheme: https://x, mailto:a@b, tel:123 (also "note:x", where the joiner is harmless).
 _SCHEME = re.compile(r"(?i)(\b[a-z][a-z0-9+.-]*:)(?=[/\w])")
 _MENTION = re.compile(r"(?<!\w)([@#])(?=\w)")  # @here, @channel, @everyone, @jane, #general
 
 
-def _visible(ch: str) -> bool:
-    if ch == "\n" or ch == _ZWJ:
+def _visible(ch: str, before: str) -> bool:
+    if ch == "\n":
         return True
+    if ch == _ZWJ:  # only inside an emoji sequence: after a non-ASCII character, never after a dot
+        return not before.isascii()
     return unicodedata.category(ch) not in ("Cc", "Cf", "Cs", "Zl", "Zp")
 
 
 def clean(text: str | None) -> str:
     """The text without control and format characters (bidi controls included): what is
-    left cannot reorder or hide anything. Tabs and line separators become spaces."""
+    left cannot reorder or hide anything. Tabs become spaces, CR and line separators newlines."""
     text = (text or "").replace("\t", " ").replace("\u2028", "\n").replace("\u2029", "\n").replace("\r", "\n")
-    return "".join(ch for ch in text if _visible(ch))
+    return "".join(ch for before, ch in zip(" " + text, text) if _visible(ch, before))
 
 
 def defang(text: str) -> str:
