@@ -12,6 +12,7 @@ can post twice; messages that must go out exactly once go through bot.slack.outb
 
 from __future__ import annotations
 
+import random
 from typing import TYPE_CHECKING
 
 from slack_sdk import WebClient
@@ -22,6 +23,7 @@ from slack_sdk.http_retry.builtin_handlers import (
 )
 from slack_sdk.http_retry.builtin_interval_calculators import BackoffRetryIntervalCalculator
 from slack_sdk.http_retry.handler import RetryHandler
+from slack_sdk.http_retry.jitter import RandomJitter
 
 from bot.settings import Settings
 
@@ -40,8 +42,18 @@ def _base_url(settings: Settings) -> str:
     return url if url.endswith("/") else url + "/"  # slack_sdk joins method names onto it
 
 
+class _Jitter(RandomJitter):
+    """slack_sdk's random jitter (up to 1 s at the default factor), scaled with the factor."""
+
+    def __init__(self, factor: float):
+        self.scale = factor / BACKOFF_FACTOR
+
+    def recalculate(self, duration: float) -> float:
+        return duration + random.random() * self.scale
+
+
 def _backoff(factor: float = BACKOFF_FACTOR) -> BackoffRetryIntervalCalculator:
-    return BackoffRetryIntervalCalculator(backoff_factor=factor)  # 0.5 s, 1 s (plus jitter)
+    return BackoffRetryIntervalCalculator(backoff_factor=factor, jitter=_Jitter(factor))  # 0.5 s, 1 s (plus jitter)
 
 
 def retry_handlers(backoff_factor: float = BACKOFF_FACTOR) -> list[RetryHandler]:
