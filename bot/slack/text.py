@@ -31,7 +31,9 @@ What a customer's text can no longer do once it went through them:
 
 from __future__ import annotations
 
+import functools
 import re
+import sys
 import unicodedata
 
 ZWSP = "\u200b"  # fences formatting characters
@@ -56,19 +58,25 @@ _SCHEME = re.compile(r"(?i)(\b[a-z][a-z0-9+.-]*:)(?=[/\w])")
 _MENTION = re.compile(r"(?<!\w)([@#])(?=\w)")  # @here, @channel, @everyone, @jane, #general
 
 
-def _visible(ch: str, before: str) -> bool:
-    if ch == "\n":
-        return True
-    if ch == _ZWJ:  # only inside an emoji sequence: after a non-ASCII character, never after a dot
-        return not before.isascii()
-    return unicodedata.category(ch) not in ("Cc", "Cf", "Cs", "Zl", "Zp")
+@functools.cache
+def _invisible() -> dict[int, None]:
+    """Every control and format character (Cc, Cf, Cs, Zl, Zp) but the newline and the ZWJ, as
+    a str.translate table that deletes them: one C-speed pass instead of a Python loop per
+    character (names and ticket text can be long). Built once, on first use (~0.15 s)."""
+    return {c: None for c in range(sys.maxunicode + 1)
+            if c not in (0x0A, 0x200D) and unicodedata.category(chr(c)) in ("Cc", "Cf", "Cs", "Zl", "Zp")}
+
+
+# A ZWJ that does not follow a non-ASCII character (an emoji) joins nothing visible: dropped.
+_STRAY_ZWJ = re.compile(r"(?:(?<=[\x00-\x7f])|^)\u200d+")
 
 
 def clean(text: str | None) -> str:
     """The text without control and format characters (bidi controls included): what is
-    left cannot reorder or hide anything. Tabs become spaces, CR and line separators newlines."""
+    left cannot reorder or hide anything. Tabs become spaces, CR and line separators newlines.
+    The zero-width joiner survives only inside an emoji sequence (after a non-ASCII character)."""
     text = (text or "").replace("\t", " ").replace("\u2028", "\n").replace("\u2029", "\n").replace("\r", "\n")
-    return "".join(ch for before, ch in zip(" " + text, text) if _visible(ch, before))
+    return _STRAY_ZWJ.sub("", text.translate(_invisible()))
 
 
 def defang(text: str) -> str:
@@ -97,6 +105,8 @@ def md(text: str | None, limit: int, *, single_line: bool = True) -> str:
     """Escaped mrkdwn of customer text, at most `limit` characters. The raw text is clipped,
     not the escaped one, so no entity or formatting guard is ever cut in half."""
     raw = oneline(text) if single_line else clean(text)
+    # Escaping never shortens clean text: past limit + 1 characters the rest is cut anyway.
+    raw = raw[: limit + 1]
     out = escape(raw)
     if len(out) <= limit:
         return out
