@@ -126,7 +126,8 @@ def _start_slack(engine, settings, rules, scheduler):
     if scheduler is not None:
         scheduler.add_router_jobs(router)
         scheduler.digest_wake = wake_event  # daily digest: send its rows at once
-    thread = OutboxSender(engine, lambda: web_client(settings, blocking_retries=False)).start(stop_event, wake_event)
+    thread = OutboxSender(engine, lambda: web_client(settings, blocking_retries=False),
+                          rules=rules).start(stop_event, wake_event)
     return router, stop_event, wake_event, thread
 
 
@@ -228,7 +229,7 @@ def _scan_and_ping(engine, settings, rules, now, *, full) -> str:
     finally:
         unregister(router)
     escalated = router.escalate_due(now)
-    sender = OutboxSender(engine, lambda: web_client(settings, blocking_retries=False))
+    sender = OutboxSender(engine, lambda: web_client(settings, blocking_retries=False), rules=rules)
     counts = drain(sender, before, timeout=SCAN_SEND_SECONDS)
     why = "the Slack token is revoked: see /healthz" if sender.paused() else \
         "quiet hours or retries: a running serve or worker, or the next scan, sends them"

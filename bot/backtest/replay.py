@@ -168,7 +168,8 @@ class _Replay:
                             STALLWATCH_ALERTS_CHANNEL="#backtest-alerts", STALLWATCH_DIGEST_CHANNEL=None)
         self.router = Router(engine, settings, rules, client_factory=_no_slack)
         slack = SimulatedSlack()
-        self.sender = OutboxSender(engine, lambda: slack, worker_id="backtest", clock=lambda: self.now)
+        self.sender = OutboxSender(engine, lambda: slack, worker_id="backtest", clock=lambda: self.now,
+                                   rules=rules)
         self.next_send: datetime | None = None  # when the earliest undelivered outbox row is due
         self.opened: dict[int, StallFact] = {}
 

@@ -200,7 +200,7 @@ def run_demo(*, out: Path, seed: int = 7, accounts: int = 300, days: int = 45, s
     app = create_app(app_settings, engine=engine, on_events_stored=on_events_stored)
     router = Router(engine, settings, rules)
     register(router)
-    sender = _sender(engine, settings)
+    sender = _sender(engine, settings, rules)
     seen = [0]
 
     def step(at: datetime, what: str, phase: str, millis: float = 0.0) -> Step:
@@ -420,14 +420,14 @@ def _read_outbox(engine, *, after: int, when: datetime, phase: str) -> list[Mess
     return out
 
 
-def _sender(engine, settings):
+def _sender(engine, settings, rules):
     from bot.slack.client import web_client
     from bot.slack.outbox import OutboxSender
 
     if settings.slack_enabled:
-        return OutboxSender(engine, lambda: web_client(settings, blocking_retries=False))
+        return OutboxSender(engine, lambda: web_client(settings, blocking_retries=False), rules=rules)
     slack = SimulatedSlack()
-    return OutboxSender(engine, lambda: slack, worker_id="stallwatch-demo")
+    return OutboxSender(engine, lambda: slack, worker_id="stallwatch-demo", rules=rules)
 
 
 def _drain(engine, sender, *, posting: bool, timeout: float = 120.0) -> None:

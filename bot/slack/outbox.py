@@ -39,6 +39,12 @@ Methods (`method`, then the payload: slack_sdk's keyword arguments, JSON-safe):
   views.publish       {"user_id", "view"}
   files_upload_v2     {"channel", "filename", "content_b64", "title", "initial_comment"}
                       (see `file_payload`)
+  refresh             {"stall_id", "extra": [[channel, ts], ...]} (see `enqueue_refresh`): every
+                      posted ping of the stall, and the extra messages, re-rendered from the
+                      stall's state AT SEND TIME and edited with chat.update. A queued refresh
+                      is never stale (a 429 only delays it), and a newer refresh of a stall
+                      whose refresh is still pending is merged into it: superseded edits of a
+                      message are dropped, not sent in turn.
 
 Ephemeral messages and file uploads cannot be looked up afterwards: after a 5xx or a crash
 mid-call they are tried again and may, rarely, show twice. Updates and App Home publishes
@@ -60,14 +66,17 @@ import uuid
 from datetime import datetime, timedelta, timezone
 from http.client import HTTPException
 from pathlib import Path
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable, NamedTuple, Sequence
 
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError, SlackRequestError
 from sqlalchemy import Connection, Engine, and_, func, not_, or_, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
+from bot.slack.blocks import ping_blocks, ping_text
 from bot.slack.health import REVOKED_ERRORS, mark_revoked, revoked
+from bot.slack.queries import ping_messages, ping_view
+from rules.config import Rules
 from storage.db import read_tx, utcnow, write_tx
 from storage.models import Alert, SlackOutbox
 from storage.sql import insert_ignore
@@ -78,8 +87,9 @@ OUTBOX = SlackOutbox.__table__
 ALERT = Alert.__table__
 
 PENDING, SENDING, SENT, FAILED = "pending", "sending", "sent", "failed"
+REFRESH = "refresh"
 METHODS = frozenset({"chat.postMessage", "dm", "chat.update", "chat.postEphemeral", "views.publish",
-                     "files_upload_v2"})
+                     "files_upload_v2", REFRESH})
 POSTS = frozenset({"chat.postMessage", "dm"})  # what metadata lets us find again
 REFERENCES = (("ts_from", "ts"), ("thread_ts_from", "thread_ts"))  # payload key -> filled-in argument
 
@@ -107,18 +117,20 @@ CONFIG_ERRORS = frozenset({"not_authed", "invalid_auth", "account_inactive", "to
 
 
 def enqueue(conn: Connection, *, key: str, method: str, payload: dict, channel: str | None = None,
-            alert_id: int | None = None, not_before: datetime | None = None) -> bool:
+            alert_id: int | None = None, not_before: datetime | None = None,
+            now: datetime | None = None) -> bool:
     """Store one Slack call in the caller's transaction. True if new, False if `key` exists.
 
     `channel` overrides the lane (see the module doc); `not_before` holds delivery (quiet
     hours). A row that refers to another (`ts_from`, `thread_ts_from`) needs that row
     enqueued first: it joins its lane, behind it, and is held as long as that row is.
+    `now` is the caller's clock (the wall clock when not given).
     """
     if method not in METHODS:
         raise ValueError(f"unsupported outbox method {method!r}; one of {sorted(METHODS)}")
     payload = _jsonable(payload)
     _check_payload(method, payload)
-    now = utcnow()
+    now = now or utcnow()
     lane, held_with = _lane(conn, method, payload, channel)
     due = max(d for d in (not_before, held_with, now) if d is not None)
     stmt = insert_ignore(conn, OUTBOX, "key").values(
@@ -127,6 +139,39 @@ def enqueue(conn: Connection, *, key: str, method: str, payload: dict, channel: 
         result={}, alert_id=alert_id, created_at=now,
     ).returning(OUTBOX.c.id)  # rowcount is -1 on PostgreSQL once RETURNING is implied: ask for it
     return conn.execute(stmt).first() is not None
+
+
+def enqueue_refresh(conn: Connection, stall_id: int, *, now: datetime,
+                    extra: Sequence[tuple[str, str]] = ()) -> None:
+    """In the caller's transaction: re-render every posted ping of the stall (and the `extra`
+    (channel, ts) messages, e.g. the one clicked) from its current state when sent.
+
+    A pending refresh of the stall is rendered at send time too, so it already covers this
+    change: the extra messages join it instead of a second row (a row being sent may have
+    rendered before this change, so then a new one is queued behind it in the lane)."""
+    extra = [[channel, ts] for channel, ts in extra]
+    pending = conn.execute(select(OUTBOX.c.id, OUTBOX.c.payload)
+                           .where(OUTBOX.c.key.like(f"{REFRESH}:{int(stall_id)}:%"), OUTBOX.c.status == PENDING)
+                           .order_by(OUTBOX.c.id).limit(1)).first()
+    if pending is not None:
+        merged = list(pending.payload.get("extra") or [])
+        merged += [t for t in extra if t not in merged]
+        if conn.execute(update(OUTBOX).where(OUTBOX.c.id == pending.id, OUTBOX.c.status == PENDING)
+                        .values(payload={**pending.payload, "extra": merged})).rowcount == 1:
+            return
+    enqueue(conn, key=f"{REFRESH}:{int(stall_id)}:{uuid.uuid4().hex}", method=REFRESH,
+            payload={"stall_id": int(stall_id), "extra": extra}, channel=_refresh_lane(conn, stall_id),
+            now=now)
+
+
+def _refresh_lane(conn: Connection, stall_id: int) -> str:
+    """The lane of the stall's first ping (so a refresh never overtakes that post), or the
+    stall's own lane when it has none."""
+    first = conn.execute(select(ALERT.c.channel)
+                         .where(ALERT.c.stall_id == stall_id,
+                                (ALERT.c.kind == "ping") | ALERT.c.kind.like("attempt%"))
+                         .order_by(ALERT.c.id).limit(1)).scalar()
+    return first or f"stall:{int(stall_id)}"
 
 
 def file_payload(content: bytes, *, channel: str, filename: str, title: str | None = None,
@@ -173,6 +218,7 @@ def _check_payload(method: str, payload: dict) -> None:
         "chat.postEphemeral": ("channel",),
         "views.publish": ("user_id",),
         "files_upload_v2": ("content_b64",),
+        REFRESH: ("stall_id",),
     }[method]
     if not any(payload.get(field) for field in needs):
         raise ValueError(f"{method} payload needs {' or '.join(needs)}")
@@ -284,8 +330,10 @@ class OutboxSender:
     each one is used by one thread at a time."""
 
     def __init__(self, engine: Engine, client_factory: Callable[[], WebClient], *, worker_id: str | None = None,
-                 clock: Callable[[], datetime] = utcnow, stuck_after: timedelta = STUCK_AFTER):
+                 clock: Callable[[], datetime] = utcnow, stuck_after: timedelta = STUCK_AFTER,
+                 rules: Rules | None = None):
         self.engine = engine
+        self.rules = rules  # what renders a refresh row's pings
         self.worker_id = worker_id or default_worker_id()
         self.clock = clock
         self.stuck_after = stuck_after
@@ -472,6 +520,33 @@ class OutboxSender:
         response = self.client.files_upload_v2(file=content, **payload)
         return {"file_id": response["file"]["id"], "channel": payload.get("channel")}
 
+    def _send_refresh(self, row: _Row, payload: dict) -> dict:
+        """Render the stall's ping now and edit each of its messages. A message Slack will not
+        edit (deleted, archived channel) is skipped; anything retryable retries the whole row
+        (edits are idempotent)."""
+        if self.rules is None:
+            raise _Failed("this sender has no rules to render a refresh with")
+        stall_id = payload["stall_id"]
+        with read_tx(self.engine) as conn:
+            view = ping_view(conn, stall_id, self.rules, self.clock())
+            targets = ping_messages(conn, stall_id) if view is not None else []
+        targets += [tuple(t) for t in payload.get("extra") or [] if tuple(t) not in targets]
+        if view is None:
+            return {"updated": [], "skipped": []}
+        message = {"text": ping_text(view), "blocks": [b.to_dict() for b in ping_blocks(view)]}
+        updated, skipped = [], []
+        for channel, ts in targets:
+            try:
+                self.client.chat_update(channel=channel, ts=ts, **message)
+                updated.append([channel, ts])
+            except SlackApiError as e:
+                if _retryable(e):
+                    raise
+                log.warning("slack outbox: ping of stall %s in %s not edited: %s", stall_id, channel,
+                            e.response.get("error"))
+                skipped.append([channel, ts])
+        return {"updated": updated, "skipped": skipped}
+
     def _open_dm(self, user: str) -> str:
         channel = self._dm_channels.get(user)
         if channel is None:
@@ -568,6 +643,15 @@ class OutboxSender:
         else:
             detail = (response.get("response_metadata") or {}).get("messages") or []
             self._fail(row, "; ".join([error, *detail]))
+
+
+def _retryable(e: SlackApiError) -> bool:
+    """Whether the sender's row-level handling should see this error (rate limit, server,
+    token or scope trouble) rather than it being about one message alone."""
+    response = e.response
+    error = response.get("error") if isinstance(response.data, dict) else None
+    return (response.status_code == 429 or response.status_code >= 500 or not error
+            or error in {"ratelimited", *TRANSIENT_ERRORS, *REVOKED_ERRORS, *CONFIG_ERRORS})
 
 
 def _retry_after(headers: dict) -> int:
