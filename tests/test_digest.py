@@ -77,7 +77,7 @@ def seed(engine, now: datetime) -> None:
 
 
 def send(engine, settings) -> int:
-    sender = OutboxSender(engine, lambda: web_client(settings, blocking_retries=False))
+    sender = OutboxSender(engine, lambda: web_client(settings, blocking_retries=False), rules=settings.rules)
     total = 0
     while (n := sender.run_once()):
         total += n

@@ -118,7 +118,8 @@ class Env:
         return n
 
     def deliver_slack(self) -> None:
-        OutboxSender(self.engine, lambda: web_client(self.slack.settings, blocking_retries=False)).run_once()
+        OutboxSender(self.engine, lambda: web_client(self.slack.settings, blocking_retries=False),
+                     rules=self.slack.settings.rules).run_once()
 
     def draft(self) -> dict:
         with self.engine.connect() as conn:

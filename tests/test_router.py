@@ -67,7 +67,7 @@ class Rig:
     def send(self, at: datetime | None = None) -> int:
         """Run one sender pass, as of `at` (default: the real clock)."""
         sender = OutboxSender(self.engine, lambda: web_client(self.settings, blocking_retries=False),
-                              clock=(lambda: at) if at else (lambda: datetime.now(UTC)))
+                              clock=(lambda: at) if at else (lambda: datetime.now(UTC)), rules=self.rules)
         return sender.run_once()
 
     def outbox(self) -> list:

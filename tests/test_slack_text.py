@@ -79,7 +79,8 @@ def slack(fake_slack, smtp_server, engine, db_url, tmp_path):
 
 
 def deliver(slack) -> None:
-    OutboxSender(slack.engine, lambda: web_client(slack.settings, blocking_retries=False)).run_once()
+    OutboxSender(slack.engine, lambda: web_client(slack.settings, blocking_retries=False),
+                 rules=slack.settings.rules).run_once()
 
 
 def ingest(slack, account: str, *, name: str = NAME, subject: str = SUBJECT_TEXT, topic: str = TOPIC,
