@@ -18,6 +18,7 @@ from starlette.routing import Route
 from bot.ingest.browser import routes as browser_routes
 from bot.ingest.routes import routes as ingest_routes
 from bot.settings import Settings
+from bot.stalls.context import Services
 from storage.db import make_engine
 from storage.writer import BatchWriter
 
@@ -26,11 +27,14 @@ log = logging.getLogger(__name__)
 
 def create_app(settings: Settings | None = None, *, engine: Engine | None = None,
                on_events_stored: Callable[[Iterable[str]], None] | None = None,
-               socket_mode: bool = False) -> Starlette:
-    """Build the app. `engine` defaults to one for `settings.database_url` (already migrated)."""
-    settings = settings or Settings()
-    engine = engine or make_engine(settings.database_url)
-    rules = settings.rules
+               socket_mode: bool = False, services: Services | None = None) -> Starlette:
+    """Build the app. `engine` defaults to one for `settings.database_url` (already migrated);
+    `services` (the process's, shared with its senders) to new ones for them."""
+    if services is None:
+        settings = settings or Settings()
+        engine = engine or make_engine(settings.database_url)
+        services = Services(engine=engine, settings=settings, rules=settings.rules)
+    settings, engine, rules = services.settings, services.engine, services.rules
 
     if on_events_stored is None:
         from bot.scan import evaluate_accounts
@@ -42,9 +46,9 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
                 log.exception("event-driven evaluation failed")
 
     writer = BatchWriter(engine, rules)
-    slack_routes, bolt = _slack_routes(settings, engine, rules, quiet=socket_mode)  # [slack-bolt] POST /slack/events
+    slack_routes, bolt = _slack_routes(services, quiet=socket_mode)  # [slack-bolt] POST /slack/events
 
-    socket_bolt = _socket_mode_bolt(settings, engine, rules) if socket_mode else None
+    socket_bolt = _socket_mode_bolt(services) if socket_mode else None
 
     @asynccontextmanager
     async def lifespan(app: Starlette):
@@ -84,11 +88,12 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
 
 # --- [slack-bolt] Slack's slash commands, buttons and App Home at POST /slack/events -----------
 
-def _slack_routes(settings: Settings, engine: Engine, rules, quiet: bool = False) -> tuple[list[Route], object | None]:
+def _slack_routes(services: Services, quiet: bool = False) -> tuple[list[Route], object | None]:
     """The Bolt route when SLACK_SIGNING_SECRET and SLACK_BOT_TOKEN are both set; when only one
     is, say at start which one is missing (Bolt would otherwise fail every request)."""
     from bot.slack.bolt_app import EVENTS_PATH, build_bolt, missing_slack_settings, starlette_endpoint
 
+    settings = services.settings
     missing = missing_slack_settings(settings)
     if missing and not quiet:  # in Socket Mode no signing secret is needed
         log.error("Slack is only partly configured: %s missing, so /slack/events (slash commands, "
@@ -98,7 +103,7 @@ def _slack_routes(settings: Settings, engine: Engine, rules, quiet: bool = False
         return [], None
     if not (settings.slack_bot_token and settings.slack_signing_secret):
         return [], None
-    bolt = build_bolt(settings, engine, rules)
+    bolt = build_bolt(services)
     endpoint = _refuse_unreadable(starlette_endpoint(bolt, settings.slack_signing_secret), settings.slack_signing_secret)
     return [Route(EVENTS_PATH, endpoint, methods=["POST"])], bolt
 
@@ -223,13 +228,13 @@ def _slack_shape_problem(body: bytes, content_type: str) -> str | None:
     return None
 
 
-def _socket_mode_bolt(settings: Settings, engine: Engine, rules):
+def _socket_mode_bolt(services: Services):
     """Socket Mode (`serve --socket-mode`): the same listeners, reached over Slack's WebSocket
     instead of POST /slack/events, for workspaces that cannot expose a public URL. Built here,
     so missing tokens fail at start; connected when the server starts."""
     from bot.slack.bolt_app import build_bolt
 
-    return build_bolt(settings, engine, rules, socket_mode=True)
+    return build_bolt(services, socket_mode=True)
 
 
 async def healthz(request: Request) -> Response:

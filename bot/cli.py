@@ -72,6 +72,7 @@ def serve(socket_mode: bool, no_scheduler: bool, host: str, port: int | None) ->
 
     from bot.app import create_app
     from bot.scheduler import Scheduler
+    from bot.stalls.context import Services
 
     settings = _settings()
     rules = _rules(settings)
@@ -79,13 +80,14 @@ def serve(socket_mode: bool, no_scheduler: bool, host: str, port: int | None) ->
     if socket_mode and not (settings.slack_app_token and settings.slack_bot_token):
         raise click.ClickException("--socket-mode needs SLACK_APP_TOKEN (an app-level token, xapp-...) "
                                    "and SLACK_BOT_TOKEN (xoxb-...)")
-    app = create_app(settings, engine=engine, socket_mode=socket_mode)
+    services = Services(engine=engine, settings=settings, rules=rules)  # shared by the app and its senders
+    app = create_app(socket_mode=socket_mode, services=services)
     scheduler = None if no_scheduler else Scheduler(engine, settings, rules)
     app.state.scheduler = scheduler
     # --- Slack real-time pings: the router (scan listener) and the outbox sender thread ---
-    slack = _start_slack(engine, settings, rules, scheduler) if settings.slack_enabled else None
+    slack = _start_slack(services, scheduler) if settings.slack_enabled else None
     # --- end Slack real-time pings ---
-    mail = _start_mail(engine, settings, rules)
+    mail = _start_mail(services)
     if scheduler is not None:
         scheduler.start()
     from bot.serving import raise_open_file_limit, uvicorn_options
@@ -106,7 +108,7 @@ def serve(socket_mode: bool, no_scheduler: bool, host: str, port: int | None) ->
 
 
 # --- Slack real-time pings (bot/slack/router.py, bot/slack/outbox.py) ---------------------
-def _start_slack(engine, settings, rules, scheduler):
+def _start_slack(services, scheduler):
     """Route scan changes to the outbox and send it from a thread; returns what _stop_slack needs."""
     import threading
 
@@ -114,13 +116,13 @@ def _start_slack(engine, settings, rules, scheduler):
     from bot.slack.outbox import OutboxSender
     from bot.slack.router import Router, register
 
-    from bot import wakeups
-
     from bot.slack.health import check_at_start
+
+    engine, settings, rules = services.engine, services.settings, services.rules
 
     # A revoked token (the mark clears once auth.test passes) and channels the bot is not in
     check_at_start(engine, settings, web_client(settings, blocking_retries=False, timeout=5))
-    stop_event, wake_event = threading.Event(), wakeups.slack_outbox
+    stop_event, wake_event = threading.Event(), services.wakeups.slack_outbox
     router = Router(engine, settings, rules, wake=wake_event)
     register(router)
     if scheduler is not None:
@@ -142,23 +144,23 @@ def _stop_slack(router, stop_event, wake_event, thread) -> None:
 
 
 # --- recovery emails (bot/mail/outbox.py) -------------------------------------------------
-def _start_mail(engine, settings, rules):
+def _start_mail(services):
     """Send approved recovery emails from a thread; None (and a log line saying why) when
     SMTP is not configured: approved emails then wait in the outbox."""
     import threading
 
-    from bot import recovery, wakeups
+    from bot import recovery
     from bot.mail.outbox import MailSender, mail_configured
-    from bot.slack.bolt_app import Deps
 
+    engine, settings, rules = services.engine, services.settings, services.rules
     why_not = mail_configured(settings)
     if why_not:
         logging.getLogger("stallwatch.mail").warning("recovery emails will not be sent: %s", why_not)
         return None
-    d = Deps(settings=settings, engine=engine, rules=rules)
     stop_event = threading.Event()
-    sender = MailSender(engine, settings, rules, on_outcome=lambda conn, outcome: recovery.mail_outcome(d, conn, outcome))
-    return stop_event, wakeups.mail_outbox, sender.start(stop_event, wakeups.mail_outbox)
+    sender = MailSender(engine, settings, rules, on_outcome=lambda conn, outcome: recovery.mail_outcome(services, conn, outcome))
+    wake_event = services.wakeups.mail_outbox
+    return stop_event, wake_event, sender.start(stop_event, wake_event)
 
 
 def _stop_thread(stop_event, wake_event, thread) -> None:
@@ -172,13 +174,15 @@ def _stop_thread(stop_event, wake_event, thread) -> None:
 def worker() -> None:
     """Run the scheduler only (scans; one leader across processes)."""
     from bot.scheduler import Scheduler
+    from bot.stalls.context import Services
 
     settings = _settings()
     engine, rules = _engine(settings), _rules(settings)
     scheduler = Scheduler(engine, settings, rules)
+    services = Services(engine=engine, settings=settings, rules=rules)
     # The worker's scans ping too: they go through the same router and outbox as `serve`'s.
-    slack = _start_slack(engine, settings, rules, scheduler) if settings.slack_enabled else None
-    mail = _start_mail(engine, settings, rules)
+    slack = _start_slack(services, scheduler) if settings.slack_enabled else None
+    mail = _start_mail(services)
     try:
         scheduler.run_forever()
     finally:

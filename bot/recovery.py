@@ -32,7 +32,8 @@ from bot.slack.draft_views import BODY, NEW_CONTACT, RECIPIENT, SUBJECT, DraftFo
 from bot.slack.outbox import enqueue
 from bot.slack.text import md
 from bot.slack.router import alert_key, is_ping
-from bot.slack.permissions import AlreadyResolved, NotFound, StallwatchSlackError, check
+from bot.stalls.errors import AlreadyResolved, CannotDraft, NotFound, StallwatchError
+from bot.stalls.permissions import Op, check
 from rules.outreach import NO_EMAIL_LIFECYCLE, address_problem, recipient_problem
 from storage.db import read_tx, utcnow, write_tx
 from storage.models import Account, Alert, AuditEntry, Draft, Stall
@@ -48,10 +49,8 @@ AUDIT = AuditEntry.__table__
 
 # Blocks the CSM can fix in the modal (another recipient, later): shown on the recipient field.
 RECIPIENT_BLOCKS = ("no_recipient", "bad_recipient", "unsubscribed", "too_soon")
-
-
-class CannotDraft(StallwatchSlackError):
-    """Drafting makes no sense for this stall now (shown in the modal)."""
+OPS = {Action.DRAFT: Op.DRAFT, Action.DRAFT_REGENERATE: Op.REGENERATE, Action.DRAFT_DISCARD: Op.DISCARD,
+       Action.DRAFT_APPROVE: Op.APPROVE}
 
 
 @dataclass(frozen=True)
@@ -73,13 +72,13 @@ def _subject(conn: Connection, stall_id: int, user: str, action: Action, admins)
         raise NotFound()
     if row.open_key is None:
         raise AlreadyResolved(row.resolved_by, row.status)
-    check(action, user, queries.as_subject(row), admins)
+    check(OPS[action], user, queries.as_subject(row), admins)
     return row
 
 
 def start_draft(d, stall_id: int, user: str, *, view_id: str | None, now: datetime | None = None) -> int:
     """Check that `user` may draft for this live stall and that an email could go out at all;
-    store the Draft as "drafting". Raises a StallwatchSlackError to show instead."""
+    store the Draft as "drafting". Raises a StallwatchError to show instead."""
     now = now or utcnow()
     with write_tx(d.engine) as conn:
         _subject(conn, stall_id, user, Action.DRAFT, d.admins)
@@ -113,7 +112,7 @@ def write_draft(d, draft_id: int, user: str, *, regenerate: bool = False, now: d
         if regenerate:
             _subject(conn, draft.stall_id, user, Action.DRAFT_REGENERATE, d.admins)
         if draft.status not in ("drafting", "drafted"):
-            raise StallwatchSlackError(_status_text(draft))
+            raise StallwatchError(_status_text(draft))
         facts = load_facts(conn, draft.stall_id, d.rules, now)
     if facts is None:
         raise NotFound()
@@ -127,7 +126,7 @@ def write_draft(d, draft_id: int, user: str, *, regenerate: bool = False, now: d
                                        updated_at=utcnow())).rowcount
         draft = _draft(conn, draft_id)
         if not changed:  # discarded or approved meanwhile (another click)
-            raise StallwatchSlackError(_status_text(draft))
+            raise StallwatchError(_status_text(draft))
         _audit(conn, utcnow(), user, "draft.regenerated" if regenerate else "draft.created", draft.stall_id,
                draft.account_id, Action.DRAFT_REGENERATE if regenerate else Action.DRAFT,
                {"draft_id": draft_id, "source": result.source, "note": result.note,
@@ -269,9 +268,7 @@ def mail_outcome(d, conn: Connection, outcome) -> None:
                          "text": f":warning: The recovery email for {md(view.account_name, 120) if view else 'the account'} "
                                  f"to {md(outcome.recipient, 200) or 'the customer'} "
                                  f"{md(queries.not_sent_phrase(outcome.reason), 600)}"})
-    from bot import wakeups
-
-    wakeups.slack_outbox.set()
+    d.wakeups.slack_outbox.set()
 
 
 # --- helpers ------------------------------------------------------------------------------------
@@ -288,7 +285,7 @@ def _subject_any(conn: Connection, stall_id: int, user: str, action: Action, adm
     row = queries.subject_of(conn, stall_id)
     if row is None:
         raise NotFound()
-    check(action, user, queries.as_subject(row), admins)
+    check(OPS[action], user, queries.as_subject(row), admins)
     return row
 
 

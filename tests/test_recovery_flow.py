@@ -19,7 +19,7 @@ from bot.mail.outbox import MailSender
 from bot.scan import scan
 from bot.settings import default_rules_text
 from bot.slack.blocks import Action, ping_blocks, ping_text
-from bot.slack.bolt_app import Deps
+from bot.stalls.context import Services
 from bot.slack.client import web_client
 from bot.slack.draft_views import BODY, NEW_CONTACT, RECIPIENT, SUBJECT, submitted_values
 from bot.slack.outbox import OutboxSender
@@ -60,8 +60,8 @@ class Env:
         return self.slack.fake
 
     @property
-    def deps(self) -> Deps:
-        return Deps(settings=self.slack.settings, engine=self.engine, rules=self.slack.rules)
+    def deps(self) -> Services:
+        return Services(settings=self.slack.settings, engine=self.engine, rules=self.slack.rules)
 
     # --- Slack side
 
@@ -412,7 +412,7 @@ def test_still_stalled_after_a_recovery_it_alerts_again_then_hands_off_for_win_b
     assert "Win-back handoff" in json.dumps(handoff["blocks"])
     assert router.recovery_due(handoff_at + DAY) == 0
     # No third email: the limit is reached.
-    from bot.recovery import CannotDraft
+    from bot.stalls.errors import CannotDraft
 
     with pytest.raises(CannotDraft):
         recovery.start_draft(env.deps, env.stall_id, OWNER, view_id=None, now=handoff_at)

@@ -21,7 +21,7 @@ from bot.scan import scan
 from bot.settings import default_rules_text
 from bot.slack.blocks import (Action, PingView, escalation_blocks, escalation_summary_blocks, escalation_text,
                               winback_blocks, winback_text)
-from bot.slack.bolt_app import Deps
+from bot.stalls.context import Services
 from bot.slack.client import web_client
 from bot.slack.digest import post_digest
 from bot.slack.draft_views import BODY, RECIPIENT, SUBJECT
@@ -251,7 +251,7 @@ def test_draft_modal_and_the_could_not_be_delivered_dm(slack):
     answer = slack.submit(view, values, ADMIN)
     assert answer.status_code == 200 and "sending to" in answer.text
     slack.smtp.fail("rcpt", "550 5.1.1 <!channel> see https://evil.example/help or evil.zip \u202e@here")
-    d = Deps(settings=slack.settings, engine=slack.engine, rules=slack.rules)
+    d = Services(settings=slack.settings, engine=slack.engine, rules=slack.rules)
     MailSender(slack.engine, d.settings, d.rules,
                on_outcome=lambda conn, outcome: recovery.mail_outcome(d, conn, outcome)).run_once()
     deliver(slack)

@@ -8,6 +8,7 @@ from click.testing import CliRunner
 from bot.app import create_app
 from bot.cli import main
 from bot.slack.bolt_app import build_bolt
+from bot.stalls.context import Services
 
 
 def test_socket_mode_app_carries_the_listeners_and_needs_no_signing_secret(settings, engine, rules):
@@ -22,7 +23,7 @@ def test_socket_mode_app_carries_the_listeners_and_needs_no_signing_secret(setti
 def test_socket_mode_without_app_token_names_what_is_missing(settings, engine, rules):
     half = settings.model_copy(update={"slack_bot_token": "xoxb-test", "slack_app_token": None})
     with pytest.raises(ValueError, match="SLACK_APP_TOKEN"):
-        build_bolt(half, engine, rules, socket_mode=True)
+        build_bolt(Services(engine=engine, settings=half, rules=rules), socket_mode=True)
 
 
 def test_serve_socket_mode_without_tokens_is_a_clean_error(db_url):

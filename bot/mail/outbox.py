@@ -52,7 +52,7 @@ it too (`MailOutcome.status`).
 No SMTP_URL or no STALLWATCH_MAIL_FROM: the sender does not start (`mail_configured` says
 why) and approved emails stay pending, checked again when they are finally sent.
 
-Whoever enqueues should set the sender's wake event (bot.wakeups.mail_outbox) after the
+Whoever enqueues should set the sender's wake event (Services.wakeups.mail_outbox, bot/stalls/context.py) after the
 transaction commits, so the email goes out at once rather than at the next poll.
 """
 

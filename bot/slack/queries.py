@@ -29,7 +29,7 @@ from bot.slack.blocks import (
     md,
     person,
 )
-from bot.slack.permissions import Subject
+from bot.stalls.permissions import Subject
 from rules.config import Rules
 from storage.models import Account, Alert, Draft, Event, SlackOutbox, Stall, Ticket
 

@@ -1,14 +1,16 @@
-"""Bolt listeners grouped by kind; each module has `register(app)`."""
+"""Bolt listeners grouped by kind, as module-level functions taking the Services first
+(bot.slack.boundary wraps them for Bolt); each module has `register(app, services)`."""
 
 from __future__ import annotations
 
 from slack_bolt.async_app import AsyncApp
 
+from bot.slack.listeners import actions, commands, drafts, events
+from bot.stalls.context import Services
 
-def register_listeners(app: AsyncApp) -> None:
-    from bot.slack.listeners import actions, commands, drafts, events
 
-    commands.register(app)
-    actions.register(app)
-    drafts.register(app)
-    events.register(app)
+def register_all(app: AsyncApp, services: Services) -> None:
+    commands.register(app, services)
+    actions.register(app, services)
+    drafts.register(app, services)
+    events.register(app, services)

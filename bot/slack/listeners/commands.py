@@ -15,8 +15,8 @@ from slack_sdk.models.blocks import ActionsBlock, ButtonElement, PlainTextObject
 
 from bot.slack import queries
 from bot.slack.blocks import funnel_blocks, journey_blocks, md, plain, stalls_list_blocks
-from bot.slack.bolt_app import Deps, deps, lazy
-from storage.db import utcnow
+from bot.slack.boundary import ack_only, lazy
+from bot.stalls.context import Services
 from storage.lookup import find_account
 
 JOURNEY_PICK = "journey_pick"  # "did you mean" buttons: journey_pick:<n>, value = account id
@@ -77,11 +77,11 @@ def parse_funnel(text: str) -> int | None:
 
 # --- answers (blocking: run in a thread) ------------------------------------------------------
 
-def journey_answer(d: Deps, query: str) -> dict:
+def journey_answer(services: Services, query: str) -> dict:
     """The /journey message for what was typed: the journey, "did you mean", or "no match"."""
-    found = find_account(d.engine, query)
+    found = find_account(services.engine, query)
     if found.exact is not None:
-        return account_journey(d, found.exact.id)
+        return account_journey(services, found.exact.id)
     if found.suggestions:
         return did_you_mean(query, found.suggestions)
     return {"text": f"No account matches “{md(query, 100)}”.",
@@ -89,9 +89,9 @@ def journey_answer(d: Deps, query: str) -> dict:
                 text=f"No account matches *{md(query, 100)}*.\n{JOURNEY_USAGE}")).to_dict()]}
 
 
-def account_journey(d: Deps, account_id: str) -> dict:
-    with d.engine.connect() as conn:
-        data = queries.journey_data(conn, account_id, d.rules, utcnow())
+def account_journey(services: Services, account_id: str) -> dict:
+    with services.engine.connect() as conn:
+        data = queries.journey_data(conn, account_id, services.rules, services.clock())
     if data is None:
         return {"text": "That account no longer exists."}
     return {"text": f"Journey of {md(data.name or data.account_id, 120)}", "blocks": _blocks(journey_blocks(data))}
@@ -112,66 +112,64 @@ def did_you_mean(query: str, suggestions) -> dict:
             "blocks": _blocks(blocks)}
 
 
-def stalls_answer(d: Deps, q: StallsQuery, user_id: str) -> dict:
-    with d.engine.connect() as conn:
-        rows, total = queries.stall_rows(conn, utcnow(), user=user_id if q.mine else None,
+def stalls_answer(services: Services, q: StallsQuery, user_id: str) -> dict:
+    with services.engine.connect() as conn:
+        rows, total = queries.stall_rows(conn, services.clock(), user=user_id if q.mine else None,
                                          priorities=q.priorities, limit=40)
     blocks = stalls_list_blocks(rows, q.label, more=max(total - len(rows), 0))
     return {"text": f"{total} live stalls ({q.label})", "blocks": _blocks(blocks)}
 
 
-def funnel_answer(d: Deps, days: int) -> dict:
-    with d.engine.connect() as conn:
-        data = queries.funnel_data(conn, d.rules, utcnow(), days)
+def funnel_answer(services: Services, days: int) -> dict:
+    with services.engine.connect() as conn:
+        data = queries.funnel_data(conn, services.rules, services.clock(), days)
     return {"text": f"Funnel, last {days} days", "blocks": _blocks(funnel_blocks(data))}
 
 
 # --- listeners --------------------------------------------------------------------------------
 
-def register(app: AsyncApp) -> None:
-    d = deps(app)
+async def ack_journey(ack, command):
+    text = (command.get("text") or "").strip()
+    await ack(response_type="ephemeral", text=JOURNEY_USAGE) if not text else await ack()
 
-    async def ack_journey(ack, command):
-        text = (command.get("text") or "").strip()
-        await ack(response_type="ephemeral", text=JOURNEY_USAGE) if not text else await ack()
 
-    @lazy
-    async def journey(body, respond):
-        text = (body.get("text") or "").strip()
-        if text:
-            await respond(response_type="ephemeral", **await asyncio.to_thread(journey_answer, d, text))
+async def journey(services: Services, body, respond):
+    text = (body.get("text") or "").strip()
+    if text:
+        await respond(response_type="ephemeral", **await asyncio.to_thread(journey_answer, services, text))
 
-    async def ack_stalls(ack, command):
-        q = parse_stalls(command.get("text") or "")
-        await ack(response_type="ephemeral", text=STALLS_USAGE) if q is None else await ack()
 
-    @lazy
-    async def stalls(body, respond, context):
-        q = parse_stalls(body.get("text") or "")
-        if q is not None:
-            await respond(response_type="ephemeral",
-                          **await asyncio.to_thread(stalls_answer, d, q, context["user_id"]))
+async def ack_stalls(ack, command):
+    q = parse_stalls(command.get("text") or "")
+    await ack(response_type="ephemeral", text=STALLS_USAGE) if q is None else await ack()
 
-    async def ack_funnel(ack, command):
-        days = parse_funnel(command.get("text") or "")
-        await ack(response_type="ephemeral", text=FUNNEL_USAGE) if days is None else await ack()
 
-    @lazy
-    async def funnel(body, respond):
-        days = parse_funnel(body.get("text") or "")
-        if days is not None:
-            await respond(response_type="ephemeral", **await asyncio.to_thread(funnel_answer, d, days))
+async def stalls(services: Services, body, respond, context):
+    q = parse_stalls(body.get("text") or "")
+    if q is not None:
+        await respond(response_type="ephemeral",
+                      **await asyncio.to_thread(stalls_answer, services, q, context["user_id"]))
 
-    async def ack_only(ack):
-        await ack()
 
-    @lazy
-    async def journey_pick(body, respond):
-        account_id = body["actions"][0].get("value") or ""
-        await respond(response_type="ephemeral", replace_original=True,
-                      **await asyncio.to_thread(account_journey, d, account_id))
+async def ack_funnel(ack, command):
+    days = parse_funnel(command.get("text") or "")
+    await ack(response_type="ephemeral", text=FUNNEL_USAGE) if days is None else await ack()
 
-    app.command("/journey")(ack=ack_journey, lazy=[journey])
-    app.command("/stalls")(ack=ack_stalls, lazy=[stalls])
-    app.command("/funnel")(ack=ack_funnel, lazy=[funnel])
-    app.action(JOURNEY_PICK_RE)(ack=ack_only, lazy=[journey_pick])
+
+async def funnel(services: Services, body, respond):
+    days = parse_funnel(body.get("text") or "")
+    if days is not None:
+        await respond(response_type="ephemeral", **await asyncio.to_thread(funnel_answer, services, days))
+
+
+async def journey_pick(services: Services, body, respond):
+    account_id = body["actions"][0].get("value") or ""
+    await respond(response_type="ephemeral", replace_original=True,
+                  **await asyncio.to_thread(account_journey, services, account_id))
+
+
+def register(app: AsyncApp, services: Services) -> None:
+    app.command("/journey")(ack=ack_journey, lazy=[lazy(services, journey)])
+    app.command("/stalls")(ack=ack_stalls, lazy=[lazy(services, stalls)])
+    app.command("/funnel")(ack=ack_funnel, lazy=[lazy(services, funnel)])
+    app.action(JOURNEY_PICK_RE)(ack=ack_only, lazy=[lazy(services, journey_pick)])

@@ -20,102 +20,90 @@ import logging
 
 from slack_bolt.async_app import AsyncApp
 
-from bot import recovery, wakeups
+from bot import recovery
 from bot.slack.blocks import Action, decode_action
-from bot.slack.bolt_app import Deps, deps, error_text, handle_error
+from bot.slack.boundary import after_ack, error_text, listener
 from bot.slack.draft_views import (CALLBACK_ID, DraftRef, drafting_view, form_view, notice_view,
                                    submitted_values)
 from bot.slack.listeners.actions import rendered_pings
-from bot.slack.permissions import StallwatchSlackError
+from bot.stalls.context import Services
+from bot.stalls.errors import BadRequest
 
 log = logging.getLogger(__name__)
 
 
-def register(app: AsyncApp) -> None:
-    d = deps(app)
+async def on_draft(services: Services, body, client, context):
+    try:
+        _, stall_ref = decode_action((body.get("actions") or [{}])[0])
+    except ValueError:
+        raise BadRequest() from None
+    ref = DraftRef(stall_id=stall_ref.stall_id)
+    opened = await client.views_open(trigger_id=body["trigger_id"], view=drafting_view(ref).to_dict())
+    view_id = opened["view"]["id"]
 
-    def after_ack(listener):
-        """The work after ack() runs inside Bolt's ack listener: an exception there would make
-        Bolt drop the ack it already has (Slack then sees a 500 or a timeout). Errors go to the
-        one error handler instead."""
-        async def wrapper(ack, body, client, context, respond):
-            await ack()
-            try:
-                await listener(body, client, context)
-            except Exception as error:  # noqa: BLE001 - the error boundary of these listeners
-                await handle_error(error, body=body, respond=respond, user_id=(context or {}).get("user_id"))
+    async def work():
+        draft_id = await asyncio.to_thread(recovery.start_draft, services, ref.stall_id, context["user_id"],
+                                           view_id=view_id)
+        return await asyncio.to_thread(recovery.write_draft, services, draft_id, context["user_id"])
 
-        wrapper.__name__ = listener.__name__
-        return wrapper
+    await _fill(services, client, view_id, ref, work)
 
-    @app.action(Action.DRAFT.value)
-    @after_ack
-    async def on_draft(body, client, context):
-        try:
-            _, stall_ref = decode_action((body.get("actions") or [{}])[0])
-        except ValueError:
-            raise StallwatchSlackError("That button is out of date; run the command again.") from None
-        ref = DraftRef(stall_id=stall_ref.stall_id)
-        opened = await client.views_open(trigger_id=body["trigger_id"], view=drafting_view(ref).to_dict())
-        view_id = opened["view"]["id"]
 
-        async def work():
-            draft_id = await asyncio.to_thread(recovery.start_draft, d, ref.stall_id, context["user_id"],
-                                               view_id=view_id)
-            return await asyncio.to_thread(recovery.write_draft, d, draft_id, context["user_id"])
+async def on_regenerate(services: Services, body, client, context):
+    ref, view_id = _modal_ref(body)
+    await client.views_update(view_id=view_id, view=drafting_view(ref, what="Rewriting").to_dict())
 
-        await _fill(d, client, view_id, ref, work)
+    async def work():
+        return await asyncio.to_thread(recovery.write_draft, services, ref.draft_id, context["user_id"],
+                                       regenerate=True)
 
-    @app.action(Action.DRAFT_REGENERATE.value)
-    @after_ack
-    async def on_regenerate(body, client, context):
-        ref, view_id = _modal_ref(body)
-        await client.views_update(view_id=view_id, view=drafting_view(ref, what="Rewriting").to_dict())
+    await _fill(services, client, view_id, ref, work)
 
-        async def work():
-            return await asyncio.to_thread(recovery.write_draft, d, ref.draft_id, context["user_id"], regenerate=True)
 
-        await _fill(d, client, view_id, ref, work)
+async def on_discard(services: Services, body, client, context):
+    ref, view_id = _modal_ref(body)
+    try:
+        text = await asyncio.to_thread(recovery.discard, services, ref.draft_id, context["user_id"])
+    except Exception as error:  # noqa: BLE001 - shown in the modal
+        text = error_text(error)
+    await client.views_update(view_id=view_id, view=notice_view(ref, text).to_dict())
+    await refresh_pings(services, client, ref.stall_id)
 
-    @app.action(Action.DRAFT_DISCARD.value)
-    @after_ack
-    async def on_discard(body, client, context):
-        ref, view_id = _modal_ref(body)
-        try:
-            text = await asyncio.to_thread(recovery.discard, d, ref.draft_id, context["user_id"])
-        except Exception as error:  # noqa: BLE001 - shown in the modal
-            text = error_text(error)
-        await client.views_update(view_id=view_id, view=notice_view(ref, text).to_dict())
-        await refresh_pings(d, client, ref.stall_id)
 
-    @app.view(CALLBACK_ID)
-    async def on_submit(ack, body, view, client, context):
-        try:
-            ref = DraftRef.decode(view.get("private_metadata") or "")
-        except ValueError:
-            await ack(response_action="update", view=notice_view(DraftRef(stall_id=1), "This draft is out of date.")
-                      .to_dict())
-            return
-        if ref.draft_id is None:  # submitted while still "Drafting…" (that view has no submit button)
-            await ack()
-            return
-        try:
-            result = await asyncio.to_thread(recovery.approve, d, ref.draft_id, context["user_id"],
-                                             submitted_values(view))
-        except Exception as error:  # noqa: BLE001 - shown in the modal
-            await ack(response_action="update", view=notice_view(ref, error_text(error)).to_dict())
-            return
-        if result.errors:
-            await ack(response_action="errors", errors=result.errors)
-            return
-        await ack(response_action="update", view=notice_view(ref, result.notice or "Done.", detail=result.detail)
+async def on_submit(services: Services, ack, body, view, client, context):
+    try:
+        ref = DraftRef.decode(view.get("private_metadata") or "")
+    except ValueError:
+        await ack(response_action="update", view=notice_view(DraftRef(stall_id=1), "This draft is out of date.")
                   .to_dict())
-        if result.approved:
-            wakeups.mail_outbox.set()
-        await refresh_pings(d, client, ref.stall_id)
+        return
+    if ref.draft_id is None:  # submitted while still "Drafting…" (that view has no submit button)
+        await ack()
+        return
+    try:
+        result = await asyncio.to_thread(recovery.approve, services, ref.draft_id, context["user_id"],
+                                         submitted_values(view))
+    except Exception as error:  # noqa: BLE001 - shown in the modal
+        await ack(response_action="update", view=notice_view(ref, error_text(error)).to_dict())
+        return
+    if result.errors:
+        await ack(response_action="errors", errors=result.errors)
+        return
+    await ack(response_action="update", view=notice_view(ref, result.notice or "Done.", detail=result.detail)
+              .to_dict())
+    if result.approved:
+        services.wakeups.mail_outbox.set()
+    await refresh_pings(services, client, ref.stall_id)
 
 
-async def _fill(d: Deps, client, view_id: str, ref: DraftRef, work) -> None:
+def register(app: AsyncApp, services: Services) -> None:
+    app.action(Action.DRAFT.value)(after_ack(services, on_draft))
+    app.action(Action.DRAFT_REGENERATE.value)(after_ack(services, on_regenerate))
+    app.action(Action.DRAFT_DISCARD.value)(after_ack(services, on_discard))
+    app.view(CALLBACK_ID)(listener(services, on_submit))
+
+
+async def _fill(services: Services, client, view_id: str, ref: DraftRef, work) -> None:
     """Run `work` (which returns the DraftForm) and show it, or why not, in the modal; then
     the pings show the draft's state."""
     try:
@@ -123,7 +111,7 @@ async def _fill(d: Deps, client, view_id: str, ref: DraftRef, work) -> None:
     except Exception as error:  # noqa: BLE001 - the modal is where the CSM is looking
         view = notice_view(ref, error_text(error))
     await client.views_update(view_id=view_id, view=view.to_dict())
-    await refresh_pings(d, client, ref.stall_id)
+    await refresh_pings(services, client, ref.stall_id)
 
 
 def _modal_ref(body: dict) -> tuple[DraftRef, str]:
@@ -132,15 +120,15 @@ def _modal_ref(body: dict) -> tuple[DraftRef, str]:
     try:
         ref = DraftRef.decode(action.get("value") or view.get("private_metadata") or "")
     except ValueError:
-        raise StallwatchSlackError("That draft is out of date.") from None
+        raise BadRequest("That draft is out of date.") from None
     if ref.draft_id is None or not view.get("id"):
-        raise StallwatchSlackError("That draft is out of date.")
+        raise BadRequest("That draft is out of date.")
     return ref, view["id"]
 
 
-async def refresh_pings(d: Deps, client, stall_id: int) -> None:
+async def refresh_pings(services: Services, client, stall_id: int) -> None:
     """Re-render every posted ping of the stall (its draft line changed)."""
-    targets, message = await asyncio.to_thread(rendered_pings, d, stall_id, [])
+    targets, message = await asyncio.to_thread(rendered_pings, services, stall_id, [])
     if message is None:
         return
     for channel, ts in targets:

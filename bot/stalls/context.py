@@ -1,0 +1,43 @@
+"""The process's services, passed explicitly to every use-case and listener (no module-level
+state): the database, settings, rules, the clock, what to tell after a scan changed stalls,
+and the senders' wake-ups."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Callable
+
+from sqlalchemy import Engine
+
+from bot.settings import Settings
+from rules.config import Rules
+from storage.db import utcnow
+
+Clock = Callable[[], datetime]  # returns an aware UTC now
+ChangeHook = Callable[[Any], None]  # called with the scan's report after its changes are committed
+
+
+@dataclass(frozen=True)
+class Wakeups:
+    """One event per outbox sender of the process. Whoever commits rows to an outbox sets its
+    event so they go out at once rather than at the sender's next poll; a set with no sender
+    running is harmless."""
+
+    slack_outbox: threading.Event = field(default_factory=threading.Event)
+    mail_outbox: threading.Event = field(default_factory=threading.Event)
+
+
+@dataclass(frozen=True)
+class Services:
+    engine: Engine
+    settings: Settings
+    rules: Rules
+    clock: Clock = utcnow
+    wakeups: Wakeups = field(default_factory=Wakeups)
+    change_hooks: list[ChangeHook] = field(default_factory=list)
+
+    @property
+    def admins(self) -> frozenset[str]:
+        return self.settings.admin_ids

@@ -1,0 +1,59 @@
+"""The SQL of what a user does to a stall (bot/stalls/actions.py): its permission facts, the
+guarded changes and the audit row. Every change is guarded by `open_key IS NOT NULL` (only a
+live stall changes), so a double click or a race changes nothing the second time; each
+returns whether it changed a row."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import Connection, select, update
+
+from storage.models import Account, Alert, AuditEntry, Stall
+
+STALL = Stall.__table__
+ACCOUNT = Account.__table__
+ALERT = Alert.__table__
+AUDIT = AuditEntry.__table__
+
+
+def subject_of(conn: Connection, stall_id: int):
+    """The stall's live facts for a permission check and a guarded change (None: no such stall)."""
+    return conn.execute(
+        select(STALL.c.id, STALL.c.account_id, STALL.c.status, STALL.c.open_key, STALL.c.assignee,
+               STALL.c.resolved_by, STALL.c.snoozed_until, ACCOUNT.c.owner_slack_id)
+        .select_from(STALL.outerjoin(ACCOUNT, ACCOUNT.c.id == STALL.c.account_id))
+        .where(STALL.c.id == stall_id)).first()
+
+
+def _live(stall_id: int):
+    return (STALL.c.id == stall_id) & STALL.c.open_key.is_not(None)
+
+
+def assign(conn: Connection, stall_id: int, user: str, now: datetime) -> bool:
+    """Assign the live stall to `user` (no change when it already is)."""
+    return bool(conn.execute(update(STALL).where(_live(stall_id), STALL.c.assignee.is_(None) | (STALL.c.assignee != user))
+                             .values(assignee=user, updated_at=now)).rowcount)
+
+
+def snooze(conn: Connection, stall_id: int, user: str, until: datetime, now: datetime) -> bool:
+    return bool(conn.execute(update(STALL).where(_live(stall_id)).values(
+        status="snoozed", snoozed_until=until, snoozed_by=user, updated_at=now)).rowcount)
+
+
+def resolve(conn: Connection, stall_id: int, user: str, resolution: str, now: datetime) -> bool:
+    return bool(conn.execute(update(STALL).where(_live(stall_id)).values(
+        status="resolved", open_key=None, resolved_at=now, resolved_by=user, resolution=resolution,
+        updated_at=now)).rowcount)
+
+
+def ack_alerts(conn: Connection, stall_id: int, user: str, now: datetime) -> None:
+    """Someone acted on the stall: its unacknowledged alerts are acknowledged (no reminders)."""
+    conn.execute(update(ALERT).where(ALERT.c.stall_id == stall_id, ALERT.c.acked_at.is_(None))
+                 .values(acked_by=user, acked_at=now, updated_at=now))
+
+
+def audit(conn: Connection, *, now: datetime, actor: str, action: str, stall_id: int, account_id: str,
+          source: str, detail: dict) -> None:
+    conn.execute(AUDIT.insert().values(at=now, actor=actor, action=action, stall_id=stall_id,
+                                       account_id=account_id, source=source, detail=detail))
