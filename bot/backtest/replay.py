@@ -20,9 +20,8 @@ roughly is), and at each step, in this order:
 4. at each `digest.time` the digest is built (`bot.slack.digest.build_digest`) and its
    length recorded.
 
-The outbox and the router stamp their rows with the wall clock (`storage.db.utcnow`, imported
-by name); during a replay those two names read the simulated clock instead, so a held row
-is due at its simulated time (see `_simulated_clock`).
+The router and the outbox sender take the simulated clock (their `clock`), and the router
+stamps its outbox rows with it, so a held row is due at its simulated time.
 
 The replay then reads back what it did (stalls as they were opened, pings, digests) and
 `rules.backtest.summarize` turns that into the report's figures.
@@ -33,10 +32,9 @@ from __future__ import annotations
 import logging
 import tempfile
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Callable, Iterator
+from typing import Callable
 
 from sqlalchemy import Engine, event, select
 
@@ -107,8 +105,7 @@ def replay(history: History, rules: Rules, *, label: str = "rules",
             engine = _engine(f"sqlite:///{tmp}/backtest.db")
             try:
                 replayer = _Replay(engine, rules, history, result, progress, skip_idle)
-                with _simulated_clock(lambda: replayer.now):
-                    replayer.run()
+                replayer.run()
             finally:
                 engine.dispose()
     result.seconds = time.perf_counter() - started
@@ -127,21 +124,6 @@ def _engine(url: str) -> Engine:
 
     migrate.upgrade(engine)
     return engine
-
-
-@contextmanager
-def _simulated_clock(now: Callable[[], datetime]) -> Iterator[None]:
-    """Let the Slack outbox and router read the simulated clock where they read the wall clock
-    (`enqueue` stamps `next_attempt_at` with it; the router uses it for a held update)."""
-    import bot.slack.outbox as outbox
-    import bot.slack.router as router
-
-    saved = outbox.utcnow, router.utcnow
-    outbox.utcnow = router.utcnow = now
-    try:
-        yield
-    finally:
-        outbox.utcnow, router.utcnow = saved
 
 
 def _ceil(at: datetime, step: timedelta) -> datetime:
@@ -166,7 +148,7 @@ class _Replay:
         settings = Settings(_env_file=None, DATABASE_URL=str(engine.url), SLACK_BOT_TOKEN=None,
                             SLACK_SIGNING_SECRET=None, SLACK_APP_TOKEN=None,
                             STALLWATCH_ALERTS_CHANNEL="#backtest-alerts", STALLWATCH_DIGEST_CHANNEL=None)
-        self.router = Router(engine, settings, rules, client_factory=_no_slack)
+        self.router = Router(engine, settings, rules, client_factory=_no_slack, clock=lambda: self.now)
         slack = SimulatedSlack()
         self.sender = OutboxSender(engine, lambda: slack, worker_id="backtest", clock=lambda: self.now,
                                    rules=rules)

@@ -105,10 +105,12 @@ class RouteStats:
 
 class Router:
     def __init__(self, engine: Engine, settings, rules: Rules, *, wake: threading.Event | None = None,
-                 client_factory: Callable[[], WebClient] | None = None):
+                 client_factory: Callable[[], WebClient] | None = None,
+                 clock: Callable[[], datetime] = utcnow):
         self.engine = engine
         self.settings = settings
         self.rules = rules
+        self.clock = clock  # what time it is: when rows are enqueued, and `now` when none is given
         self.wake = wake
         if client_factory is None:
             from bot.slack.client import web_client
@@ -141,7 +143,7 @@ class Router:
             log.exception("slack router: routing %d stall(s) failed", len(ids))
 
     def route_stalls(self, stall_ids: Iterable[int], now: datetime | None = None) -> RouteStats:
-        now = _aware(now) or utcnow()
+        now = _aware(now) or self.clock()
         stats = RouteStats()
         ids = sorted(set(stall_ids))
         if not ids:
@@ -230,7 +232,7 @@ class Router:
                     continue  # another router pinged this destination already
                 target = {"user": dest} if method == "dm" else {"channel": dest}
                 enqueued += enqueue(conn, key=ping_key(stall.id, dest), method=method, alert_id=alert_id,
-                                    not_before=not_before,
+                                    not_before=not_before, now=self.clock(),
                                     payload={**target, "text": ping_text(view), "blocks": ping_blocks(view),
                                              "unfurl_links": False})
         return enqueued
@@ -256,16 +258,16 @@ class Router:
                     payload = {**held.payload, "text": ping_text(view),
                                "blocks": [b.to_dict() for b in ping_blocks(view)]}
                     if conn.execute(update(OUTBOX).where(OUTBOX.c.key == key, OUTBOX.c.status == PENDING)
-                                    .values(payload=payload, next_attempt_at=not_before or utcnow())).rowcount:
+                                    .values(payload=payload, next_attempt_at=not_before or self.clock())).rowcount:
                         conn.execute(update(ALERT).where(ALERT.c.id == alert.id)
                                      .values(created_at=not_before or now))
                         enqueued += 1
                         continue
                 stamp = f"{now.timestamp():.6f}"
                 enqueued += enqueue(conn, key=f"edit:{stall.id}:{alert.channel}:{stall.priority}:{stamp}",
-                                    method="chat.update", alert_id=alert.id, not_before=not_before,
+                                    method="chat.update", alert_id=alert.id, not_before=not_before, now=self.clock(),
                                     payload={"ts_from": key, "text": ping_text(edited), "blocks": ping_blocks(edited)})
-                enqueued += enqueue(conn, key=f"reprio:{stall.id}:{alert.channel}:{stall.priority}",
+                enqueued += enqueue(conn, key=f"reprio:{stall.id}:{alert.channel}:{stall.priority}", now=self.clock(),
                                     method="chat.postMessage", alert_id=alert.id, not_before=not_before,
                                     payload={"thread_ts_from": key, "text": priority_change_text(view, previous)})
         return enqueued
@@ -287,7 +289,7 @@ class Router:
                                  .values(status="failed", error="cancelled: the ping was cancelled"))
                     continue
                 close_key = f"close:{stall.id}:{alert.channel}" + ("" if alert.kind == PING else f":{alert.kind}")
-                enqueued += enqueue(conn, key=close_key, method="chat.update",
+                enqueued += enqueue(conn, key=close_key, method="chat.update", now=self.clock(),
                                     alert_id=alert.id,
                                     payload={"ts_from": key, "text": ping_text(view), "blocks": ping_blocks(view)})
         return enqueued
@@ -309,7 +311,7 @@ class Router:
         killed in between leaves a P0/P1 stall with neither a ping nor an overflow record.
         A leader job at the scan interval; returns how many stalls it routed. Routing twice is
         harmless (Alert rows are unique per stall, destination and kind)."""
-        now = _aware(now) or utcnow()
+        now = _aware(now) or self.clock()
         owed = (select(STALL.c.id).where(
             STALL.c.open_key.is_not(None), STALL.c.status == "open",
             STALL.c.priority.in_(list(self.rules.routing.realtime)), STALL.c.updated_at <= now - UNROUTED_SETTLE,
@@ -332,7 +334,7 @@ class Router:
         channel = self.settings.digest_channel
         if not channel:
             return 0
-        now = _aware(now) or utcnow()
+        now = _aware(now) or self.clock()
         delay = timedelta(minutes=self.rules.routing.escalate_p0_after_minutes)
         escalated = select(ALERT.c.stall_id).where(ALERT.c.kind == ESCALATION)
         with read_tx(self.engine) as conn:
@@ -366,6 +368,7 @@ class Router:
                 if alert_id is None:
                     continue
                 enqueued += enqueue(conn, key=f"escalation:{stall.id}", method="chat.postMessage", alert_id=alert_id,
+                                    now=self.clock(),
                                     payload={"channel": channel,
                                              "text": escalation_text(view, minutes_unacked=minutes),
                                              "blocks": escalation_blocks(view, minutes_unacked=minutes)})
@@ -388,7 +391,7 @@ class Router:
                 return 0
             delay = self.rules.routing.escalate_p0_after_minutes
             return enqueue(conn, key=f"escalation-summary:{min(s.id for s in fresh)}:{now:%Y%m%d%H%M}",
-                           method="chat.postMessage",
+                           method="chat.postMessage", now=self.clock(),
                            payload={"channel": channel,
                                     "text": f"{len(fresh)} more unacknowledged P0 stalls",
                                     "blocks": escalation_summary_blocks([views[s.id] for s in fresh],
@@ -402,7 +405,7 @@ class Router:
         after the last attempt, handed to the managers (win-back, in the digest channel).
         Each happens once (Alert kinds "attempt<n>" and "winback" are unique per stall and
         destination). A leader-only scheduler job; returns how many rows were enqueued."""
-        now = _aware(now) or utcnow()
+        now = _aware(now) or self.clock()
         outreach = self.rules.outreach
         with read_tx(self.engine) as conn:
             stalls = list(conn.execute(
@@ -455,7 +458,7 @@ class Router:
                     continue
                 target = {"user": dest} if method == "dm" else {"channel": dest}
                 enqueued += enqueue(conn, key=alert_key(stall.id, kind, dest), method=method, alert_id=alert_id,
-                                    not_before=not_before,
+                                    not_before=not_before, now=self.clock(),
                                     payload={**target, "text": f"{note}: {ping_text(view)}",
                                              "blocks": ping_blocks(view), "unfurl_links": False})
         return enqueued
@@ -474,6 +477,7 @@ class Router:
             if alert_id is None or channel == DIGEST_CHANNEL_MARK:
                 return 0
             return enqueue(conn, key=f"winback:{stall.id}", method="chat.postMessage", alert_id=alert_id,
+                           now=self.clock(),
                            payload={"channel": channel, "text": winback_text(view, attempts=attempts),
                                     "blocks": winback_blocks(view, attempts=attempts, last_sent=last_sent)})
 
