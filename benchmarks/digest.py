@@ -86,7 +86,7 @@ def seed(engine: Engine, now: datetime, *, accounts: int = 100_000, open_stalls:
 
 def main() -> None:
     from bot.settings import load_rules
-    from bot.slack.blocks import digest_messages
+    from bot.slack.render import digest_messages
     from bot.slack.digest import build_digest
     from storage import migrate
     from storage.db import make_engine

@@ -27,11 +27,12 @@ from rapidfuzz.distance import Levenshtein
 from sqlalchemy import Connection, select, update
 
 from bot.slack import queries
-from bot.slack.blocks import Action
+from bot.slack.render.codec import Action
 from bot.slack.draft_views import BODY, NEW_CONTACT, RECIPIENT, SUBJECT, DraftForm
 from bot.slack.outbox import enqueue
 from bot.slack.text import md
 from bot.slack.router import alert_key, is_ping
+from bot.stalls import views
 from bot.stalls.errors import AlreadyResolved, CannotDraft, NotFound, StallwatchError
 from bot.stalls.permissions import Op, check
 from rules.outreach import NO_EMAIL_LIFECYCLE, address_problem, recipient_problem
@@ -248,9 +249,9 @@ def mail_outcome(d, conn: Connection, outcome) -> None:
     if not d.settings.slack_enabled:
         return
     now = utcnow()
-    view = queries.ping_view(conn, outcome.stall_id, d.rules, now)
+    view = views.ping_view(conn, outcome.stall_id, d.rules, now)
     if view is not None:
-        from bot.slack.blocks import ping_blocks, ping_text
+        from bot.slack.render import ping_blocks, ping_text
 
         message = {"text": ping_text(view), "blocks": [b.to_dict() for b in ping_blocks(view)]}
         for alert in conn.execute(select(ALERT.c.id, ALERT.c.kind, ALERT.c.channel, ALERT.c.ts).where(
@@ -267,7 +268,7 @@ def mail_outcome(d, conn: Connection, outcome) -> None:
                 payload={"user": outcome.approved_by,
                          "text": f":warning: The recovery email for {md(view.account_name, 120) if view else 'the account'} "
                                  f"to {md(outcome.recipient, 200) or 'the customer'} "
-                                 f"{md(queries.not_sent_phrase(outcome.reason), 600)}"})
+                                 f"{md(views.not_sent_phrase(outcome.reason), 600)}"})
     d.wakeups.slack_outbox.set()
 
 
@@ -295,7 +296,7 @@ def _status_text(draft) -> str:
         "approved": f"This draft was already approved{who}; it is being sent.",
         "sent": f"This draft was already sent{who}.",
         "discarded": "This draft was discarded.",
-        "blocked": f"This draft {md(queries.not_sent_phrase(draft.blocked_reason), 600)}",
+        "blocked": f"This draft {md(views.not_sent_phrase(draft.blocked_reason), 600)}",
     }.get(draft.status, f"This draft is {draft.status}.")
 
 

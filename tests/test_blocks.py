@@ -1,4 +1,4 @@
-"""bot.slack.blocks: every renderer builds Block Kit that slack_sdk accepts, within Slack's
+"""bot.slack.render: every renderer builds Block Kit that slack_sdk accepts, within Slack's
 message limits, with buttons chosen by status, safe payloads and escaped user text."""
 
 from __future__ import annotations
@@ -14,38 +14,35 @@ from pydantic import ValidationError
 from slack_sdk.models.blocks import DividerBlock, SectionBlock
 from slack_sdk.models.views import View
 
-from bot.slack.text import WJ
-from bot.slack.blocks import (
-    MAX_BLOCKS,
-    TEXT_BUDGET,
-    Action,
+from bot.slack.render import (
+    digest_messages,
+    digest_text,
+    escalation_blocks,
+    funnel_blocks,
+    home_view,
+    journey_blocks,
+    ping_blocks,
+    ping_text,
+    priority_change_text,
+    stalls_list_blocks,
+)
+from bot.slack.render.codec import Action, StallRef, decode_action
+from bot.slack.render.limits import MAX_BLOCKS, TEXT_BUDGET
+from bot.slack.render.packing import block_text_length, check_message
+from bot.slack.text import WJ, escape, md
+from bot.stalls.views import (
     DigestData,
+    DraftLine,
     EventLine,
     FunnelData,
     FunnelStage,
     JourneyViewData,
     PingView,
-    StallRef,
     StallRow,
     StepLine,
     TicketLine,
     TrackingIssueLine,
     TrackRate,
-    block_text_length,
-    check_message,
-    decode_action,
-    digest_messages,
-    digest_text,
-    escalation_blocks,
-    escape,
-    funnel_blocks,
-    home_view,
-    journey_blocks,
-    md,
-    ping_blocks,
-    ping_text,
-    priority_change_text,
-    stalls_list_blocks,
 )
 
 UTC = timezone.utc
@@ -173,7 +170,7 @@ def mrkdwn_texts(node) -> list[str]:
     ("suppressed", {"resolution": "account churned"}),
 ])
 def test_ping_and_escalation_validate_for_every_status(status, extra):
-    p = ping(status=status, draft_state="Draft ready for review", note="Priority raised from P1 to P0", **extra)
+    p = ping(status=status, draft=DraftLine("drafted", "U0CSM1", "template"), note="Priority raised from P1 to P0", **extra)
     assert_valid_message(ping_blocks(p))
     assert_valid_message(escalation_blocks(p, minutes_unacked=61, ping_link="https://x.slack.com/archives/C1/p1"))
     assert ping_text(p)
@@ -335,7 +332,7 @@ NASTY = "<!channel> Acme & Sons *bold* _it_ ~strike~ `code` <https://evil.exampl
 def test_user_text_is_escaped_in_mrkdwn():
     dicts = as_dicts(ping_blocks(ping(account_name=NASTY, why=NASTY, step=NASTY, stage=NASTY, owner=NASTY,
                                       status="auto_resolved", resolution=NASTY, note=NASTY)))
-    # (draft_state is mrkdwn escaped by its maker, bot.slack.queries.draft_state: tested there)
+    # (the draft line is checked in tests/test_ping_view.py)
     for text in mrkdwn_texts(dicts):
         # Our own tokens are mentions and dates; anything else in angle brackets came from a user.
         stripped = re.sub(r"<@U[0-9A-Z]+>|<!date\^\d+\^[^|>]*\|[^>]*>", "", text)
@@ -386,7 +383,8 @@ LONG = ("Acme <&> *Enterprise* " * 500)[:10_000]
 
 
 def test_long_names_and_why_lines_are_truncated_safely():
-    p = ping(account_name=LONG, why=LONG, step=LONG, stage=LONG, resolution=LONG, draft_state=LONG,
+    p = ping(account_name=LONG, why=LONG, step=LONG, stage=LONG, resolution=LONG,
+             draft=DraftLine("blocked", LONG, LONG, recipient=LONG, blocked_reason=LONG),
              note=LONG, owner=LONG, journey_url="https://x.example/" + "a" * 5000)
     for status in ("open", "resolved", "auto_resolved"):
         assert_valid_message(ping_blocks(PingView(**{**p.__dict__, "status": status})))
@@ -529,7 +527,7 @@ def test_digest_continues_an_owner_group_across_messages():
 
 def test_digest_with_a_small_text_budget_still_fits():
     rows = digest_rows(100)
-    messages = digest_messages(digest(rows, max_items=100, text_budget=4000))
+    messages = digest_messages(digest(rows, max_items=100), text_budget=4000)
     for message in messages:
         assert_valid_message(message, budget=4000)
 

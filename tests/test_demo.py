@@ -24,7 +24,7 @@ from bot.cli import main
 from bot.demo.company import LATE_STORY, SPIKE_STORY, generate
 from bot.demo.render import BUILDER_URL, builder_link, mrkdwn, render_blocks
 from bot.settings import load_rules
-from bot.slack.blocks import check_message
+from bot.slack.render.packing import check_message
 from rules.tracks import assign_track
 
 pytest_plugins = ["tests.fakes.fixtures"]

@@ -36,7 +36,7 @@ from slack_sdk.errors import SlackClientError
 from bot.app import create_app
 from bot.scan import scan
 from bot.settings import Settings
-from bot.slack.blocks import Action, StallRef
+from bot.slack.render.codec import Action, StallRef
 from storage.models import Alert, AuditEntry
 from tests.conftest import SEGMENT_SECRET, STRIPE_SECRET, TICKETS_SECRET, WRITE_KEY, LiveServer
 from tests.factories import ACCOUNT, DAY, HOUR, PROJECT, STALL, T0, signup, store, track

@@ -18,12 +18,13 @@ from bot import recovery
 from bot.mail.outbox import MailSender
 from bot.scan import scan
 from bot.settings import default_rules_text
-from bot.slack.blocks import Action, ping_blocks, ping_text
+from bot.slack.render import ping_blocks, ping_text
+from bot.slack.render.codec import Action
 from bot.stalls.context import Services
 from bot.slack.client import web_client
 from bot.slack.draft_views import BODY, NEW_CONTACT, RECIPIENT, SUBJECT, submitted_values
 from bot.slack.outbox import OutboxSender
-from bot.slack.queries import ping_view
+from bot.stalls.views import ping_view
 from bot.slack.router import Router
 from storage.db import utcnow
 from storage.models import Account, Alert, AuditEntry, Contact, Draft, MailOutbox, Stall

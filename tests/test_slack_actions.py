@@ -11,11 +11,12 @@ import pytest
 from sqlalchemy import select, update
 
 from bot.scan import scan
-from bot.slack.blocks import Action, StallRef, ping_blocks, ping_text
+from bot.slack.render import ping_blocks, ping_text
+from bot.slack.render.codec import Action, StallRef
 from bot.slack.client import web_client
 from bot.slack.listeners.actions import ACTION_OPS, HANDLED
 from bot.stalls.permissions import PERMISSIONS, Op
-from bot.slack.queries import ping_view
+from bot.stalls.views import ping_view
 from storage.db import utcnow
 from storage.models import Alert
 
@@ -214,7 +215,7 @@ CLICKS = {
 
 
 def test_every_declared_action_is_clicked_by_an_outsider():
-    from bot.slack.blocks import decode_action
+    from bot.slack.render.codec import decode_action
 
     covered = {ACTION_OPS[decode_action(make(1))[0]] for make in CLICKS.values()}
     assert covered == set(PERMISSIONS) - DRAFT_FLOW

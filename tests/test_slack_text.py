@@ -19,8 +19,10 @@ from bot import recovery
 from bot.mail.outbox import MailSender
 from bot.scan import scan
 from bot.settings import default_rules_text
-from bot.slack.blocks import (Action, PingView, escalation_blocks, escalation_summary_blocks, escalation_text,
-                              winback_blocks, winback_text)
+from bot.slack.render import (escalation_blocks, escalation_summary_blocks, escalation_text, winback_blocks,
+                              winback_text)
+from bot.slack.render.codec import Action
+from bot.stalls.views import PingView
 from bot.stalls.context import Services
 from bot.slack.client import web_client
 from bot.slack.digest import post_digest

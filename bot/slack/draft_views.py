@@ -18,8 +18,11 @@ from slack_sdk.models.blocks import (ActionsBlock, Block, ButtonElement, Checkbo
                                      EmailInputElement, InputBlock, Option, PlainTextInputElement, PlainTextObject)
 from slack_sdk.models.views import View
 
-from bot.slack.blocks import (MAX_VIEW_BLOCKS, VIEW_TEXT_BUDGET, Action, _context, check_message, clip, md,
-                             section_block)
+from bot.slack.render.codec import Action
+from bot.slack.render.limits import MAX_VIEW_BLOCKS, VIEW_TEXT_BUDGET
+from bot.slack.render.packing import check_message
+from bot.slack.render.primitives import context_block, section_block
+from bot.slack.text import clip, md
 
 CALLBACK_ID = "recovery_draft"  # the modal's callback_id: its submission is the approval
 TITLE = "Recovery email"
@@ -74,7 +77,7 @@ def _modal(ref: DraftRef, blocks: list[Block], *, submit: str | None = None, clo
 def drafting_view(ref: DraftRef, *, account_name: str | None = None, what: str = "Drafting") -> View:
     who = f" to *{md(account_name, 120)}*" if account_name else ""
     return _modal(ref, [section_block(f":hourglass_flowing_sand: {what} a recovery email{who}…"),
-                        _context("This takes a few seconds. You will review and edit it before anything is sent.")])
+                        context_block("This takes a few seconds. You will review and edit it before anything is sent.")])
 
 
 def notice_view(ref: DraftRef, text: str, *, detail: str | None = None) -> View:
@@ -83,7 +86,7 @@ def notice_view(ref: DraftRef, text: str, *, detail: str | None = None) -> View:
     message in an ephemeral answer: escaping them again here would show `&amp;lt;`."""
     blocks: list[Block] = [section_block(clip(text, 2500))]
     if detail:
-        blocks.append(_context(clip(detail, 1500)))
+        blocks.append(context_block(clip(detail, 1500)))
     return _modal(ref, blocks)
 
 
@@ -96,10 +99,10 @@ def form_view(f: DraftForm) -> View:
     attempt = f" · recovery attempt {f.attempt}" if f.attempt > 1 else ""
     blocks: list[Block] = [
         section_block(f"*{md(f.account_name, 120)}*{attempt}\n{md(f.why, 600)}"),
-        _context(origin),
+        context_block(origin),
     ]
     if f.warning:
-        blocks.append(_context(f":warning: {md(f.warning, 600)}"))
+        blocks.append(context_block(f":warning: {md(f.warning, 600)}"))
     blocks += [
         InputBlock(block_id=RECIPIENT, label=PlainTextObject(text="To"),
                    element=EmailInputElement(action_id=RECIPIENT, initial_value=f.recipient or None,
@@ -125,7 +128,7 @@ def form_view(f: DraftForm) -> View:
                           confirm=ConfirmObject(title="Discard this draft?", text="Nothing will be sent.",
                                                 confirm="Discard", deny="Keep")),
         ]),
-        _context("Approve & send queues it for delivery; Stallwatch checks again right before sending that "
+        context_block("Approve & send queues it for delivery; Stallwatch checks again right before sending that "
                  "the customer is still stuck here, has not opted out or cancelled, and was not emailed recently."),
     ]
     return _modal(ref, blocks, submit="Approve & send", close="Cancel")

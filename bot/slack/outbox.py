@@ -73,9 +73,10 @@ from slack_sdk.errors import SlackApiError, SlackRequestError
 from sqlalchemy import Connection, Engine, and_, func, not_, or_, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
-from bot.slack.blocks import ping_blocks, ping_text
 from bot.slack.health import REVOKED_ERRORS, mark_revoked, revoked
-from bot.slack.queries import ping_messages, ping_view
+from bot.slack.queries import ping_messages
+from bot.slack.render import ping_blocks, ping_text
+from bot.stalls.views import ping_view
 from rules.config import Rules
 from storage.db import read_tx, utcnow, write_tx
 from storage.models import Alert, SlackOutbox

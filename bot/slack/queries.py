@@ -1,8 +1,9 @@
-"""Read-side queries behind the Slack views: /journey, /stalls, /funnel, App Home and the ping.
+"""Read-side queries behind the Slack views: /journey, /stalls, /funnel, App Home, and which
+messages show a stall's ping (the ping's own view is bot.stalls.views.ping_view).
 
 Plain blocking SQLAlchemy Core (listeners call these through asyncio.to_thread); each view
-is a handful of batched statements, never one per row. They return the input dataclasses of
-bot.slack.blocks, so rendering stays a pure function.
+is a handful of batched statements, never one per row. They return the read models of
+bot/stalls/views.py, so rendering stays a pure function.
 """
 
 from __future__ import annotations
@@ -10,62 +11,36 @@ from __future__ import annotations
 import statistics
 from collections import defaultdict
 from collections.abc import Sequence
-from datetime import datetime, timedelta, timezone
-from typing import Any
+from datetime import datetime, timedelta
 
 from sqlalchemy import Connection, case, func, or_, select, text
 
-from bot.slack.blocks import (
+from bot.stalls.views import (
     EventLine,
     FunnelData,
     FunnelStage,
     JourneyViewData,
-    SHORT_MAX,
-    PingView,
     StallRow,
     StepLine,
     TicketLine,
     TrackRate,
-    md,
-    person,
+    aware,
+    days_since,
+    parse_time,
 )
 from bot.stalls.permissions import Subject
 from rules.config import Rules
-from storage.models import Account, Alert, Draft, Event, SlackOutbox, Stall, Ticket
+from storage.models import Account, Alert, Event, SlackOutbox, Stall, Ticket
 
 ACCOUNT = Account.__table__
 STALL = Stall.__table__
 EVENT = Event.__table__
 TICKET = Ticket.__table__
 ALERT = Alert.__table__
-DRAFT_T = Draft.__table__
 OUTBOX_T = SlackOutbox.__table__
 
 PRIORITIES = ("P0", "P1", "P2", "P3")
-CLOSED_TICKET = ("solved", "closed", "resolved")
 LIVE = STALL.c.open_key.is_not(None)
-
-
-def _aware(moment: datetime | None) -> datetime | None:
-    if moment is not None and moment.tzinfo is None:
-        return moment.replace(tzinfo=timezone.utc)
-    return moment
-
-
-def _parse_time(value: Any) -> datetime | None:
-    if isinstance(value, datetime):
-        return _aware(value)
-    if isinstance(value, str) and value:
-        try:
-            return _aware(datetime.fromisoformat(value.replace("Z", "+00:00")))
-        except ValueError:
-            return None
-    return None
-
-
-def _days_since(since: datetime | None, now: datetime) -> float:
-    since = _aware(since)
-    return max((now - since).total_seconds() / 86400, 0.0) if since else 0.0
 
 
 # --- ranked stall lists (/stalls, App Home, /journey's open stalls) ---------------------------
@@ -80,9 +55,9 @@ _ROW_COLS = (
 def _row(r, now: datetime) -> StallRow:
     return StallRow(
         stall_id=r.id, account_name=r.name or r.account_id, priority=r.priority, arr=float(r.arr or 0.0),
-        why=r.why or "", days_stalled=_days_since(r.stalled_since, now),
+        why=r.why or "", days_stalled=days_since(r.stalled_since, now),
         owner=r.owner_slack_id or r.owner_email, status=r.status, assignee=r.assignee,
-        snoozed_until=_aware(r.snoozed_until),
+        snoozed_until=aware(r.snoozed_until),
     )
 
 
@@ -121,26 +96,26 @@ def journey_data(conn: Connection, account_id: str, rules: Rules, now: datetime)
     reached = acc.steps or {}
     steps: list[StepLine] = []
     for step in rules.journey.steps:
-        at = _parse_time(reached.get(step.event))
+        at = parse_time(reached.get(step.event))
         if at is not None:
             steps.append(StepLine(step.name, "done", at))
         elif acc.waiting_step == step.event:
             state = "stalled" if step.event in stalled_steps else "waiting"
-            steps.append(StepLine(step.name, state, _aware(acc.waiting_since)))
+            steps.append(StepLine(step.name, state, aware(acc.waiting_since)))
         else:
             steps.append(StepLine(step.name, "todo"))
     activation = rules.journey.activation_event
-    activated = _aware(acc.activated_at) or _parse_time(reached.get(activation))
+    activated = aware(acc.activated_at) or parse_time(reached.get(activation))
     if activated is not None:
         steps.append(StepLine(f"Activated ({activation})", "done", activated))
     elif acc.waiting_step == activation:
-        steps.append(StepLine(f"Activated ({activation})", "waiting", _aware(acc.waiting_since)))
+        steps.append(StepLine(f"Activated ({activation})", "waiting", aware(acc.waiting_since)))
     else:
         steps.append(StepLine(f"Activated ({activation})", "todo"))
 
     # The milestone timeline through its partial index (the predicate must read "milestone").
     events = [
-        EventLine(at=_aware(e.occurred_at), name=e.name or e.kind,
+        EventLine(at=aware(e.occurred_at), name=e.name or e.kind,
                   detail=None if e.source == "segment" and e.kind == "track" else e.source)
         for e in conn.execute(
             select(EVENT.c.occurred_at, EVENT.c.name, EVENT.c.kind, EVENT.c.source)
@@ -148,7 +123,7 @@ def journey_data(conn: Connection, account_id: str, rules: Rules, now: datetime)
             .order_by(EVENT.c.occurred_at.desc()).limit(10))
     ]
     tickets = [
-        TicketLine(id=t.id, status=t.status, created_at=_aware(t.created_at), subject=t.subject, topic=t.topic)
+        TicketLine(id=t.id, status=t.status, created_at=aware(t.created_at), subject=t.subject, topic=t.topic)
         for t in conn.execute(
             select(TICKET.c.id, TICKET.c.status, TICKET.c.created_at, TICKET.c.subject, TICKET.c.topic)
             .where(TICKET.c.account_id == account_id).order_by(TICKET.c.created_at.desc()).limit(5))
@@ -188,10 +163,10 @@ def funnel_data(conn: Connection, rules: Rules, now: datetime, days: int) -> Fun
     per_track: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])  # accounts, activated, stalled
     for acc in accounts:
         reached = acc.steps or {}
-        times = [_parse_time(reached.get(e)) for e in events]
+        times = [parse_time(reached.get(e)) for e in events]
         if times and times[0] is None:
-            times[0] = _aware(acc.signup_at)  # signed up is implied by signup_at
-        done = _aware(acc.activated_at) or _parse_time(reached.get(activation))
+            times[0] = aware(acc.signup_at)  # signed up is implied by signup_at
+        done = aware(acc.activated_at) or parse_time(reached.get(activation))
         nxt = times[1:] + [done]
         for i, (t, n) in enumerate(zip(times, nxt)):
             if t is None:
@@ -230,67 +205,6 @@ def as_subject(row) -> Subject:
     return Subject(stall_id=row.id, owner_slack_id=row.owner_slack_id, assignee=row.assignee)
 
 
-def ping_view(conn: Connection, stall_id: int, rules: Rules, now: datetime) -> PingView | None:
-    """The ping of a stall rendered from its current state (every edit re-renders all of it)."""
-    r = conn.execute(
-        select(STALL, ACCOUNT.c.name.label("account_name"), ACCOUNT.c.arr, ACCOUNT.c.owner_slack_id,
-               ACCOUNT.c.owner_email, ACCOUNT.c.last_seen_at)
-        .select_from(STALL.outerjoin(ACCOUNT, ACCOUNT.c.id == STALL.c.account_id))
-        .where(STALL.c.id == stall_id)).first()
-    if r is None:
-        return None
-    tickets = conn.execute(
-        select(func.count()).select_from(TICKET)
-        .where(TICKET.c.account_id == r.account_id, TICKET.c.status.not_in(CLOSED_TICKET))).scalar_one()
-    step = rules.journey.step(r.step) if r.step else None
-    step_name = step.name if step else r.step
-    return PingView(
-        stall_id=r.id, account_name=r.account_name or r.account_id, arr=float(r.arr or 0.0),
-        priority=r.priority, stage=r.stage, step=step_name,
-        days_stalled=_days_since(r.stalled_since, _aware(r.resolved_at) or now), why=r.why or "",
-        owner=r.owner_slack_id or r.owner_email, last_activity=_aware(r.last_seen_at), open_tickets=tickets,
-        status=r.status, assignee=r.assignee, snoozed_until=_aware(r.snoozed_until), snoozed_by=r.snoozed_by,
-        resolved_by=r.resolved_by if r.resolved_by not in (None, "system") else None,
-        resolved_at=_aware(r.resolved_at), resolution=r.resolution, draft_state=draft_state(conn, stall_id),
-    )
-
-
-def draft_state(conn: Connection, stall_id: int) -> str | None:
-    """One mrkdwn line for the ping: the latest draft's state (a discarded one shows the one
-    before). Mentions are real; the recipient and reasons are escaped here."""
-    rows = list(conn.execute(select(DRAFT_T).where(DRAFT_T.c.stall_id == stall_id, DRAFT_T.c.status != "discarded")
-                             .order_by(DRAFT_T.c.id.desc()).limit(1)))
-    if not rows:
-        return None
-    draft = rows[0]
-    actor = draft.approved_by or draft.created_by
-    who = person(actor) if actor else "a CSM"
-    kind = "template" if draft.source == "template" else "AI"
-    attempt = f" (attempt {draft.attempt})" if draft.attempt > 1 else ""
-    to = md(draft.recipient, SHORT_MAX)
-    if draft.status == "drafting":
-        return f"Recovery email being drafted by {who}{attempt}"
-    if draft.status == "drafted":
-        return f"Recovery email drafted by {who} ({kind}), awaiting approval{attempt}"
-    if draft.status == "approved":
-        return f"Recovery email approved by {who}, sending to {to}{attempt}"
-    if draft.status == "sent" and draft.sent_at:
-        return f"Recovery email sent by {who} at {_aware(draft.sent_at):%Y-%m-%d %H:%M} UTC to {to}{attempt}"
-    if draft.status == "blocked":
-        return f"Recovery email{attempt} {md(not_sent_phrase(draft.blocked_reason), 200)}"
-    return f"Recovery email {draft.status}{attempt}"
-
-
-def not_sent_phrase(reason: str | None) -> str:
-    """A blocked draft's reason as a predicate: "not sent: the account has churned", or the
-    reason itself when it already says what happened ("could not be delivered: ...",
-    "may or may not have been sent ...")."""
-    reason = reason or "blocked"
-    if reason.startswith(("could not be delivered", "may or may not have been sent")):
-        return reason
-    return f"not sent: {reason}"
-
-
 def ping_messages(conn: Connection, stall_id: int) -> list[tuple[str, str]]:
     """(channel, ts) of every posted ping about the stall (the first, and follow-ups after
     recovery emails): each is edited after an action. A DM's Alert names the user; its
@@ -308,6 +222,6 @@ def ping_messages(conn: Connection, stall_id: int) -> list[tuple[str, str]]:
 
 
 __all__ = [
-    "PRIORITIES", "stall_rows", "journey_data", "funnel_data", "ping_view", "ping_messages", "subject_of",
-    "as_subject", "account_of_stall", "draft_state",
+    "PRIORITIES", "stall_rows", "journey_data", "funnel_data", "ping_messages", "subject_of", "as_subject",
+    "account_of_stall",
 ]

@@ -39,15 +39,15 @@ from typing import Callable, Iterable
 from slack_sdk import WebClient
 from sqlalchemy import Engine, func, select, update
 
-from bot.slack.blocks import (PingView, escalation_blocks, escalation_summary_blocks, escalation_text, followup_note,
-                              ping_blocks, ping_text, priority_change_text, winback_blocks, winback_text)
 from bot.slack.outbox import OUTBOX, PENDING, enqueue
-from bot.slack.queries import draft_state
+from bot.slack.render import (escalation_blocks, escalation_summary_blocks, escalation_text, followup_note,
+                              ping_blocks, ping_text, priority_change_text, winback_blocks, winback_text)
+from bot.stalls.views import PingView, ping_views
 from rules.config import Rules
 from rules.outreach import followup
 from rules.routing import CLOSED, RouteDecision, StallView, escalation_due, quiet_hours_end, route
 from storage.db import read_tx, utcnow, write_tx
-from storage.models import Account, Alert, Stall, Ticket
+from storage.models import Account, Alert, Stall
 from storage.sql import insert_ignore
 
 log = logging.getLogger(__name__)
@@ -56,12 +56,10 @@ UTC = timezone.utc
 STALL = Stall.__table__
 ACCOUNT = Account.__table__
 ALERT = Alert.__table__
-TICKET = Ticket.__table__
 
 PING, ESCALATION, OVERFLOW, WINBACK = "ping", "escalation", "overflow", "winback"
 FOLLOWUP = "attempt"  # Alert.kind "attempt2", "attempt3": the ping after a recovery email did not help
 DIGEST_CHANNEL_MARK = "digest"  # Alert.channel of an "overflow" record
-CLOSED_TICKETS = ("solved", "closed", "resolved")
 LOOKUP_RETRY = timedelta(minutes=10)  # a failed users.lookupByEmail is not retried before this
 # Unacknowledged P0s escalated one message each per run; more due at once (a first scan, an
 # outage of the team) go in one summary message.
@@ -211,7 +209,7 @@ class Router:
 
     def _ping(self, stall, now: datetime, not_before: datetime | None, decision: RouteDecision) -> int:
         owner_id = self._owner_slack_id(stall)
-        view = self._view(stall, now, owner=owner_id or stall.owner_email)
+        view = self._view(stall, now)
         dests: list[tuple[str, str]] = []  # (Alert.channel, outbox method)
         if owner_id:
             dests.append((owner_id, "dm"))
@@ -238,8 +236,7 @@ class Router:
         return enqueued
 
     def _update(self, stall, pings: list, now: datetime, not_before: datetime | None) -> int:
-        view = self._view(stall, now, owner=stall.owner_slack_id or stall.owner_email,
-                          note=None)
+        view = self._view(stall, now)
         enqueued = 0
         with write_tx(self.engine) as conn:
             for alert in pings:
@@ -273,7 +270,7 @@ class Router:
         return enqueued
 
     def _close(self, stall, pings: list, now: datetime) -> int:
-        view = self._view(stall, now, owner=stall.owner_slack_id or stall.owner_email)
+        view = self._view(stall, now)
         enqueued = 0
         with write_tx(self.engine) as conn:
             for alert in pings:
@@ -360,7 +357,7 @@ class Router:
         for r in due[:ESCALATE_EACH]:
             stall = stalls[r.stall_id]
             minutes = int((now - _aware(r.pinged_at)).total_seconds() // 60)
-            view = self._view(stall, now, owner=stall.owner_slack_id or stall.owner_email)
+            view = self._view(stall, now)
             with write_tx(self.engine) as conn:
                 alert_id = conn.execute(insert_ignore(conn, ALERT, "stall_id", "channel", "kind").values(
                     stall_id=stall.id, channel=channel, kind=ESCALATION, priority=stall.priority,
@@ -382,7 +379,7 @@ class Router:
         so none escalates again)."""
         if not stalls:
             return 0
-        views = {s.id: self._view(s, now, owner=s.owner_slack_id or s.owner_email) for s in stalls}
+        views = self._views([s.id for s in stalls], now)
         with write_tx(self.engine) as conn:
             fresh = [s for s in stalls if conn.execute(insert_ignore(conn, ALERT, "stall_id", "channel", "kind").values(
                 stall_id=s.id, channel=channel, kind=ESCALATION, priority=s.priority, created_at=now,
@@ -442,7 +439,7 @@ class Router:
     def _follow_up(self, stall, attempt: int, now: datetime) -> int:
         owner_id = self._owner_slack_id(stall)
         note = followup_note(attempt, _aware(stall.last_recovery_at))
-        view = self._view(stall, now, owner=owner_id or stall.owner_email, note=note)
+        view = self._view(stall, now, note=note)
         dests = ([(owner_id, "dm")] if owner_id else []) + (
             [(self.settings.alerts_channel, "chat.postMessage")] if self.settings.alerts_channel else [])
         # Quiet hours hold it like a ping (a P0 goes at once).
@@ -468,7 +465,7 @@ class Router:
         if not channel:
             log.info("slack router: stall %s is a win-back handoff but STALLWATCH_DIGEST_CHANNEL is not set", stall.id)
             channel = DIGEST_CHANNEL_MARK  # recorded, so the digest can show it; nothing to post
-        view = self._view(stall, now, owner=stall.owner_slack_id or stall.owner_email)
+        view = self._view(stall, now)
         last_sent = _aware(stall.last_recovery_at)
         with write_tx(self.engine) as conn:
             alert_id = conn.execute(insert_ignore(conn, ALERT, "stall_id", "channel", "kind").values(
@@ -520,45 +517,14 @@ class Router:
                          .values(owner_slack_id=user_id))
         return user_id
 
-    def _step_name(self, event: str | None) -> str | None:
-        """The step's display name ("Connect integration"), as /journey and the digest show it."""
-        step = self.rules.journey.step(event) if event else None
-        return step.name if step else event
-
-    def _view(self, stall, now: datetime, *, owner: str | None, note: str | None = None) -> PingView:
+    def _views(self, stall_ids: Iterable[int], now: datetime) -> dict[int, PingView]:
+        """The pings of these stalls as every other path renders them (one builder)."""
         with read_tx(self.engine) as conn:
-            tickets = conn.execute(select(func.count()).select_from(TICKET).where(
-                TICKET.c.account_id == stall.account_id,
-                func.lower(TICKET.c.status).not_in(CLOSED_TICKETS))).scalar_one()
-            drafts = draft_state(conn, stall.id)
-        since = _aware(stall.stalled_since) or now
-        resolution = _resolution(stall)
-        return PingView(
-            stall_id=stall.id, account_name=stall.account_name or stall.account_id,
-            arr=float(stall.account_arr or 0.0), priority=stall.priority, stage=stall.stage,
-            step=self._step_name(stall.step),
-            days_stalled=max((now - since).total_seconds() / 86400, 0.0), why=stall.why or stall.detail or "",
-            owner=owner, last_activity=_aware(stall.last_seen_at), open_tickets=tickets, status=stall.status,
-            assignee=stall.assignee, snoozed_until=_aware(stall.snoozed_until), snoozed_by=stall.snoozed_by,
-            resolved_by=stall.resolved_by, resolved_at=_aware(stall.resolved_at), resolution=resolution,
-            note=note, draft_state=drafts,
-        )
+            return ping_views(conn, stall_ids, self.rules, now)
 
-
-def _resolution(stall) -> str | None:
-    """How the stall closed, in words: a step stall whose step turns out to have been reached
-    before the stall opened was opened on stale data (the event arrived late)."""
-    if stall.status == "auto_resolved" and stall.rule == "step_stall" and stall.step:
-        reached = (stall.steps or {}).get(stall.step)
-        try:
-            reached_at = _aware(datetime.fromisoformat(reached)) if reached else None
-        except ValueError:
-            reached_at = None
-        if reached_at is not None and reached_at <= _aware(stall.opened_at):
-            return f"{stall.step} arrived late (done {reached_at:%Y-%m-%d %H:%M} UTC, before the stall opened)"
-        if reached_at is not None:
-            return f"{stall.step} done {reached_at:%Y-%m-%d %H:%M} UTC"
-    return stall.resolution
+    def _view(self, stall, now: datetime, *, note: str | None = None) -> PingView:
+        view = self._views([stall.id], now)[stall.id]
+        return replace(view, note=note) if note else view
 
 
 def _change_note(previous: str, current: str) -> str:

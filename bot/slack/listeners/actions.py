@@ -15,10 +15,11 @@ import logging
 from slack_bolt.async_app import AsyncApp
 
 from bot.slack import queries
-from bot.slack.blocks import Action, decode_action, home_view, ping_blocks, ping_text
+from bot.slack.render import home_view, ping_blocks, ping_text
+from bot.slack.render.codec import Action, decode_action
 from bot.slack.boundary import ack_only, lazy
 from bot.slack.listeners.commands import account_journey
-from bot.stalls import actions
+from bot.stalls import actions, views
 from bot.stalls.actions import Outcome
 from bot.stalls.context import Services
 from bot.stalls.errors import BadRequest
@@ -42,7 +43,7 @@ def rendered_pings(services: Services, stall_id: int, extra: list[tuple[str, str
     """Where the stall's pings are and the message they now show."""
     with services.engine.connect() as conn:
         targets = queries.ping_messages(conn, stall_id)
-        view = queries.ping_view(conn, stall_id, services.rules, services.clock())
+        view = views.ping_view(conn, stall_id, services.rules, services.clock())
     for t in extra:
         if t not in targets:
             targets.append(t)

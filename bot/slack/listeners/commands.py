@@ -14,7 +14,8 @@ from slack_bolt.async_app import AsyncApp
 from slack_sdk.models.blocks import ActionsBlock, ButtonElement, PlainTextObject, SectionBlock, MarkdownTextObject
 
 from bot.slack import queries
-from bot.slack.blocks import funnel_blocks, journey_blocks, md, plain, stalls_list_blocks
+from bot.slack.render import funnel_blocks, journey_blocks, stalls_list_blocks
+from bot.slack.text import md, plain
 from bot.slack.boundary import ack_only, lazy
 from bot.stalls.context import Services
 from storage.lookup import find_account

@@ -21,7 +21,7 @@ import logging
 from slack_bolt.async_app import AsyncApp
 
 from bot import recovery
-from bot.slack.blocks import Action, decode_action
+from bot.slack.render.codec import Action, decode_action
 from bot.slack.boundary import after_ack, error_text, listener
 from bot.slack.draft_views import (CALLBACK_ID, DraftRef, drafting_view, form_view, notice_view,
                                    submitted_values)

@@ -9,7 +9,7 @@ import asyncio
 
 from slack_bolt.async_app import AsyncApp
 
-from bot.slack.blocks import home_view
+from bot.slack.render import home_view
 from bot.slack.boundary import listener
 from bot.slack.health import mark_revoked
 from bot.slack.listeners.actions import home_rows

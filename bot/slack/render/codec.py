@@ -1,0 +1,74 @@
+"""Action ids and their payloads: every interactive element carries a `StallRef` as compact JSON
+in its `value` (button) or option value (select, overflow menu); `decode_action` turns a Slack
+`block_actions` action back into (Action, StallRef)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from bot.slack.render.limits import OPTION_VALUE_MAX
+
+
+class Action(StrEnum):
+    """Every action id Stallwatch puts in a message (Bolt listeners match on these)."""
+
+    DRAFT = "stall_draft"  # button: draft a recovery email (opens the modal, bot/slack/draft_views.py)
+    # In the recovery-email modal (their value is a DraftRef, not a StallRef): the modal's
+    # submission is DRAFT_APPROVE ("Approve & send").
+    DRAFT_REGENERATE = "draft_regenerate"
+    DRAFT_DISCARD = "draft_discard"
+    DRAFT_APPROVE = "draft_approve"
+    ASSIGN = "stall_assign"  # button: assign to me
+    SNOOZE = "stall_snooze"  # static select: 1, 3 or 7 days (StallRef.days)
+    RESOLVE = "stall_resolve"  # button, with a confirmation
+    VIEW_JOURNEY = "stall_view_journey"  # button (a link when the journey has a URL)
+    # Overflow menu on a row of /stalls, /journey or the App Home; the chosen option's
+    # StallRef.op says which of ASSIGN, SNOOZE (with days) or RESOLVE it is.
+    ROW_MENU = "stall_row_menu"
+    # Overflow menu on a digest row; the option's StallRef.op is DIGEST_ASSIGN or DIGEST_SNOOZE.
+    # Separate from ROW_MENU so the listener knows it must update a digest, not a ping.
+    DIGEST_MENU = "digest_row_menu"
+    DIGEST_ASSIGN = "digest_assign"
+    DIGEST_SNOOZE = "digest_snooze"
+
+
+class StallRef(BaseModel):
+    """The typed payload of every interactive element: which stall, and for menus what to do."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    stall_id: int = Field(ge=1)
+    v: Literal[1] = 1  # payload version: old messages stay decodable when this grows
+    op: Action | None = None  # set on menu options, where one action id carries several ops
+    days: int | None = Field(default=None, ge=1, le=365)  # snooze length
+
+    def encode(self) -> str:
+        """Compact JSON (no spaces, no nulls): always far under the 150-char option value limit."""
+        value = self.model_dump_json(exclude_none=True)
+        if len(value) > OPTION_VALUE_MAX:  # cannot happen with these fields; guards future ones
+            raise ValueError(f"StallRef payload is {len(value)} characters")
+        return value
+
+    @classmethod
+    def decode(cls, value: str) -> "StallRef":
+        """Parse a payload; raises pydantic.ValidationError on anything forged or foreign."""
+        return cls.model_validate_json(value)
+
+
+def decode_action(action: Mapping[str, Any]) -> tuple[Action, StallRef]:
+    """(what to do, on which stall) from one entry of a block_actions payload's `actions`.
+
+    Buttons carry the payload in `value`; selects and overflow menus in `selected_option.value`.
+    For menus the payload's `op` is the action; otherwise the action id is. Raises ValueError
+    (pydantic's ValidationError is one) on unknown action ids or malformed payloads.
+    """
+    selected = action.get("selected_option") or {}
+    raw = selected.get("value") if selected else action.get("value")
+    if not isinstance(raw, str):
+        raise ValueError("action carries no value")
+    ref = StallRef.decode(raw)
+    return (ref.op or Action(action.get("action_id"))), ref

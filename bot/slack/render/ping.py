@@ -1,0 +1,110 @@
+"""The real-time ping of a stall: what is stalled, why, for whom; buttons only while it is live.
+Rendered from a `PingView` (bot/stalls/views.py), so every edit shows the whole current state."""
+
+from __future__ import annotations
+
+from slack_sdk.models.blocks import Block, SectionBlock
+
+from bot.slack.render.format import CLOSED, PRIORITY_EMOJI, STATUS_LABEL, days_text, money, person, when
+from bot.slack.render.limits import NAME_MAX, NOTE_MAX, SHORT_MAX, WHY_MAX
+from bot.slack.render.packing import check_message
+from bot.slack.render.primitives import context_block, header_block, section_block, stall_actions
+from bot.slack.text import clip, md
+from bot.stalls.views import DraftLine, PingView, not_sent_phrase
+
+
+def ping_blocks(p: PingView) -> list[Block]:
+    """The ping: what is stalled, why, for whom; buttons only while the stall is live."""
+    blocks: list[Block] = [header_block(_ping_title(p)), ping_summary(p)]
+    status_lines = _status_lines(p)
+    if status_lines:
+        blocks.append(context_block(*status_lines, block_id=f"stall-{p.stall_id}-status"))
+    if p.status not in CLOSED:
+        blocks.append(stall_actions(p.stall_id, journey_url=p.journey_url, block_id=f"stall-{p.stall_id}-actions"))
+    check_message(blocks)
+    return blocks
+
+
+def ping_text(p: PingView) -> str:
+    """The notification fallback (`text` of chat.postMessage): one line, no blocks needed."""
+    where = f" on {md(p.step, SHORT_MAX)}" if p.step else ""
+    line = (f"{p.priority}: {md(p.account_name, NAME_MAX)} stalled {days_text(p.days_stalled)}{where} "
+            f"({money(p.arr)} ARR)")
+    if p.status in CLOSED:
+        line = f"{STATUS_LABEL.get(p.status, p.status)}: {line}"
+    return line
+
+
+def priority_change_text(p: PingView, previous: str) -> str:
+    """The one thread reply that goes with an in-place edit after a priority change."""
+    direction = "raised" if _rank(p.priority) < _rank(previous) else "lowered"
+    return f"Priority {direction} from {previous} to {p.priority}: {md(p.why, WHY_MAX)}"
+
+
+def draft_text(d: DraftLine) -> str:
+    """One mrkdwn line for the ping: the recovery email's state. Mentions are real; the
+    recipient and reasons are escaped here."""
+    who = person(d.actor) if d.actor else "a CSM"
+    kind = "template" if d.source == "template" else "AI"
+    attempt = f" (attempt {d.attempt})" if d.attempt > 1 else ""
+    to = md(d.recipient, SHORT_MAX)
+    if d.status == "drafting":
+        return f"Recovery email being drafted by {who}{attempt}"
+    if d.status == "drafted":
+        return f"Recovery email drafted by {who} ({kind}), awaiting approval{attempt}"
+    if d.status == "approved":
+        return f"Recovery email approved by {who}, sending to {to}{attempt}"
+    if d.status == "sent" and d.sent_at:
+        return f"Recovery email sent by {who} at {d.sent_at:%Y-%m-%d %H:%M} UTC to {to}{attempt}"
+    if d.status == "blocked":
+        return f"Recovery email{attempt} {md(not_sent_phrase(d.blocked_reason), 200)}"
+    return f"Recovery email {d.status}{attempt}"
+
+
+def _rank(priority: str) -> int:
+    return {"P0": 0, "P1": 1, "P2": 2, "P3": 3}.get(priority, 9)
+
+
+def _ping_title(p: PingView) -> str:
+    if p.status in CLOSED:
+        return f"✅ {STATUS_LABEL.get(p.status, p.status)} · {p.account_name}"
+    return f"{PRIORITY_EMOJI.get(p.priority, '⚪')} {p.priority} · {p.account_name} stalled"
+
+
+def ping_summary(p: PingView) -> SectionBlock:
+    """The stall's facts: the ping's first section, repeated in escalations and handoffs."""
+    where = f"{md(p.stage, SHORT_MAX)} → {md(p.step, SHORT_MAX)}" if p.step else md(p.stage, SHORT_MAX)
+    text = (f"*{md(p.account_name, NAME_MAX)}* · {money(p.arr)} ARR · {where}\n"
+            f"*Stalled {days_text(p.days_stalled)}* · {md(p.why, WHY_MAX)}")
+    fields = [
+        f"*Owner*\n{person(p.owner)}",
+        f"*Last activity*\n{when(p.last_activity)}",
+        f"*Open tickets*\n{max(p.open_tickets, 0):,}",
+        f"*Status*\n{STATUS_LABEL.get(p.status, md(p.status, SHORT_MAX))}",
+    ]
+    return section_block(text, fields=fields, block_id=f"stall-{p.stall_id}-summary")
+
+
+def _status_lines(p: PingView) -> list[str]:
+    """Who did what to the stall, newest facts first; a closed stall says how it closed."""
+    lines: list[str] = []
+    if p.status == "resolved":
+        by = f" by {person(p.resolved_by)}" if p.resolved_by else ""
+        at = f" at {when(p.resolved_at)}" if p.resolved_at else ""
+        detail = f": {md(p.resolution, NOTE_MAX)}" if p.resolution else ""
+        lines.append(f"✅ Resolved{by}{at}{detail}")
+    elif p.status == "auto_resolved":
+        lines.append(f"✅ Auto-resolved: {md(p.resolution, NOTE_MAX)}" if p.resolution else "✅ Auto-resolved")
+    elif p.status == "suppressed":
+        lines.append(f"🔕 Suppressed: {md(p.resolution or 'the account cancelled or churned', NOTE_MAX)}")
+    elif p.status == "snoozed" or p.snoozed_until:
+        by = f" by {person(p.snoozed_by)}" if p.snoozed_by else ""
+        until = f" until {when(p.snoozed_until)}" if p.snoozed_until else ""
+        lines.append(f"💤 Snoozed{until}{by}")
+    if p.assignee:
+        lines.append(f"👤 Assigned to {person(p.assignee)}")
+    if p.draft:
+        lines.append(f"✉️ {clip(draft_text(p.draft), NOTE_MAX)}")
+    if p.note:
+        lines.append(md(p.note, NOTE_MAX))
+    return lines

@@ -1,0 +1,116 @@
+"""Block Kit building blocks: sections, contexts, headers, and the buttons and menus of a stall.
+Every text is clipped to Slack's limit for its place; every payload is a `StallRef`."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from slack_sdk.models.blocks import (
+    ActionsBlock,
+    ButtonElement,
+    ConfirmObject,
+    ContextBlock,
+    HeaderBlock,
+    MarkdownTextObject,
+    Option,
+    OverflowMenuElement,
+    PlainTextObject,
+    SectionBlock,
+    StaticSelectElement,
+)
+
+from bot.slack.render.codec import Action, StallRef
+from bot.slack.render.limits import CONTEXT_TEXT_MAX, FIELD_TEXT_MAX, HEADER_TEXT_MAX, SECTION_TEXT_MAX, URL_MAX
+from bot.slack.text import clip, plain
+
+SNOOZE_DAYS = (1, 3, 7)
+
+
+def section_block(text: str | None, *, fields: Sequence[str] = (), accessory=None,
+                  block_id: str | None = None) -> SectionBlock:
+    # Slack rejects an empty text object: a section of fields only has no text at all.
+    body = MarkdownTextObject(text=clip(text, SECTION_TEXT_MAX)) if text and text.strip() else None
+    if body is None and not fields:
+        body = MarkdownTextObject(text="–")
+    return SectionBlock(
+        text=body,
+        fields=[MarkdownTextObject(text=clip(f, FIELD_TEXT_MAX)) for f in fields[:10]] or None,
+        accessory=accessory,
+        block_id=block_id,
+    )
+
+
+def context_block(*texts: str, block_id: str | None = None) -> ContextBlock:
+    elements = [MarkdownTextObject(text=clip(t, CONTEXT_TEXT_MAX)) for t in texts if t][:10]
+    return ContextBlock(elements=elements or [MarkdownTextObject(text=" ")], block_id=block_id)
+
+
+def header_block(text: str) -> HeaderBlock:
+    return HeaderBlock(text=PlainTextObject(text=plain(text, HEADER_TEXT_MAX), emoji=True))
+
+
+def button(text: str, action: Action, ref: StallRef, *, style: str | None = None,
+           url: str | None = None, confirm: ConfirmObject | None = None) -> ButtonElement:
+    return ButtonElement(text=PlainTextObject(text=text, emoji=True), action_id=action.value,
+                         value=ref.encode(), style=style, url=url, confirm=confirm)
+
+
+def _option(text: str, ref: StallRef) -> Option:
+    return Option(text=PlainTextObject(text=text, emoji=True), value=ref.encode())
+
+
+def _snooze_select(stall_id: int) -> StaticSelectElement:
+    return StaticSelectElement(
+        placeholder=PlainTextObject(text="Snooze…"),
+        action_id=Action.SNOOZE.value,
+        options=[_option(_snooze_label(d), StallRef(stall_id=stall_id, days=d)) for d in SNOOZE_DAYS],
+    )
+
+
+def _snooze_label(days: int) -> str:
+    return f"Snooze {days} day" if days == 1 else f"Snooze {days} days"
+
+
+def resolve_confirm() -> ConfirmObject:
+    return ConfirmObject(title="Resolve this stall?",
+                         text="It leaves every queue. A new stall opens if the account stalls again.",
+                         confirm="Resolve", deny="Cancel")
+
+
+def safe_url(url: str | None, limit: int) -> bool:
+    return bool(url) and len(url) <= limit and url.startswith(("https://", "http://"))
+
+
+def journey_button(stall_id: int, journey_url: str | None) -> ButtonElement:
+    # A link when the journey has a page; otherwise the app answers with the /journey view.
+    # Anything Slack would reject (too long, not http) is dropped rather than sent.
+    url = journey_url if safe_url(journey_url, URL_MAX) else None
+    return button("View journey", Action.VIEW_JOURNEY, StallRef(stall_id=stall_id), url=url)
+
+
+def stall_actions(stall_id: int, *, journey_url: str | None = None, with_journey: bool = True,
+                  block_id: str | None = None) -> ActionsBlock:
+    """The buttons of a live stall: Draft, Assign to me, Snooze, Resolve (and View journey)."""
+    ref = StallRef(stall_id=stall_id)
+    elements = [
+        button("Draft recovery email", Action.DRAFT, ref, style="primary"),
+        button("Assign to me", Action.ASSIGN, ref),
+        _snooze_select(stall_id),
+        button("Resolve", Action.RESOLVE, ref, style="danger", confirm=resolve_confirm()),
+    ]
+    if with_journey:
+        elements.append(journey_button(stall_id, journey_url))
+    return ActionsBlock(elements=elements, block_id=block_id)
+
+
+def row_menu(stall_id: int, *, digest: bool) -> OverflowMenuElement:
+    """The inline actions of a list row (at most 5 options in an overflow menu)."""
+    if digest:
+        assign, snooze, action = Action.DIGEST_ASSIGN, Action.DIGEST_SNOOZE, Action.DIGEST_MENU
+    else:
+        assign, snooze, action = Action.ASSIGN, Action.SNOOZE, Action.ROW_MENU
+    options = [_option("Assign to me", StallRef(stall_id=stall_id, op=assign))]
+    options += [_option(_snooze_label(d), StallRef(stall_id=stall_id, op=snooze, days=d)) for d in SNOOZE_DAYS]
+    if not digest:
+        options.append(_option("Resolve", StallRef(stall_id=stall_id, op=Action.RESOLVE)))
+    return OverflowMenuElement(action_id=action.value, options=options)

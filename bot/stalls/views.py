@@ -1,0 +1,302 @@
+"""The read models: what each surface shows, as plain dataclasses (no Slack here), and the one
+builder of a stall's ping view that every path uses.
+
+A ping is edited by the router (priority change, auto-resolution), by a click (assign, snooze,
+resolve) and by a recovery email's progress; each edit re-renders the whole message from the
+stall's current state. They all build the view with `ping_views`, so the message reads the same
+whoever edited it last (the router once said "arrived late" where a click later said "no longer
+stalled", and counted days past the resolution).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime, timezone
+from typing import Literal
+
+from sqlalchemy import Connection, func, select
+
+from rules.config import Rules
+from storage.models import Account, Draft, Stall, Ticket
+
+STALL = Stall.__table__
+ACCOUNT = Account.__table__
+TICKET = Ticket.__table__
+DRAFT = Draft.__table__
+
+CLOSED_TICKETS = ("solved", "closed", "resolved")
+SYSTEM = "system"  # Stall.resolved_by of a resolution by the scan
+
+
+# --- the ping (and the escalation and win-back messages built from it) -----------------------
+
+@dataclass(frozen=True)
+class DraftLine:
+    """The latest recovery email of a stall (a discarded one shows the one before)."""
+
+    status: str  # drafting | drafted | approved | sent | blocked | ...
+    actor: str | None  # who approved it, else who asked for it (a Slack user id)
+    source: str  # "template" or "llm:<model>"
+    attempt: int = 1
+    recipient: str | None = None
+    sent_at: datetime | None = None
+    blocked_reason: str | None = None
+
+
+@dataclass(frozen=True)
+class PingView:
+    """Everything a ping (and an escalation) shows about one stall."""
+
+    stall_id: int
+    account_name: str
+    arr: float
+    priority: str
+    stage: str
+    step: str | None  # the step's display name; None for rules not about a step
+    days_stalled: float
+    why: str
+    owner: str | None = None  # CSM Slack user id, or email when not mapped
+    last_activity: datetime | None = None
+    open_tickets: int = 0
+    status: str = "open"
+    assignee: str | None = None  # Slack user id
+    snoozed_until: datetime | None = None
+    snoozed_by: str | None = None
+    resolved_by: str | None = None  # Slack user id, or None when the system resolved it
+    resolved_at: datetime | None = None
+    resolution: str | None = None  # e.g. "Integration Connected arrived late (stall opened on stale data)"
+    draft: DraftLine | None = None
+    journey_url: str | None = None
+    note: str | None = None  # e.g. "Priority raised from P1 to P0"
+
+
+def ping_view(conn: Connection, stall_id: int, rules: Rules, now: datetime) -> PingView | None:
+    """The ping of one stall from its current state (None: no such stall)."""
+    return ping_views(conn, [stall_id], rules, now).get(stall_id)
+
+
+def ping_views(conn: Connection, stall_ids: Iterable[int], rules: Rules, now: datetime) -> dict[int, PingView]:
+    """The pings of many stalls in three statements (stalls, open tickets, latest drafts)."""
+    ids = sorted(set(stall_ids))
+    if not ids:
+        return {}
+    stalls = list(conn.execute(
+        select(STALL, ACCOUNT.c.name.label("account_name"), ACCOUNT.c.arr.label("account_arr"),
+               ACCOUNT.c.owner_slack_id, ACCOUNT.c.owner_email, ACCOUNT.c.last_seen_at, ACCOUNT.c.steps)
+        .select_from(STALL.outerjoin(ACCOUNT, ACCOUNT.c.id == STALL.c.account_id))
+        .where(STALL.c.id.in_(ids))))
+    tickets = _open_tickets(conn, {s.account_id for s in stalls})
+    drafts = _latest_drafts(conn, ids)
+    return {s.id: _ping(s, rules, now, tickets.get(s.account_id, 0), drafts.get(s.id)) for s in stalls}
+
+
+def _ping(s, rules: Rules, now: datetime, open_tickets: int, draft: DraftLine | None) -> PingView:
+    resolved_at = aware(s.resolved_at)
+    step = rules.journey.step(s.step) if s.step else None
+    return PingView(
+        stall_id=s.id, account_name=s.account_name or s.account_id, arr=float(s.account_arr or 0.0),
+        priority=s.priority, stage=s.stage, step=step.name if step else s.step,
+        # A closed stall stopped stalling when it closed: its days stay what they were then.
+        days_stalled=days_since(s.stalled_since, resolved_at or now), why=s.why or s.detail or "",
+        owner=s.owner_slack_id or s.owner_email, last_activity=aware(s.last_seen_at), open_tickets=open_tickets,
+        status=s.status, assignee=s.assignee, snoozed_until=aware(s.snoozed_until), snoozed_by=s.snoozed_by,
+        resolved_by=s.resolved_by if s.resolved_by != SYSTEM else None, resolved_at=resolved_at,
+        resolution=resolution(s), draft=draft,
+    )
+
+
+def resolution(stall) -> str | None:
+    """How the stall closed, in words: a step stall whose step turns out to have been reached
+    before the stall opened was opened on stale data (the event arrived late). `stall` needs
+    the stall's columns and the account's `steps`."""
+    if stall.status == "auto_resolved" and stall.rule == "step_stall" and stall.step:
+        reached_at = parse_time((stall.steps or {}).get(stall.step))
+        if reached_at is not None and reached_at <= aware(stall.opened_at):
+            return f"{stall.step} arrived late (done {reached_at:%Y-%m-%d %H:%M} UTC, before the stall opened)"
+        if reached_at is not None:
+            return f"{stall.step} done {reached_at:%Y-%m-%d %H:%M} UTC"
+    return stall.resolution
+
+
+def _open_tickets(conn: Connection, account_ids: set[str]) -> dict[str, int]:
+    if not account_ids:
+        return {}
+    return dict(conn.execute(
+        select(TICKET.c.account_id, func.count())
+        .where(TICKET.c.account_id.in_(sorted(account_ids)), func.lower(TICKET.c.status).not_in(CLOSED_TICKETS))
+        .group_by(TICKET.c.account_id)).all())
+
+
+def _latest_drafts(conn: Connection, stall_ids: list[int]) -> dict[int, DraftLine]:
+    latest = (select(func.max(DRAFT.c.id)).where(DRAFT.c.stall_id.in_(stall_ids), DRAFT.c.status != "discarded")
+              .group_by(DRAFT.c.stall_id))
+    return {d.stall_id: DraftLine(status=d.status, actor=d.approved_by or d.created_by, source=d.source,
+                                  attempt=d.attempt, recipient=d.recipient, sent_at=aware(d.sent_at),
+                                  blocked_reason=d.blocked_reason)
+            for d in conn.execute(select(DRAFT).where(DRAFT.c.id.in_(latest)))}
+
+
+def not_sent_phrase(reason: str | None) -> str:
+    """A blocked draft's reason as a predicate: "not sent: the account has churned", or the
+    reason itself when it already says what happened ("could not be delivered: ...",
+    "may or may not have been sent ...")."""
+    reason = reason or "blocked"
+    if reason.startswith(("could not be delivered", "may or may not have been sent")):
+        return reason
+    return f"not sent: {reason}"
+
+
+# --- times ------------------------------------------------------------------------------------
+
+def aware(moment: datetime | None) -> datetime | None:
+    """A stored time as aware UTC (SQLite gives naive datetimes back)."""
+    if moment is None:
+        return None
+    return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment.astimezone(timezone.utc)
+
+
+def parse_time(value) -> datetime | None:
+    """A time stored in JSON (an ISO string) or a column; None when it is neither."""
+    if isinstance(value, datetime):
+        return aware(value)
+    if isinstance(value, str) and value:
+        try:
+            return aware(datetime.fromisoformat(value.replace("Z", "+00:00")))
+        except ValueError:
+            return None
+    return None
+
+
+def days_since(since: datetime | None, now: datetime) -> float:
+    since = aware(since)
+    return max((now - since).total_seconds() / 86400, 0.0) if since else 0.0
+
+
+# --- list rows (/stalls, /journey, App Home, digest) -----------------------------------------
+
+@dataclass(frozen=True)
+class StallRow:
+    """One stall in a ranked list."""
+
+    stall_id: int
+    account_name: str
+    priority: str
+    arr: float
+    why: str
+    days_stalled: float = 0.0
+    owner: str | None = None
+    status: str = "open"
+    assignee: str | None = None
+    snoozed_until: datetime | None = None
+    note: str | None = None  # e.g. routing's "over @jane's hourly ping budget"
+
+
+# --- /journey ---------------------------------------------------------------------------------
+
+StepState = Literal["done", "waiting", "stalled", "todo"]
+
+
+@dataclass(frozen=True)
+class StepLine:
+    name: str  # display name
+    state: StepState
+    at: datetime | None = None  # reached at ("done"), or waiting since ("waiting", "stalled")
+
+
+@dataclass(frozen=True)
+class EventLine:
+    at: datetime
+    name: str
+    detail: str | None = None
+
+
+@dataclass(frozen=True)
+class TicketLine:
+    id: str
+    status: str
+    created_at: datetime
+    subject: str | None = None
+    topic: str | None = None
+
+
+@dataclass(frozen=True)
+class JourneyViewData:
+    account_id: str
+    name: str
+    stage: str
+    arr: float
+    owner: str | None = None
+    track: str | None = None
+    lifecycle: str | None = None
+    plan: str | None = None
+    domain: str | None = None
+    renewal_date: date | None = None
+    steps: Sequence[StepLine] = ()  # the onboarding steps, then activation, in order
+    open_stalls: Sequence[StallRow] = ()  # ranked
+    events: Sequence[EventLine] = ()  # newest first
+    tickets: Sequence[TicketLine] = ()  # newest first
+    journey_url: str | None = None
+
+
+# --- /funnel ----------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class FunnelStage:
+    name: str
+    entered: int
+    converted: int  # of those, how many reached the next stage
+    median_days: float | None = None  # median time spent in the stage
+
+    @property
+    def conversion(self) -> float | None:
+        return self.converted / self.entered if self.entered > 0 else None
+
+
+@dataclass(frozen=True)
+class TrackRate:
+    track: str
+    accounts: int
+    activation_rate: float | None  # 0..1
+    stall_rate: float | None  # 0..1
+
+
+@dataclass(frozen=True)
+class FunnelData:
+    days: int
+    stages: Sequence[FunnelStage]
+    tracks: Sequence[TrackRate] = ()
+    weakest: str | None = None  # None: the stage with the lowest conversion
+
+
+def weakest_stage(f: FunnelData) -> FunnelStage | None:
+    if f.weakest is not None:
+        return next((s for s in f.stages if s.name == f.weakest), None)
+    measured = [s for s in f.stages if s.conversion is not None]
+    return min(measured, key=lambda s: s.conversion) if measured else None
+
+
+# --- the daily digest -------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class TrackingIssueLine:
+    kind: str  # missing_property | volume_drop
+    event_name: str
+    property: str = ""
+    count: int = 1
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class DigestData:
+    day: date
+    new_stalls: int
+    arr_at_risk: float
+    resolved_since_yesterday: int
+    activation_by_track: Mapping[str, float | None]  # last 14 days, 0..1
+    rows: Sequence[StallRow]  # open, not snoozed, ranked best first (may be only the top slice)
+    total_open: int | None = None  # all open stalls (None: len(rows))
+    snoozed: int = 0
+    tracking_issues: Sequence[TrackingIssueLine] = ()
+    funnel: FunnelData | None = None
+    max_items: int = 40  # rules.digest.max_items

@@ -1,0 +1,96 @@
+"""One ping view for every path: the router's edit of a closed stall's ping and the re-render
+after a click (or a draft) show the same message, whatever edited it last."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import pytest
+from sqlalchemy import select
+
+from bot.scan import scan
+from bot.slack.render import ping_blocks, ping_text
+from bot.slack.render.ping import draft_text
+from bot.slack.text import WJ
+from bot.stalls.views import DraftLine, ping_view
+from storage.models import SlackOutbox
+from tests.factories import DAY, HOUR, PROJECT, live_stalls, stalls, store, track
+from tests.test_router import ALERTS, make_rig, now_utc, stall_step_account  # noqa: F401 - make_rig is a fixture
+
+pytest_plugins = ["tests.fakes.fixtures"]
+
+OUTBOX = SlackOutbox.__table__
+
+
+def close_edit(rig, stall_id: int) -> dict:
+    """The payload of the router's chat.update closing the channel ping of the stall."""
+    with rig.engine.connect() as conn:
+        return conn.execute(select(OUTBOX.c.payload).where(OUTBOX.c.key == f"close:{stall_id}:{ALERTS}")).scalar_one()
+
+
+def auto_resolved_late(rig):
+    """A P0 step stall, pinged, then auto-resolved by its step's event arriving late."""
+    now = now_utc()
+    stall_step_account(rig, "acme", now - HOUR, arr=50000)
+    scan(rig.engine, rig.rules, now - HOUR)
+    [stall] = live_stalls(rig.engine, "acme")
+    rig.send()
+    store(rig.engine, rig.rules, [track("acme", PROJECT, now - 20 * HOUR)], now=now)
+    assert scan(rig.engine, rig.rules, now).auto_resolved == 1
+    return stall.id, now
+
+
+def test_an_auto_resolved_ping_reads_the_same_from_the_router_and_from_a_rerender(make_rig):
+    rig = make_rig()
+    stall_id, now = auto_resolved_late(rig)
+    routed = close_edit(rig, stall_id)
+    assert "Project Created arrived late" in str(routed["blocks"])
+    # Days later a click (or a draft's outcome) re-renders the same message from state.
+    for later in (now, now + 3 * DAY):
+        with rig.engine.connect() as conn:
+            view = ping_view(conn, stall_id, rig.rules, later)
+        assert [b.to_dict() for b in ping_blocks(view)] == routed["blocks"]
+        assert ping_text(view) == routed["text"]
+
+
+def test_a_system_resolution_names_nobody_and_its_days_stay_frozen(make_rig):
+    rig = make_rig()
+    stall_id, now = auto_resolved_late(rig)
+    [stall] = stalls(rig.engine, "acme")
+    assert stall.resolved_by == "system"
+    with rig.engine.connect() as conn:
+        at_close = ping_view(conn, stall_id, rig.rules, now)
+        later = ping_view(conn, stall_id, rig.rules, now + 10 * DAY)
+    assert at_close.resolved_by is None and at_close.status == "auto_resolved"
+    assert at_close.days_stalled == later.days_stalled
+    assert at_close.resolution.startswith("Project Created arrived late")
+
+
+# --- the draft line: rendered from the latest draft's facts (the view holds no Slack markup) ----
+
+SENT = datetime(2026, 3, 2, 9, 30, tzinfo=timezone.utc)
+
+
+@pytest.mark.parametrize("draft, line", [
+    (DraftLine("drafting", "U0CSM1", "llm:gpt"), "Recovery email being drafted by <@U0CSM1>"),
+    (DraftLine("drafted", "U0CSM1", "template", attempt=2),
+     "Recovery email drafted by <@U0CSM1> (template), awaiting approval (attempt 2)"),
+    (DraftLine("drafted", None, "llm:gpt"), "Recovery email drafted by a CSM (AI), awaiting approval"),
+    (DraftLine("approved", "U0CSM1", "llm:gpt", recipient="ana@acme.io"),
+     f"Recovery email approved by <@U0CSM1>, sending to ana@acme.{WJ}io"),
+    (DraftLine("sent", "U0CSM1", "llm:gpt", recipient="ana@acme.io", sent_at=SENT),
+     f"Recovery email sent by <@U0CSM1> at 2026-03-02 09:30 UTC to ana@acme.{WJ}io"),
+    (DraftLine("blocked", "U0CSM1", "llm:gpt", blocked_reason="the account has churned"),
+     "Recovery email not sent: the account has churned"),
+    (DraftLine("blocked", "U0CSM1", "llm:gpt", attempt=3, blocked_reason="could not be delivered: 550"),
+     "Recovery email (attempt 3) could not be delivered: 550"),
+])
+def test_the_draft_line_says_where_the_recovery_email_is(draft, line):
+    assert draft_text(draft) == line
+
+
+def test_the_draft_line_escapes_the_recipient_the_reason_and_a_forged_actor():
+    nasty = "<!channel> *x* <https://evil.example|click>"
+    text = draft_text(DraftLine("blocked", nasty, "llm:gpt", recipient=nasty, blocked_reason=nasty))
+    text += draft_text(DraftLine("approved", nasty, "llm:gpt", recipient=nasty))
+    assert "<!channel>" not in text and "<https://" not in text and "&lt;!channel&gt;" in text
