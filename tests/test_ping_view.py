@@ -4,22 +4,27 @@ after a click (or a draft) show the same message, whatever edited it last."""
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from types import SimpleNamespace
 
 import pytest
-from sqlalchemy import select
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from sqlalchemy import event, select
 
 from bot.scan import scan
 from bot.slack.render import ping_blocks, ping_text
 from bot.slack.render.ping import draft_text
 from bot.slack.text import WJ
-from bot.stalls.views import DraftLine, ping_view
-from storage.models import SlackOutbox
-from tests.factories import DAY, HOUR, PROJECT, live_stalls, stalls, store, track
+from bot.stalls.views import DraftLine, ping_view, ping_views, resolution
+from storage.models import Draft, SlackOutbox
+from tests.factories import DAY, HOUR, PROJECT, T0, live_stalls, signup, stalls, store, ticket, track
+from tests.fuzz import examples
 from tests.test_router import ALERTS, make_rig, now_utc, stall_step_account  # noqa: F401 - make_rig is a fixture
 
 pytest_plugins = ["tests.fakes.fixtures"]
 
 OUTBOX = SlackOutbox.__table__
+DRAFT = Draft.__table__
 
 
 def close_edit(rig, stall_id: int) -> dict:
@@ -94,3 +99,47 @@ def test_the_draft_line_escapes_the_recipient_the_reason_and_a_forged_actor():
     text = draft_text(DraftLine("blocked", nasty, "llm:gpt", recipient=nasty, blocked_reason=nasty))
     text += draft_text(DraftLine("approved", nasty, "llm:gpt", recipient=nasty))
     assert "<!channel>" not in text and "<https://" not in text and "&lt;!channel&gt;" in text
+
+
+# --- the batched builder ---------------------------------------------------------------------------
+
+def test_ping_views_reads_any_number_of_stalls_in_three_statements(engine, rules):
+    accounts = [f"acc{i}" for i in range(6)]
+    for n, account in enumerate(accounts):
+        store(engine, rules, signup(account, T0, arr=10_000 * (n + 1), name=account.title())
+              + [ticket(account, T0 + HOUR, f"{account}-t1"), ticket(account, T0 + HOUR, f"{account}-t2", status="Solved")],
+              now=T0 + HOUR)
+    scan(engine, rules, T0 + 3 * DAY)
+    ids = [s.id for s in stalls(engine)]
+    assert len(ids) >= len(accounts)
+    with engine.begin() as conn:
+        conn.execute(DRAFT.insert().values(stall_id=ids[0], account_id="acc0", status="sent", source="llm:gpt",
+                                           recipient="ana@acc0.io", created_by="U0CSM1", sent_at=T0 + 3 * DAY,
+                                           created_at=T0 + 3 * DAY, updated_at=T0 + 3 * DAY))
+    statements: list[str] = []
+    listen = lambda *args: statements.append(args[2])  # noqa: E731 - (conn, cursor, statement, ...)
+    with engine.connect() as conn:
+        event.listen(engine, "before_cursor_execute", listen)
+        try:
+            views = ping_views(conn, ids, rules, T0 + 4 * DAY)
+        finally:
+            event.remove(engine, "before_cursor_execute", listen)
+        assert len([s for s in statements if s.lstrip().upper().startswith("SELECT")]) == 3
+        assert views == {i: ping_view(conn, i, rules, T0 + 4 * DAY) for i in ids}
+    assert {v.open_tickets for v in views.values()} == {1}  # "Solved" is closed, whatever its case
+    assert views[ids[0]].draft == DraftLine("sent", "U0CSM1", "llm:gpt", recipient="ana@acc0.io",
+                                            sent_at=T0 + 3 * DAY)
+    with engine.connect() as conn:
+        assert ping_views(conn, [], rules, T0) == {}
+
+
+@settings(max_examples=examples(200), deadline=None)
+@given(reached=st.one_of(st.none(), st.integers(), st.text(max_size=40), st.lists(st.integers(), max_size=3),
+                         st.dictionaries(st.text(max_size=5), st.integers(), max_size=2),
+                         st.datetimes().map(lambda d: d.isoformat())))
+def test_a_garbled_step_time_never_breaks_the_resolution_wording(reached):
+    """Account.steps is JSON: whatever sits under the step, the ping still renders."""
+    stall = SimpleNamespace(status="auto_resolved", rule="step_stall", step=PROJECT, steps={PROJECT: reached},
+                            opened_at=T0, resolution="no longer stalled on 'Project Created'")
+    text = resolution(stall)
+    assert text and (text.startswith(PROJECT) or text == stall.resolution)

@@ -354,10 +354,13 @@ class Router:
                 .where(STALL.c.id.in_([r.stall_id for r in due])))}
         enqueued = 0
         due = sorted((r for r in due if r.stall_id in stalls), key=lambda r: (-(stalls[r.stall_id].score or 0), r.stall_id))
+        views = self._views([r.stall_id for r in due[:ESCALATE_EACH]], now)
         for r in due[:ESCALATE_EACH]:
             stall = stalls[r.stall_id]
             minutes = int((now - _aware(r.pinged_at)).total_seconds() // 60)
-            view = self._view(stall, now)
+            view = views.get(stall.id)
+            if view is None:  # deleted since it was read
+                continue
             with write_tx(self.engine) as conn:
                 alert_id = conn.execute(insert_ignore(conn, ALERT, "stall_id", "channel", "kind").values(
                     stall_id=stall.id, channel=channel, kind=ESCALATION, priority=stall.priority,
