@@ -149,8 +149,8 @@ def _start_mail(services):
     SMTP is not configured: approved emails then wait in the outbox."""
     import threading
 
-    from bot import recovery
     from bot.mail.outbox import MailSender, mail_configured
+    from bot.slack.mail_notices import mail_outcome
 
     engine, settings, rules = services.engine, services.settings, services.rules
     why_not = mail_configured(settings)
@@ -158,7 +158,7 @@ def _start_mail(services):
         logging.getLogger("stallwatch.mail").warning("recovery emails will not be sent: %s", why_not)
         return None
     stop_event = threading.Event()
-    sender = MailSender(engine, settings, rules, on_outcome=lambda conn, outcome: recovery.mail_outcome(services, conn, outcome))
+    sender = MailSender(engine, settings, rules, on_outcome=lambda conn, outcome: mail_outcome(services, conn, outcome))
     wake_event = services.wakeups.mail_outbox
     return stop_event, wake_event, sender.start(stop_event, wake_event)
 

@@ -16,7 +16,6 @@ import unicodedata
 from datetime import timedelta
 from email.utils import parsedate_to_datetime
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 from hypothesis import HealthCheck, given, settings as hyp_settings, strategies as st
@@ -136,7 +135,7 @@ def acme(engine, rules) -> int:
 def approve(engine, stall_id: int, *, recipient: str = "ana@customer.test", subject: str = SUBJECT,
             body: str = BODY, by: str = CSM, attempt: int | None = None, status: str = "approved",
             enqueue: bool = True) -> int:
-    """A Draft approved by `by`, enqueued in the same transaction (what bot.recovery.approve does)."""
+    """A Draft approved by `by`, enqueued in the same transaction (what bot.stalls.drafts.approve does)."""
     now = utcnow()
     with write_tx(engine) as conn:
         stall = conn.execute(select(STALL).where(STALL.c.id == stall_id)).one()
@@ -824,14 +823,15 @@ def test_a_failing_outcome_hook_does_not_lose_the_sent_record(engine, acme, mail
 
 
 def test_approval_through_the_slack_flow_reaches_the_server(engine, acme, mail_settings, rules, smtp_server):
-    """bot.recovery.approve (the modal's submission) enqueues; the sender delivers."""
-    from bot import recovery
-    from bot.slack.draft_views import BODY as BODY_FIELD, RECIPIENT, SUBJECT as SUBJECT_FIELD
+    """bot.stalls.drafts.approve (the modal's submission) enqueues; the sender delivers."""
+    from bot.stalls.context import Services
+    from bot.stalls.drafts import Edited, approve as approve_draft
 
     draft_id = approve(engine, acme, status="drafted", enqueue=False)
-    d = SimpleNamespace(engine=engine, settings=mail_settings, rules=rules, admins=frozenset({CSM}))
-    result = recovery.approve(d, draft_id, CSM, {RECIPIENT: "ana@customer.test", SUBJECT_FIELD: "Quick question",
-                                                BODY_FIELD: "Hi Ana, can I help with your first project?"})
+    services = Services(engine=engine, settings=mail_settings.model_copy(update={"admins": CSM}), rules=rules)
+    result = approve_draft(services, draft_id, CSM, Edited("ana@customer.test", "Quick question",
+                                                           "Hi Ana, can I help with your first project?"),
+                           source="test")
     assert result.approved, result
     MailSender(engine, mail_settings, rules).run_once()
     [received] = smtp_server.messages

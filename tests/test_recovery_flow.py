@@ -14,7 +14,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select, update
 
-from bot import recovery
+from bot.slack.mail_notices import mail_outcome
+from bot.stalls import drafts
 from bot.mail.outbox import MailSender
 from bot.scan import scan
 from bot.settings import default_rules_text
@@ -113,7 +114,7 @@ class Env:
     def send_mail(self) -> int:
         d = self.deps
         sender = MailSender(self.engine, d.settings, d.rules,
-                            on_outcome=lambda conn, outcome: recovery.mail_outcome(d, conn, outcome))
+                            on_outcome=lambda conn, outcome: mail_outcome(d, conn, outcome))
         n = sender.run_once()
         self.deliver_slack()
         return n
@@ -392,10 +393,11 @@ def test_still_stalled_after_a_recovery_it_alerts_again_then_hands_off_for_win_b
     # Attempt 2: drafted from the follow-up, approved 8 days later (past the frequency window).
     later = sent_at + timedelta(days=8)
     env.fake.clear_calls()
-    draft_id = recovery.start_draft(env.deps, env.stall_id, OWNER, view_id=None, now=later)
-    recovery.write_draft(env.deps, draft_id, OWNER, now=later)
-    result = recovery.approve(env.deps, draft_id, OWNER, {RECIPIENT: "ana@acme.example", SUBJECT: "Second note",
-                                                           BODY: "Hi Ana,\n\nStill here to help.\n\nJane"}, now=later)
+    draft_id = drafts.start_draft(env.deps, env.stall_id, OWNER, view_id=None, source="test", now=later)
+    drafts.write_draft(env.deps, draft_id, OWNER, source="test", now=later)
+    result = drafts.approve(env.deps, draft_id, OWNER, drafts.Edited("ana@acme.example", "Second note",
+                                                                     "Hi Ana,\n\nStill here to help.\n\nJane"),
+                            source="test", now=later)
     assert result.approved, result
     with env.engine.begin() as conn:  # the sender's clock is real time: make the first email old enough
         conn.execute(update(MAIL).where(MAIL.c.draft_id != draft_id).values(sent_at=utcnow() - timedelta(days=8)))
@@ -416,7 +418,7 @@ def test_still_stalled_after_a_recovery_it_alerts_again_then_hands_off_for_win_b
     from bot.stalls.errors import CannotDraft
 
     with pytest.raises(CannotDraft):
-        recovery.start_draft(env.deps, env.stall_id, OWNER, view_id=None, now=handoff_at)
+        drafts.start_draft(env.deps, env.stall_id, OWNER, view_id=None, source="test", now=handoff_at)
 
 
 # --- issue 10: a model that obeys an injection, and who an email may go to -----------------------

@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select
 
-from bot import recovery
+from bot.slack.mail_notices import mail_outcome
 from bot.mail.outbox import MailSender
 from bot.scan import scan
 from bot.settings import default_rules_text
@@ -255,7 +255,7 @@ def test_draft_modal_and_the_could_not_be_delivered_dm(slack):
     slack.smtp.fail("rcpt", "550 5.1.1 <!channel> see https://evil.example/help or evil.zip \u202e@here")
     d = Services(settings=slack.settings, engine=slack.engine, rules=slack.rules)
     MailSender(slack.engine, d.settings, d.rules,
-               on_outcome=lambda conn, outcome: recovery.mail_outcome(d, conn, outcome)).run_once()
+               on_outcome=lambda conn, outcome: mail_outcome(d, conn, outcome)).run_once()
     deliver(slack)
     [dm] = [c for c in fake.calls("chat.postMessage") if c.body.get("channel") == fake.dm_channel(ADMIN)]
     assert dm.body["text"].startswith(f":warning: The recovery email for {md(NAME, 120)} to ")

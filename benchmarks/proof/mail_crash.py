@@ -79,7 +79,7 @@ class SmtpRecorder:
 
 
 def approve(db: Database, stall_id: int, account_id: str, n: int) -> None:
-    """What bot.recovery.approve leaves behind: an approved Draft and its outbox row, together."""
+    """What bot.stalls.drafts.approve leaves behind: an approved Draft and its outbox row, together."""
     from sqlalchemy import select
 
     from bot.mail.outbox import enqueue_mail

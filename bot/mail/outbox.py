@@ -1,7 +1,7 @@
 """The mail outbox: approved recovery emails, delivered over SMTP exactly once (issue 4).
 
 Nothing goes out without approval: the only way into the outbox is `enqueue_mail`, which the
-approval calls in its own transaction (bot.recovery.approve), so a row exists exactly when
+approval calls in its own transaction (bot.stalls.drafts.approve), so a row exists exactly when
 the approval committed. `draft_id` is unique: a double click enqueues nothing more.
 
 Each row moves through

@@ -11,7 +11,6 @@ Every view carries a `DraftRef` in `private_metadata`; inputs have fixed block a
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 
 from pydantic import BaseModel, ConfigDict, Field
 from slack_sdk.models.blocks import (ActionsBlock, Block, ButtonElement, CheckboxesElement, ConfirmObject,
@@ -23,6 +22,7 @@ from bot.slack.render.limits import MAX_VIEW_BLOCKS, VIEW_TEXT_BUDGET
 from bot.slack.render.packing import check_message
 from bot.slack.render.primitives import context_block, section_block
 from bot.slack.text import clip, md
+from bot.stalls.drafts import DraftForm
 
 CALLBACK_ID = "recovery_draft"  # the modal's callback_id: its submission is the approval
 TITLE = "Recovery email"
@@ -48,23 +48,6 @@ class DraftRef(BaseModel):
     @classmethod
     def decode(cls, value: str) -> "DraftRef":
         return cls.model_validate_json(value)
-
-
-@dataclass(frozen=True)
-class DraftForm:
-    """What the form shows (built from the Draft row and its stall)."""
-
-    draft_id: int
-    stall_id: int
-    account_name: str
-    why: str
-    recipient: str | None
-    subject: str
-    body: str
-    source: str  # "template" or "llm:<model>"
-    note: str | None = None  # why the template was used, or other notes from the drafter
-    warning: str | None = None  # a check that would block sending now (e.g. unsubscribed)
-    attempt: int = 1
 
 
 def _modal(ref: DraftRef, blocks: list[Block], *, submit: str | None = None, close: str = "Close") -> View:

@@ -1,6 +1,6 @@
 """The recovery-email flow in Slack: the "Draft recovery email" button, the modal's
-Regenerate and Discard buttons, and its submission (Approve & send). The work is in
-bot/recovery.py; here is only Slack's choreography:
+Regenerate and Discard buttons, and its submission (Approve & send). The work is in the
+use-cases (bot/stalls/drafts.py); here is only Slack's choreography and wording:
 
 - the click opens the modal at once ("Drafting…": a trigger_id lives 3 seconds), then the
   draft is written off the event loop (the LLM may take seconds) and the modal is updated in
@@ -20,14 +20,16 @@ import logging
 
 from slack_bolt.async_app import AsyncApp
 
-from bot import recovery
 from bot.slack.render.codec import Action, decode_action
 from bot.slack.boundary import after_ack, error_text, listener
-from bot.slack.draft_views import (CALLBACK_ID, DraftRef, drafting_view, form_view, notice_view,
-                                   submitted_values)
+from bot.slack.draft_views import (BODY, CALLBACK_ID, NEW_CONTACT, RECIPIENT, SUBJECT, DraftRef, drafting_view,
+                                   form_view, notice_view, submitted_values)
 from bot.slack.listeners.actions import rendered_pings
+from bot.slack.text import md
+from bot.stalls import drafts
 from bot.stalls.context import Services
 from bot.stalls.errors import BadRequest
+from bot.stalls.views import not_sent_phrase
 
 log = logging.getLogger(__name__)
 
@@ -42,9 +44,10 @@ async def on_draft(services: Services, body, client, context):
     view_id = opened["view"]["id"]
 
     async def work():
-        draft_id = await asyncio.to_thread(recovery.start_draft, services, ref.stall_id, context["user_id"],
-                                           view_id=view_id)
-        return await asyncio.to_thread(recovery.write_draft, services, draft_id, context["user_id"])
+        draft_id = await asyncio.to_thread(drafts.start_draft, services, ref.stall_id, context["user_id"],
+                                           view_id=view_id, source=Action.DRAFT.value)
+        return await asyncio.to_thread(drafts.write_draft, services, draft_id, context["user_id"],
+                                       source=Action.DRAFT.value)
 
     await _fill(services, client, view_id, ref, work)
 
@@ -54,8 +57,8 @@ async def on_regenerate(services: Services, body, client, context):
     await client.views_update(view_id=view_id, view=drafting_view(ref, what="Rewriting").to_dict())
 
     async def work():
-        return await asyncio.to_thread(recovery.write_draft, services, ref.draft_id, context["user_id"],
-                                       regenerate=True)
+        return await asyncio.to_thread(drafts.write_draft, services, ref.draft_id, context["user_id"],
+                                       source=Action.DRAFT_REGENERATE.value, regenerate=True)
 
     await _fill(services, client, view_id, ref, work)
 
@@ -63,9 +66,11 @@ async def on_regenerate(services: Services, body, client, context):
 async def on_discard(services: Services, body, client, context):
     ref, view_id = _modal_ref(body)
     try:
-        text = await asyncio.to_thread(recovery.discard, services, ref.draft_id, context["user_id"])
+        await asyncio.to_thread(drafts.discard, services, ref.draft_id, context["user_id"],
+                                source=Action.DRAFT_DISCARD.value)
+        text = "Discarded. Nothing was sent."
     except Exception as error:  # noqa: BLE001 - shown in the modal
-        text = error_text(error)
+        text = modal_text(error)
     await client.views_update(view_id=view_id, view=notice_view(ref, text).to_dict())
     await refresh_pings(services, client, ref.stall_id)
 
@@ -81,16 +86,16 @@ async def on_submit(services: Services, ack, body, view, client, context):
         await ack()
         return
     try:
-        result = await asyncio.to_thread(recovery.approve, services, ref.draft_id, context["user_id"],
-                                         submitted_values(view))
+        result = await asyncio.to_thread(drafts.approve, services, ref.draft_id, context["user_id"],
+                                         edited_email(view), source=Action.DRAFT_APPROVE.value)
     except Exception as error:  # noqa: BLE001 - shown in the modal
-        await ack(response_action="update", view=notice_view(ref, error_text(error)).to_dict())
+        await ack(response_action="update", view=notice_view(ref, modal_text(error)).to_dict())
         return
     if result.errors:
-        await ack(response_action="errors", errors=result.errors)
+        await ack(response_action="errors", errors={FIELDS[name]: text for name, text in result.errors.items()})
         return
-    await ack(response_action="update", view=notice_view(ref, result.notice or "Done.", detail=result.detail)
-              .to_dict())
+    notice, detail = approval_notice(result)
+    await ack(response_action="update", view=notice_view(ref, notice, detail=detail).to_dict())
     if result.approved:
         services.wakeups.mail_outbox.set()
     await refresh_pings(services, client, ref.stall_id)
@@ -109,9 +114,48 @@ async def _fill(services: Services, client, view_id: str, ref: DraftRef, work) -
     try:
         view = form_view(await work())
     except Exception as error:  # noqa: BLE001 - the modal is where the CSM is looking
-        view = notice_view(ref, error_text(error))
+        view = notice_view(ref, modal_text(error))
     await client.views_update(view_id=view_id, view=view.to_dict())
     await refresh_pings(services, client, ref.stall_id)
+
+
+# --- wording ---------------------------------------------------------------------------------------
+
+FIELDS = {drafts.RECIPIENT: RECIPIENT, drafts.SUBJECT: SUBJECT, drafts.BODY: BODY}  # use-case field -> block id
+
+
+def edited_email(view: dict) -> drafts.Edited:
+    values = submitted_values(view)
+    return drafts.Edited(recipient=values[RECIPIENT], subject=values[SUBJECT], body=values[BODY],
+                         new_contact=values[NEW_CONTACT] == "yes")
+
+
+def status_text(draft) -> str:
+    """Why a draft can no longer be changed."""
+    who = f" by <@{draft.approved_by}>" if draft.approved_by else ""
+    return {
+        "approved": f"This draft was already approved{who}; it is being sent.",
+        "sent": f"This draft was already sent{who}.",
+        "discarded": "This draft was discarded.",
+        "blocked": f"This draft {md(not_sent_phrase(draft.blocked_reason), 600)}",
+    }.get(draft.status, f"This draft is {draft.status}.")
+
+
+def modal_text(error: BaseException) -> str:
+    return status_text(error.draft) if isinstance(error, drafts.DraftClosed) else error_text(error)
+
+
+def approval_notice(result: drafts.Approval) -> tuple[str, str | None]:
+    """What the modal says after a submission without field errors (and its detail line)."""
+    if result.closed is not None:
+        return status_text(result.closed), None
+    if result.blocked is not None:
+        return f"Not sent: {md(result.blocked, 600)}", None
+    if result.not_configured:
+        return (f"Approved. It is queued but cannot go out yet: {md(result.not_configured, 600)}",
+                "It will be checked again and sent as soon as email is configured.")
+    return (f"Approved: sending to {md(result.recipient, 200)} now.",
+            "If the customer moves on before it goes out, it is held and you are told why.")
 
 
 def _modal_ref(body: dict) -> tuple[DraftRef, str]:
