@@ -225,12 +225,12 @@ def test_funnel_conversion_weakest_step_and_tracks(slack):
 
 
 def test_unexpected_errors_show_an_error_id(slack, monkeypatch, caplog):
-    from bot.slack import queries
+    from bot.stalls import reads
 
     def broken(*a, **k):
         raise RuntimeError("database on fire")
 
-    monkeypatch.setattr(queries, "funnel_data", broken)
+    monkeypatch.setattr(reads, "funnel_data", broken)
     _, method = slack.command("/funnel", "", OWNER)
     answer = slack.answer(method)
     assert "error id" in answer["text"] and "fire" not in answer["text"]

@@ -25,11 +25,11 @@ from datetime import date, datetime, timedelta, timezone
 from sqlalchemy import Connection, Engine, func, select, update
 
 from bot.slack.outbox import enqueue, file_payload
-from bot.slack.queries import funnel_data, stall_rows
 from bot.slack.render import digest_messages, digest_text, tracking_summary
 from bot.slack.render.format import money
 from bot.slack.render.packing import check_message
 from bot.slack.render.primitives import header_block, section_block
+from bot.stalls.reads import funnel_data, stall_rows
 from bot.stalls.views import DigestData, StallRow, TrackingIssueLine, weakest_stage
 from rules.config import Rules
 from rules.routing import budget_note, digest_day

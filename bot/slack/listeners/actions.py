@@ -19,7 +19,7 @@ from bot.slack.render import home_view, ping_blocks, ping_text
 from bot.slack.render.codec import Action, decode_action
 from bot.slack.boundary import ack_only, lazy
 from bot.slack.listeners.commands import account_journey
-from bot.stalls import actions, views
+from bot.stalls import actions, reads, views
 from bot.stalls.actions import Outcome
 from bot.stalls.context import Services
 from bot.stalls.errors import BadRequest
@@ -54,7 +54,7 @@ def rendered_pings(services: Services, stall_id: int, extra: list[tuple[str, str
 
 def home_rows(services: Services, user: str):
     with services.engine.connect() as conn:
-        return queries.stall_rows(conn, services.clock(), user=user, limit=60)
+        return reads.stall_rows(conn, services.clock(), user=user, limit=60)
 
 
 # --- listeners --------------------------------------------------------------------------------

@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from slack_bolt.async_app import AsyncApp
 from slack_sdk.models.blocks import ActionsBlock, ButtonElement, PlainTextObject, SectionBlock, MarkdownTextObject
 
-from bot.slack import queries
 from bot.slack.render import funnel_blocks, journey_blocks, stalls_list_blocks
 from bot.slack.text import md, plain
 from bot.slack.boundary import ack_only, lazy
+from bot.stalls import reads
 from bot.stalls.context import Services
 from storage.lookup import find_account
 
@@ -92,7 +92,7 @@ def journey_answer(services: Services, query: str) -> dict:
 
 def account_journey(services: Services, account_id: str) -> dict:
     with services.engine.connect() as conn:
-        data = queries.journey_data(conn, account_id, services.rules, services.clock())
+        data = reads.journey_data(conn, account_id, services.rules, services.clock())
     if data is None:
         return {"text": "That account no longer exists."}
     return {"text": f"Journey of {md(data.name or data.account_id, 120)}", "blocks": _blocks(journey_blocks(data))}
@@ -115,7 +115,7 @@ def did_you_mean(query: str, suggestions) -> dict:
 
 def stalls_answer(services: Services, q: StallsQuery, user_id: str) -> dict:
     with services.engine.connect() as conn:
-        rows, total = queries.stall_rows(conn, services.clock(), user=user_id if q.mine else None,
+        rows, total = reads.stall_rows(conn, services.clock(), user=user_id if q.mine else None,
                                          priorities=q.priorities, limit=40)
     blocks = stalls_list_blocks(rows, q.label, more=max(total - len(rows), 0))
     return {"text": f"{total} live stalls ({q.label})", "blocks": _blocks(blocks)}
@@ -123,7 +123,7 @@ def stalls_answer(services: Services, q: StallsQuery, user_id: str) -> dict:
 
 def funnel_answer(services: Services, days: int) -> dict:
     with services.engine.connect() as conn:
-        data = queries.funnel_data(conn, services.rules, services.clock(), days)
+        data = reads.funnel_data(conn, services.rules, services.clock(), days)
     return {"text": f"Funnel, last {days} days", "blocks": _blocks(funnel_blocks(data))}
 
 

@@ -1,0 +1,181 @@
+"""The read side of /stalls, the App Home, /journey, /funnel and the digest: ranked stall lists,
+an account's journey and the signup funnel, as the read models of bot/stalls/views.py.
+
+Plain blocking SQLAlchemy Core (listeners call these through asyncio.to_thread); each view
+is a handful of batched statements, never one per row.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections import defaultdict
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+
+from sqlalchemy import Connection, case, func, or_, select, text
+
+from bot.stalls.views import (
+    EventLine,
+    FunnelData,
+    FunnelStage,
+    JourneyViewData,
+    StallRow,
+    StepLine,
+    TicketLine,
+    TrackRate,
+    aware,
+    days_since,
+    parse_time,
+)
+from rules.config import Rules
+from storage.models import Account, Event, Stall, Ticket
+
+ACCOUNT = Account.__table__
+STALL = Stall.__table__
+EVENT = Event.__table__
+TICKET = Ticket.__table__
+
+LIVE = STALL.c.open_key.is_not(None)
+
+
+# --- ranked stall lists (/stalls, App Home, /journey's open stalls) ---------------------------
+
+_ROW_COLS = (
+    STALL.c.id, STALL.c.priority, STALL.c.why, STALL.c.stalled_since, STALL.c.status, STALL.c.assignee,
+    STALL.c.snoozed_until, ACCOUNT.c.name, ACCOUNT.c.id.label("account_id"), ACCOUNT.c.arr,
+    ACCOUNT.c.owner_slack_id, ACCOUNT.c.owner_email,
+)
+
+
+def _row(r, now: datetime) -> StallRow:
+    return StallRow(
+        stall_id=r.id, account_name=r.name or r.account_id, priority=r.priority, arr=float(r.arr or 0.0),
+        why=r.why or "", days_stalled=days_since(r.stalled_since, now),
+        owner=r.owner_slack_id or r.owner_email, status=r.status, assignee=r.assignee,
+        snoozed_until=aware(r.snoozed_until),
+    )
+
+
+def stall_rows(conn: Connection, now: datetime, *, user: str | None = None,
+               priorities: Sequence[str] = (), account_id: str | None = None,
+               limit: int = 40) -> tuple[list[StallRow], int]:
+    """Live stalls (open first, then snoozed), ranked by score; with `user`, only those whose
+    account the user owns or that are assigned to the user. Returns (rows, total matching)."""
+    conds = [LIVE]
+    if user is not None:
+        conds.append(or_(ACCOUNT.c.owner_slack_id == user, STALL.c.assignee == user))
+    if priorities:
+        conds.append(STALL.c.priority.in_(list(priorities)))
+    if account_id is not None:
+        conds.append(STALL.c.account_id == account_id)
+    joined = STALL.join(ACCOUNT, ACCOUNT.c.id == STALL.c.account_id)
+    stmt = (select(*_ROW_COLS).select_from(joined).where(*conds)
+            .order_by(case((STALL.c.status == "snoozed", 1), else_=0), STALL.c.score.desc(), STALL.c.id)
+            .limit(limit))
+    rows = [_row(r, now) for r in conn.execute(stmt)]
+    total = len(rows)
+    if len(rows) >= limit:
+        total = conn.execute(select(func.count()).select_from(joined).where(*conds)).scalar_one()
+    return rows, total
+
+
+# --- /journey ---------------------------------------------------------------------------------
+
+def journey_data(conn: Connection, account_id: str, rules: Rules, now: datetime) -> JourneyViewData | None:
+    acc = conn.execute(select(ACCOUNT).where(ACCOUNT.c.id == account_id)).first()
+    if acc is None:
+        return None
+    open_stalls, _ = stall_rows(conn, now, account_id=account_id, limit=20)
+    stalled_steps = {r.step for r in conn.execute(
+        select(STALL.c.step).where(LIVE, STALL.c.account_id == account_id, STALL.c.step.is_not(None)))}
+    reached = acc.steps or {}
+    steps: list[StepLine] = []
+    for step in rules.journey.steps:
+        at = parse_time(reached.get(step.event))
+        if at is not None:
+            steps.append(StepLine(step.name, "done", at))
+        elif acc.waiting_step == step.event:
+            state = "stalled" if step.event in stalled_steps else "waiting"
+            steps.append(StepLine(step.name, state, aware(acc.waiting_since)))
+        else:
+            steps.append(StepLine(step.name, "todo"))
+    activation = rules.journey.activation_event
+    activated = aware(acc.activated_at) or parse_time(reached.get(activation))
+    if activated is not None:
+        steps.append(StepLine(f"Activated ({activation})", "done", activated))
+    elif acc.waiting_step == activation:
+        steps.append(StepLine(f"Activated ({activation})", "waiting", aware(acc.waiting_since)))
+    else:
+        steps.append(StepLine(f"Activated ({activation})", "todo"))
+
+    # The milestone timeline through its partial index (the predicate must read "milestone").
+    events = [
+        EventLine(at=aware(e.occurred_at), name=e.name or e.kind,
+                  detail=None if e.source == "segment" and e.kind == "track" else e.source)
+        for e in conn.execute(
+            select(EVENT.c.occurred_at, EVENT.c.name, EVENT.c.kind, EVENT.c.source)
+            .where(EVENT.c.account_id == account_id, text("event.milestone"))
+            .order_by(EVENT.c.occurred_at.desc()).limit(10))
+    ]
+    tickets = [
+        TicketLine(id=t.id, status=t.status, created_at=aware(t.created_at), subject=t.subject, topic=t.topic)
+        for t in conn.execute(
+            select(TICKET.c.id, TICKET.c.status, TICKET.c.created_at, TICKET.c.subject, TICKET.c.topic)
+            .where(TICKET.c.account_id == account_id).order_by(TICKET.c.created_at.desc()).limit(5))
+    ]
+    return JourneyViewData(
+        account_id=acc.id, name=acc.name or acc.id, stage=acc.stage, arr=float(acc.arr or 0.0),
+        owner=acc.owner_slack_id or acc.owner_email, track=acc.track, lifecycle=acc.status, plan=acc.plan,
+        domain=acc.domain, renewal_date=acc.renewal_date, steps=steps, open_stalls=open_stalls,
+        events=events, tickets=tickets,
+    )
+
+
+# --- /funnel ----------------------------------------------------------------------------------
+
+def funnel_data(conn: Connection, rules: Rules, now: datetime, days: int) -> FunnelData:
+    """Accounts that signed up in the last `days`: per step, how many reached it and how many of
+    those reached the next one (the last step's next is activation), the median time between;
+    per track, activation rate and stall rate (share with any stall opened)."""
+    since = now - timedelta(days=days)
+    cohort = select(ACCOUNT.c.id).where(ACCOUNT.c.signup_at >= since, ACCOUNT.c.signup_at <= now)
+    accounts = conn.execute(
+        select(ACCOUNT.c.id, ACCOUNT.c.steps, ACCOUNT.c.track, ACCOUNT.c.signup_at, ACCOUNT.c.activated_at)
+        .where(ACCOUNT.c.signup_at >= since, ACCOUNT.c.signup_at <= now)).all()
+    stalled = {r[0] for r in conn.execute(
+        select(STALL.c.account_id).where(STALL.c.account_id.in_(cohort)).distinct())}
+
+    events = [s.event for s in rules.journey.steps]
+    names = [s.name for s in rules.journey.steps]
+    activation = rules.journey.activation_event
+    entered = [0] * len(events)
+    converted = [0] * len(events)
+    durations: list[list[float]] = [[] for _ in events]
+    per_track: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])  # accounts, activated, stalled
+    for acc in accounts:
+        reached = acc.steps or {}
+        times = [parse_time(reached.get(e)) for e in events]
+        if times and times[0] is None:
+            times[0] = aware(acc.signup_at)  # signed up is implied by signup_at
+        done = aware(acc.activated_at) or parse_time(reached.get(activation))
+        nxt = times[1:] + [done]
+        for i, (t, n) in enumerate(zip(times, nxt)):
+            if t is None:
+                continue
+            entered[i] += 1
+            if n is not None:
+                converted[i] += 1
+                durations[i].append(max((n - t).total_seconds() / 86400, 0.0))
+        counts = per_track[acc.track or "standard"]
+        counts[0] += 1
+        counts[1] += done is not None
+        counts[2] += acc.id in stalled
+    stages = [
+        FunnelStage(name=names[i], entered=entered[i], converted=converted[i],
+                    median_days=statistics.median(durations[i]) if durations[i] else None)
+        for i in range(len(events))
+    ]
+    tracks = [TrackRate(track=t, accounts=c[0], activation_rate=c[1] / c[0] if c[0] else None,
+                        stall_rate=c[2] / c[0] if c[0] else None)
+              for t, c in sorted(per_track.items())]
+    return FunnelData(days=days, stages=stages, tracks=tracks)
