@@ -41,7 +41,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
 
         def on_events_stored(account_ids: Iterable[str]) -> None:
             try:
-                evaluate_accounts(engine, rules, sorted(account_ids))
+                evaluate_accounts(engine, rules, sorted(account_ids), hooks=services.change_hooks)
             except Exception:  # the next scan catches up; never fail the stored request
                 log.exception("event-driven evaluation failed")
 

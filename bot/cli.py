@@ -82,7 +82,7 @@ def serve(socket_mode: bool, no_scheduler: bool, host: str, port: int | None) ->
                                    "and SLACK_BOT_TOKEN (xoxb-...)")
     services = Services(engine=engine, settings=settings, rules=rules)  # shared by the app and its senders
     app = create_app(socket_mode=socket_mode, services=services)
-    scheduler = None if no_scheduler else Scheduler(engine, settings, rules)
+    scheduler = None if no_scheduler else Scheduler(engine, settings, rules, change_hooks=services.change_hooks)
     app.state.scheduler = scheduler
     # --- Slack real-time pings: the router (scan listener) and the outbox sender thread ---
     slack = _start_slack(services, scheduler) if settings.slack_enabled else None
@@ -104,7 +104,7 @@ def serve(socket_mode: bool, no_scheduler: bool, host: str, port: int | None) ->
         if mail is not None:
             _stop_thread(*mail)
         if slack is not None:
-            _stop_slack(*slack)
+            _stop_slack(services, *slack)
 
 
 # --- Slack real-time pings (bot/slack/router.py, bot/slack/outbox.py) ---------------------
@@ -114,7 +114,7 @@ def _start_slack(services, scheduler):
 
     from bot.slack.client import web_client
     from bot.slack.outbox import OutboxSender
-    from bot.slack.router import Router, register
+    from bot.slack.router import Router
 
     from bot.slack.health import check_at_start
 
@@ -124,7 +124,7 @@ def _start_slack(services, scheduler):
     check_at_start(engine, settings, web_client(settings, blocking_retries=False, timeout=5))
     stop_event, wake_event = threading.Event(), services.wakeups.slack_outbox
     router = Router(engine, settings, rules, wake=wake_event)
-    register(router)
+    services.change_hooks.append(router.handle)
     if scheduler is not None:
         scheduler.add_router_jobs(router)
         scheduler.digest_wake = wake_event  # daily digest: send its rows at once
@@ -133,10 +133,8 @@ def _start_slack(services, scheduler):
     return router, stop_event, wake_event, thread
 
 
-def _stop_slack(router, stop_event, wake_event, thread) -> None:
-    from bot.slack.router import unregister
-
-    unregister(router)
+def _stop_slack(services, router, stop_event, wake_event, thread) -> None:
+    services.change_hooks.remove(router.handle)
     stop_event.set()
     wake_event.set()
     thread.join(timeout=15)
@@ -178,8 +176,8 @@ def worker() -> None:
 
     settings = _settings()
     engine, rules = _engine(settings), _rules(settings)
-    scheduler = Scheduler(engine, settings, rules)
     services = Services(engine=engine, settings=settings, rules=rules)
+    scheduler = Scheduler(engine, settings, rules, change_hooks=services.change_hooks)
     # The worker's scans ping too: they go through the same router and outbox as `serve`'s.
     slack = _start_slack(services, scheduler) if settings.slack_enabled else None
     mail = _start_mail(services)
@@ -189,7 +187,7 @@ def worker() -> None:
         if mail is not None:
             _stop_thread(*mail)
         if slack is not None:
-            _stop_slack(*slack)
+            _stop_slack(services, *slack)
 
 
 @main.command("scan")
@@ -218,20 +216,16 @@ SCAN_SEND_SECONDS = 30  # how long `stallwatch scan` waits for Slack before leav
 
 
 def _scan_and_ping(engine, settings, rules, now, *, full) -> str:
-    """One scan with the Slack router subscribed (as `_start_slack` does for the scheduler),
+    """One scan with the Slack router as its change hook (as `_start_slack` does for the scheduler),
     the P0 escalations the leader's job would make, then the outbox rows this made, sent."""
     from bot.scan import scan
     from bot.slack.client import web_client
     from bot.slack.outbox import OutboxSender, drain, last_row_id
-    from bot.slack.router import Router, register, unregister
+    from bot.slack.router import Router
 
     before = last_row_id(engine)
     router = Router(engine, settings, rules)
-    register(router)
-    try:
-        report = scan(engine, rules, now, full=full)
-    finally:
-        unregister(router)
+    report = scan(engine, rules, now, full=full, hooks=[router.handle])
     escalated = router.escalate_due(now)
     sender = OutboxSender(engine, lambda: web_client(settings, blocking_retries=False), rules=rules)
     counts = drain(sender, before, timeout=SCAN_SEND_SECONDS)

@@ -65,18 +65,15 @@ class ScanReport:
                 + (f", {self.failed} failed (retried later)" if self.failed else "") + f" in {self.seconds:.2f}s")
 
 
-# Called with the report after changes are committed (the Slack router hooks in here).
-Listener = Callable[[ScanReport], None]
-_listeners: list[Listener] = []
-
-
-def on_changes(listener: Listener) -> None:
-    _listeners.append(listener)
+# Called with the report after changes are committed (the Slack router's `handle`): the
+# process keeps its hooks in Services.change_hooks (bot/stalls/context.py) and passes them.
+ChangeHook = Callable[[ScanReport], None]
 
 
 def scan(engine: Engine, rules: Rules, now: datetime | None = None, *, only: Sequence[str] | None = None,
-         full: bool | None = None) -> ScanReport:
-    """Evaluate the due accounts (or only the given ones) at `now`.
+         full: bool | None = None, hooks: Sequence[ChangeHook] = ()) -> ScanReport:
+    """Evaluate the due accounts (or only the given ones) at `now`; then, when stalls opened
+    or changed, call each of `hooks` with the report.
 
     An account is due when ingest changed it or when rules.review.next_review said time
     alone could change its verdict by now. A full scan evaluates every account a rule could
@@ -115,14 +112,15 @@ def scan(engine: Engine, rules: Rules, now: datetime | None = None, *, only: Seq
     report.seconds = time.perf_counter() - started
     metrics.SCAN_SECONDS.observe(report.seconds)
     if report.opened_ids or report.changed_ids:
-        for listener in _listeners:
-            listener(report)
+        for hook in list(hooks):  # a copy: the process may add or remove hooks meanwhile
+            hook(report)
     return report
 
 
-def evaluate_accounts(engine: Engine, rules: Rules, account_ids: Sequence[str], now: datetime | None = None) -> ScanReport:
+def evaluate_accounts(engine: Engine, rules: Rules, account_ids: Sequence[str], now: datetime | None = None, *,
+                      hooks: Sequence[ChangeHook] = ()) -> ScanReport:
     """Event-driven evaluation of a few accounts right after their events were stored."""
-    return scan(engine, rules, now, only=list(account_ids))
+    return scan(engine, rules, now, only=list(account_ids), hooks=hooks)
 
 
 def _decide(conn, rows, rules: Rules, now: datetime, stage_updates: list[dict], reviews: list[dict],

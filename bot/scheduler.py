@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
-from typing import Callable
+from typing import Callable, Sequence
 
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.cron import CronTrigger
@@ -26,10 +26,11 @@ ELECTION_SECONDS = 10
 
 
 class Scheduler:
-    def __init__(self, engine: Engine, settings: Settings, rules: Rules):
+    def __init__(self, engine: Engine, settings: Settings, rules: Rules, *, change_hooks: Sequence = ()):
         self.engine = engine
         self.settings = settings
         self.rules = rules
+        self.change_hooks = change_hooks  # called after a scan changed stalls (Services.change_hooks)
         self.leader = Leader(engine)
         self._aps = BackgroundScheduler(timezone="UTC", job_defaults={"coalesce": True, "max_instances": 1})
         self._aps.add_job(self.leader.try_acquire, IntervalTrigger(seconds=ELECTION_SECONDS), id="election",
@@ -77,7 +78,7 @@ class Scheduler:
     def _scan(self) -> None:
         from bot.scan import scan
 
-        log.info(scan(self.engine, self.rules).summary())
+        log.info(scan(self.engine, self.rules, hooks=self.change_hooks).summary())
 
     def status(self) -> str:
         if not self._aps.running:

@@ -20,7 +20,8 @@ from bot.scan import scan
 from bot.settings import Settings, default_rules_text
 from bot.slack.client import web_client
 from bot.slack.outbox import OutboxSender
-from bot.slack.router import Router, register, unregister
+from bot.slack.router import Router
+from bot.stalls.context import Services
 from storage.models import Alert, SlackOutbox
 from tests.conftest import SEGMENT_SECRET, STRIPE_SECRET, TICKETS_SECRET, WRITE_KEY, LiveServer
 from tests.factories import DAY, HOUR, PROJECT, group, live_stalls, signup, stalls, store, track
@@ -56,13 +57,14 @@ def make_settings(db_url, fake_slack, rules_path, *, alerts: str | None = ALERTS
 
 
 class Rig:
-    """Settings, a registered router and a deterministic sender against the fake Slack."""
+    """Settings, a router (the scans' change hook: `hooks`) and a deterministic sender against the fake Slack."""
 
     def __init__(self, engine, settings, fake):
         self.engine, self.settings, self.fake = engine, settings, fake
         self.rules = settings.rules
         self.wake = threading.Event()
         self.router = Router(engine, settings, self.rules, wake=self.wake)
+        self.hooks = [self.router.handle]
 
     def send(self, at: datetime | None = None) -> int:
         """Run one sender pass, as of `at` (default: the real clock)."""
@@ -85,18 +87,12 @@ class Rig:
 @pytest.fixture
 def make_rig(db_url, engine, fake_slack, tmp_path):
     fake_slack.add_user(OWNER, EMAIL)
-    made = []
 
     def make(**rules_kw) -> Rig:
         settings = make_settings(db_url, fake_slack, rules_file(tmp_path, **rules_kw))
-        rig = Rig(engine, settings, fake_slack)
-        register(rig.router)
-        made.append(rig)
-        return rig
+        return Rig(engine, settings, fake_slack)
 
-    yield make
-    for rig in made:
-        unregister(rig.router)
+    return make
 
 
 def now_utc() -> datetime:
@@ -132,7 +128,7 @@ def stall_step_account(rig: Rig, account: str, now: datetime, *, arr: float, own
 def test_ticket_spike_through_ingest_pings_owner_and_channel_once_then_edits_on_priority_change(make_rig):
     rig = make_rig()
     fake = rig.fake
-    app = create_app(rig.settings, engine=rig.engine)
+    app = create_app(services=Services(engine=rig.engine, settings=rig.settings, rules=rig.rules, change_hooks=rig.hooks))
     with LiveServer(app) as live, httpx.Client(base_url=live.url, timeout=30) as client:
         assert post_v1(client, "/v1/group", group_call(
             "acme", {"name": "Acme", "arr": 15000, "owner_email": EMAIL})).status_code == 200
@@ -162,14 +158,14 @@ def test_ticket_spike_through_ingest_pings_owner_and_channel_once_then_edits_on_
         # A second scan changes nothing: no new rows, no new calls.
         fake.clear_calls()
         rows_before = len(rig.outbox())
-        scan(rig.engine, rig.rules, full=True)
+        scan(rig.engine, rig.rules, full=True, hooks=rig.hooks)
         rig.router.route_stalls([stall.id])
         rig.send()
         assert fake.calls() == [] and len(rig.outbox()) == rows_before
 
         # The ARR goes up: P1 -> P0. The messages are edited in place, one thread reply each.
         assert post_v1(client, "/v1/group", group_call("acme", {"name": "Acme", "arr": 50000})).status_code == 200
-        scan(rig.engine, rig.rules, only=["acme"])
+        scan(rig.engine, rig.rules, only=["acme"], hooks=rig.hooks)
         rig.router.route_stalls([stall.id])  # again: harmless
         rig.send()
         [stall] = live_stalls(rig.engine, "acme")
@@ -194,7 +190,7 @@ def test_late_event_auto_resolves_and_edits_the_ping(make_rig):
     rig = make_rig()
     now = now_utc()
     stall_step_account(rig, "acme", now - HOUR, arr=50000)
-    scan(rig.engine, rig.rules, now - HOUR)
+    scan(rig.engine, rig.rules, now - HOUR, hooks=rig.hooks)
     [stall] = live_stalls(rig.engine, "acme")
     assert stall.priority == "P0"
     rig.send()
@@ -203,7 +199,7 @@ def test_late_event_auto_resolves_and_edits_the_ping(make_rig):
 
     # The project was created 30 h after signup; the event arrives only now.
     store(rig.engine, rig.rules, [track("acme", PROJECT, now - 20 * HOUR)], now=now)
-    report = scan(rig.engine, rig.rules, now)
+    report = scan(rig.engine, rig.rules, now, hooks=rig.hooks)
     assert report.auto_resolved == 1
     rig.send()
     assert rig.fake.calls("chat.postMessage") == []  # no new post
@@ -227,7 +223,7 @@ def test_quiet_hours_hold_a_p1_while_a_p0_goes_through(make_rig):
     rig = make_rig(quiet=(f"{start:%H:%M}", f"{end:%H:%M}"))
     stall_step_account(rig, "big", now, arr=50000)
     stall_step_account(rig, "mid", now, arr=15000)
-    scan(rig.engine, rig.rules, now)
+    scan(rig.engine, rig.rules, now, hooks=rig.hooks)
     prio = {s.account_id: s.priority for s in live_stalls(rig.engine)}
     assert prio == {"big": "P0", "mid": "P1"}
     rig.send()
@@ -251,7 +247,7 @@ def test_over_budget_stall_goes_to_the_digest_with_a_note(make_rig):
     now = now_utc()
     stall_step_account(rig, "first", now, arr=90000)
     stall_step_account(rig, "second", now, arr=60000)
-    scan(rig.engine, rig.rules, now)
+    scan(rig.engine, rig.rules, now, hooks=rig.hooks)
     rig.send()
     texts = [c.body["text"] for c in posts(rig.fake, ALERTS)]
     assert len(texts) == 1 and texts[0].startswith("P0: First")  # the budget goes to the top stall
@@ -270,7 +266,7 @@ def test_unknown_owner_pings_the_channel_only_with_the_email(make_rig):
     rig = make_rig()
     now = now_utc()
     stall_step_account(rig, "acme", now, arr=50000, owner="nobody@stallwatch-test.com")
-    scan(rig.engine, rig.rules, now)
+    scan(rig.engine, rig.rules, now, hooks=rig.hooks)
     rig.send()
     assert len(rig.fake.calls("users.lookupByEmail")) == 1
     assert rig.fake.calls("conversations.open") == []
@@ -284,7 +280,7 @@ def test_unacknowledged_p0_escalates_once_to_the_digest_channel(make_rig):
     now = now_utc()
     stall_step_account(rig, "big", now, arr=50000)
     stall_step_account(rig, "acked", now, arr=60000, owner=None)
-    scan(rig.engine, rig.rules, now)
+    scan(rig.engine, rig.rules, now, hooks=rig.hooks)
     rig.send()
     acked = stalls(rig.engine, "acked")[0]
     with rig.engine.begin() as conn:
@@ -309,7 +305,7 @@ def test_many_unacknowledged_p0s_escalate_in_one_summary_beyond_the_first_few(ma
     n = ESCALATE_EACH + 7
     for i in range(n):
         stall_step_account(rig, f"big{i:02d}", now, arr=50000 + 1000 * i)
-    scan(rig.engine, rig.rules, now)
+    scan(rig.engine, rig.rules, now, hooks=rig.hooks)
     rig.send()
     delay = timedelta(minutes=rig.rules.routing.escalate_p0_after_minutes)
     assert rig.router.escalate_due(now + delay) == ESCALATE_EACH + 1
@@ -327,10 +323,10 @@ def test_closed_before_delivery_cancels_the_held_ping(make_rig):
     now = now_utc()
     rig = make_rig(quiet=(f"{now - HOUR:%H:%M}", f"{now + HOUR:%H:%M}"))
     stall_step_account(rig, "mid", now, arr=15000)
-    scan(rig.engine, rig.rules, now)
+    scan(rig.engine, rig.rules, now, hooks=rig.hooks)
     assert {r.status for r in rig.outbox()} == {"pending"}
     store(rig.engine, rig.rules, [track("mid", PROJECT, now - HOUR)], now=now)
-    scan(rig.engine, rig.rules, now)
+    scan(rig.engine, rig.rules, now, hooks=rig.hooks)
     assert {r.status for r in rig.outbox()} == {"failed"}
     rig.send(now + 3 * HOUR)
     assert rig.fake.calls("chat.postMessage") == [] and rig.fake.calls("chat.update") == []
@@ -340,11 +336,11 @@ def test_held_p1_that_becomes_p0_goes_out_at_once_as_p0(make_rig):
     now = now_utc()
     rig = make_rig(quiet=(f"{now - HOUR:%H:%M}", f"{now + HOUR:%H:%M}"))
     stall_step_account(rig, "mid", now, arr=15000)
-    scan(rig.engine, rig.rules, now)
+    scan(rig.engine, rig.rules, now, hooks=rig.hooks)
     rig.send()
     assert rig.fake.calls("chat.postMessage") == []  # held
     store(rig.engine, rig.rules, [group("mid", now, arr=50000)], now=now)
-    scan(rig.engine, rig.rules, now + timedelta(minutes=1))
+    scan(rig.engine, rig.rules, now + timedelta(minutes=1), hooks=rig.hooks)
     assert live_stalls(rig.engine, "mid")[0].priority == "P0"
     rig.send()
     sent = rig.fake.calls("chat.postMessage")
@@ -355,36 +351,31 @@ def test_held_p1_that_becomes_p0_goes_out_at_once_as_p0(make_rig):
 
 
 def test_serve_wiring_starts_and_stops_the_sender_and_the_listener(make_rig):
-    from bot import scan as scan_module
     from bot.cli import _start_slack, _stop_slack
 
     rig = make_rig()
     now = now_utc()
-    router, stop, wake, thread = _start_slack(rig.engine, rig.settings, rig.rules, None)
+    services = Services(engine=rig.engine, settings=rig.settings, rules=rig.rules)
+    router, stop, wake, thread = _start_slack(services, None)
     try:
-        assert router.handle in scan_module._listeners and thread.is_alive()
+        assert services.change_hooks == [router.handle] and thread.is_alive()
         stall_step_account(rig, "acme", now, arr=50000)
-        scan(rig.engine, rig.rules, now)  # both routers see it: still one ping per destination
+        # both routers see it: still one ping per destination
+        scan(rig.engine, rig.rules, now, hooks=[*rig.hooks, *services.change_hooks])
         assert len(rig.fake.wait_for_calls("chat.postMessage", 2)) == 2
     finally:
-        _stop_slack(router, stop, wake, thread)
-    assert router.handle not in scan_module._listeners and not thread.is_alive()
+        _stop_slack(services, router, stop, wake, thread)
+    assert services.change_hooks == [] and not thread.is_alive()
     assert len(rig.fake.calls("chat.postMessage")) == 2
 
 
 def test_a_stall_left_unrouted_is_routed_by_the_safety_net(make_rig):
     """A process killed between the scan's commit and the router's enqueue leaves a live P0
     with no ping: the leader's sweep routes it, once."""
-    from bot.scan import _listeners
-
     rig = make_rig()
     now = now_utc()
     stall_step_account(rig, "lost", now, arr=50000)
-    _listeners.remove(rig.router.handle)  # as if the process died before routing
-    try:
-        scan(rig.engine, rig.rules, now)
-    finally:
-        _listeners.append(rig.router.handle)
+    scan(rig.engine, rig.rules, now)  # no hook: as if the process died before routing
     assert rig.outbox() == []
     assert rig.router.route_unrouted(now + timedelta(seconds=1)) == 0  # too fresh: a router may be on it
     assert rig.router.route_unrouted(now + timedelta(minutes=1)) == 1

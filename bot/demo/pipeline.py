@@ -9,7 +9,7 @@ least an hour before the real clock; Stallwatch is "connected" an hour before it
    (signed), into a fresh SQLite database in the output folder. During this backfill,
    event-driven evaluation waits for the first scan (evaluating an account whose history is
    half loaded would ping stalls the rest of it closes). Then the first scan runs and the
-   real router (registered as the scan listener, as `serve` does) turns what it opened into
+   real router (the scans' change hook, as in `serve`) turns what it opened into
    pings in the Slack outbox.
 2. The scheduler's hour: every `scan_interval_minutes` a scan and the P0 escalation check;
    between them, each record at its arrival through its route, with event-driven
@@ -153,7 +153,7 @@ def run_demo(*, out: Path, seed: int = 7, accounts: int = 300, days: int = 45, s
     from bot.scan import evaluate_accounts, scan
     from bot.settings import Settings
     from bot.slack.digest import post_digest
-    from bot.slack.router import Router, register, unregister
+    from bot.slack.router import Router
     from storage import migrate
     from storage.db import make_engine
 
@@ -190,7 +190,7 @@ def run_demo(*, out: Path, seed: int = 7, accounts: int = 300, days: int = 45, s
         if clock.live is None:
             return  # the backfill: the first scan evaluates every account
         try:
-            evaluate_accounts(engine, rules, sorted(account_ids), now=clock.live)
+            evaluate_accounts(engine, rules, sorted(account_ids), now=clock.live, hooks=[router.handle])
         except Exception:  # as the app's own hook does: the next scan catches up
             log.exception("event-driven evaluation failed")
 
@@ -199,7 +199,10 @@ def run_demo(*, out: Path, seed: int = 7, accounts: int = 300, days: int = 45, s
     app_settings = settings.model_copy(update={"slack_bot_token": None})
     app = create_app(app_settings, engine=engine, on_events_stored=on_events_stored)
     router = Router(engine, settings, rules)
-    register(router)
+
+    def routed_scan(engine, rules, now):
+        return scan(engine, rules, now, hooks=[router.handle])
+
     sender = _sender(engine, settings, rules)
     seen = [0]
 
@@ -218,16 +221,15 @@ def run_demo(*, out: Path, seed: int = 7, accounts: int = 300, days: int = 45, s
         result.ingested = asyncio.run(_backfill(app, settings, backfill))
         result.ingest_seconds = time.perf_counter() - t0
         status("the first scan")
-        report = scan(engine, rules, connect)
+        report = routed_scan(engine, rules, connect)
         result.first_scan = report
         step(connect, f"first scan: {report.candidates} accounts evaluated, {report.opened} stalls opened",
              "first scan")
         status("the first hour, the digest, and live events")
         asyncio.run(_timeline(app, settings, [r for r in company.records if r.at > connect], clock, engine,
-                              rules, router, connect, now, scan, post_digest, step, result))
+                              rules, router, connect, now, routed_scan, post_digest, step, result))
         _stall_counts(engine, result)
     finally:
-        unregister(router)
         app.state.writer.close()
         engine.dispose()
     result.posted = bool(slack_token)

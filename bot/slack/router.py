@@ -1,7 +1,7 @@
 """Real-time Slack pings: from the scan's changes to outbox rows (DESIGN.md "Scoring and routing").
 
-`Router.handle` is registered with `bot.scan.on_changes`: after a scan (or the event-driven
-evaluation of a ticket spike) commits, every opened or changed stall is routed
+`Router.handle` is a scan change hook (Services.change_hooks, passed to `bot.scan.scan`):
+after a scan (or the event-driven evaluation of a ticket spike) commits, every opened or changed stall is routed
 (`rules.routing.route`) in rank order and acted on:
 
 - "ping":   one Alert row per destination (the owner's DM, `STALLWATCH_ALERTS_CHANNEL`) and
@@ -131,7 +131,7 @@ class Router:
     # ------------------------------------------------------------------ entry points
 
     def handle(self, report) -> None:
-        """The `bot.scan.on_changes` listener: route what the scan opened or changed."""
+        """The scan change hook: route what the scan opened or changed."""
         ids = list(dict.fromkeys([*report.opened_ids, *report.changed_ids]))
         if not ids:
             return
@@ -533,19 +533,3 @@ class Router:
 def _change_note(previous: str, current: str) -> str:
     direction = "raised" if current < previous else "lowered"  # "P0" < "P1": higher priority
     return f"Priority {direction} from {previous} to {current}"
-
-
-def register(router: Router) -> None:
-    """Route every committed scan's changes (bot.scan.on_changes)."""
-    from bot.scan import on_changes
-
-    on_changes(router.handle)
-
-
-def unregister(router: Router) -> None:
-    from bot import scan
-
-    try:
-        scan._listeners.remove(router.handle)
-    except ValueError:
-        pass
