@@ -7,23 +7,25 @@ key is per schema (`advisory_key`): advisory locks are scoped to a database, and
 SQLite (one machine): a lease row with an expiry that the leader keeps renewing. A lease
 whose holder is a process of this machine that no longer exists (killed, then restarted by
 its supervisor) is taken over at once instead of after LEASE_TTL: its holder id names the
-machine (bot.slack.outbox.claimant_is_gone).
+machine (bot.claims.holder_is_gone; the lease row is bot.claims.take_named, the same claim
+mechanism as the outbox senders').
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import Callable
 
-from sqlalchemy import Engine, or_, select, update
+from sqlalchemy import Engine
 
+from bot.claims import Lease, default_worker_id, take_named
 from storage.db import utcnow, write_tx
-from storage.models import Lease
-from storage.sql import insert_ignore
+from storage.models import Lease as LeaseRow
 
 log = logging.getLogger(__name__)
-LEASE = Lease.__table__
+LEASE = LeaseRow.__table__
 ADVISORY_KEY = 727300002
 LEASE_TTL = timedelta(seconds=45)
 
@@ -42,12 +44,14 @@ def advisory_key(schema: str | None) -> int:
 
 
 class Leader:
-    def __init__(self, engine: Engine, name: str = "scheduler", *, lease_ttl: timedelta = LEASE_TTL):
+    def __init__(self, engine: Engine, name: str = "scheduler", *, lease_ttl: timedelta = LEASE_TTL,
+                 clock: Callable[[], datetime] = utcnow):
         self.engine = engine
         self.name = name
-        self.lease_ttl = lease_ttl  # SQLite; a parameter so that tests see a lease run out in milliseconds
-        from bot.slack.outbox import default_worker_id
-
+        # SQLite; the TTL a parameter so that tests see a lease run out in milliseconds. A
+        # holder known dead is replaced at once: it renews every few seconds when alive.
+        self.lease = Lease(lease_ttl, dead_holder_grace=timedelta(0))
+        self.clock = clock
         self.holder = default_worker_id()  # host:pid:random@machine
         self.is_leader = False
         self._conn = None
@@ -113,20 +117,5 @@ class Leader:
             self._conn = None
 
     def _try_lease(self) -> bool:
-        from bot.slack.outbox import claimant_is_gone
-
-        now = utcnow()
         with write_tx(self.engine) as conn:
-            conn.execute(insert_ignore(conn, LEASE, "name"),
-                         {"name": self.name, "holder": self.holder, "expires_at": now + self.lease_ttl})
-            current = conn.execute(select(LEASE.c.holder).where(LEASE.c.name == self.name)).scalar()
-            free = [LEASE.c.holder == self.holder, LEASE.c.expires_at < now]
-            if current != self.holder and claimant_is_gone(current):
-                free.append(LEASE.c.holder == current)  # its holder was killed: no need to wait out the TTL
-            conn.execute(
-                update(LEASE)
-                .where(LEASE.c.name == self.name, or_(*free))
-                .values(holder=self.holder, expires_at=now + self.lease_ttl)
-            )
-            holder = conn.execute(select(LEASE.c.holder).where(LEASE.c.name == self.name)).scalar()
-        return holder == self.holder
+            return take_named(conn, LEASE, self.name, self.holder, self.clock(), self.lease)

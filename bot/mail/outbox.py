@@ -65,7 +65,6 @@ import socket
 import ssl
 import threading
 import time
-import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Callable, NamedTuple
@@ -75,6 +74,7 @@ from sqlalchemy import Connection, Engine, and_, func, select, text, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from bot import metrics
+from bot.claims import Lease, RowClaims, backoff, default_worker_id
 from bot.mail.smtp import (DeliveryError, SmtpConfig, build_message, deliver, mail_domain, parse_mail_from,
                            parse_smtp_url)
 from rules.outreach import Blocked
@@ -94,7 +94,9 @@ PENDING, SENDING, TRANSMITTING = "pending", "sending", "transmitting"
 SENT, BLOCKED, FAILED, UNKNOWN = "sent", "blocked", "failed", "unknown"
 IN_FLIGHT = (SENDING, TRANSMITTING)
 
-LEASE = timedelta(minutes=5)  # a claim older than this belongs to a dead worker
+# A claim older than this belongs to a dead worker. No shortcut for a holder known dead: what
+# its row becomes is decided by how far it got ('sending' or 'transmitting'), not by when.
+LEASE = Lease(timedelta(minutes=5))
 MAX_ATTEMPTS = 12  # transient failures before giving up (about 4 hours of backoff)
 FIRST_BACKOFF_SECONDS = 30
 MAX_BACKOFF_SECONDS = 30 * 60
@@ -211,7 +213,7 @@ class MailSender:
 
     def __init__(self, engine: Engine, settings, rules, *,
                  on_outcome: Callable[[Connection, MailOutcome], None] | None = None,
-                 worker_id: str | None = None, clock: Callable[[], datetime] = utcnow, lease: timedelta = LEASE,
+                 worker_id: str | None = None, clock: Callable[[], datetime] = utcnow, lease: Lease = LEASE,
                  max_attempts: int = MAX_ATTEMPTS, ssl_context: ssl.SSLContext | None = None):
         reason = mail_configured(settings)
         if reason:
@@ -221,9 +223,10 @@ class MailSender:
         self.from_header, self.envelope_from = parse_mail_from(settings.mail_from)
         self.outreach = rules.outreach
         self.on_outcome = on_outcome
-        self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.worker_id = worker_id or default_worker_id()
         self.clock = clock
         self.lease = lease
+        self.claims = RowClaims(MAIL, self.worker_id, lease, pending=PENDING, claimed=SENDING)
         self.max_attempts = max_attempts
         self.ssl_context = ssl_context
         self.local_hostname = socket.getfqdn()  # once: smtplib would look it up for every email
@@ -315,10 +318,7 @@ class MailSender:
         """Claim the row and re-check it may go out, in one transaction: True to send it now."""
         with write_tx(self.engine) as conn:
             self._lock_recipient(conn, row.recipient)
-            claimed = conn.execute(
-                update(MAIL).where(MAIL.c.id == row.id, MAIL.c.status == PENDING, MAIL.c.next_attempt_at <= now)
-                .values(status=SENDING, claimed_by=self.worker_id, claimed_at=now)).rowcount
-            if claimed != 1:
+            if not self.claims.claim(conn, row.id, now):
                 return False  # another sender won it
             draft = conn.execute(select(DRAFT).where(DRAFT.c.id == row.draft_id)).first()
             if draft is None or draft.status != "approved":
@@ -356,11 +356,9 @@ class MailSender:
     def _mark_transmitting(self, row: _Row) -> None:
         """Right before the message's final ".": from here on it may have been delivered."""
         with write_tx(self.engine) as conn:
-            if conn.execute(update(MAIL).where(*self._ours(row, SENDING)).values(status=TRANSMITTING)).rowcount != 1:
+            claimed = self.claims.ours(row.id, SENDING)
+            if conn.execute(update(MAIL).where(claimed).values(status=TRANSMITTING)).rowcount != 1:
                 raise _LostClaim(f"draft {row.draft_id}")
-
-    def _ours(self, row: _Row, *statuses: str):
-        return (MAIL.c.id == row.id, MAIL.c.claimed_by == self.worker_id, MAIL.c.status.in_(statuses))
 
     # -- outcomes
 
@@ -383,7 +381,7 @@ class MailSender:
 
     def _write_sent(self, row: _Row, reply: str, sent_at: datetime) -> None:
         with write_tx(self.engine) as conn:
-            done = conn.execute(update(MAIL).where(*self._ours(row, TRANSMITTING, UNKNOWN))
+            done = conn.execute(update(MAIL).where(self.claims.ours(row.id, TRANSMITTING, UNKNOWN))
                                 .values(status=SENT, sent_at=sent_at, error=None)).rowcount
             if done != 1:
                 log.error("mail outbox: draft %s was sent but its row is no longer ours to record", row.draft_id)
@@ -454,19 +452,19 @@ class MailSender:
                 return
             # Configuration errors (credentials, TLS) are retried without a limit: an operator
             # fixes them and nothing is lost meanwhile (the checks run again before sending).
-            delay = min(FIRST_BACKOFF_SECONDS * 2 ** (attempts - 1), MAX_BACKOFF_SECONDS)
-            conn.execute(update(MAIL).where(*self._ours(row, SENDING, TRANSMITTING)).values(
-                status=PENDING, next_attempt_at=now + timedelta(seconds=delay), error=e.message[:1000]))
+            delay = backoff(attempts, first=FIRST_BACKOFF_SECONDS, cap=MAX_BACKOFF_SECONDS)
+            conn.execute(update(MAIL).where(self.claims.ours(row.id, SENDING, TRANSMITTING)).values(
+                status=PENDING, next_attempt_at=now + delay, error=e.message[:1000]))
         (log.error if e.kind == "config" else log.warning)(
-            "mail outbox: draft %s not sent (attempt %d, %s), again in %ss: %s",
-            row.draft_id, attempts, e.kind, delay, e.message)
+            "mail outbox: draft %s not sent (attempt %d, %s), again in %gs: %s",
+            row.draft_id, attempts, e.kind, delay.total_seconds(), e.message)
         MAILS.labels("retried").inc()
 
     def _release(self, row: _Row, error: str) -> None:
         """Nothing was sent: give the row back (if the database lets us; else the lease does)."""
         try:
             with write_tx(self.engine) as conn:
-                conn.execute(update(MAIL).where(*self._ours(row, SENDING)).values(
+                conn.execute(update(MAIL).where(self.claims.ours(row.id, SENDING)).values(
                     status=PENDING, next_attempt_at=self.clock() + timedelta(seconds=FIRST_BACKOFF_SECONDS),
                     error=error[:1000]))
         except SQLAlchemyError:
@@ -480,7 +478,7 @@ class MailSender:
                 self._give_up(row, status, reason, action, error=error, conn=conn)
             return
         now = self.clock()
-        if conn.execute(update(MAIL).where(*self._ours(row, SENDING, TRANSMITTING))
+        if conn.execute(update(MAIL).where(self.claims.ours(row.id, SENDING, TRANSMITTING))
                         .values(status=status, error=(error or reason)[:1000])).rowcount != 1:
             return
         draft = conn.execute(select(DRAFT).where(DRAFT.c.id == row.draft_id)).first()
@@ -488,17 +486,16 @@ class MailSender:
 
     def _recover_stale(self, now: datetime) -> int:
         """Rows left 'sending' or 'transmitting' by a dead worker (claimed before the lease)."""
-        stale_before = now - self.lease
+        stale_before = now - self.lease.shortest
         with read_tx(self.engine) as conn:
             rows = [_Row(*r) for r in conn.execute(self._select().where(
                 MAIL.c.status.in_(IN_FLIGHT), MAIL.c.claimed_at < stale_before).order_by(MAIL.c.id))]
         for row in rows:
             with write_tx(self.engine) as conn:
-                still = (MAIL.c.id == row.id, MAIL.c.status == row.status, MAIL.c.claimed_by == row.claimed_by,
-                         MAIL.c.claimed_at < stale_before)
+                still = self.claims.still_stale(row.id, row.status, row.claimed_by, now)
                 if row.status == SENDING and row.attempts < self.max_attempts:
                     # It never reached the end of the message: nothing was delivered. Send it again.
-                    if conn.execute(update(MAIL).where(*still).values(
+                    if conn.execute(update(MAIL).where(still).values(
                             status=PENDING, next_attempt_at=now,
                             error="the sender stopped before transmitting it; nothing was sent")).rowcount:
                         log.warning("mail outbox: draft %s: %s stopped before transmitting it; retrying",
@@ -509,7 +506,7 @@ class MailSender:
                                                       "times while trying"), "mail.failed"
                 else:
                     status, reason, action = UNKNOWN, UNKNOWN_REASON, "mail.unknown"
-                if conn.execute(update(MAIL).where(*still).values(status=status, error=reason)).rowcount != 1:
+                if conn.execute(update(MAIL).where(still).values(status=status, error=reason)).rowcount != 1:
                     continue
                 log.error("mail outbox: draft %s left %s by %s: %s", row.draft_id, row.status, row.claimed_by, reason)
                 draft = conn.execute(select(DRAFT).where(DRAFT.c.id == row.draft_id)).first()

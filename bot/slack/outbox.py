@@ -16,7 +16,8 @@ DESIGN: "nothing is lost, nothing is sent twice". How:
   is DEAD_CLAIM_GRACE old when its sender is known to be gone: a process of this machine (same
   kernel boot, same pid namespace: part of the worker id) that no longer exists. So a server
   restarted after kill -9 resumes its lane within seconds, not after minutes; a claim by a
-  process elsewhere, or still alive, is waited out as before.
+  process elsewhere, or still alive, is waited out as before. (Claims, leases and backoff are
+  bot.claims', shared with the mail sender and the scheduler leader: LEASE is this policy.)
 - Lanes: the `channel` column orders delivery. A row is sent only when no earlier row of its
   lane is pending or sending, so a channel sees its messages in id order, an update never
   overtakes its post, and a 429 postpones that one lane (every pending row of it gets
@@ -57,15 +58,11 @@ message goes out at once instead of at the next one-second poll.
 from __future__ import annotations
 
 import base64
-import hashlib
 import logging
-import os
-import socket
 import threading
 import uuid
 from datetime import datetime, timedelta, timezone
 from http.client import HTTPException
-from pathlib import Path
 from typing import Any, Callable, NamedTuple, Sequence
 
 from slack_sdk import WebClient
@@ -73,6 +70,7 @@ from slack_sdk.errors import SlackApiError, SlackRequestError
 from sqlalchemy import Connection, Engine, and_, func, not_, or_, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
+from bot.claims import Lease, RowClaims, backoff, default_worker_id
 from bot.slack.health import REVOKED_ERRORS, mark_revoked, revoked
 from bot.slack.queries import ping_messages
 from bot.slack.render import ping_blocks, ping_text
@@ -100,6 +98,7 @@ METADATA_KEY_FIELD = "stallwatch_outbox_key"  # added to a caller's own metadata
 STUCK_AFTER = timedelta(minutes=5)  # far beyond the longest send (10 s timeouts, no SDK retries)
 # A dead sender's claim: long enough for the bytes it had already written to reach Slack.
 DEAD_CLAIM_GRACE = timedelta(seconds=15)
+LEASE = Lease(STUCK_AFTER, dead_holder_grace=DEAD_CLAIM_GRACE)
 MAX_BACKOFF_SECONDS = 300
 DEPENDENCY_RECHECK = timedelta(seconds=1)
 POLL_SECONDS = 1.0
@@ -256,53 +255,6 @@ def _lane(conn: Connection, method: str, payload: dict, channel: str | None) -> 
 # ----------------------------------------------------------------------------- sending
 
 
-def _machine_identity() -> str | None:
-    """What tells this machine's processes apart from any other's: the kernel's boot id and
-    the pid namespace (Linux). None where /proc does not say: no claim is then judged dead."""
-    try:
-        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
-        namespace = os.stat("/proc/self/ns/pid").st_ino
-    except OSError:
-        return None
-    return hashlib.sha1(f"{boot}:{namespace}".encode()).hexdigest()[:10]
-
-
-MACHINE = _machine_identity()
-
-
-def default_worker_id() -> str:
-    """host:pid:random, and @machine where known (see `claimant_is_gone`)."""
-    worker = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-    return f"{worker}@{MACHINE}" if MACHINE else worker
-
-
-def claimant_is_gone(claimed_by: str | None) -> bool:
-    """Whether a claim was made by a process of this machine that no longer exists (or is a
-    zombie). False whenever in doubt: another machine, an unknown format, a live pid."""
-    if not claimed_by or MACHINE is None or "@" not in claimed_by:
-        return False
-    worker, _, machine = claimed_by.rpartition("@")
-    parts = worker.split(":")
-    if machine != MACHINE or len(parts) < 3:
-        return False
-    try:
-        pid = int(parts[-2])
-    except ValueError:
-        return False
-    if pid <= 0 or pid == os.getpid():
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except OSError:  # exists (another user's process, say)
-        return False
-    try:  # a killed child its parent has not reaped yet
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
-    except (OSError, IndexError):
-        return False
-
-
 class _Row(NamedTuple):
     id: int
     key: str
@@ -331,13 +283,13 @@ class OutboxSender:
     each one is used by one thread at a time."""
 
     def __init__(self, engine: Engine, client_factory: Callable[[], WebClient], *, worker_id: str | None = None,
-                 clock: Callable[[], datetime] = utcnow, stuck_after: timedelta = STUCK_AFTER,
-                 rules: Rules | None = None):
+                 clock: Callable[[], datetime] = utcnow, lease: Lease = LEASE, rules: Rules | None = None):
         self.engine = engine
         self.rules = rules  # what renders a refresh row's pings
         self.worker_id = worker_id or default_worker_id()
         self.clock = clock
-        self.stuck_after = stuck_after
+        self.lease = lease
+        self.claims = RowClaims(OUTBOX, self.worker_id, lease, pending=PENDING, claimed=SENDING)
         self._client_factory = client_factory
         self._client: WebClient | None = None
         self._dm_channels: dict[str, str] = {}  # user id -> DM channel id (conversations.open is stable)
@@ -405,32 +357,22 @@ class OutboxSender:
                                                 not_(held))
                  .group_by(t.c.channel))
         ready = or_(and_(t.c.status == PENDING, t.c.next_attempt_at <= now),
-                    and_(t.c.status == SENDING, t.c.claimed_at < now - min(self.stuck_after, DEAD_CLAIM_GRACE)))
+                    and_(t.c.status == SENDING, t.c.claimed_at < now - self.lease.shortest))
         stmt = (select(*(t.c[name] for name in _Row._fields))
                 .where(ready, or_(t.c.channel.is_(None), t.c.id.in_(heads)))
                 .order_by(t.c.id).limit(limit))
         with read_tx(self.engine) as conn:
             rows = [_Row(*r) for r in conn.execute(stmt)]
-        return [r for r in rows if r.status == PENDING or r.claimed_at < now - self._stale_after(r)]
-
-    def _stale_after(self, row: _Row) -> timedelta:
-        """How old a claim must be before another sender may take the row over."""
-        if claimant_is_gone(row.claimed_by):
-            return min(self.stuck_after, DEAD_CLAIM_GRACE)
-        return self.stuck_after
+        return [r for r in rows if r.status == PENDING or r.claimed_at < now - self.lease.stale_after(r.claimed_by)]
 
     def _claim(self, row: _Row, now: datetime) -> bool:
         """Take the row with one atomic UPDATE; only the sender whose UPDATE hit it may send."""
-        t = OUTBOX
-        if row.status == PENDING:
-            won = and_(t.c.status == PENDING, t.c.next_attempt_at <= now)
-        else:  # a dead worker's row: still the same claim as when we looked, and still stale
-            won = and_(t.c.status == SENDING, t.c.claimed_by == row.claimed_by,
-                       t.c.claimed_at < now - self._stale_after(row))
-        stmt = (update(t).where(t.c.id == row.id, won)
-                .values(status=SENDING, claimed_by=self.worker_id, claimed_at=now, attempts=t.c.attempts + 1))
+        attempt = {"attempts": OUTBOX.c.attempts + 1}
         with write_tx(self.engine) as conn:
-            return conn.execute(stmt).rowcount == 1
+            if row.status == PENDING:
+                return self.claims.claim(conn, row.id, now, **attempt)
+            # a dead worker's row: still the same claim as when we looked, and still stale
+            return self.claims.take_over(conn, row.id, SENDING, row.claimed_by, now, **attempt)
 
     # -- one row
 
@@ -580,9 +522,7 @@ class OutboxSender:
     # -- recording outcomes (each guarded by our claim: a row reclaimed from us is not ours)
 
     def _finish(self, conn: Connection, row: _Row, **values) -> bool:
-        t = OUTBOX
-        stmt = update(t).where(t.c.id == row.id, t.c.status == SENDING, t.c.claimed_by == self.worker_id)
-        if conn.execute(stmt.values(**values)).rowcount == 1:
+        if conn.execute(update(OUTBOX).where(self.claims.ours(row.id)).values(**values)).rowcount == 1:
             return True
         log.warning("slack outbox: %s was reclaimed by another sender before %s recorded it", row.key, self.worker_id)
         return False
@@ -597,11 +537,11 @@ class OutboxSender:
                              .values(ts=result["ts"], updated_at=now))
 
     def _retry(self, row: _Row, error: str, attempts: int, *, maybe_sent: bool) -> None:
-        delay = min(2 ** (attempts - 1), MAX_BACKOFF_SECONDS)
-        log.warning("slack outbox: %s %s failed (attempt %d), retrying in %ss: %s",
-                    row.method, row.key, attempts, delay, error)
+        delay = backoff(attempts, first=1, cap=MAX_BACKOFF_SECONDS)
+        log.warning("slack outbox: %s %s failed (attempt %d), retrying in %gs: %s",
+                    row.method, row.key, attempts, delay.total_seconds(), error)
         with write_tx(self.engine) as conn:
-            self._finish(conn, row, status=PENDING, next_attempt_at=self.clock() + timedelta(seconds=delay),
+            self._finish(conn, row, status=PENDING, next_attempt_at=self.clock() + delay,
                          error=error[:1000], result={"maybe_sent": maybe_sent})
 
     def _release(self, row: _Row, reason: str, after: timedelta = DEPENDENCY_RECHECK) -> None:

@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import select, text, update
 
 from bot.leader import ADVISORY_KEY, LEASE, Leader, advisory_key
-from bot.slack.outbox import MACHINE
+from bot.claims import MACHINE
 from storage.db import make_engine
 from tests.proof.params import PG_URL
 

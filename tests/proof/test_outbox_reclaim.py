@@ -16,7 +16,8 @@ from sqlalchemy import select, update
 
 from bot.slack import outbox
 from bot.slack.client import web_client
-from bot.slack.outbox import DEAD_CLAIM_GRACE, MACHINE, OutboxSender, claimant_is_gone, enqueue
+from bot.claims import MACHINE, holder_is_gone
+from bot.slack.outbox import DEAD_CLAIM_GRACE, OutboxSender, enqueue
 from storage.db import read_tx, utcnow, write_tx
 from storage.models import SlackOutbox
 
@@ -37,24 +38,24 @@ def worker_of(pid: int, machine: str | None = MACHINE) -> str:
 
 @needs_proc
 def test_a_claim_is_gone_only_when_its_process_here_is_gone():
-    assert claimant_is_gone(worker_of(dead_pid()))
-    assert not claimant_is_gone(worker_of(os.getpid()))  # ourselves
-    assert not claimant_is_gone(worker_of(1))  # alive (init)
-    assert not claimant_is_gone(worker_of(dead_pid(), machine="0123456789"))  # another machine
+    assert holder_is_gone(worker_of(dead_pid()))
+    assert not holder_is_gone(worker_of(os.getpid()))  # ourselves
+    assert not holder_is_gone(worker_of(1))  # alive (init)
+    assert not holder_is_gone(worker_of(dead_pid(), machine="0123456789"))  # another machine
     for odd in (None, "", "dead-worker", "w1", "host:notapid:x@" + MACHINE, "a@" + MACHINE):
-        assert not claimant_is_gone(odd)
+        assert not holder_is_gone(odd)
 
 
 @needs_proc
 def test_a_killed_but_not_yet_reaped_child_counts_as_gone():
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
-        assert not claimant_is_gone(worker_of(child.pid))
+        assert not holder_is_gone(worker_of(child.pid))
         child.send_signal(signal.SIGKILL)
         import time
 
         time.sleep(0.3)  # a zombie now: killed, not waited for
-        assert claimant_is_gone(worker_of(child.pid))
+        assert holder_is_gone(worker_of(child.pid))
     finally:
         child.wait()
 
