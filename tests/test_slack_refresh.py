@@ -37,7 +37,7 @@ def pinged_stall(rig, clock: Clock) -> int:
     """A P0 step stall whose pings (owner DM, alerts channel) are posted."""
     now = now_utc()
     stall_step_account(rig, "acme", now - HOUR, arr=50000)
-    scan(rig.engine, rig.rules, now - HOUR)
+    scan(rig.engine, rig.rules, now - HOUR, hooks=rig.hooks)
     [stall] = live_stalls(rig.engine, "acme")
     clock.now = datetime.now(UTC) + timedelta(seconds=1)  # the router stamped its rows with the real clock
     sender(rig, clock).run_once()
