@@ -176,6 +176,28 @@ class SlackHarness:
         """What the app posted to a response_url (waits for the lazy listener)."""
         return self.fake.wait_for_calls(method, 1, timeout=timeout)[0].body
 
+    def deliver(self) -> int:
+        """One pass of the Slack outbox sender (listeners queue their edits there)."""
+        from bot.slack.client import web_client
+        from bot.slack.outbox import OutboxSender
+
+        return OutboxSender(self.engine, lambda: web_client(self.settings, blocking_retries=False),
+                            rules=self.rules).run_once()
+
+    def wait_delivered(self, method: str, count: int = 1, timeout: float = 10.0) -> list:
+        """Run the outbox sender until the fake Slack saw `count` calls of `method` (a lazy
+        listener queues its edits a moment after the click is acked)."""
+        import time
+
+        deadline = time.monotonic() + timeout
+        while True:
+            self.deliver()  # outside the fake's lock: the sender calls the fake
+            if len(self.fake.calls(method)) >= count:
+                return self.fake.calls(method)
+            if time.monotonic() > deadline:
+                raise AssertionError(f"expected {count} {method} calls, got {len(self.fake.calls(method))}")
+            time.sleep(0.05)
+
 
 def make_slack_harness(fake, engine, db_url, **settings_extra):
     """Context manager yielding a SlackHarness (used by the `slack` fixtures); `settings_extra`

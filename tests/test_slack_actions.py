@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from datetime import timezone
 
 import pytest
@@ -107,8 +108,16 @@ def row_of(engine, stall_id: int):
         return conn.execute(select(STALL).where(STALL.c.id == stall_id)).one()
 
 
+def wait_for(predicate, timeout: float = 10.0) -> None:
+    """Poll until a lazy listener's work shows in the database."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
 def wait_updated(ping: Ping, expected: str) -> dict:
-    ping.slack.fake.wait_for_calls("chat.update", 1, timeout=10)
+    ping.slack.wait_delivered("chat.update", 1, timeout=10)
     update_call = ping.slack.fake.calls("chat.update")[0]
     assert update_call.body["channel"] == ALERTS and update_call.body["ts"] == ping.ts
     assert expected in json.dumps(update_call.body["blocks"], ensure_ascii=False)
@@ -238,6 +247,19 @@ def test_outsider_is_refused_and_nothing_changes(ping, click):
 
 
 # ------------------------------------------------------------------ double clicks, races, re-detection
+
+
+def test_an_edit_queued_before_a_later_click_shows_the_later_state(ping):
+    """The clicks' edits go through the outbox and are rendered when sent: the assignment's
+    edit, sent after the stall was resolved, shows it resolved (never an older state)."""
+    ping.click(Action.ASSIGN, OWNER)
+    wait_for(lambda: [a.action for a in audits(ping.slack.engine, ping.stall_id)] == ["stall.assign"])
+    ping.click(Action.RESOLVE, OWNER)
+    wait_for(lambda: len(audits(ping.slack.engine, ping.stall_id)) == 2)
+    edits = ping.slack.wait_delivered("chat.update", 1)
+    assert all(f"Resolved by <@{OWNER}>" in json.dumps(e.body["blocks"]) for e in edits)
+    assert f"Resolved by <@{OWNER}>" in json.dumps(ping.message()["blocks"])
+
 
 
 def test_double_resolve_is_harmless_and_the_second_says_who(ping):

@@ -2,20 +2,20 @@
 
 Flow of every click: ack at once; then, in a lazy listener, the use-case (bot.stalls.actions:
 permission check, guarded change, alerts acknowledged and audit, in one transaction); then
-the message is updated from the stall's new state: every posted ping of the stall (and the
-clicked message, when it is one) is re-rendered with `chat.update`; a click in an ephemeral
-list answers ephemerally; a click in the App Home re-publishes it.
+every posted ping of the stall (and the clicked message, when it is one) is queued for
+re-rendering in the Slack outbox (`enqueue_refresh`: rendered from the stall's state when
+sent); a click in an ephemeral list answers ephemerally; a click in the App Home
+re-publishes it.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
 
 from slack_bolt.async_app import AsyncApp
 
-from bot.slack import queries
-from bot.slack.render import home_view, ping_blocks, ping_text
+from bot.slack.outbox import enqueue_refresh
+from bot.slack.render import home_view, ping_text
 from bot.slack.render.codec import Action, decode_action
 from bot.slack.boundary import ack_only, lazy
 from bot.slack.listeners.commands import account_journey
@@ -24,8 +24,7 @@ from bot.stalls.actions import Outcome
 from bot.stalls.context import Services
 from bot.stalls.errors import BadRequest
 from bot.stalls.permissions import Op
-
-log = logging.getLogger(__name__)
+from storage.db import write_tx
 
 # What each action id (or menu option's op) asks for, as a domain operation.
 ACTION_OPS: dict[Action, Op] = {
@@ -39,17 +38,20 @@ ACTION_OPS: dict[Action, Op] = {
 HANDLED = (Action.ASSIGN, Action.SNOOZE, Action.RESOLVE, Action.VIEW_JOURNEY, Action.ROW_MENU, Action.DIGEST_MENU)
 
 
-def rendered_pings(services: Services, stall_id: int, extra: list[tuple[str, str]]) -> tuple[list[tuple[str, str]], dict | None]:
-    """Where the stall's pings are and the message they now show."""
+def refresh_pings(services: Services, stall_id: int, extra: list[tuple[str, str]] = ()) -> None:
+    """Queue the re-rendering of every posted ping of the stall (and the `extra` messages): the
+    outbox renders them from the stall's state when it sends, so a later change is never
+    overwritten by an earlier one. Wakes the sender."""
+    with write_tx(services.engine) as conn:
+        enqueue_refresh(conn, stall_id, now=services.clock(), extra=extra)
+    services.wakeups.slack_outbox.set()
+
+
+def ping_summary(services: Services, stall_id: int) -> str | None:
+    """The stall's ping as one line of text (None once it is gone)."""
     with services.engine.connect() as conn:
-        targets = queries.ping_messages(conn, stall_id)
         view = views.ping_view(conn, stall_id, services.rules, services.clock())
-    for t in extra:
-        if t not in targets:
-            targets.append(t)
-    if view is None:
-        return [], None
-    return targets, {"text": ping_text(view), "blocks": [b.to_dict() for b in ping_blocks(view)]}
+    return ping_text(view) if view is not None else None
 
 
 def home_rows(services: Services, user: str):
@@ -102,20 +104,15 @@ async def after_change(services: Services, client, respond, body: dict, user: st
     """Show the change where it was made: the pings are edited in place for everyone; an
     ephemeral list gets an ephemeral note; the App Home is re-published."""
     clicked = _clicked_ping(body, outcome.stall_id)
-    targets, message = await asyncio.to_thread(rendered_pings, services, outcome.stall_id, clicked)
-    if message is not None:
-        for channel, ts in targets:
-            try:
-                await client.chat_update(channel=channel, ts=ts, **message)
-            except Exception:  # one stale message must not hide the others or the answer
-                log.exception("could not update the ping of stall %s in %s", outcome.stall_id, channel)
+    await asyncio.to_thread(refresh_pings, services, outcome.stall_id, clicked)
     container = (body.get("container") or {}).get("type")
     if container == "view":
         rows, total = await asyncio.to_thread(home_rows, services, user)
         await client.views_publish(user_id=user, view=home_view(rows, user, more=max(total - len(rows), 0)).to_dict())
     elif not clicked and body.get("response_url"):
+        summary = await asyncio.to_thread(ping_summary, services, outcome.stall_id)
         await respond(response_type="ephemeral", replace_original=False,
-                      text=f"{outcome.text} · {message['text']}" if message else outcome.text)
+                      text=f"{outcome.text} · {summary}" if summary else outcome.text)
     elif clicked and not outcome.changed:
         await respond(response_type="ephemeral", replace_original=False, text=outcome.text)
 

@@ -7,7 +7,8 @@ use-cases (bot/stalls/drafts.py); here is only Slack's choreography and wording:
   place (`views.update` by view id);
 - the submission is answered within Slack's 3 seconds with field errors (the modal stays
   open), or the modal's next state; the mail outbox is then woken;
-- after every change the stall's pings are re-rendered, so the channel sees the draft's state.
+- after every change the stall's pings are queued for re-rendering in the outbox (from the
+  stall's state when sent), so the channel sees the draft's state.
 
 Domain errors (not allowed, stall closed, cannot draft) are shown in the modal itself, where
 the CSM is looking; anything unexpected shows an error id that is logged.
@@ -16,7 +17,6 @@ the CSM is looking; anything unexpected shows an error id that is logged.
 from __future__ import annotations
 
 import asyncio
-import logging
 
 from slack_bolt.async_app import AsyncApp
 
@@ -24,15 +24,12 @@ from bot.slack.render.codec import Action, decode_action
 from bot.slack.boundary import after_ack, error_text, listener
 from bot.slack.draft_views import (BODY, CALLBACK_ID, NEW_CONTACT, RECIPIENT, SUBJECT, DraftRef, drafting_view,
                                    form_view, notice_view, submitted_values)
-from bot.slack.listeners.actions import rendered_pings
+from bot.slack.listeners.actions import refresh_pings
 from bot.slack.text import md
 from bot.stalls import drafts
 from bot.stalls.context import Services
 from bot.stalls.errors import BadRequest
 from bot.stalls.views import not_sent_phrase
-
-log = logging.getLogger(__name__)
-
 
 async def on_draft(services: Services, body, client, context):
     try:
@@ -72,7 +69,7 @@ async def on_discard(services: Services, body, client, context):
     except Exception as error:  # noqa: BLE001 - shown in the modal
         text = modal_text(error)
     await client.views_update(view_id=view_id, view=notice_view(ref, text).to_dict())
-    await refresh_pings(services, client, ref.stall_id)
+    await asyncio.to_thread(refresh_pings, services, ref.stall_id)
 
 
 async def on_submit(services: Services, ack, body, view, client, context):
@@ -98,7 +95,7 @@ async def on_submit(services: Services, ack, body, view, client, context):
     await ack(response_action="update", view=notice_view(ref, notice, detail=detail).to_dict())
     if result.approved:
         services.wakeups.mail_outbox.set()
-    await refresh_pings(services, client, ref.stall_id)
+    await asyncio.to_thread(refresh_pings, services, ref.stall_id)
 
 
 def register(app: AsyncApp, services: Services) -> None:
@@ -116,7 +113,7 @@ async def _fill(services: Services, client, view_id: str, ref: DraftRef, work) -
     except Exception as error:  # noqa: BLE001 - the modal is where the CSM is looking
         view = notice_view(ref, modal_text(error))
     await client.views_update(view_id=view_id, view=view.to_dict())
-    await refresh_pings(services, client, ref.stall_id)
+    await asyncio.to_thread(refresh_pings, services, ref.stall_id)
 
 
 # --- wording ---------------------------------------------------------------------------------------
@@ -168,15 +165,3 @@ def _modal_ref(body: dict) -> tuple[DraftRef, str]:
     if ref.draft_id is None or not view.get("id"):
         raise BadRequest("That draft is out of date.")
     return ref, view["id"]
-
-
-async def refresh_pings(services: Services, client, stall_id: int) -> None:
-    """Re-render every posted ping of the stall (its draft line changed)."""
-    targets, message = await asyncio.to_thread(rendered_pings, services, stall_id, [])
-    if message is None:
-        return
-    for channel, ts in targets:
-        try:
-            await client.chat_update(channel=channel, ts=ts, **message)
-        except Exception:  # one stale message must not stop the others
-            log.exception("could not update the ping of stall %s in %s", stall_id, channel)
