@@ -115,3 +115,19 @@ def test_every_op_is_declared_and_roles_decide():
         assert allowed(op, OWNER, subject, ()) and allowed(op, "U0ASSIGNEE", subject, ())
         assert allowed(op, ADMIN, subject, {ADMIN}) and not allowed(op, OUTSIDER, subject, {ADMIN})
         assert not allowed(op, "", Subject(stall_id=1, owner_slack_id="", assignee=""), {""})
+
+
+def test_the_application_layer_loads_nothing_of_slack():
+    """bot/stalls is Slack-free: importing every module of it loads no Slack or web library
+    (checked in a fresh interpreter, so what other tests imported does not count)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = ("import importlib, pkgutil, sys, bot.stalls\n"
+            "for m in pkgutil.iter_modules(bot.stalls.__path__): importlib.import_module('bot.stalls.' + m.name)\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('slack_sdk', 'slack_bolt', 'starlette')"
+            " or m.startswith('bot.slack')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parents[1])
+    assert out.stdout.strip() == "[]"
