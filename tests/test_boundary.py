@@ -1,0 +1,82 @@
+"""The Slack listeners' boundary (bot/slack/boundary.py) without HTTP: how a module-level
+listener is wrapped for Bolt, and what the user is told when it fails."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from bot.slack.boundary import BOLT_ARGS, after_ack, lazy, listener
+from bot.stalls.errors import NotAllowed
+
+SERVICES = object()  # the wrappers only hand it on
+
+
+class Recorder:
+    def __init__(self):
+        self.calls = []
+
+    async def __call__(self, **kwargs):
+        self.calls.append(kwargs)
+
+
+def run(wrapper, **given):
+    args = {name: given.get(name) for name in BOLT_ARGS}
+    return asyncio.run(wrapper(**args))
+
+
+def test_a_listener_must_take_services_first_and_only_bolt_names():
+    async def no_services(body):
+        pass
+
+    async def unknown(services, say):
+        pass
+
+    for func in (no_services, unknown):
+        with pytest.raises(TypeError):
+            listener(SERVICES, func)
+
+
+def test_the_listener_gets_the_services_and_what_it_asks_for():
+    seen = []
+
+    async def on_event(services, event, client):
+        seen.append((services, event, client))
+
+    wrapped = listener(SERVICES, on_event)
+    assert wrapped.__name__ == "on_event"
+    run(wrapped, event={"type": "x"}, client="C", body={"ignored": True})
+    assert seen == [(SERVICES, {"type": "x"}, "C")]
+
+
+def test_a_domain_error_in_a_lazy_listener_is_told_ephemerally():
+    async def refused(services, body):
+        raise NotAllowed("Only the owner can do that.")
+
+    respond = Recorder()
+    run(lazy(SERVICES, refused), body={"response_url": "https://hooks.example/1"}, respond=respond,
+        context={"user_id": "U1"})
+    assert respond.calls == [{"text": "Only the owner can do that.", "response_type": "ephemeral",
+                              "replace_original": False}]
+
+
+def test_an_unexpected_error_after_ack_shows_an_error_id():
+    async def broken(services):
+        raise RuntimeError("boom")
+
+    acks, respond = Recorder(), Recorder()
+    run(after_ack(SERVICES, broken), ack=acks, body={"response_url": "https://hooks.example/1"}, respond=respond,
+        context={})
+    assert acks.calls == [{}]
+    [told] = respond.calls
+    assert "error id" in told["text"] and "boom" not in told["text"]
+
+
+def test_no_response_url_means_only_a_log_line():
+    async def refused(services):
+        raise NotAllowed()
+
+    respond = Recorder()
+    run(lazy(SERVICES, refused), body={}, respond=respond, context={})
+    assert respond.calls == []
