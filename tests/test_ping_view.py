@@ -9,39 +9,39 @@ from types import SimpleNamespace
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from sqlalchemy import event, select
+from sqlalchemy import event
 
 from bot.scan import scan
 from bot.slack.render import ping_blocks, ping_text
 from bot.slack.render.ping import draft_text
 from bot.slack.text import WJ
 from bot.stalls.views import DraftLine, ping_view, ping_views, resolution
-from storage.models import Draft, SlackOutbox
+from storage.models import Draft
 from tests.factories import DAY, HOUR, PROJECT, T0, live_stalls, signup, stalls, store, ticket, track
 from tests.fuzz import examples
 from tests.test_router import ALERTS, make_rig, now_utc, stall_step_account  # noqa: F401 - make_rig is a fixture
 
 pytest_plugins = ["tests.fakes.fixtures"]
 
-OUTBOX = SlackOutbox.__table__
 DRAFT = Draft.__table__
 
 
 def close_edit(rig, stall_id: int) -> dict:
-    """The payload of the router's chat.update closing the channel ping of the stall."""
-    with rig.engine.connect() as conn:
-        return conn.execute(select(OUTBOX.c.payload).where(OUTBOX.c.key == f"close:{stall_id}:{ALERTS}")).scalar_one()
+    """What the router's refresh of the closed stall made Slack show in the channel ping."""
+    rig.send()
+    [edit] = [c for c in rig.fake.calls("chat.update") if c.body["channel"] == ALERTS]
+    return edit.body
 
 
 def auto_resolved_late(rig):
     """A P0 step stall, pinged, then auto-resolved by its step's event arriving late."""
     now = now_utc()
     stall_step_account(rig, "acme", now - HOUR, arr=50000)
-    scan(rig.engine, rig.rules, now - HOUR)
+    scan(rig.engine, rig.rules, now - HOUR, hooks=rig.hooks)
     [stall] = live_stalls(rig.engine, "acme")
     rig.send()
     store(rig.engine, rig.rules, [track("acme", PROJECT, now - 20 * HOUR)], now=now)
-    assert scan(rig.engine, rig.rules, now).auto_resolved == 1
+    assert scan(rig.engine, rig.rules, now, hooks=rig.hooks).auto_resolved == 1
     return stall.id, now
 
 

@@ -136,3 +136,32 @@ def test_a_sender_without_rules_fails_the_refresh_loudly(make_rig):
     OutboxSender(rig.engine, lambda: web_client(rig.settings, blocking_retries=False), clock=clock).run_once()
     [row] = refresh_rows(rig)
     assert row.status == "failed" and "rules" in row.error
+
+
+def test_a_refresh_waits_for_a_ping_still_on_its_way_in_another_lane(make_rig):
+    """The channel post is held by a 429 while the owner's DM is out; a refresh (in the DM's
+    lane) must not skip the channel ping, which would then show what it was queued with."""
+    rig = make_rig()
+    clock = Clock(now_utc() + timedelta(seconds=1))
+    now = now_utc()
+    stall_step_account(rig, "acme", now - HOUR, arr=50000)
+    scan(rig.engine, rig.rules, now - HOUR, hooks=rig.hooks)
+    [stall] = live_stalls(rig.engine, "acme")
+    clock.now = datetime.now(UTC) + timedelta(seconds=1)
+    rig.fake.rate_limit_for(2.0, retry_after=30, channel=ALERTS)
+    sender(rig, clock).run_once()
+    assert [c.body["channel"] for c in rig.fake.calls("chat.postMessage") if c.ok] == [rig.fake.dm_channel(OWNER)]
+    rig.fake.clear_faults()
+
+    change(rig, stall.id, clock, assignee=BOB)
+    sender(rig, clock).run_once()
+    assert rig.fake.calls("chat.update") == []  # waiting for the channel's ping
+    clock.now += timedelta(seconds=31)
+    for _ in range(3):
+        sender(rig, clock).run_once()
+        clock.now += timedelta(seconds=2)
+
+    [message] = rig.fake.messages(ALERTS)
+    assert BOB in json.dumps(message["blocks"])
+    assert {c.body["channel"] for c in rig.fake.calls("chat.update")} == {ALERTS, rig.fake.dm_channel(OWNER)}
+    assert [r.status for r in refresh_rows(rig)] == ["sent"]

@@ -395,20 +395,23 @@ async def _timeline(app, settings, records: list[Record], clock: _Clock, engine,
 
 def _kind(key: str, method: str) -> str:
     prefix = key.split(":", 1)[0]
-    return {"ping": "ping", "close": "edit", "edit": "edit", "reprio": "thread reply", "escalation": "escalation",
+    return {"ping": "ping", "refresh": "edit", "reprio": "thread reply", "escalation": "escalation",
             "escalation-summary": "escalation summary", "winback": "win-back",
             "ops": "tracking issues"}.get(prefix, "chart" if method == "files_upload_v2" else
                                           "digest" if prefix == "digest" else prefix)
 
 
 def _read_outbox(engine, *, after: int, when: datetime, phase: str) -> list[Message]:
-    from bot.slack.outbox import OUTBOX
+    from bot.slack.outbox import OUTBOX, REFRESH
     from storage.db import read_tx
 
     with read_tx(engine) as conn:
         rows = conn.execute(select(OUTBOX).where(OUTBOX.c.id > after).order_by(OUTBOX.c.id)).all()
     out: list[Message] = []
     for r in rows:
+        if r.method == REFRESH:
+            out.extend(_refresh_messages(r, when=when, phase=phase))
+            continue
         payload: dict[str, Any] = r.payload or {}
         channel = payload.get("channel") or payload.get("user") or (r.result or {}).get("channel") or r.channel
         blocks = payload.get("blocks") if isinstance(payload.get("blocks"), list) else None
@@ -420,6 +423,17 @@ def _read_outbox(engine, *, after: int, when: datetime, phase: str) -> list[Mess
             m.content_b64 = payload.get("content_b64")
         out.append(m)
     return out
+
+
+def _refresh_messages(r, *, when: datetime, phase: str) -> list[Message]:
+    """A refresh row as the edits it made: one per message, showing what it was rendered to
+    when sent (recorded in its result)."""
+    result: dict[str, Any] = r.result or {}
+    blocks = result.get("blocks") if isinstance(result.get("blocks"), list) else None
+    return [Message(id=r.id, key=r.key, method="chat.update", kind="edit", channel=channel,
+                    text=result.get("text") or "", blocks=blocks, when=when, phase=phase, status=r.status,
+                    error=r.error)
+            for channel, _ts in result.get("updated") or [[None, None]]]
 
 
 def _sender(engine, settings, rules):

@@ -61,6 +61,7 @@ import base64
 import logging
 import threading
 import uuid
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from http.client import HTTPException
 from typing import Any, Callable, NamedTuple, Sequence
@@ -141,27 +142,34 @@ def enqueue(conn: Connection, *, key: str, method: str, payload: dict, channel: 
     return conn.execute(stmt).first() is not None
 
 
-def enqueue_refresh(conn: Connection, stall_id: int, *, now: datetime,
-                    extra: Sequence[tuple[str, str]] = ()) -> None:
+def enqueue_refresh(conn: Connection, stall_id: int, *, now: datetime, extra: Sequence[tuple[str, str]] = (),
+                    note: str | None = None, once: str | None = None) -> bool:
     """In the caller's transaction: re-render every posted ping of the stall (and the `extra`
-    (channel, ts) messages, e.g. the one clicked) from its current state when sent.
+    (channel, ts) messages, e.g. the one clicked) from its current state when sent. `note` is
+    shown on the ping ("Priority raised from P1 to P0") until the next refresh.
 
     A pending refresh of the stall is rendered at send time too, so it already covers this
-    change: the extra messages join it instead of a second row (a row being sent may have
-    rendered before this change, so then a new one is queued behind it in the lane)."""
+    change: the extra messages (and the note) join it instead of a second row (a row being
+    sent may have rendered before this change, so then a new one is queued behind it in the
+    lane). With `once`, the refresh is queued once per stall and reason (the router's close,
+    routed again by a later scan): False when it was already. True otherwise."""
+    sid = int(stall_id)
     extra = [[channel, ts] for channel, ts in extra]
+    payload = {"stall_id": sid, "extra": extra, "note": note}
+    if once:
+        return enqueue(conn, key=f"{REFRESH}:{sid}:{once}", method=REFRESH, payload=payload,
+                       channel=_refresh_lane(conn, sid), now=now)
     pending = conn.execute(select(OUTBOX.c.id, OUTBOX.c.payload)
-                           .where(OUTBOX.c.key.like(f"{REFRESH}:{int(stall_id)}:%"), OUTBOX.c.status == PENDING)
+                           .where(OUTBOX.c.key.like(f"{REFRESH}:{sid}:%"), OUTBOX.c.status == PENDING)
                            .order_by(OUTBOX.c.id).limit(1)).first()
     if pending is not None:
         merged = list(pending.payload.get("extra") or [])
         merged += [t for t in extra if t not in merged]
         if conn.execute(update(OUTBOX).where(OUTBOX.c.id == pending.id, OUTBOX.c.status == PENDING)
-                        .values(payload={**pending.payload, "extra": merged})).rowcount == 1:
-            return
-    enqueue(conn, key=f"{REFRESH}:{int(stall_id)}:{uuid.uuid4().hex}", method=REFRESH,
-            payload={"stall_id": int(stall_id), "extra": extra}, channel=_refresh_lane(conn, stall_id),
-            now=now)
+                        .values(payload={**payload, "extra": merged})).rowcount == 1:
+            return True
+    return enqueue(conn, key=f"{REFRESH}:{sid}:{uuid.uuid4().hex}", method=REFRESH, payload=payload,
+                   channel=_refresh_lane(conn, sid), now=now)
 
 
 def _refresh_lane(conn: Connection, stall_id: int) -> str:
@@ -470,12 +478,18 @@ class OutboxSender:
         if self.rules is None:
             raise _Failed("this sender has no rules to render a refresh with")
         stall_id = payload["stall_id"]
+        now = self.clock()
         with read_tx(self.engine) as conn:
-            view = ping_view(conn, stall_id, self.rules, self.clock())
+            unsent = self._unsent_ping(conn, stall_id, now)
+            if unsent:  # it renders at enqueue time: edit it once it is out
+                raise _Wait(unsent)
+            view = ping_view(conn, stall_id, self.rules, now)
             targets = ping_messages(conn, stall_id) if view is not None else []
         targets += [tuple(t) for t in payload.get("extra") or [] if tuple(t) not in targets]
         if view is None:
             return {"updated": [], "skipped": []}
+        if payload.get("note"):
+            view = replace(view, note=payload["note"])
         message = {"text": ping_text(view), "blocks": [b.to_dict() for b in ping_blocks(view)]}
         updated, skipped = [], []
         for channel, ts in targets:
@@ -488,7 +502,20 @@ class OutboxSender:
                 log.warning("slack outbox: ping of stall %s in %s not edited: %s", stall_id, channel,
                             e.response.get("error"))
                 skipped.append([channel, ts])
-        return {"updated": updated, "skipped": skipped}
+        return {"updated": updated, "skipped": skipped, **message}  # what Slack got (the demo shows it)
+
+    @staticmethod
+    def _unsent_ping(conn: Connection, stall_id: int, now: datetime) -> str | None:
+        """The key of a ping post of the stall that is due (or being sent) but not out yet: in
+        another lane (the alerts channel, the owner's DM), it could go out after this refresh
+        with what it showed when queued. A post held for later (quiet hours) does not count:
+        the router rewrites or cancels it."""
+        alerts = select(ALERT.c.id).where(ALERT.c.stall_id == stall_id,
+                                          (ALERT.c.kind == "ping") | ALERT.c.kind.like("attempt%"))
+        held = and_(OUTBOX.c.status == PENDING, OUTBOX.c.attempts == 0, OUTBOX.c.next_attempt_at > now)
+        return conn.execute(select(OUTBOX.c.key).where(
+            OUTBOX.c.alert_id.in_(alerts), OUTBOX.c.method.in_(POSTS), OUTBOX.c.status.in_((PENDING, SENDING)),
+            not_(held)).limit(1)).scalar()
 
     def _open_dm(self, user: str) -> str:
         channel = self._dm_channels.get(user)

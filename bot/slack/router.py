@@ -7,14 +7,16 @@ after a scan (or the event-driven evaluation of a ticket spike) commits, every o
 - "ping":   one Alert row per destination (the owner's DM, `STALLWATCH_ALERTS_CHANNEL`) and
             one outbox post each (`ping:{stall}:{dest}`), in ONE transaction;
 - "update": the priority changed since the ping: compare-and-set Alert.priority, then a
-            chat.update of the original message (`ts_from` the ping's key) and one thread
-            reply (`reprio:{stall}:{dest}:{priority}`, `thread_ts_from` the ping's key);
+            refresh of the stall's pings (bot.slack.outbox.enqueue_refresh: rendered when sent,
+            with the change as its note) and one thread reply per ping
+            (`reprio:{stall}:{dest}:{priority}`, `thread_ts_from` the ping's key);
 - "hold":   quiet hours: the same rows, enqueued with `not_before` = the end of quiet hours;
 - "digest": nothing to send; an overflow of the hourly budget is recorded as an Alert of
             kind "overflow" (channel "digest") carrying the priority, so the stall stays in
             the digest (routing's `overflowed_priority`) and the digest can show the note;
-- closed (auto-resolved, suppressed, resolved) stalls that were pinged get their ping edited
-  to say so (`close:{stall}:{dest}`); a ping still held in the outbox is cancelled instead.
+- closed (auto-resolved, suppressed, resolved) stalls that were pinged get their pings
+  refreshed to say so (`refresh:{stall}:close`, once); a ping still held in the outbox is
+  cancelled instead.
 
 A stall is never pinged twice: the Alert rows are unique per (stall, channel, kind) and only
 the transaction that inserted them enqueues; outbox keys are unique as well.
@@ -39,7 +41,7 @@ from typing import Callable, Iterable
 from slack_sdk import WebClient
 from sqlalchemy import Engine, func, select, update
 
-from bot.slack.outbox import OUTBOX, PENDING, enqueue
+from bot.slack.outbox import OUTBOX, PENDING, enqueue, enqueue_refresh
 from bot.slack.render import (escalation_blocks, escalation_summary_blocks, escalation_text, followup_note,
                               ping_blocks, ping_text, priority_change_text, winback_blocks, winback_text)
 from bot.stalls.views import PingView, ping_views
@@ -238,6 +240,7 @@ class Router:
     def _update(self, stall, pings: list, now: datetime, not_before: datetime | None) -> int:
         view = self._view(stall, now)
         enqueued = 0
+        note = None  # set when a posted ping is to be edited
         with write_tx(self.engine) as conn:
             for alert in pings:
                 previous = alert.priority
@@ -246,7 +249,6 @@ class Router:
                                        .values(priority=stall.priority, updated_at=now)).rowcount
                 if not changed or previous == stall.priority:
                     continue
-                edited = replace(view, note=_change_note(previous, stall.priority))
                 key = ping_key(stall.id, alert.channel)
                 held = conn.execute(select(OUTBOX.c.payload).where(OUTBOX.c.key == key, OUTBOX.c.status == PENDING)).first()
                 if held is not None:
@@ -260,18 +262,19 @@ class Router:
                                      .values(created_at=not_before or now))
                         enqueued += 1
                         continue
-                stamp = f"{now.timestamp():.6f}"
-                enqueued += enqueue(conn, key=f"edit:{stall.id}:{alert.channel}:{stall.priority}:{stamp}",
-                                    method="chat.update", alert_id=alert.id, not_before=not_before, now=self.clock(),
-                                    payload={"ts_from": key, "text": ping_text(edited), "blocks": ping_blocks(edited)})
+                note = _change_note(previous, stall.priority)
                 enqueued += enqueue(conn, key=f"reprio:{stall.id}:{alert.channel}:{stall.priority}", now=self.clock(),
                                     method="chat.postMessage", alert_id=alert.id, not_before=not_before,
                                     payload={"thread_ts_from": key, "text": priority_change_text(view, previous)})
+            if note:
+                # Every ping of the stall, rendered when sent. At once even in quiet hours: an
+                # edit makes no sound; the thread reply that does is what waits.
+                enqueued += enqueue_refresh(conn, stall.id, now=self.clock(), note=note)
         return enqueued
 
     def _close(self, stall, pings: list, now: datetime) -> int:
-        view = self._view(stall, now)
         enqueued = 0
+        posted = False
         with write_tx(self.engine) as conn:
             for alert in pings:
                 key = alert_key(stall.id, alert.kind, alert.channel)
@@ -285,10 +288,9 @@ class Router:
                                                       OUTBOX.c.key.like(f"%:{stall.id}:{alert.channel}:%"))
                                  .values(status="failed", error="cancelled: the ping was cancelled"))
                     continue
-                close_key = f"close:{stall.id}:{alert.channel}" + ("" if alert.kind == PING else f":{alert.kind}")
-                enqueued += enqueue(conn, key=close_key, method="chat.update", now=self.clock(),
-                                    alert_id=alert.id,
-                                    payload={"ts_from": key, "text": ping_text(view), "blocks": ping_blocks(view)})
+                posted = True
+            if posted:  # its pings say how it closed, rendered when sent; once, however often it is routed
+                enqueued += enqueue_refresh(conn, stall.id, now=self.clock(), once="close")
         return enqueued
 
     def _record_overflow(self, stall, now: datetime) -> None:
