@@ -60,7 +60,7 @@ def make_sender(engine, slack_settings):
 def put(engine, key: str, method: str = "chat.postMessage", **kwargs) -> bool:
     payload = kwargs.pop("payload", None) or {"channel": kwargs.pop("to", "C1"), "text": key}
     with write_tx(engine) as conn:
-        return enqueue(conn, key=key, method=method, payload=payload, **kwargs)
+        return enqueue(conn, key=key, method=method, payload=payload, now=kwargs.pop("now", utcnow()), **kwargs)
 
 
 def rows(engine) -> dict:
@@ -133,7 +133,7 @@ def test_enqueue_racing_threads_insert_one_row(engine):
 def test_enqueue_belongs_to_the_callers_transaction(engine):
     with pytest.raises(RuntimeError):
         with write_tx(engine) as conn:
-            enqueue(conn, key="k", method="chat.postMessage", payload={"channel": "C1", "text": "x"})
+            enqueue(conn, key="k", method="chat.postMessage", payload={"channel": "C1", "text": "x"}, now=utcnow())
             raise RuntimeError("the change that caused the message failed")
     assert rows(engine) == {}
 
@@ -141,11 +141,12 @@ def test_enqueue_belongs_to_the_callers_transaction(engine):
 def test_enqueue_refuses_what_it_cannot_send(engine):
     with write_tx(engine) as conn:
         with pytest.raises(ValueError):
-            enqueue(conn, key="a", method="chat.delete", payload={"channel": "C1"})
+            enqueue(conn, key="a", method="chat.delete", payload={"channel": "C1"}, now=utcnow())
         with pytest.raises(ValueError):
-            enqueue(conn, key="b", method="dm", payload={"text": "to whom?"})
+            enqueue(conn, key="b", method="dm", payload={"text": "to whom?"}, now=utcnow())
         with pytest.raises(ValueError, match="enqueue the post"):
-            enqueue(conn, key="c", method="chat.update", payload={"ts_from": "never-enqueued", "text": "x"})
+            enqueue(conn, key="c", method="chat.update", payload={"ts_from": "never-enqueued", "text": "x"},
+                    now=utcnow())
 
 
 def test_lanes(engine):
@@ -564,9 +565,10 @@ def test_a_row_held_for_later_does_not_hold_up_its_lane(engine, fake_slack, make
     """A ping held by quiet hours (never tried, due later) must not delay a P0 posted after it
     to the same channel: DESIGN "P0 ignores quiet hours"."""
     with write_tx(engine) as conn:
-        enqueue(conn, key="held-p1", method="chat.postMessage", not_before=utcnow() + timedelta(hours=8),
+        enqueue(conn, key="held-p1", method="chat.postMessage", not_before=utcnow() + timedelta(hours=8), now=utcnow(),
                 payload={"channel": "C0LANE", "text": "P1, after quiet hours"})
-        enqueue(conn, key="p0", method="chat.postMessage", payload={"channel": "C0LANE", "text": "P0, now"})
+        enqueue(conn, key="p0", method="chat.postMessage", payload={"channel": "C0LANE", "text": "P0, now"},
+                now=utcnow())
     make_sender().run_once()
     assert [m["text"] for m in fake_slack.messages("C0LANE")] == ["P0, now"]
 

@@ -12,7 +12,7 @@ from sqlalchemy import select
 from bot.slack.client import web_client
 from bot.slack.health import check_at_start
 from bot.slack.outbox import OUTBOX, OutboxSender, enqueue
-from storage.db import write_tx
+from storage.db import utcnow, write_tx
 
 from slack_signing import event_callback, make_slack_harness
 
@@ -30,7 +30,7 @@ def slack(fake_slack, engine, db_url):
 
 def _queue(engine, key: str) -> None:
     with write_tx(engine) as conn:
-        enqueue(conn, key=key, method="chat.postMessage", payload={"channel": ALERTS, "text": key})
+        enqueue(conn, key=key, method="chat.postMessage", payload={"channel": ALERTS, "text": key}, now=utcnow())
 
 
 

@@ -21,6 +21,7 @@ import logging
 import threading
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
+from typing import Callable
 
 from sqlalchemy import Connection, Engine, func, select, update
 
@@ -218,8 +219,9 @@ def ops_blocks(d: DigestData) -> list:
 
 
 def post_digest(engine: Engine, settings, rules: Rules, now: datetime | None = None, *, dry_run: bool = False,
-                wake: threading.Event | None = None) -> DigestOutcome:
-    """Post today's digest to STALLWATCH_DIGEST_CHANNEL once (see the module doc)."""
+                wake: threading.Event | None = None, clock: Callable[[], datetime] = utcnow) -> DigestOutcome:
+    """Post today's digest to STALLWATCH_DIGEST_CHANNEL once (see the module doc). `now` is the
+    digest's moment; `clock` what time it is (when its rows are enqueued)."""
     now = _aware(now) or utcnow()
     day = digest_day(now, rules)
     channel = settings.digest_channel
@@ -248,17 +250,17 @@ def post_digest(engine: Engine, settings, rules: Rules, now: datetime | None = N
         for i, blocks in enumerate(messages):
             key = f"digest:{day}:{channel}:{i}"
             text = digest_text(d) if i == 0 else f"Stall digest for {day} (continued, {i + 1}/{len(messages)})"
-            enqueue(conn, key=key, method="chat.postMessage", payload={"channel": channel, "text": text,
-                                                                       "blocks": blocks})
+            enqueue(conn, key=key, method="chat.postMessage", now=clock(), payload={"channel": channel, "text": text,
+                                                                                    "blocks": blocks})
             keys.append(key)
         if png is not None:
             key = f"digest:{day}:{channel}:chart"
-            enqueue(conn, key=key, method="files_upload_v2", payload=file_payload(
+            enqueue(conn, key=key, method="files_upload_v2", now=clock(), payload=file_payload(
                 png, channel=channel, filename=f"stallwatch-digest-{day}.png", title=f"Stall digest chart {day}"))
             keys.append(key)
         if d.tracking_issues and ops and ops != channel:
             key = f"ops:{day}:{channel}"
-            enqueue(conn, key=key, method="chat.postMessage", payload={
+            enqueue(conn, key=key, method="chat.postMessage", now=clock(), payload={
                 "channel": ops, "text": f"{len(d.tracking_issues)} tracking issue(s) on {day}",
                 "blocks": ops_blocks(d)})
             keys.append(key)

@@ -117,21 +117,19 @@ CONFIG_ERRORS = frozenset({"not_authed", "invalid_auth", "account_inactive", "to
 # ----------------------------------------------------------------------------- enqueueing
 
 
-def enqueue(conn: Connection, *, key: str, method: str, payload: dict, channel: str | None = None,
-            alert_id: int | None = None, not_before: datetime | None = None,
-            now: datetime | None = None) -> bool:
+def enqueue(conn: Connection, *, key: str, method: str, payload: dict, now: datetime, channel: str | None = None,
+            alert_id: int | None = None, not_before: datetime | None = None) -> bool:
     """Store one Slack call in the caller's transaction. True if new, False if `key` exists.
 
     `channel` overrides the lane (see the module doc); `not_before` holds delivery (quiet
     hours). A row that refers to another (`ts_from`, `thread_ts_from`) needs that row
     enqueued first: it joins its lane, behind it, and is held as long as that row is.
-    `now` is the caller's clock (the wall clock when not given).
+    `now` is the caller's clock: the row's creation time, and the earliest it is sent.
     """
     if method not in METHODS:
         raise ValueError(f"unsupported outbox method {method!r}; one of {sorted(METHODS)}")
     payload = _jsonable(payload)
     _check_payload(method, payload)
-    now = now or utcnow()
     lane, held_with = _lane(conn, method, payload, channel)
     due = max(d for d in (not_before, held_with, now) if d is not None)
     stmt = insert_ignore(conn, OUTBOX, "key").values(

@@ -75,7 +75,7 @@ def sender(engine, settings, fake_slack):
 
 def stuck(engine, key: str, claimed_by: str, seconds_ago: float) -> None:
     with write_tx(engine) as conn:
-        enqueue(conn, key=key, method="chat.postMessage", payload={"channel": "C1", "text": key})
+        enqueue(conn, key=key, method="chat.postMessage", payload={"channel": "C1", "text": key}, now=utcnow())
         conn.execute(update(OUTBOX).where(OUTBOX.c.key == key).values(
             status="sending", claimed_by=claimed_by, claimed_at=utcnow() - timedelta(seconds=seconds_ago), attempts=1))
 
