@@ -14,7 +14,7 @@ from bot.slack.client import web_client
 from bot.slack.outbox import OutboxSender, enqueue_refresh
 from storage.db import write_tx
 from storage.models import SlackOutbox, Stall
-from tests.factories import HOUR, live_stalls
+from tests.factories import HOUR, PROJECT, live_stalls, store, track
 from tests.test_router import ALERTS, OWNER, make_rig, now_utc, stall_step_account  # noqa: F401 - fixture
 
 pytest_plugins = ["tests.fakes.fixtures"]
@@ -165,3 +165,32 @@ def test_a_refresh_waits_for_a_ping_still_on_its_way_in_another_lane(make_rig):
     assert BOB in json.dumps(message["blocks"])
     assert {c.body["channel"] for c in rig.fake.calls("chat.update")} == {ALERTS, rig.fake.dm_channel(OWNER)}
     assert [r.status for r in refresh_rows(rig)] == ["sent"]
+
+
+def test_the_routers_close_joins_a_refresh_held_by_a_429_and_is_sent_once(make_rig):
+    """A click's refresh is refused with a 429; the stall then auto-resolves (a late event) and
+    the router queues its close: it joins the held refresh, so each message is edited once,
+    to the closed state, when the lane opens; routing the stall again edits nothing more."""
+    rig = make_rig()
+    clock = Clock(now_utc() + timedelta(seconds=1))
+    stall_id = pinged_stall(rig, clock)
+    change(rig, stall_id, clock, assignee=BOB)
+    rig.fake.fail_next("chat.update", 429, retry_after=30)
+    sender(rig, clock).run_once()
+
+    now = now_utc()
+    store(rig.engine, rig.rules, [track("acme", PROJECT, now - 20 * HOUR)], now=now)
+    assert scan(rig.engine, rig.rules, now, hooks=rig.hooks).auto_resolved == 1
+    [row] = refresh_rows(rig)
+    assert row.key == f"refresh:{stall_id}:close" and row.status == "pending"
+    rig.fake.clear_calls()
+    clock.now = datetime.now(UTC) + timedelta(seconds=31)
+    sender(rig, clock).run_once()
+
+    edits = rig.fake.calls("chat.update")
+    assert sorted(c.body["channel"] for c in edits) == sorted([ALERTS, rig.fake.dm_channel(OWNER)])
+    assert all(c.ok and c.body["text"].startswith("Auto-resolved:") for c in edits)
+    rig.fake.clear_calls()
+    rig.router.route_stalls([stall_id], now)
+    sender(rig, clock).run_once()
+    assert rig.fake.calls() == [] and len(refresh_rows(rig)) == 1

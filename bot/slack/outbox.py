@@ -150,24 +150,25 @@ def enqueue_refresh(conn: Connection, stall_id: int, *, now: datetime, extra: Se
     change: the extra messages (and the note) join it instead of a second row (a row being
     sent may have rendered before this change, so then a new one is queued behind it in the
     lane). With `once`, the refresh is queued once per stall and reason (the router's close,
-    routed again by a later scan): False when it was already. True otherwise."""
+    routed again by a later scan): False when it was already (the row it joined takes that
+    reason's key). True otherwise."""
     sid = int(stall_id)
+    key = f"{REFRESH}:{sid}:{once}" if once else f"{REFRESH}:{sid}:{uuid.uuid4().hex}"
+    if once and conn.execute(select(OUTBOX.c.id).where(OUTBOX.c.key == key)).first() is not None:
+        return False
     extra = [[channel, ts] for channel, ts in extra]
     payload = {"stall_id": sid, "extra": extra, "note": note}
-    if once:
-        return enqueue(conn, key=f"{REFRESH}:{sid}:{once}", method=REFRESH, payload=payload,
-                       channel=_refresh_lane(conn, sid), now=now)
     pending = conn.execute(select(OUTBOX.c.id, OUTBOX.c.payload)
                            .where(OUTBOX.c.key.like(f"{REFRESH}:{sid}:%"), OUTBOX.c.status == PENDING)
                            .order_by(OUTBOX.c.id).limit(1)).first()
     if pending is not None:
         merged = list(pending.payload.get("extra") or [])
         merged += [t for t in extra if t not in merged]
+        joined = {"payload": {**payload, "extra": merged}, **({"key": key} if once else {})}
         if conn.execute(update(OUTBOX).where(OUTBOX.c.id == pending.id, OUTBOX.c.status == PENDING)
-                        .values(payload={**payload, "extra": merged})).rowcount == 1:
+                        .values(**joined)).rowcount == 1:
             return True
-    return enqueue(conn, key=f"{REFRESH}:{sid}:{uuid.uuid4().hex}", method=REFRESH, payload=payload,
-                   channel=_refresh_lane(conn, sid), now=now)
+    return enqueue(conn, key=key, method=REFRESH, payload=payload, channel=_refresh_lane(conn, sid), now=now)
 
 
 def _refresh_lane(conn: Connection, stall_id: int) -> str:
