@@ -66,3 +66,25 @@ def approve(conn: Connection, draft_id: int, *, user: str, recipient: str, conta
     return bool(conn.execute(update(DRAFT).where(DRAFT.c.id == draft_id, DRAFT.c.status == "drafted").values(
         status="approved", recipient=recipient, contact_id=contact_id, subject=subject, body=body,
         approved_by=user, approved_at=now, updated_at=now)).rowcount)
+
+
+# --- the mail outcome (bot/mail/outbox.py, after SMTP answered) ----------------------------------
+
+def record_sent(conn: Connection, draft_id: int, sent_at: datetime):
+    """The draft was delivered: it is "sent", and its stall counts the recovery attempt (once
+    per draft: a stall that already counts this attempt is left alone). Returns the draft row
+    as it was before (None if it is gone)."""
+    draft = get(conn, draft_id)
+    conn.execute(update(DRAFT).where(DRAFT.c.id == draft_id).values(
+        status="sent", sent_at=sent_at, blocked_reason=None, updated_at=sent_at))
+    if draft is not None:
+        conn.execute(update(STALL).where(STALL.c.id == draft.stall_id, STALL.c.recovery_attempts < draft.attempt)
+                     .values(recovery_attempts=STALL.c.recovery_attempts + 1, last_recovery_at=sent_at,
+                             updated_at=sent_at))
+    return draft
+
+
+def record_not_sent(conn: Connection, draft_id: int, reason: str, now: datetime) -> bool:
+    """The approved draft did not go out (blocked by a check, refused, or unknown): it shows why."""
+    return bool(conn.execute(update(DRAFT).where(DRAFT.c.id == draft_id, DRAFT.c.status.in_(("approved", "blocked")))
+                             .values(status="blocked", blocked_reason=reason[:500], updated_at=now)).rowcount)

@@ -79,15 +79,14 @@ from bot.mail.smtp import (DeliveryError, SmtpConfig, build_message, deliver, ma
                            parse_smtp_url)
 from rules.outreach import Blocked
 from storage.db import read_tx, utcnow, write_tx
-from storage.models import AuditEntry, Draft, MailOutbox, Stall
+from storage import drafts
+from storage.models import AuditEntry, MailOutbox
 from storage.outreach import send_check
 from storage.sql import insert_ignore
 
 log = logging.getLogger(__name__)
 
 MAIL = MailOutbox.__table__
-DRAFT = Draft.__table__
-STALL = Stall.__table__
 AUDIT = AuditEntry.__table__
 
 PENDING, SENDING, TRANSMITTING = "pending", "sending", "transmitting"
@@ -320,7 +319,7 @@ class MailSender:
             self._lock_recipient(conn, row.recipient)
             if not self.claims.claim(conn, row.id, now):
                 return False  # another sender won it
-            draft = conn.execute(select(DRAFT).where(DRAFT.c.id == row.draft_id)).first()
+            draft = drafts.get(conn, row.draft_id)
             if draft is None or draft.status != "approved":
                 what = "no longer exists" if draft is None else f"is {draft.status}, not approved"
                 self._finish_blocked(conn, row, draft, Blocked("not_relevant", f"the draft {what}"),
@@ -386,15 +385,7 @@ class MailSender:
             if done != 1:
                 log.error("mail outbox: draft %s was sent but its row is no longer ours to record", row.draft_id)
                 return
-            draft = conn.execute(select(DRAFT).where(DRAFT.c.id == row.draft_id)).first()
-            conn.execute(update(DRAFT).where(DRAFT.c.id == row.draft_id).values(
-                status="sent", sent_at=sent_at, blocked_reason=None, updated_at=sent_at))
-            if draft is not None:
-                # Once per draft: a stall that already counts this attempt is left alone.
-                conn.execute(update(STALL).where(STALL.c.id == draft.stall_id,
-                                                 STALL.c.recovery_attempts < draft.attempt)
-                             .values(recovery_attempts=STALL.c.recovery_attempts + 1, last_recovery_at=sent_at,
-                                     updated_at=sent_at))
+            draft = drafts.record_sent(conn, row.draft_id, sent_at)
             attempts = conn.execute(select(MAIL.c.attempts).where(MAIL.c.id == row.id)).scalar_one()
             self._audit(conn, draft, sent_at, (draft.approved_by if draft is not None else None) or "system",
                         "mail.sent", {
@@ -419,8 +410,7 @@ class MailSender:
                      reason: str, *, touch_draft: bool = True, code: str | None = None) -> None:
         """The Draft shows why it did not go out; audit; the outcome hook; all in `conn`."""
         if touch_draft:
-            conn.execute(update(DRAFT).where(DRAFT.c.id == row.draft_id, DRAFT.c.status.in_(("approved", "blocked")))
-                         .values(status="blocked", blocked_reason=reason[:500], updated_at=now))
+            drafts.record_not_sent(conn, row.draft_id, reason, now)
         detail = {"draft_id": row.draft_id, "recipient": row.recipient, "reason": reason,
                   "message_id": row.message_id}
         if code:
@@ -481,7 +471,7 @@ class MailSender:
         if conn.execute(update(MAIL).where(self.claims.ours(row.id, SENDING, TRANSMITTING))
                         .values(status=status, error=(error or reason)[:1000])).rowcount != 1:
             return
-        draft = conn.execute(select(DRAFT).where(DRAFT.c.id == row.draft_id)).first()
+        draft = drafts.get(conn, row.draft_id)
         self._block_draft(conn, row, draft, now, action, status, reason)
 
     def _recover_stale(self, now: datetime) -> int:
@@ -509,7 +499,7 @@ class MailSender:
                 if conn.execute(update(MAIL).where(still).values(status=status, error=reason)).rowcount != 1:
                     continue
                 log.error("mail outbox: draft %s left %s by %s: %s", row.draft_id, row.status, row.claimed_by, reason)
-                draft = conn.execute(select(DRAFT).where(DRAFT.c.id == row.draft_id)).first()
+                draft = drafts.get(conn, row.draft_id)
                 self._block_draft(conn, row, draft, now, action, status, reason)
         return len(rows)
 
