@@ -80,3 +80,22 @@ def test_no_response_url_means_only_a_log_line():
     respond = Recorder()
     run(lazy(SERVICES, refused), body={}, respond=respond, context={})
     assert respond.calls == []
+
+
+def test_already_resolved_carries_who_and_status_and_only_the_slack_adapter_writes_the_mention():
+    from pathlib import Path
+
+    from bot.slack.boundary import error_text
+    from bot.stalls.errors import AlreadyResolved
+
+    by_person = AlreadyResolved("U0OWNER", "resolved")
+    assert (by_person.by, by_person.status) == ("U0OWNER", "resolved")
+    assert "<@" not in by_person.message  # the domain layer speaks no chat markup
+    assert error_text(by_person) == "This stall was already resolved by <@U0OWNER>."
+    assert error_text(AlreadyResolved("system", "auto_resolved")) == (
+        "This stall was already resolved automatically (the account moved on).")
+    assert error_text(AlreadyResolved("cli", "resolved")) == "This stall was already resolved."
+    assert error_text(AlreadyResolved(None, "suppressed")).startswith("This stall was already closed")
+    stalls = Path(__file__).resolve().parents[1] / "bot" / "stalls"
+    marked = [f"{p.name}: {m}" for p in stalls.glob("*.py") for m in ("<@", "<!", "<#") if m in p.read_text()]
+    assert marked == []  # mentions and special mentions are worded by the Slack adapter

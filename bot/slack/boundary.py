@@ -18,7 +18,8 @@ import uuid
 from typing import Any, Awaitable, Callable
 
 from bot.stalls.context import Services
-from bot.stalls.errors import StallwatchError
+from bot.slack.render.format import person
+from bot.stalls.errors import AlreadyResolved, StallwatchError
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +28,10 @@ Listener = Callable[..., Awaitable[Any]]
 
 
 def error_text(error: BaseException) -> str:
-    """What the user sees: a domain error's own message, or a logged error id."""
+    """What the user sees: a domain error's own message (worded for Slack where it names a
+    person), or a logged error id."""
+    if isinstance(error, AlreadyResolved) and error.by_person:
+        return error.wording(person(error.by))
     if isinstance(error, StallwatchError):
         return error.message
     error_id = uuid.uuid4().hex[:8]

@@ -34,14 +34,25 @@ class CannotDraft(StallwatchError):
 
 
 class AlreadyResolved(StallwatchError):
+    """The stall was closed before this change: `by` (a user id, "system" or "cli") and its
+    `status` say how. The message names no one in any chat's markup: an adapter words it
+    (bot/slack/boundary.py mentions the user)."""
+
     def __init__(self, by: str | None, status: str = "resolved"):
         self.by, self.status = by, status
-        if status == "resolved" and by and by not in ("system", "cli"):
-            text = f"This stall was already resolved by <@{by}>."
-        elif status == "auto_resolved" or by == "system":
-            text = "This stall was already resolved automatically (the account moved on)."
-        elif status == "suppressed":
-            text = "This stall was already closed: the account cancelled or churned."
-        else:
-            text = "This stall was already resolved."
-        super().__init__(text)
+        super().__init__(self.wording(by if self.by_person else None))
+
+    @property
+    def by_person(self) -> bool:
+        """Resolved by a person (not automatically, by the CLI or by a cancellation)."""
+        return self.status == "resolved" and bool(self.by) and self.by not in ("system", "cli")
+
+    def wording(self, who: str | None) -> str:
+        """The message, with `who` (as the adapter writes the person) when a person resolved it."""
+        if who:
+            return f"This stall was already resolved by {who}."
+        if self.status == "auto_resolved" or self.by == "system":
+            return "This stall was already resolved automatically (the account moved on)."
+        if self.status == "suppressed":
+            return "This stall was already closed: the account cancelled or churned."
+        return "This stall was already resolved."
