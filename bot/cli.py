@@ -82,7 +82,8 @@ def serve(socket_mode: bool, no_scheduler: bool, host: str, port: int | None) ->
                                    "and SLACK_BOT_TOKEN (xoxb-...)")
     services = Services(engine=engine, settings=settings, rules=rules)  # shared by the app and its senders
     app = create_app(socket_mode=socket_mode, services=services)
-    scheduler = None if no_scheduler else Scheduler(engine, settings, rules, change_hooks=services.change_hooks)
+    scheduler = None if no_scheduler else Scheduler(engine, settings, rules, change_hooks=services.change_hooks,
+                                                      wakeups=services.wakeups)
     app.state.scheduler = scheduler
     # --- Slack real-time pings: the router (scan listener) and the outbox sender thread ---
     slack = _start_slack(services, scheduler) if settings.slack_enabled else None
@@ -123,11 +124,10 @@ def _start_slack(services, scheduler):
     # A revoked token (the mark clears once auth.test passes) and channels the bot is not in
     check_at_start(engine, settings, web_client(settings, blocking_retries=False, timeout=5))
     stop_event, wake_event = threading.Event(), services.wakeups.slack_outbox
-    router = Router(engine, settings, rules, wake=wake_event)
+    router = Router(engine, settings, rules, wakeups=services.wakeups)
     services.change_hooks.append(router.handle)
     if scheduler is not None:
         scheduler.add_router_jobs(router)
-        scheduler.digest_wake = wake_event  # daily digest: send its rows at once
     thread = OutboxSender(engine, lambda: web_client(settings, blocking_retries=False),
                           rules=rules).start(stop_event, wake_event)
     return router, stop_event, wake_event, thread
@@ -177,7 +177,7 @@ def worker() -> None:
     settings = _settings()
     engine, rules = _engine(settings), _rules(settings)
     services = Services(engine=engine, settings=settings, rules=rules)
-    scheduler = Scheduler(engine, settings, rules, change_hooks=services.change_hooks)
+    scheduler = Scheduler(engine, settings, rules, change_hooks=services.change_hooks, wakeups=services.wakeups)
     # The worker's scans ping too: they go through the same router and outbox as `serve`'s.
     slack = _start_slack(services, scheduler) if settings.slack_enabled else None
     mail = _start_mail(services)

@@ -19,6 +19,7 @@ from sqlalchemy import Engine
 
 from bot.leader import Leader
 from bot.settings import Settings
+from bot.stalls.context import Wakeups
 from rules.config import Rules
 
 log = logging.getLogger(__name__)
@@ -26,11 +27,13 @@ ELECTION_SECONDS = 10
 
 
 class Scheduler:
-    def __init__(self, engine: Engine, settings: Settings, rules: Rules, *, change_hooks: Sequence = ()):
+    def __init__(self, engine: Engine, settings: Settings, rules: Rules, *, change_hooks: Sequence = (),
+                 wakeups: Wakeups | None = None):
         self.engine = engine
         self.settings = settings
         self.rules = rules
         self.change_hooks = change_hooks  # called after a scan changed stalls (Services.change_hooks)
+        self.wakeups = wakeups or Wakeups()  # Services.wakeups: the digest wakes the Slack outbox sender
         self.leader = Leader(engine)
         self._aps = BackgroundScheduler(timezone="UTC", job_defaults={"coalesce": True, "max_instances": 1})
         self._aps.add_job(self.leader.try_acquire, IntervalTrigger(seconds=ELECTION_SECONDS), id="election",
@@ -38,7 +41,6 @@ class Scheduler:
         self.add_leader_job(self._scan, IntervalTrigger(minutes=rules.routing.scan_interval_minutes), "scan")
         # --- daily digest (bot/slack/digest.py) ---
         clock = rules.digest.clock
-        self.digest_wake = None  # set by whoever runs the outbox sender, to send at once
         self.add_leader_job(self._digest, CronTrigger(hour=clock.hour, minute=clock.minute,
                                                       timezone=rules.digest.timezone), "digest")
         # --- end daily digest ---
@@ -71,7 +73,7 @@ class Scheduler:
     def _digest(self) -> None:
         from bot.slack.digest import post_digest
 
-        outcome = post_digest(self.engine, self.settings, self.rules, wake=self.digest_wake)
+        outcome = post_digest(self.engine, self.settings, self.rules, wakeups=self.wakeups)
         log.info("digest: %s", outcome.reason)
     # --- end daily digest ---
 

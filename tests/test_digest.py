@@ -299,3 +299,14 @@ def test_scheduler_has_the_digest_cron_job(engine, settings, rules):
     fields = {f.name: str(f) for f in job.trigger.fields}
     assert (fields["hour"], fields["minute"]) == (str(rules.digest.clock.hour), str(rules.digest.clock.minute))
     assert str(job.trigger.timezone) == rules.digest.timezone
+
+
+def test_the_scheduled_digest_wakes_the_slack_sender_through_the_services_wakeups(rig):
+    from bot.scheduler import Scheduler
+    from bot.stalls.context import Wakeups
+
+    engine, settings, rules, now = rig
+    wakeups = Wakeups()
+    Scheduler(engine, settings, rules, wakeups=wakeups)._digest()  # the leader's cron job
+    assert wakeups.slack_outbox.is_set()  # its rows go out at once, not at the sender's next poll
+    assert not wakeups.mail_outbox.is_set()

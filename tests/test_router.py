@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import re
-import threading
 from datetime import datetime, timedelta, timezone
 
 import httpx
@@ -21,7 +20,7 @@ from bot.settings import Settings, default_rules_text
 from bot.slack.client import web_client
 from bot.slack.outbox import OutboxSender
 from bot.slack.router import Router
-from bot.stalls.context import Services
+from bot.stalls.context import Services, Wakeups
 from storage.models import Alert, SlackOutbox
 from tests.conftest import SEGMENT_SECRET, STRIPE_SECRET, TICKETS_SECRET, WRITE_KEY, LiveServer
 from tests.factories import DAY, HOUR, PROJECT, group, live_stalls, signup, stalls, store, track
@@ -62,8 +61,8 @@ class Rig:
     def __init__(self, engine, settings, fake):
         self.engine, self.settings, self.fake = engine, settings, fake
         self.rules = settings.rules
-        self.wake = threading.Event()
-        self.router = Router(engine, settings, self.rules, wake=self.wake)
+        self.wakeups = Wakeups()  # the process's (Services.wakeups)
+        self.router = Router(engine, settings, self.rules, wakeups=self.wakeups)
         self.hooks = [self.router.handle]
 
     def send(self, at: datetime | None = None) -> int:
@@ -135,7 +134,7 @@ def test_ticket_spike_through_ingest_pings_owner_and_channel_once_then_edits_on_
         for n, (topic, days) in enumerate((("SSO", 5), ("billing", 3), ("sso", 1)), 1):
             r = post_tickets(client, ticket(f"T-{n}", "acme", topic, now_utc() - days * DAY))
             assert r.status_code == 200, r.text
-        assert rig.wake.is_set()  # the sender is woken as soon as the rows commit
+        assert rig.wakeups.slack_outbox.is_set()  # the sender is woken as soon as the rows commit
         [stall] = live_stalls(rig.engine, "acme")
         assert stall.rule == "ticket_spike" and stall.priority == "P1", stall
         rig.send()

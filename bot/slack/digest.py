@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import io
 import logging
-import threading
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from typing import Callable
@@ -30,6 +29,7 @@ from bot.slack.render import digest_messages, digest_text, tracking_summary
 from bot.slack.render.format import money
 from bot.slack.render.packing import check_message
 from bot.slack.render.primitives import header_block, section_block
+from bot.stalls.context import Wakeups
 from bot.stalls.reads import funnel_data, stall_rows
 from bot.stalls.views import DigestData, StallRow, TrackingIssueLine, weakest_stage
 from rules.config import Rules
@@ -219,7 +219,7 @@ def ops_blocks(d: DigestData) -> list:
 
 
 def post_digest(engine: Engine, settings, rules: Rules, now: datetime | None = None, *, dry_run: bool = False,
-                wake: threading.Event | None = None, clock: Callable[[], datetime] = utcnow) -> DigestOutcome:
+                wakeups: Wakeups | None = None, clock: Callable[[], datetime] = utcnow) -> DigestOutcome:
     """Post today's digest to STALLWATCH_DIGEST_CHANNEL once (see the module doc). `now` is the
     digest's moment; `clock` what time it is (when its rows are enqueued)."""
     now = _aware(now) or utcnow()
@@ -268,8 +268,8 @@ def post_digest(engine: Engine, settings, rules: Rules, now: datetime | None = N
             conn.execute(update(TRACKING).where(TRACKING.c.resolved_at.is_(None), TRACKING.c.reported_at.is_(None))
                          .values(reported_at=now))
         conn.execute(update(DIGEST_RUN).where(DIGEST_RUN.c.id == run_id).values(posted_at=now))
-    if wake is not None:
-        wake.set()
+    if wakeups is not None:
+        wakeups.slack_outbox.set()
     log.info("digest for %s queued to %s: %d message(s)%s", day, channel, len(messages),
              ", chart" if png is not None else "")
     return DigestOutcome(posted=True, reason="queued", day=day, channel=channel, messages=len(messages), keys=keys,

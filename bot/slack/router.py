@@ -24,8 +24,9 @@ the transaction that inserted them enqueues; outbox keys are unique as well.
 `escalate_due` (a leader-only scheduler job, every minute) posts one escalation per
 unacknowledged P0 ping to `STALLWATCH_DIGEST_CHANNEL` (Alert kind "escalation").
 
-The router never calls Slack to post: the outbox sender does, woken through `wake`. The one
-Web API call here is `users.lookupByEmail`, made once per owner and stored on the account.
+The router never calls Slack to post: the outbox sender does, woken through the services'
+`wakeups.slack_outbox`. The one Web API call here is `users.lookupByEmail`, made once per
+owner and stored on the account.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from sqlalchemy import Engine, func, select, update
 from bot.slack.outbox import OUTBOX, PENDING, enqueue, enqueue_refresh
 from bot.slack.render import (escalation_blocks, escalation_summary_blocks, escalation_text, followup_note,
                               ping_blocks, ping_text, priority_change_text, winback_blocks, winback_text)
+from bot.stalls.context import Wakeups
 from bot.stalls.views import PingView, ping_views
 from rules.config import Rules
 from rules.outreach import followup
@@ -104,14 +106,14 @@ class RouteStats:
 
 
 class Router:
-    def __init__(self, engine: Engine, settings, rules: Rules, *, wake: threading.Event | None = None,
+    def __init__(self, engine: Engine, settings, rules: Rules, *, wakeups: Wakeups | None = None,
                  client_factory: Callable[[], WebClient] | None = None,
                  clock: Callable[[], datetime] = utcnow):
         self.engine = engine
         self.settings = settings
         self.rules = rules
         self.clock = clock  # what time it is: when rows are enqueued, and `now` when none is given
-        self.wake = wake
+        self.wakeups = wakeups or Wakeups()  # Services.wakeups; none given: set with no sender, harmless
         if client_factory is None:
             from bot.slack.client import web_client
 
@@ -164,8 +166,8 @@ class Router:
                 self._route_one(stall, alerts.get(stall.id, []), now, budget, stats)
             except Exception:
                 log.exception("slack router: stall %s", stall.id)
-        if stats.enqueued and self.wake is not None:
-            self.wake.set()
+        if stats.enqueued:
+            self.wakeups.slack_outbox.set()
         return stats
 
     # ------------------------------------------------------------------ one stall
@@ -375,8 +377,8 @@ class Router:
                                              "text": escalation_text(view, minutes_unacked=minutes),
                                              "blocks": escalation_blocks(view, minutes_unacked=minutes)})
         enqueued += self._escalate_together([stalls[r.stall_id] for r in due[ESCALATE_EACH:]], channel, now)
-        if enqueued and self.wake is not None:
-            self.wake.set()
+        if enqueued:
+            self.wakeups.slack_outbox.set()
         return enqueued
 
     def _escalate_together(self, stalls: list, channel: str, now: datetime) -> int:
@@ -437,8 +439,8 @@ class Router:
                     enqueued += self._win_back(stall, decision.attempt, now)
             except Exception:
                 log.exception("slack router: recovery follow-up of stall %s", stall.id)
-        if enqueued and self.wake is not None:
-            self.wake.set()
+        if enqueued:
+            self.wakeups.slack_outbox.set()
         return enqueued
 
     def _follow_up(self, stall, attempt: int, now: datetime) -> int:
