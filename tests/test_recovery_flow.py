@@ -544,3 +544,80 @@ def test_the_new_contact_box_is_read_from_any_submission_without_failing(box):
               and isinstance(box[NEW_CONTACT].get("selected_options"), list)
               and any(isinstance(o, dict) and o.get("value") == "yes" for o in box[NEW_CONTACT]["selected_options"]))
     assert values[NEW_CONTACT] == ("yes" if ticked else "")
+
+
+# --- a refresh (a click, a close) keeps each message's own wording ----------------------------------
+
+def _click(env: Env, message: dict, channel: str, action: Action, user: str = OWNER) -> None:
+    """Click `action` on a posted message and send the refresh it queues."""
+    from slack_signing import button
+
+    actions = next(b for b in message["blocks"] if b["type"] == "actions")
+    element = next(e for e in actions["elements"] if e["action_id"] == action.value)
+    before = len(env.fake.calls("chat.update"))
+    res, _ = env.slack.click(button(element, actions["block_id"]), user,
+                             container={"type": "message", "message_ts": message["ts"], "channel_id": channel,
+                                        "is_ephemeral": False})
+    assert res.status_code == 200
+    env.slack.wait_delivered("chat.update", before + 1)
+
+
+def _posted(env: Env, channel: str, ts: str) -> dict:
+    return next(m for m in env.fake.messages(channel) if m["ts"] == ts)
+
+
+def _edits_of(env: Env, ts: str) -> list[str]:
+    return [json.dumps(c.body) for c in env.fake.calls("chat.update") if c.body.get("ts") == ts]
+
+
+def test_a_follow_up_and_a_win_back_handoff_keep_their_wording_when_a_click_or_a_close_re_renders_them(env):
+    router = Router(env.engine, env.slack.settings, env.slack.rules)
+    env.click_draft()
+    env.submit()
+    env.send_mail()
+    sent_at = env.draft()["sent_at"]
+    recheck = timedelta(days=env.slack.rules.outreach.recheck_days, hours=13)
+    assert router.recovery_due(sent_at + recheck) >= 1
+    env.deliver_slack()
+    followup = env.fake.messages(ALERTS)[-1]
+    note = f"Still stalled after recovery email 1 (sent {sent_at:%Y-%m-%d}): recovery attempt 2"
+    assert followup["ts"] != env.ping_ts and note in json.dumps(followup["blocks"])
+    env.fake.clear_calls()
+    # A click on the first ping re-renders the follow-up too: it is still the follow-up.
+    _click(env, _posted(env, ALERTS, env.ping_ts), ALERTS, Action.ASSIGN)
+    (edit,) = _edits_of(env, followup["ts"])
+    assert note in edit and f"<@{OWNER}>" in edit  # its note, and the change (assigned)
+    assert note not in "".join(_edits_of(env, env.ping_ts))  # the first ping is a plain ping
+    shown = _posted(env, ALERTS, followup["ts"])
+    assert note in json.dumps(shown["blocks"]) and shown["text"].startswith(note)
+    # The last email went out: the managers' handoff, then a click on it.
+    with env.engine.begin() as conn:
+        conn.execute(update(STALL).where(STALL.c.id == env.stall_id).values(
+            recovery_attempts=env.slack.rules.outreach.max_recovery_attempts))
+    assert router.recovery_due(sent_at + recheck + DAY) == 1
+    env.deliver_slack()
+    (handoff,) = env.fake.messages(DIGEST)
+    assert "Win-back handoff" in json.dumps(handoff["blocks"])
+    _click(env, handoff, DIGEST, Action.ASSIGN, ADMIN)
+    (edit,) = _edits_of(env, handoff["ts"])
+    assert "Win-back handoff" in edit and "2 recovery emails went out" in edit
+    # Closing the stall (Resolve on the follow-up) re-renders both again, each as itself.
+    env.fake.clear_calls()
+    _click(env, _posted(env, ALERTS, followup["ts"]), ALERTS, Action.RESOLVE)
+    (edit,) = _edits_of(env, followup["ts"])
+    assert note in edit and "Resolved" in edit
+    assert all("Win-back handoff" in e for e in _edits_of(env, handoff["ts"]))
+
+
+def test_an_escalation_clicked_in_the_managers_channel_stays_an_escalation(env):
+    router = Router(env.engine, env.slack.settings, env.slack.rules)
+    assert router.escalate_due(utcnow() + timedelta(hours=3)) == 1  # nobody acted on the P0 ping
+    env.deliver_slack()
+    (escalation,) = env.fake.messages(DIGEST)
+    assert escalation["text"].startswith("Unacknowledged P0")
+    _click(env, escalation, DIGEST, Action.ASSIGN, ADMIN)
+    (edit,) = _edits_of(env, escalation["ts"])
+    assert "Unacknowledged P0" in edit and "minutes ago and nobody has acted yet" in edit
+    assert _posted(env, DIGEST, escalation["ts"])["text"].startswith("Unacknowledged P0")
+    (ping_edit,) = _edits_of(env, env.ping_ts)
+    assert "Unacknowledged" not in ping_edit and f"Assigned to <@{ADMIN}>" in ping_edit

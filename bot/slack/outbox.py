@@ -73,8 +73,8 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from bot.claims import Lease, RowClaims, backoff, default_worker_id
 from bot.slack.health import REVOKED_ERRORS, mark_revoked, revoked
-from bot.slack.queries import ping_messages
-from bot.slack.render import ping_blocks, ping_text
+from bot.slack.queries import Posted, posted_messages
+from bot.slack.render.escalation import posted_message
 from bot.stalls.views import ping_view
 from rules.config import Rules
 from storage.db import read_tx, utcnow, write_tx
@@ -471,9 +471,9 @@ class OutboxSender:
         return {"file_id": response["file"]["id"], "channel": payload.get("channel")}
 
     def _send_refresh(self, row: _Row, payload: dict) -> dict:
-        """Render the stall's ping now and edit each of its messages. A message Slack will not
-        edit (deleted, archived channel) is skipped; anything retryable retries the whole row
-        (edits are idempotent)."""
+        """Render the stall's messages now (`posted_messages`: its pings and follow-ups, and the
+        extra ones) and edit each of them. A message Slack will not edit (deleted, archived
+        channel) is skipped; anything retryable retries the whole row (edits are idempotent)."""
         if self.rules is None:
             raise _Failed("this sender has no rules to render a refresh with")
         stall_id = payload["stall_id"]
@@ -483,15 +483,15 @@ class OutboxSender:
             if unsent:  # it renders at enqueue time: edit it once it is out
                 raise _Wait(unsent)
             view = ping_view(conn, stall_id, self.rules, now)
-            targets = ping_messages(conn, stall_id) if view is not None else []
-        targets += [tuple(t) for t in payload.get("extra") or [] if tuple(t) not in targets]
-        if view is None:
-            return {"updated": [], "skipped": []}
+            if view is None:
+                return {"updated": [], "skipped": []}
+            targets = posted_messages(conn, stall_id, [tuple(t) for t in payload.get("extra") or []])
         if payload.get("note"):
             view = replace(view, note=payload["note"])
-        message = {"text": ping_text(view), "blocks": [b.to_dict() for b in ping_blocks(view)]}
+        # Each message as what it was posted as: a follow-up keeps its note, a handoff its header.
+        messages = [(t.channel, t.ts, posted_message(view, t)) for t in targets]
         updated, skipped = [], []
-        for channel, ts in targets:
+        for channel, ts, message in messages:
             try:
                 self.client.chat_update(channel=channel, ts=ts, **message)
                 updated.append([channel, ts])
@@ -501,7 +501,8 @@ class OutboxSender:
                 log.warning("slack outbox: ping of stall %s in %s not edited: %s", stall_id, channel,
                             e.response.get("error"))
                 skipped.append([channel, ts])
-        return {"updated": updated, "skipped": skipped, **message}  # what Slack got (the demo shows it)
+        shown = messages[0][2] if messages else posted_message(view, Posted("", ""))
+        return {"updated": updated, "skipped": skipped, **shown}  # what the first ping got (the demo shows it)
 
     @staticmethod
     def _unsent_ping(conn: Connection, stall_id: int, now: datetime) -> str | None:

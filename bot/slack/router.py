@@ -43,6 +43,7 @@ from slack_sdk import WebClient
 from sqlalchemy import Engine, func, select, update
 
 from bot.slack.outbox import OUTBOX, PENDING, enqueue, enqueue_refresh
+from bot.slack.queries import ESCALATION, FOLLOWUP, OVERFLOW, PING, WINBACK  # the Alert kinds
 from bot.slack.render import (escalation_blocks, escalation_summary_blocks, escalation_text, followup_note,
                               ping_blocks, ping_text, priority_change_text, winback_blocks, winback_text)
 from bot.stalls.context import Wakeups
@@ -61,8 +62,6 @@ STALL = Stall.__table__
 ACCOUNT = Account.__table__
 ALERT = Alert.__table__
 
-PING, ESCALATION, OVERFLOW, WINBACK = "ping", "escalation", "overflow", "winback"
-FOLLOWUP = "attempt"  # Alert.kind "attempt2", "attempt3": the ping after a recovery email did not help
 DIGEST_CHANNEL_MARK = "digest"  # Alert.channel of an "overflow" record
 LOOKUP_RETRY = timedelta(minutes=10)  # a failed users.lookupByEmail is not retried before this
 # Unacknowledged P0s escalated one message each per run; more due at once (a first scan, an

@@ -1,9 +1,11 @@
 """The managers' messages about a stall: the escalation of an unacknowledged P0 (one by one, or
-many in one summary), the follow-up note of a re-alert, and the win-back handoff."""
+many in one summary), the follow-up note of a re-alert, and the win-back handoff; and
+`posted_message`, which re-renders any posted message of a stall as what it was posted as."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import datetime
 
 from slack_sdk.models.blocks import ActionsBlock, Block
@@ -12,7 +14,8 @@ from bot.slack.render.codec import Action, StallRef
 from bot.slack.render.format import CLOSED, money, person
 from bot.slack.render.limits import NAME_MAX, ROW_WHY_MAX, SECTION_TEXT_MAX
 from bot.slack.render.packing import check_message
-from bot.slack.render.ping import ping_summary, ping_text
+from bot.slack.queries import ESCALATION, FOLLOWUP, WINBACK, Posted
+from bot.slack.render.ping import ping_blocks, ping_summary, ping_text
 from bot.slack.render.primitives import (button, context_block, header_block, journey_button, resolve_confirm,
                                          safe_url, section_block, stall_actions)
 from bot.slack.text import md
@@ -88,3 +91,22 @@ def winback_blocks(p: PingView, *, attempts: int, last_sent: datetime) -> list[B
 
 def winback_text(p: PingView, *, attempts: int) -> str:
     return f"Win-back handoff after {attempts} recovery emails: {ping_text(p)}"
+
+
+def posted_message(p: PingView, posted: Posted) -> dict:
+    """{"text", "blocks"} for chat.update: the stall's current view rendered as the message was
+    posted (a refresh must not turn a follow-up, a handoff or an escalation into a plain ping).
+    `p.note` (a refresh's "Priority raised…") shows on pings and follow-ups, as when posted."""
+    if posted.kind == WINBACK and posted.last_sent is not None:
+        text = winback_text(p, attempts=posted.attempt)
+        blocks = winback_blocks(p, attempts=posted.attempt, last_sent=posted.last_sent)
+    elif posted.kind == ESCALATION:
+        text = escalation_text(p, minutes_unacked=posted.minutes_unacked)
+        blocks = escalation_blocks(p, minutes_unacked=posted.minutes_unacked)
+    elif posted.kind.startswith(FOLLOWUP) and posted.last_sent is not None:
+        note = followup_note(posted.attempt, posted.last_sent)
+        text = f"{note}: {ping_text(p)}"
+        blocks = ping_blocks(replace(p, note=f"{note} · {p.note}" if p.note else note))
+    else:
+        text, blocks = ping_text(p), ping_blocks(p)
+    return {"text": text, "blocks": [b.to_dict() for b in blocks]}
