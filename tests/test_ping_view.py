@@ -143,3 +143,21 @@ def test_a_garbled_step_time_never_breaks_the_resolution_wording(reached):
                             opened_at=T0, resolution="no longer stalled on 'Project Created'")
     text = resolution(stall)
     assert text and (text.startswith(PROJECT) or text == stall.resolution)
+
+
+def test_a_refreshed_follow_up_shows_its_own_note_and_the_refresh_note():
+    from bot.slack.queries import Posted
+    from bot.slack.render.escalation import posted_message
+    from bot.stalls.views import PingView
+
+    view = PingView(stall_id=7, account_name="Acme", arr=5e4, priority="P0", stage="Setup", step="Connect",
+                    days_stalled=3, why="stuck", owner="U0OWNER", note="Priority raised from P1 to P0")
+    sent = datetime(2026, 3, 2, 9, 0, tzinfo=timezone.utc)
+    followup = posted_message(view, Posted("C1", "1.0", "attempt2", attempt=2, last_sent=sent))
+    note = "Still stalled after recovery email 1 (sent 2026-03-02): recovery attempt 2"
+    assert followup["text"].startswith(f"{note}: P0: Acme")
+    assert f"{note} · Priority raised from P1 to P0" in str(followup["blocks"])
+    plain = posted_message(view, Posted("C1", "2.0"))
+    assert "Still stalled" not in str(plain) and "Priority raised" in str(plain["blocks"])
+    handoff = posted_message(view, Posted("C2", "3.0", "winback", attempt=2, last_sent=sent))
+    assert handoff["text"].startswith("Win-back handoff after 2 recovery emails")
