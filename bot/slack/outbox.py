@@ -42,10 +42,12 @@ Methods (`method`, then the payload: slack_sdk's keyword arguments, JSON-safe):
                       (see `file_payload`)
   refresh             {"stall_id", "extra": [[channel, ts], ...]} (see `enqueue_refresh`): every
                       posted ping of the stall, and the extra messages, re-rendered from the
-                      stall's state AT SEND TIME and edited with chat.update. A queued refresh
-                      is never stale (a 429 only delays it), and a newer refresh of a stall
-                      whose refresh is still pending is merged into it: superseded edits of a
-                      message are dropped, not sent in turn.
+                      stall's state AT SEND TIME, each as what it was posted as (a follow-up,
+                      a handoff, an escalation: bot.slack.queries.posted_messages), and edited
+                      with chat.update. A queued refresh is never stale (a 429 only delays
+                      it), and a newer refresh of a stall whose refresh is still pending is
+                      merged into it: superseded edits of a message are dropped, not sent in
+                      turn.
 
 Ephemeral messages and file uploads cannot be looked up afterwards: after a 5xx or a crash
 mid-call they are tried again and may, rarely, show twice. Updates and App Home publishes
