@@ -217,7 +217,8 @@ def refresh_journeys(engine: Engine, rules: Rules, now: datetime, report: ScanRe
     while True:
         with write_tx(engine) as conn:
             rows = list(conn.execute(
-                select(ACCOUNT.c.id, ACCOUNT.c.steps, ACCOUNT.c.first_seen_at, ACCOUNT.c.renewal_date, ACCOUNT.c.stage)
+                select(ACCOUNT.c.id, ACCOUNT.c.steps, ACCOUNT.c.first_seen_at, ACCOUNT.c.renewal_date, ACCOUNT.c.stage,
+                       ACCOUNT.c.track)
                 .where(ACCOUNT.c.journey_version != version).limit(batch)
             ))
             if not rows:
@@ -227,7 +228,7 @@ def refresh_journeys(engine: Engine, rules: Rules, now: datetime, report: ScanRe
                 try:
                     params.append({"_id": r.id, **journey_columns(compute_journey(
                         parse_step_times(r.steps or {}), plan, first_seen_at=r.first_seen_at,
-                        renewal_date=r.renewal_date, now=now, churn_risk=r.stage == "Churn risk")),
+                        renewal_date=r.renewal_date, now=now, churn_risk=r.stage == "Churn risk", track=r.track)),
                         "journey_version": version, "next_eval_at": None})
                 except Exception as exc:
                     _skip_failed(report or ScanReport(now=now), r.id, exc, "refreshing the journey of")

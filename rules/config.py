@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import time
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, field_validator, model_validator
 
 PRIORITIES = ("P0", "P1", "P2", "P3")
 TRACKS = ("high_touch", "standard", "self_serve")
@@ -84,9 +84,43 @@ class TrackRule(_Strict):
         return self
 
 
+class TrackThresholds(_Strict):
+    """A track's own thresholds; a key left out keeps the journey's value."""
+
+    # Replaces every step's `stall_after_hours` for accounts of this track.
+    stall_after_hours: Hours | None = None
+    checkpoint_days: Days | None = None
+
+
+class TrackSettings(_Strict):
+    """Per-track overrides, `[tracks.<track>]`: all optional, so older files stay valid."""
+
+    # Whether this track's real-time priorities ping (owner DM, alerts channel); None: the
+    # track's default (self_serve: digest only; the others: real time).
+    realtime: StrictBool | None = None
+    thresholds: TrackThresholds = TrackThresholds()
+
+
+# Self-serve accounts have no CSM to ping: the digest covers them unless the rules say otherwise.
+DEFAULT_REALTIME = {"high_touch": True, "standard": True, "self_serve": False}
+
+
 class Tracks(_Strict):
     default: Literal["high_touch", "standard", "self_serve"] = "standard"
     rules: list[TrackRule] = Field(default_factory=list)
+    high_touch: TrackSettings = TrackSettings()
+    standard: TrackSettings = TrackSettings()
+    self_serve: TrackSettings = TrackSettings()
+
+    def settings(self, track: str | None) -> TrackSettings | None:
+        return getattr(self, track, None) if track in TRACKS else None
+
+    def pings_realtime(self, track: str | None) -> bool:
+        """Whether stalls of `track` ping in real time (an unknown track: yes, as before)."""
+        settings = self.settings(track)
+        if settings is None:
+            return True
+        return DEFAULT_REALTIME[track] if settings.realtime is None else settings.realtime
 
 
 class RuleBase(_Strict):
@@ -257,7 +291,13 @@ class Rules(_Strict):
     def journey_fingerprint(self) -> str:
         """What journey state depends on; when it changes, stored journey state is recomputed."""
         steps = ";".join(f"{s.event}={s.stall_after_hours}" for s in self.journey.steps)
-        return f"{steps}|{self.journey.activation_event}|{self.journey.checkpoint_days}"
+        fingerprint = f"{steps}|{self.journey.activation_event}|{self.journey.checkpoint_days}"
+        overrides = [(t, self.tracks.settings(t).thresholds) for t in TRACKS]
+        # Only files with track thresholds get a longer fingerprint: stored state of older
+        # files stays current.
+        extra = ";".join(f"{t}={th.stall_after_hours},{th.checkpoint_days}" for t, th in overrides
+                         if th.stall_after_hours is not None or th.checkpoint_days is not None)
+        return f"{fingerprint}|{extra}" if extra else fingerprint
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,7 @@ def compute_journey(
     renewal_date: date | None = None,
     now: datetime | None = None,
     churn_risk: bool = False,
+    track: str | None = None,
 ) -> JourneyState:
     """Derive the journey state from the earliest time seen per event.
 
@@ -36,7 +37,8 @@ def compute_journey(
     first step was never seen. `activated_at_hint` is an activation time known from elsewhere
     (e.g. stored on the account); the earlier of it and the activation event wins.
     `renewal_date` and `now` only decide the Renewal stage; `churn_risk` (the caller knows of
-    an open usage_drop / renewal_risk / payment_failed stall) overrides the stage.
+    an open usage_drop / renewal_risk / payment_failed stall) overrides the stage. `track`
+    picks that track's thresholds when the rules set some (`[tracks.<track>.thresholds]`).
     """
     plan = plan_for(rules)
     reached = [steps.get(event) for event in plan.step_events]
@@ -53,12 +55,12 @@ def compute_journey(
     if signup_at is not None:
         progress.append(signup_at)
     waiting_since = max(progress) if progress else None
-    checkpoint_at = signup_at + plan.checkpoint if signup_at is not None else None
+    checkpoint_at = signup_at + plan.checkpoint_for(track) if signup_at is not None else None
 
     if steps_done < len(reached):
         index = reached.index(None)
         waiting_step = plan.step_events[index]
-        stalled_at = waiting_since + plan.stall_after[index] if waiting_since is not None else None
+        stalled_at = waiting_since + plan.stall_after_for(track)[index] if waiting_since is not None else None
     else:
         # Every step done but no activation: the account waits on activation itself. That has
         # no step threshold of its own; the not_activated checkpoint covers it, so no step

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import timedelta
 
-from .config import STAGES, Rules
+from .config import STAGES, TRACKS, Rules
 from .model import RULE_NAMES
 
 
@@ -40,6 +40,9 @@ class RulePlan:
     # Tracks
     track_conditions: tuple[TrackCondition, ...]
     default_track: str
+    # Per-track thresholds (`[tracks.<track>.thresholds]`), only for tracks that set some.
+    track_stall_after: dict[str, tuple[timedelta, ...]]
+    track_checkpoint: dict[str, timedelta]
     # Stall rules
     enabled: frozenset[str]
     weights: dict[str, float]
@@ -59,6 +62,12 @@ class RulePlan:
     renewal_near_friction: float
     stage_weights: dict[str, float]
     bands: tuple[tuple[float, str], ...]  # (lowest score, priority), highest band first
+
+    def stall_after_for(self, track: str | None) -> tuple[timedelta, ...]:
+        return self.track_stall_after.get(track, self.stall_after)
+
+    def checkpoint_for(self, track: str | None) -> timedelta:
+        return self.track_checkpoint.get(track, self.checkpoint)
 
     def band(self, score: float) -> str:
         """Same as `Priorities.band`, without the pydantic attribute walk."""
@@ -93,6 +102,13 @@ def compile_rules(rules: Rules) -> RulePlan:
             for r in rules.tracks.rules
         ),
         default_track=rules.tracks.default,
+        track_stall_after={
+            t: tuple(timedelta(hours=th.stall_after_hours) for _ in journey.steps)
+            for t, th in _track_thresholds(rules) if th.stall_after_hours is not None
+        },
+        track_checkpoint={
+            t: timedelta(days=th.checkpoint_days) for t, th in _track_thresholds(rules) if th.checkpoint_days is not None
+        },
         enabled=frozenset(name for name, rule in by_rule.items() if rule.enabled),
         weights={name: rule.weight for name, rule in by_rule.items()},
         spike_window=timedelta(days=stall_rules.ticket_spike.window_days),
@@ -111,6 +127,10 @@ def compile_rules(rules: Rules) -> RulePlan:
         stage_weights={stage: scoring.stage_weights.get(stage, 1.0) for stage in STAGES},
         bands=((rules.priorities.P0, "P0"), (rules.priorities.P1, "P1"), (rules.priorities.P2, "P2")),
     )
+
+
+def _track_thresholds(rules: Rules):
+    return [(t, rules.tracks.settings(t).thresholds) for t in TRACKS]
 
 
 # Keyed on id(): the cached plan holds a strong reference to its Rules, so the id cannot be

@@ -54,6 +54,9 @@ class StallView:
     # records it: the stall then stays in the digest (no late ping an hour later) until its
     # priority changes. None: never overflowed, or not recorded.
     overflowed_priority: str | None = None
+    # The account's track: a track whose routing is digest-only (`[tracks.<track>] realtime =
+    # false`; self_serve by default) never pings. None: routed as a real-time track.
+    track: str | None = None
 
 
 @dataclass(frozen=True)
@@ -94,6 +97,8 @@ def route(stall: StallView, *, owner_pings_last_hour: int, now: datetime, rules:
 
     if stall.priority not in cfg.routing.realtime:
         return RouteDecision("digest", f"{stall.priority} is not a real-time priority")
+    if not cfg.tracks.pings_realtime(stall.track):
+        return RouteDecision("digest", f"the {stall.track} track is digest-only")
     if stall.overflowed_priority == stall.priority:
         return RouteDecision("digest", "sent to the digest by the hourly budget", note=budget_note(stall.owner))
     # Quiet hours come before the budget: the budget is spent when the ping actually goes out.

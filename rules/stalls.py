@@ -38,7 +38,8 @@ def evaluate(
 
     Cancelled or churned accounts get none (reconcile suppresses their stalls). Pass the
     `journey` if the caller has already computed it; otherwise it is derived from
-    `facts.steps`, `facts.signup_at` and `facts.activated_at`. The findings carry
+    `facts.steps`, `facts.signup_at`, `facts.activated_at` and `facts.track` (its
+    thresholds). The findings carry
     `facts.stage` if set; else the journey's stage, which is "Churn risk" when one of
     CHURN_RULES fires here (so the stage never lags a scan behind the findings).
     """
@@ -47,7 +48,7 @@ def evaluate(
     plan = plan_for(rules)
     if journey is None:
         journey = compute_journey(facts.steps, plan, first_seen_at=facts.signup_at,
-                                  activated_at_hint=facts.activated_at)
+                                  activated_at_hint=facts.activated_at, track=facts.track)
     enabled = plan.enabled
     activated = journey.activated_at is not None
     verdicts: list[_Verdict] = []

@@ -423,15 +423,16 @@ def _account_update(row: dict, delta: _AccountDelta, rules: Rules, now: datetime
     if delta.payment is not None and _not_older(delta.payment[0], payment_at):
         payment_at, failed = delta.payment
         payment_failed_at = (payment_failed_at or payment_at) if failed else None
+    track = assign_track(values["arr"], values["plan"], values["seats"], plan)
     journey = compute_journey(
         parse_step_times(steps), plan, first_seen_at=first_seen, renewal_date=values["renewal_date"], now=now,
-        churn_risk=row["stage"] == "Churn risk",
+        churn_risk=row["stage"] == "Churn risk", track=track,
     )
     return {
         "_id": row["id"],
         **values,
         "name_lower": (values["name"] or row["id"]).lower()[:255],
-        "track": assign_track(values["arr"], values["plan"], values["seats"], plan),
+        "track": track,
         "status": status,
         "steps": steps,
         "first_seen_at": first_seen,

@@ -11,7 +11,8 @@ after a scan (or the event-driven evaluation of a ticket spike) commits, every o
             with the change as its note) and one thread reply per ping
             (`reprio:{stall}:{dest}:{priority}`, `thread_ts_from` the ping's key);
 - "hold":   quiet hours: the same rows, enqueued with `not_before` = the end of quiet hours;
-- "digest": nothing to send; an overflow of the hourly budget is recorded as an Alert of
+- "digest": nothing to send (a P2/P3, or a stall of a digest-only track: `[tracks.<track>]
+            realtime = false`, self_serve by default); an overflow of the hourly budget is recorded as an Alert of
             kind "overflow" (channel "digest") carrying the priority, so the stall stays in
             the digest (routing's `overflowed_priority`) and the digest can show the note;
 - closed (auto-resolved, suppressed, resolved) stalls that were pinged get their pings
@@ -26,7 +27,8 @@ unacknowledged P0 ping to `STALLWATCH_DIGEST_CHANNEL` (Alert kind "escalation").
 
 The router never calls Slack to post: the outbox sender does, woken through the services'
 `wakeups.slack_outbox`. The one Web API call here is `users.lookupByEmail`, made once per
-owner and stored on the account.
+owner and stored on the account. A stall whose account has no owner is never DMed (there is
+nobody): it pings the alerts channel only, when its track pings in real time.
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ from bot.slack.render import (escalation_blocks, escalation_summary_blocks, esca
                               ping_blocks, ping_text, priority_change_text, winback_blocks, winback_text)
 from bot.stalls.context import Wakeups
 from bot.stalls.views import PingView, ping_views
-from rules.config import Rules
+from rules.config import TRACKS, Rules
 from rules.outreach import followup
 from rules.routing import CLOSED, RouteDecision, StallView, escalation_due, quiet_hours_end, route
 from storage.db import read_tx, utcnow, write_tx
@@ -152,7 +154,8 @@ class Router:
         with read_tx(self.engine) as conn:
             stalls = list(conn.execute(
                 select(STALL, ACCOUNT.c.name.label("account_name"), ACCOUNT.c.arr.label("account_arr"),
-                       ACCOUNT.c.owner_email, ACCOUNT.c.owner_slack_id, ACCOUNT.c.last_seen_at, ACCOUNT.c.steps)
+                       ACCOUNT.c.owner_email, ACCOUNT.c.owner_slack_id, ACCOUNT.c.last_seen_at, ACCOUNT.c.steps,
+                       ACCOUNT.c.track)
                 .select_from(STALL.join(ACCOUNT, ACCOUNT.c.id == STALL.c.account_id, isouter=True))
                 .where(STALL.c.id.in_(ids))))
             alerts: dict[int, list] = defaultdict(list)
@@ -186,6 +189,7 @@ class Router:
             already_pinged_priority=pings[0].priority if pings else None,
             owner=stall.owner_slack_id or stall.owner_email,
             overflowed_priority=overflow.priority if overflow is not None else None,
+            track=stall.track,
         )
         if owner_key not in budget:
             budget[owner_key] = self._pings_last_hour(owner_key, now)
@@ -312,9 +316,12 @@ class Router:
         A leader job at the scan interval; returns how many stalls it routed. Routing twice is
         harmless (Alert rows are unique per stall, destination and kind)."""
         now = _aware(now) or self.clock()
+        # Stalls of a digest-only track are owed nothing: left out, they cannot crowd the batch.
+        digest_only = [t for t in TRACKS if not self.rules.tracks.pings_realtime(t)]
         owed = (select(STALL.c.id).where(
             STALL.c.open_key.is_not(None), STALL.c.status == "open",
             STALL.c.priority.in_(list(self.rules.routing.realtime)), STALL.c.updated_at <= now - UNROUTED_SETTLE,
+            ~STALL.c.account_id.in_(select(ACCOUNT.c.id).where(ACCOUNT.c.track.in_(digest_only))),
             ~select(ALERT.c.id).where(ALERT.c.stall_id == STALL.c.id, ALERT.c.kind.in_((PING, OVERFLOW))).exists()))
         with read_tx(self.engine) as conn:
             ids = list(conn.execute(owed.limit(500)).scalars())
