@@ -1,6 +1,7 @@
 """The ingest HTTP routes of the contract: Segment tracking API, Segment webhook, Stripe, tickets.
 
-Every route verifies before it parses (raw bytes, constant-time comparisons), stores the
+Every route verifies before it parses (raw bytes, constant-time comparisons), parses in a
+worker thread (never on the event loop), stores the
 whole batch in one transaction off the event loop, and answers 200 only once it is stored.
 Event-driven rules (tickets, payments, progress on a stalled account) are evaluated right
 after the store, so a ticket spike pings without waiting for the next scan.
@@ -203,25 +204,30 @@ def tracking_route(kind: str | None, *, trusted: bool = True):
         # request without one has to be parsed first, for its writeKey.
         key, payload = _write_key(request, None), None
         if key is None:
-            payload = load_json(body)
+            payload = await run_in_threadpool(load_json, body)
             key = _write_key(request, payload)
         if key is None or not hmac.compare_digest(key.encode(), expected.encode()):
             raise Unauthorized(f"missing or wrong {key_name} (HTTP Basic user name, or writeKey in the body)")
-        if payload is None:
-            payload = load_json(body)
-        now = utcnow()
-        if kind is None:
-            messages, batch = segment.batch_messages(payload, len(body))
-            events, rejected = _parse_segment(messages, batch, now, len(body) > segment.MAX_EVENT_BYTES, trusted)
-        else:
-            if len(body) > segment.MAX_EVENT_BYTES:
-                raise TooLarge(f"a single message is limited to {segment.MAX_EVENT_BYTES} bytes")
-            events, rejected = _parse_one(payload, kind, now, trusted)
+        events, rejected = await run_in_threadpool(_parse_tracking, body, payload, kind, trusted)
         result = await _store(request, events, rejected, source)
         return await _answer(result, rejected, request, segment_style=True, urgent=False)
 
     tracking_api.__name__ = f"v1_{kind or 'batch'}"
     return tracking_api
+
+
+def _parse_tracking(body: bytes, payload: Any, kind: str | None, trusted: bool) -> tuple[list[IncomingEvent], list[dict]]:
+    """A tracking API body, parsed (in a worker thread: up to 500 KB and 2,500 messages must not
+    hold the event loop)."""
+    if payload is None:
+        payload = load_json(body)
+    now = utcnow()
+    if kind is None:
+        messages, batch = segment.batch_messages(payload, len(body))
+        return _parse_segment(messages, batch, now, len(body) > segment.MAX_EVENT_BYTES, trusted)
+    if len(body) > segment.MAX_EVENT_BYTES:
+        raise TooLarge(f"a single message is limited to {segment.MAX_EVENT_BYTES} bytes")
+    return _parse_one(payload, kind, now, trusted)
 
 
 def _parse_one(payload: Any, kind: str | None, now, trusted: bool = True) -> tuple[list[IncomingEvent], list[dict]]:
@@ -253,15 +259,19 @@ async def ingest_segment(request: Request) -> Response:
     secret, body = await _secured_body(request, request.app.state.settings.segment_shared_secret,
                                        "SEGMENT_SHARED_SECRET")
     segment.verify_signature(body, request.headers.get("x-signature"), secret)
+    events, rejected = await run_in_threadpool(_parse_webhook, body)
+    result = await _store(request, events, rejected, "segment")
+    return await _answer(result, rejected, request, segment_style=False, urgent=False)
+
+
+def _parse_webhook(body: bytes) -> tuple[list[IncomingEvent], list[dict]]:
+    """One Segment message or {"batch": [...]} (in a worker thread, as every parse)."""
     payload = load_json(body)
     messages, batch = segment.batch_messages(payload, len(body))
     now = utcnow()
     if "batch" not in payload:
-        events, rejected = _parse_one(payload, None, now)
-    else:
-        events, rejected = _parse_segment(messages, batch, now, len(body) > segment.MAX_EVENT_BYTES)
-    result = await _store(request, events, rejected, "segment")
-    return await _answer(result, rejected, request, segment_style=False, urgent=False)
+        return _parse_one(payload, None, now)
+    return _parse_segment(messages, batch, now, len(body) > segment.MAX_EVENT_BYTES)
 
 
 # --- Stripe -----------------------------------------------------------------------------------
@@ -273,7 +283,7 @@ async def ingest_stripe(request: Request) -> Response:
     stripe.verify_signature(body, request.headers.get("stripe-signature"), secret, now=time.time())
     # A handled event Stallwatch cannot use is reported at index 0 (a retry would not help);
     # an event type Stallwatch ignores (None) is a valid delivery with nothing to store.
-    event = _attempt(stripe.parse_event, body)
+    event = await run_in_threadpool(_attempt, stripe.parse_event, body)
     events, rejected = _sorted_out([event] if event is not None else [])
     result = await _store(request, events, rejected, "stripe")
     return await _answer(result, rejected, request, segment_style=False, urgent=True)
@@ -286,7 +296,7 @@ async def ingest_tickets(request: Request) -> Response:
     secret, body = await _secured_body(request, request.app.state.settings.tickets_shared_secret,
                                        "TICKETS_SHARED_SECRET")
     tickets.verify_signature(body, request.headers.get("x-stallwatch-signature"), secret)
-    events, rejected = _sorted_out(tickets.parse_tickets(body))
+    events, rejected = await run_in_threadpool(lambda: _sorted_out(tickets.parse_tickets(body)))
     result = await _store(request, events, rejected, "tickets")
     return await _answer(result, rejected, request, segment_style=False, urgent=True)
 
