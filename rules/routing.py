@@ -10,6 +10,9 @@ The scheduler (bot/) calls `route` for each live stall on every scan and acts on
 - "hold":   quiet hours: do nothing before `not_before`, then route again;
 - "digest": no real-time alert; the stall shows in the daily digest (with `note` when it was
             pushed there by the hourly budget);
+- "backlog": the stall (for an account's alert: every one of its stalls) was already old when
+            Stallwatch first saw the account (`is_backlog`): it goes once into its owner's backlog
+            summary, never pinged or escalated one by one; afterwards it is "digest";
 - "none":   nothing to do (already pinged at this priority, closed, or snoozed after a ping).
 
 A stall is never pinged twice: once `already_pinged_priority` is set, the only outcomes are
@@ -36,7 +39,10 @@ CLOSED = frozenset({"resolved", "auto_resolved", "suppressed"})
 # much before the digest moment still belongs to that moment's day.
 DIGEST_EARLY_GRACE = timedelta(minutes=5)
 
-RouteKind = Literal["ping", "update", "hold", "digest", "none"]
+RouteKind = Literal["ping", "update", "hold", "digest", "backlog", "none"]
+# A stall that crossed its threshold more than this before Stallwatch first saw its account
+# (the first connect, a backfill) is backlog, not news.
+BACKLOG_GRACE = timedelta(hours=24)
 
 
 @dataclass(frozen=True)
@@ -57,6 +63,19 @@ class StallView:
     # The account's track: a track whose routing is digest-only (`[tracks.<track>] realtime =
     # false`; self_serve by default) never pings. None: routed as a real-time track.
     track: str | None = None
+    # Already stalled when Stallwatch first saw the account (`is_backlog`), and whether it was
+    # put in a backlog summary already.
+    backlog: bool = False
+    backlog_recorded: bool = False
+
+
+def is_backlog(threshold_at: datetime | None, first_seen_at: datetime | None) -> bool:
+    """Whether a stall is backlog: its threshold passed more than BACKLOG_GRACE before
+    Stallwatch first heard of its account (the account's row was created), so it is old news
+    to everyone but Stallwatch."""
+    if threshold_at is None or first_seen_at is None:
+        return False
+    return threshold_at < first_seen_at - BACKLOG_GRACE
 
 
 @dataclass(frozen=True)
@@ -99,6 +118,10 @@ def route(stall: StallView, *, owner_pings_last_hour: int, now: datetime, rules:
         return RouteDecision("digest", f"{stall.priority} is not a real-time priority")
     if not cfg.tracks.pings_realtime(stall.track):
         return RouteDecision("digest", f"the {stall.track} track is digest-only")
+    if stall.backlog:
+        if stall.backlog_recorded:
+            return RouteDecision("digest", "in a backlog summary already")
+        return RouteDecision("backlog", "already stalled when Stallwatch first saw the account")
     if stall.overflowed_priority == stall.priority:
         return RouteDecision("digest", "sent to the digest by the hourly budget", note=budget_note(stall.owner))
     # Quiet hours come before the budget: the budget is spent when the ping actually goes out.

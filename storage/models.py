@@ -188,17 +188,27 @@ class Stall(SQLModel, table=True):
 
 
 class Alert(SQLModel, table=True):
-    """A Slack message about a stall; one per stall, channel and kind, edited in place."""
+    """A Slack message about a stall; one per stall, channel and kind, edited in place.
+
+    One alert per account: the account's ping (kind "ping") sits on its lead stall, the one that
+    opened it; every other stall of the account that joined it while it was open has a row of
+    kind "reason" pointing at the lead (`lead_stall_id`). `closed_at` is set on the ping once
+    none of its stalls is live any more: a later stall opens a new alert."""
 
     __tablename__ = "alert"
-    __table_args__ = (UniqueConstraint("stall_id", "channel", "kind", name="uq_alert_stall_channel_kind"),)
+    __table_args__ = (
+        UniqueConstraint("stall_id", "channel", "kind", name="uq_alert_stall_channel_kind"),
+        Index("ix_alert_kind_open", "kind", "closed_at"),  # open pings (escalations, an account's alert)
+    )
 
     id: Optional[int] = Field(default=None, primary_key=True)
     stall_id: int = Field(index=True)
     channel: str = Field(max_length=64)
     ts: Optional[str] = Field(default=None, max_length=64)
-    kind: str = Field(default="ping", max_length=20)  # ping | escalation | winback
+    kind: str = Field(default="ping", max_length=20)  # ping | reason | backlog | escalation | winback | ...
     priority: str = Field(max_length=2)
+    lead_stall_id: Optional[int] = None  # the stall whose ping this alert belongs to (kind "reason")
+    closed_at: Optional[datetime] = None  # a ping: when its last live stall closed
     created_at: datetime
     updated_at: datetime
     acked_by: Optional[str] = Field(default=None, max_length=64)

@@ -132,7 +132,7 @@ def test_ticket_spike_through_ingest_pings_owner_and_channel_once_then_edits_on_
         assert post_v1(client, "/v1/group", group_call(
             "acme", {"name": "Acme", "arr": 15000, "owner_email": EMAIL})).status_code == 200
         for n, (topic, days) in enumerate((("SSO", 5), ("billing", 3), ("sso", 1)), 1):
-            r = post_tickets(client, ticket(f"T-{n}", "acme", topic, now_utc() - days * DAY))
+            r = post_tickets(client, ticket(f"T-{n}", "acme", topic, now_utc() - days * HOUR))
             assert r.status_code == 200, r.text
         assert rig.wakeups.slack_outbox.is_set()  # the sender is woken as soon as the rows commit
         [stall] = live_stalls(rig.engine, "acme")

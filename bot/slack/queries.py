@@ -19,7 +19,27 @@ OUTBOX_T = SlackOutbox.__table__
 
 # Alert kinds: what a message about a stall was posted as (bot/slack/router.py posts them).
 PING, ESCALATION, OVERFLOW, WINBACK = "ping", "escalation", "overflow", "winback"
+# One alert per account (see storage.models.Alert): a stall that joined its account's open
+# ping is a REASON of it; a stall already old when Stallwatch first saw its account went in
+# its owner's BACKLOG summary instead of a ping.
+REASON, BACKLOG = "reason", "backlog"
 FOLLOWUP = "attempt"  # Alert.kind "attempt2", "attempt3": the ping after a recovery email did not help
+
+
+def lead_of(conn: Connection, stall_id: int) -> int:
+    """The stall whose ping shows this stall: itself when it has a ping, the lead of the ping
+    it joined as a reason, else the lead of its account's open ping; itself when none."""
+    sid = int(stall_id)
+    own = conn.execute(select(ALERT.c.kind, ALERT.c.lead_stall_id).where(
+        ALERT.c.stall_id == sid, ALERT.c.kind.in_((PING, REASON))).order_by(ALERT.c.id).limit(1)).first()
+    if own is not None:
+        return sid if own.kind == PING or own.lead_stall_id is None else int(own.lead_stall_id)
+    lead = conn.execute(
+        select(ALERT.c.stall_id).select_from(ALERT.join(STALL, STALL.c.id == ALERT.c.stall_id))
+        .where(ALERT.c.kind == PING, ALERT.c.closed_at.is_(None),
+               STALL.c.account_id == select(STALL.c.account_id).where(STALL.c.id == sid).scalar_subquery())
+        .order_by(ALERT.c.id.desc()).limit(1)).scalar()
+    return int(lead) if lead is not None else sid
 
 
 @dataclass(frozen=True)

@@ -37,7 +37,7 @@ import logging
 import threading
 import time
 from collections import defaultdict
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from typing import Callable, Iterable
 
@@ -45,14 +45,15 @@ from slack_sdk import WebClient
 from sqlalchemy import Engine, func, select, update
 
 from bot.slack.outbox import OUTBOX, PENDING, enqueue, enqueue_refresh
-from bot.slack.queries import ESCALATION, FOLLOWUP, OVERFLOW, PING, WINBACK  # the Alert kinds
-from bot.slack.render import (escalation_blocks, escalation_summary_blocks, escalation_text, followup_note,
-                              ping_blocks, ping_text, priority_change_text, winback_blocks, winback_text)
+from bot.slack.queries import BACKLOG, ESCALATION, FOLLOWUP, OVERFLOW, PING, REASON, WINBACK  # the Alert kinds
+from bot.slack.render import (backlog_blocks, backlog_text, escalation_blocks, escalation_summary_blocks,
+                              escalation_text, followup_note, news_text, ping_blocks, ping_text, winback_blocks,
+                              winback_text)
 from bot.stalls.context import Wakeups
-from bot.stalls.views import PingView, ping_views
+from bot.stalls.views import LIVE, PRIORITY_RANK, PingView, ping_views
 from rules.config import TRACKS, Rules
 from rules.outreach import followup
-from rules.routing import CLOSED, RouteDecision, StallView, escalation_due, quiet_hours_end, route
+from rules.routing import CLOSED, StallView, escalation_due, is_backlog, quiet_hours_end, route
 from storage.db import read_tx, utcnow, write_tx
 from storage.models import Account, Alert, Stall
 from storage.sql import insert_ignore
@@ -103,7 +104,47 @@ class RouteStats:
     held: int = 0
     digest: int = 0
     closed: int = 0
+    backlog: int = 0  # accounts put in a backlog summary
+    backlog_summaries: int = 0
     enqueued: int = 0
+
+
+@dataclass
+class _AccountAlert:
+    """What routing an account needs: its owner and track, its live stalls (top first) and
+    the stalls being routed, and the Alert rows of all its stalls."""
+
+    account_id: str
+    owner_email: str | None
+    owner_slack_id: str | None
+    track: str | None
+    created_at: datetime | None  # when Stallwatch first saw the account
+    stalls: list = field(default_factory=list)
+    live: list = field(default_factory=list)
+    alerts: list = field(default_factory=list)
+
+
+def _load_accounts(conn, ids: list[int]) -> list[_AccountAlert]:
+    """The accounts of these stalls, each with its live stalls and its Alert rows (3 statements)."""
+    account_ids = select(STALL.c.account_id).where(STALL.c.id.in_(ids)).distinct().scalar_subquery()
+    accounts = {a.id: _AccountAlert(a.id, a.owner_email, a.owner_slack_id, a.track, a.created_at) for a in conn.execute(
+        select(ACCOUNT.c.id, ACCOUNT.c.owner_email, ACCOUNT.c.owner_slack_id, ACCOUNT.c.track, ACCOUNT.c.created_at)
+        .where(ACCOUNT.c.id.in_(account_ids)))}
+    stalls = conn.execute(select(STALL).where(STALL.c.account_id.in_(account_ids),
+                                              STALL.c.status.in_(LIVE) | STALL.c.id.in_(ids)))
+    for s in stalls:
+        account = accounts.setdefault(s.account_id, _AccountAlert(s.account_id, None, None, None, None))
+        account.stalls.append(s)
+        if s.status in LIVE:
+            account.live.append(s)
+    for a in conn.execute(select(ALERT, STALL.c.account_id.label("of_account"))
+                          .select_from(ALERT.join(STALL, STALL.c.id == ALERT.c.stall_id))
+                          .where(STALL.c.account_id.in_(account_ids))):
+        if a.of_account in accounts:
+            accounts[a.of_account].alerts.append(a)
+    for account in accounts.values():
+        account.live.sort(key=lambda s: (s.status != "open", PRIORITY_RANK.get(s.priority, 9), -(s.score or 0.0), s.id))
+    return [a for a in accounts.values() if a.stalls]
 
 
 class Router:
@@ -146,157 +187,234 @@ class Router:
             log.exception("slack router: routing %d stall(s) failed", len(ids))
 
     def route_stalls(self, stall_ids: Iterable[int], now: datetime | None = None) -> RouteStats:
+        """Route the accounts of these stalls: one alert per account (see the module doc)."""
         now = _aware(now) or self.clock()
         stats = RouteStats()
         ids = sorted(set(stall_ids))
         if not ids:
             return stats
         with read_tx(self.engine) as conn:
-            stalls = list(conn.execute(
-                select(STALL, ACCOUNT.c.name.label("account_name"), ACCOUNT.c.arr.label("account_arr"),
-                       ACCOUNT.c.owner_email, ACCOUNT.c.owner_slack_id, ACCOUNT.c.last_seen_at, ACCOUNT.c.steps,
-                       ACCOUNT.c.track)
-                .select_from(STALL.join(ACCOUNT, ACCOUNT.c.id == STALL.c.account_id, isouter=True))
-                .where(STALL.c.id.in_(ids))))
-            alerts: dict[int, list] = defaultdict(list)
-            for a in conn.execute(select(ALERT).where(ALERT.c.stall_id.in_(ids))):
-                alerts[a.stall_id].append(a)
-        stalls.sort(key=lambda s: (-(s.score or 0.0), s.id))  # the budget goes to the top stalls first
+            accounts = _load_accounts(conn, ids)
+        # The budget goes to the top accounts first.
+        accounts.sort(key=lambda a: (-max((s.score or 0.0) for s in a.stalls), a.account_id))
         budget: dict[str | None, int] = {}
-        for stall in stalls:
+        backlog: dict[str | None, list[_AccountAlert]] = defaultdict(list)
+        for account in accounts:
             try:
-                self._route_one(stall, alerts.get(stall.id, []), now, budget, stats)
+                self._route_account(account, ids, now, budget, backlog, stats)
             except Exception:
-                log.exception("slack router: stall %s", stall.id)
+                log.exception("slack router: account %r", account.account_id)
+        for owner_key, items in backlog.items():
+            try:
+                stats.enqueued += self._post_backlog(items, now, stats)
+            except Exception:
+                log.exception("slack router: the backlog summary of %s", owner_key or "unowned accounts")
         if stats.enqueued:
             self.wakeups.slack_outbox.set()
         return stats
 
-    # ------------------------------------------------------------------ one stall
+    # ------------------------------------------------------------------ one account
 
-    def _route_one(self, stall, alerts: list, now: datetime, budget: dict, stats: RouteStats) -> None:
-        pings = [a for a in alerts if a.kind == PING]
-        if stall.status in CLOSED:
-            posted = [a for a in alerts if is_ping(a.kind)]
-            if posted:
+    def _route_account(self, account: "_AccountAlert", ids: list[int], now: datetime, budget: dict,
+                       backlog: dict, stats: RouteStats) -> None:
+        open_pings = [a for a in account.alerts if a.kind == PING and a.closed_at is None]
+        if open_pings:
+            lead_id = max(a.stall_id for a in open_pings)  # several only in data from before one alert per account
+            for stale in sorted({a.stall_id for a in open_pings} - {lead_id}):
+                stats.enqueued += self._close(stale, [a for a in open_pings if a.stall_id == stale], now)
+            pings = [a for a in open_pings if a.stall_id == lead_id]
+            if not account.live:
                 stats.closed += 1
-                stats.enqueued += self._close(stall, posted, now)
+                stats.enqueued += self._close(lead_id, pings, now)
+            else:
+                self._update(account, lead_id, pings, ids, now, stats)
             return
-        owner_key = (stall.owner_email or "").lower() or None
-        overflow = next((a for a in alerts if a.kind == OVERFLOW), None)
+        candidates = [s for s in account.live if s.status == "open"]
+        if not candidates:
+            return  # snoozed, or all closed: nothing to say
+        top = candidates[0]
+        owner_key = (account.owner_email or "").lower() or None
+        marks = {a.stall_id: a for a in account.alerts if a.kind == BACKLOG}
+        overflow = next((a for a in account.alerts if a.kind == OVERFLOW and a.stall_id == top.id), None)
         view = StallView(
-            id=stall.id, priority=stall.priority, status=stall.status, snoozed_until=_aware(stall.snoozed_until),
-            already_pinged_priority=pings[0].priority if pings else None,
-            owner=stall.owner_slack_id or stall.owner_email,
-            overflowed_priority=overflow.priority if overflow is not None else None,
-            track=stall.track,
+            id=top.id, priority=top.priority, status="open", owner=account.owner_slack_id or account.owner_email,
+            overflowed_priority=overflow.priority if overflow is not None else None, track=account.track,
+            backlog=all(is_backlog(_aware(s.threshold_at), _aware(account.created_at)) for s in candidates),
+            backlog_recorded=all(s.id in marks for s in candidates),
         )
         if owner_key not in budget:
             budget[owner_key] = self._pings_last_hour(owner_key, now)
         decision = route(view, owner_pings_last_hour=budget[owner_key], now=now, rules=self.rules)
-        log.debug("slack router: stall %s: %s (%s)", stall.id, decision.kind, decision.reason)
-        if decision.kind == "digest":
+        log.debug("slack router: account %r: %s (%s)", account.account_id, decision.kind, decision.reason)
+        if decision.kind == "backlog":
+            backlog[owner_key].append(account)
+            stats.backlog += 1
+        elif decision.kind == "digest":
             stats.digest += 1
             if decision.note:
-                self._record_overflow(stall, now)
-            return
-        if decision.kind == "none":
-            return
-        not_before = decision.not_before if decision.kind == "hold" else None
-        if pings:  # "update", or an update held by quiet hours
-            n = self._update(stall, pings, now, not_before)
-            stats.updated += bool(n)
-        else:  # "ping", or a ping held by quiet hours
-            n = self._ping(stall, now, not_before, decision)
+                self._record_overflow(top, now)
+        elif decision.kind in ("ping", "hold"):
+            not_before = decision.not_before if decision.kind == "hold" else None
+            n = self._ping(account, top, now, not_before)
             if n:
                 budget[owner_key] += 1
                 stats.pinged += 1
-        stats.held += bool(n) and not_before is not None
-        stats.enqueued += n
+            stats.held += bool(n) and not_before is not None
+            stats.enqueued += n
 
-    def _ping(self, stall, now: datetime, not_before: datetime | None, decision: RouteDecision) -> int:
-        owner_id = self._owner_slack_id(stall)
-        view = self._view(stall, now)
-        dests: list[tuple[str, str]] = []  # (Alert.channel, outbox method)
-        if owner_id:
-            dests.append((owner_id, "dm"))
+    def _destinations(self, account: "_AccountAlert") -> list[tuple[str, str]]:
+        """(Alert.channel, outbox method) of a ping: the owner's DM, the alerts channel."""
+        owner_id = self._owner_slack_id(account)
+        dests = [(owner_id, "dm")] if owner_id else []
         if self.settings.alerts_channel:
             dests.append((self.settings.alerts_channel, "chat.postMessage"))
+        return dests
+
+    def _ping(self, account: "_AccountAlert", top, now: datetime, not_before: datetime | None) -> int:
+        """The account's one ping, on its top stall (the lead); its other live stalls are reasons."""
+        dests = self._destinations(account)
         if not dests:
-            log.info("slack router: stall %s is %s but there is nowhere to ping", stall.id, stall.priority)
+            log.info("slack router: account %r is %s but there is nowhere to ping", account.account_id, top.priority)
             return 0
+        view = self._view(top, now)
+        others = [s for s in account.live if s.id != top.id]
         sent_at = not_before or now  # when the ping goes out: what the hourly budget counts
         enqueued = 0
         with write_tx(self.engine) as conn:
+            if _open_ping_of(conn, account.account_id) not in (None, top.id):
+                return 0  # another router pinged the account meanwhile: its next routing updates that ping
             for dest, method in dests:
                 alert_id = conn.execute(insert_ignore(conn, ALERT, "stall_id", "channel", "kind").values(
-                    stall_id=stall.id, channel=dest, kind=PING, priority=stall.priority,
+                    stall_id=top.id, channel=dest, kind=PING, priority=view.priority, lead_stall_id=top.id,
                     created_at=sent_at, updated_at=now,
                 ).returning(ALERT.c.id)).scalar()
                 if alert_id is None:
                     continue  # another router pinged this destination already
+                for other in others:
+                    conn.execute(insert_ignore(conn, ALERT, "stall_id", "channel", "kind").values(
+                        stall_id=other.id, channel=dest, kind=REASON, priority=other.priority, lead_stall_id=top.id,
+                        created_at=sent_at, updated_at=now))
                 target = {"user": dest} if method == "dm" else {"channel": dest}
-                enqueued += enqueue(conn, key=ping_key(stall.id, dest), method=method, alert_id=alert_id,
+                enqueued += enqueue(conn, key=ping_key(top.id, dest), method=method, alert_id=alert_id,
                                     not_before=not_before, now=self.clock(),
                                     payload={**target, "text": ping_text(view), "blocks": ping_blocks(view),
                                              "unfurl_links": False})
         return enqueued
 
-    def _update(self, stall, pings: list, now: datetime, not_before: datetime | None) -> int:
-        view = self._view(stall, now)
+    def _update(self, account: "_AccountAlert", lead_id: int, pings: list, ids: list[int], now: datetime,
+                stats: RouteStats) -> None:
+        """The account's ping is open: a new reason or a new priority edits it in place, with
+        one thread reply; any other change of its stalls (one closed, a priority within) edits
+        it silently."""
+        live_open = [s for s in account.live if s.status == "open"]
+        attached = defaultdict(set)  # dest -> stalls the ping at dest has announced
+        for a in account.alerts:
+            if (a.kind == PING and a.stall_id == lead_id) or (a.kind == REASON and a.lead_stall_id == lead_id):
+                attached[a.channel].add(a.stall_id)
+        # A stall of the alert that closed (routed now, not live): the ping drops it, silently.
+        gone = [s.id for s in account.stalls if s.id in ids and s.status not in LIVE
+                and any(s.id in stalls for stalls in attached.values())]
+        lead = next((s for s in account.stalls if s.id == lead_id), None)
+        view = self._view(lead or account.live[0], now)
         enqueued = 0
-        note = None  # set when a posted ping is to be edited
+        news = False
         with write_tx(self.engine) as conn:
             for alert in pings:
+                new = [s for s in account.live if s.id not in attached[alert.channel]]
+                added = [s.id for s in new if conn.execute(insert_ignore(conn, ALERT, "stall_id", "channel", "kind").values(
+                    stall_id=s.id, channel=alert.channel, kind=REASON, priority=s.priority, lead_stall_id=lead_id,
+                    created_at=now, updated_at=now).returning(ALERT.c.id)).scalar() is not None]
                 previous = alert.priority
-                # Compare-and-set: of two routers seeing the same change, one edits.
-                changed = conn.execute(update(ALERT).where(ALERT.c.id == alert.id, ALERT.c.priority == previous)
-                                       .values(priority=stall.priority, updated_at=now)).rowcount
-                if not changed or previous == stall.priority:
+                current = view.priority if live_open else previous  # all snoozed: the priority waits
+                decision = route(StallView(id=lead_id, priority=current, status="open", already_pinged_priority=previous,
+                                           owner=account.owner_slack_id or account.owner_email, track=account.track),
+                                 owner_pings_last_hour=0, now=now, rules=self.rules)
+                raised = previous != current and conn.execute(
+                    update(ALERT).where(ALERT.c.id == alert.id, ALERT.c.priority == previous)
+                    .values(priority=current, updated_at=now)).rowcount == 1
+                if not added and not raised:
                     continue
-                key = ping_key(stall.id, alert.channel)
+                key = ping_key(lead_id, alert.channel)
                 held = conn.execute(select(OUTBOX.c.payload).where(OUTBOX.c.key == key, OUTBOX.c.status == PENDING)).first()
+                not_before = decision.not_before if decision.kind == "hold" else None
                 if held is not None:
-                    # Not posted yet (held by quiet hours): post the new version instead, when the
-                    # new priority may go out (a P0 at once), rather than post and then edit.
-                    payload = {**held.payload, "text": ping_text(view),
-                               "blocks": [b.to_dict() for b in ping_blocks(view)]}
+                    # Not posted yet (held by quiet hours): post the new version instead, when it
+                    # may go out (a P0 at once), rather than post and then edit.
+                    payload = {**held.payload, "text": ping_text(view), "blocks": [b.to_dict() for b in ping_blocks(view)]}
                     if conn.execute(update(OUTBOX).where(OUTBOX.c.key == key, OUTBOX.c.status == PENDING)
                                     .values(payload=payload, next_attempt_at=not_before or self.clock())).rowcount:
-                        conn.execute(update(ALERT).where(ALERT.c.id == alert.id)
-                                     .values(created_at=not_before or now))
+                        conn.execute(update(ALERT).where(ALERT.c.id == alert.id).values(created_at=not_before or now))
                         enqueued += 1
                         continue
-                note = _change_note(previous, stall.priority)
-                enqueued += enqueue(conn, key=f"reprio:{stall.id}:{alert.channel}:{stall.priority}", now=self.clock(),
-                                    method="chat.postMessage", alert_id=alert.id, not_before=not_before,
-                                    payload={"thread_ts_from": key, "text": priority_change_text(view, previous)})
-            if note:
-                # Every ping of the stall, rendered when sent. At once even in quiet hours: an
+                news = True
+                reply = news_text(view, new_reasons=added, previous=previous if raised else None)
+                enqueued += enqueue(conn, key=f"news:{lead_id}:{alert.channel}:{min(added, default=0)}:{current}",
+                                    now=self.clock(), method="chat.postMessage", alert_id=alert.id,
+                                    not_before=not_before if current != "P0" else None,
+                                    payload={"thread_ts_from": key, "text": reply})
+            if news:
+                # Every ping of the account, rendered when sent. At once even in quiet hours: an
                 # edit makes no sound; the thread reply that does is what waits.
-                enqueued += enqueue_refresh(conn, stall.id, now=self.clock(), note=note)
-        return enqueued
+                note = _change_note(pings[0].priority, view.priority) if pings[0].priority != view.priority else None
+                enqueued += enqueue_refresh(conn, lead_id, now=self.clock(), note=note)
+            elif gone:
+                enqueued += enqueue_refresh(conn, lead_id, now=self.clock(), once=f"closed-{min(gone)}")
+        stats.updated += bool(news)
+        stats.enqueued += enqueued
 
-    def _close(self, stall, pings: list, now: datetime) -> int:
+    def _close(self, lead_id: int, pings: list, now: datetime) -> int:
+        """None of the alert's stalls is live: its pings say how it ended (or, still held in
+        the outbox by quiet hours, are cancelled); the alert is closed, once."""
         enqueued = 0
         posted = False
         with write_tx(self.engine) as conn:
             for alert in pings:
-                key = alert_key(stall.id, alert.kind, alert.channel)
-                # A ping still held in the outbox (quiet hours) is cancelled, not edited after posting.
+                if not conn.execute(update(ALERT).where(ALERT.c.id == alert.id, ALERT.c.closed_at.is_(None))
+                                    .values(closed_at=now, updated_at=now)).rowcount:
+                    continue  # another router closed it
+                key = alert_key(lead_id, alert.kind, alert.channel)
                 cancelled = conn.execute(
                     update(OUTBOX).where(OUTBOX.c.key == key, OUTBOX.c.status == PENDING)
-                    .values(status="failed", error=f"cancelled: stall {stall.status} before delivery")).rowcount
+                    .values(status="failed", error="cancelled: the account's stalls closed before delivery")).rowcount
                 if cancelled:
-                    # and so are the edits queued behind it
+                    # and so are the edits and replies queued behind it
                     conn.execute(update(OUTBOX).where(OUTBOX.c.status == PENDING,
-                                                      OUTBOX.c.key.like(f"%:{stall.id}:{alert.channel}:%"))
+                                                      OUTBOX.c.key.like(f"%:{lead_id}:{alert.channel}:%"))
                                  .values(status="failed", error="cancelled: the ping was cancelled"))
                     continue
                 posted = True
-            if posted:  # its pings say how it closed, rendered when sent; once, however often it is routed
-                enqueued += enqueue_refresh(conn, stall.id, now=self.clock(), once="close")
+            if posted:
+                enqueued += enqueue_refresh(conn, lead_id, now=self.clock(), once="close")
         return enqueued
+
+    def _post_backlog(self, accounts: list["_AccountAlert"], now: datetime, stats: RouteStats) -> int:
+        """One summary of an owner's backlog (accounts already stalled when Stallwatch first saw
+        them), ranked, in their DM (else the alerts channel); each stall is marked so that it is
+        summarised once and never pinged or escalated one by one."""
+        first = accounts[0]
+        dests = self._destinations(first)
+        dest, method = dests[0] if dests else (DIGEST_CHANNEL_MARK, None)
+        views = self._views([a.live[0].id for a in accounts], now)
+        with write_tx(self.engine) as conn:
+            listed, marks = [], []
+            for account in accounts:
+                fresh = [conn.execute(insert_ignore(conn, ALERT, "stall_id", "channel", "kind").values(
+                    stall_id=s.id, channel=dest, kind=BACKLOG, priority=s.priority, lead_stall_id=account.live[0].id,
+                    created_at=now, updated_at=now).returning(ALERT.c.id)).scalar() for s in account.live
+                    if s.status == "open"]
+                marks += [m for m in fresh if m is not None]
+                if any(m is not None for m in fresh) and account.live[0].id in views:
+                    listed.append(views[account.live[0].id])
+            if not listed or method is None:
+                return 0
+            listed.sort(key=lambda v: (PRIORITY_RANK.get(v.priority, 9), -v.arr, v.account_name))
+            target = {"user": dest} if method == "dm" else {"channel": dest}
+            owner = first.owner_slack_id or first.owner_email
+            stats.backlog_summaries += 1
+            return enqueue(conn, key=f"backlog:{dest}:{min(marks)}", method=method, now=self.clock(),
+                           not_before=quiet_hours_end(now, self.rules),
+                           payload={**target, "text": backlog_text(listed, owner=owner),
+                                    "blocks": backlog_blocks(listed, owner=owner), "unfurl_links": False})
 
     def _record_overflow(self, stall, now: datetime) -> None:
         with write_tx(self.engine) as conn:
@@ -538,6 +656,13 @@ class Router:
     def _view(self, stall, now: datetime, *, note: str | None = None) -> PingView:
         view = self._views([stall.id], now)[stall.id]
         return replace(view, note=note) if note else view
+
+
+def _open_ping_of(conn, account_id: str) -> int | None:
+    """The lead stall of the account's open ping, if any (read inside the pinging transaction)."""
+    return conn.execute(select(ALERT.c.stall_id).select_from(ALERT.join(STALL, STALL.c.id == ALERT.c.stall_id))
+                        .where(STALL.c.account_id == account_id, ALERT.c.kind == PING, ALERT.c.closed_at.is_(None))
+                        .order_by(ALERT.c.id.desc()).limit(1)).scalar()
 
 
 def _change_note(previous: str, current: str) -> str:

@@ -11,7 +11,7 @@ stalled", and counted days past the resolution).
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime, timezone
 from typing import Literal
 
@@ -27,6 +27,8 @@ DRAFT = Draft.__table__
 
 CLOSED_TICKETS = ("solved", "closed", "resolved")
 SYSTEM = "system"  # Stall.resolved_by of a resolution by the scan
+LIVE = ("open", "snoozed")
+PRIORITY_RANK = {"P0": 0, "P1": 1, "P2": 2, "P3": 3}
 
 
 # --- the ping (and the escalation and win-back messages built from it) -----------------------
@@ -45,8 +47,20 @@ class DraftLine:
 
 
 @dataclass(frozen=True)
+class ReasonLine:
+    """One live stall of the account: one reason of the account's alert."""
+
+    stall_id: int
+    rule: str
+    priority: str
+    text: str  # the reason in words, from current facts ("4 days on 'Connect integration'")
+    status: str = "open"
+
+
+@dataclass(frozen=True)
 class PingView:
-    """Everything a ping (and an escalation) shows about one stall."""
+    """Everything a ping (and an escalation) shows about one account's alert: the facts of
+    its top reason, and every reason (the account's live stalls, ranked)."""
 
     stall_id: int
     account_name: str
@@ -69,6 +83,8 @@ class PingView:
     draft: DraftLine | None = None
     journey_url: str | None = None
     note: str | None = None  # e.g. "Priority raised from P1 to P0"
+    reasons: tuple[ReasonLine, ...] = ()  # the account's live stalls, top first; () once all closed
+    account_id: str | None = None
 
 
 def ping_view(conn: Connection, stall_id: int, rules: Rules, now: datetime) -> PingView | None:
@@ -77,18 +93,64 @@ def ping_view(conn: Connection, stall_id: int, rules: Rules, now: datetime) -> P
 
 
 def ping_views(conn: Connection, stall_ids: Iterable[int], rules: Rules, now: datetime) -> dict[int, PingView]:
-    """The pings of many stalls in three statements (stalls, open tickets, latest drafts)."""
+    """The pings of many stalls in four statements (stalls, their accounts' other stalls, open
+    tickets, latest drafts). One alert per account: each view shows its account's alert, the
+    facts of the top live stall and every live stall as a reason; once none is live, how the
+    last one closed."""
     ids = sorted(set(stall_ids))
     if not ids:
         return {}
-    stalls = list(conn.execute(
-        select(STALL, ACCOUNT.c.name.label("account_name"), ACCOUNT.c.arr.label("account_arr"),
+    columns = (STALL, ACCOUNT.c.name.label("account_name"), ACCOUNT.c.arr.label("account_arr"),
                ACCOUNT.c.owner_slack_id, ACCOUNT.c.owner_email, ACCOUNT.c.last_seen_at, ACCOUNT.c.steps)
-        .select_from(STALL.outerjoin(ACCOUNT, ACCOUNT.c.id == STALL.c.account_id))
-        .where(STALL.c.id.in_(ids))))
-    tickets = _open_tickets(conn, {s.account_id for s in stalls})
+    joined = STALL.outerjoin(ACCOUNT, ACCOUNT.c.id == STALL.c.account_id)
+    stalls = list(conn.execute(select(*columns).select_from(joined).where(STALL.c.id.in_(ids))))
+    accounts = sorted({s.account_id for s in stalls})
+    since = min((aware(s.opened_at) for s in stalls), default=now)
+    siblings: dict[str, list] = {}
+    for s in conn.execute(select(*columns).select_from(joined).where(
+            STALL.c.account_id.in_(accounts), STALL.c.status.in_(LIVE) | (STALL.c.resolved_at >= since))):
+        siblings.setdefault(s.account_id, []).append(s)
+    tickets = _open_tickets(conn, set(accounts))
     drafts = _latest_drafts(conn, ids)
-    return {s.id: _ping(s, rules, now, tickets.get(s.account_id, 0), drafts.get(s.id)) for s in stalls}
+    views = {}
+    for s in stalls:
+        own = _ping(s, rules, now, tickets.get(s.account_id, 0), drafts.get(s.id))
+        views[s.id] = _account_alert(own, s, siblings.get(s.account_id, []), rules, now)
+    return views
+
+
+def _account_alert(own: PingView, lead, siblings: list, rules: Rules, now: datetime) -> PingView:
+    """The account's alert as seen from one of its stalls (`lead`): the top live stall's
+    facts and priority, every live stall as a reason; none live, how the last one closed."""
+    live = sorted((s for s in siblings if s.status in LIVE),
+                  key=lambda s: (s.status != "open", PRIORITY_RANK.get(s.priority, 9), -(s.score or 0.0), s.id))
+    if not live:
+        closed = [s for s in siblings if s.status not in LIVE and s.resolved_at is not None
+                  and aware(s.opened_at) >= aware(lead.opened_at)]
+        last = max(closed, key=lambda s: (aware(s.resolved_at), s.id), default=lead)
+        if last.id == lead.id or lead.status in LIVE:
+            return replace(own, account_id=lead.account_id)
+        return replace(own, account_id=lead.account_id, status=last.status, resolved_at=aware(last.resolved_at),
+                       resolved_by=last.resolved_by if last.resolved_by != SYSTEM else None,
+                       resolution=resolution(last))
+    top = live[0]
+    step = rules.journey.step(top.step) if top.step else None
+    snoozed = all(s.status == "snoozed" for s in live)
+    return replace(
+        own, account_id=lead.account_id, priority=top.priority, stage=top.stage, step=step.name if step else top.step,
+        days_stalled=days_since(top.stalled_since, now), why=top.why or top.detail or "",
+        status="snoozed" if snoozed else "open",
+        snoozed_until=max((aware(s.snoozed_until) for s in live if s.snoozed_until), default=None) if snoozed else None,
+        snoozed_by=next((s.snoozed_by for s in live if s.snoozed_by), None) if snoozed else None,
+        assignee=own.assignee or next((s.assignee for s in live if s.assignee), None),
+        resolved_by=None, resolved_at=None, resolution=None,
+        reasons=tuple(ReasonLine(stall_id=s.id, rule=s.rule, priority=s.priority, text=reason_text(s, rules, now),
+                                 status=s.status) for s in live))
+
+
+def reason_text(stall, rules: Rules, now: datetime) -> str:
+    """One live stall as a reason of its account's alert, in words."""
+    return stall.detail or stall.why or stall.rule
 
 
 def _ping(s, rules: Rules, now: datetime, open_tickets: int, draft: DraftLine | None) -> PingView:

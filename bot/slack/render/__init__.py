@@ -22,15 +22,17 @@ modules.
 """
 
 from bot.slack.render.digest import digest_messages, digest_text, tracking_summary
+from bot.slack.render.backlog import backlog_blocks, backlog_text
 from bot.slack.render.escalation import (escalation_blocks, escalation_summary_blocks, escalation_text,
                                          followup_note, winback_blocks, winback_text)
 from bot.slack.render.funnel import funnel_blocks
 from bot.slack.render.journey import journey_blocks
-from bot.slack.render.ping import ping_blocks, ping_text, priority_change_text
+from bot.slack.render.ping import news_text, ping_blocks, ping_text, priority_change_text
 from bot.slack.render.stalls import home_view, stalls_list_blocks
 
 __all__ = [
+    "backlog_blocks", "backlog_text",
     "digest_messages", "digest_text", "tracking_summary", "escalation_blocks", "escalation_summary_blocks",
     "escalation_text", "followup_note", "winback_blocks", "winback_text", "funnel_blocks", "journey_blocks",
-    "ping_blocks", "ping_text", "priority_change_text", "home_view", "stalls_list_blocks",
+    "news_text", "ping_blocks", "ping_text", "priority_change_text", "home_view", "stalls_list_blocks",
 ]

@@ -1,11 +1,14 @@
-"""The real-time ping of a stall: what is stalled, why, for whom; buttons only while it is live.
-Rendered from a `PingView` (bot/stalls/views.py), so every edit shows the whole current state."""
+"""The real-time ping of an account: its reasons (its live stalls), why it matters, for whom;
+buttons only while it is live. Rendered from a `PingView` (bot/stalls/views.py), so every edit
+shows the whole current state."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from slack_sdk.models.blocks import Block, SectionBlock
 
-from bot.slack.render.format import CLOSED, PRIORITY_EMOJI, STATUS_LABEL, days_text, money, person, when
+from bot.slack.render.format import CLOSED, PRIORITY_EMOJI, STATUS_LABEL, days_text, join_lines, money, person, when
 from bot.slack.render.limits import NAME_MAX, NOTE_MAX, SHORT_MAX, WHY_MAX
 from bot.slack.render.packing import check_message
 from bot.slack.render.primitives import context_block, header_block, section_block, stall_actions
@@ -27,6 +30,12 @@ def ping_blocks(p: PingView) -> list[Block]:
 
 def ping_text(p: PingView) -> str:
     """The notification fallback (`text` of chat.postMessage): one line, no blocks needed."""
+    if p.reasons:
+        more = len(p.reasons) - 1
+        extra = f" (+{more} more reason{'s' if more > 1 else ''})" if more else ""
+        line = (f"{p.priority}: {md(p.account_name, NAME_MAX)}: {md(p.reasons[0].text, SHORT_MAX)}{extra} "
+                f"({money(p.arr)} ARR)")
+        return f"{STATUS_LABEL['snoozed']}: {line}" if p.status == "snoozed" else line
     where = f" on {md(p.step, SHORT_MAX)}" if p.step else ""
     line = (f"{p.priority}: {md(p.account_name, NAME_MAX)} stalled {days_text(p.days_stalled)}{where} "
             f"({money(p.arr)} ARR)")
@@ -39,6 +48,21 @@ def priority_change_text(p: PingView, previous: str) -> str:
     """The one thread reply that goes with an in-place edit after a priority change."""
     direction = "raised" if _rank(p.priority) < _rank(previous) else "lowered"
     return f"Priority {direction} from {previous} to {p.priority}: {md(p.why, WHY_MAX)}"
+
+
+def news_text(p: PingView, *, new_reasons: Sequence[int] = (), previous: str | None = None) -> str:
+    """The one thread reply that goes with an in-place edit of an account's ping: its new
+    reasons and, when it changed, its priority."""
+    parts = []
+    if previous is not None and previous != p.priority:
+        direction = "raised" if _rank(p.priority) < _rank(previous) else "lowered"
+        parts.append(f"Priority {direction} from {previous} to {p.priority}")
+    added = [r for r in p.reasons if r.stall_id in set(new_reasons)]
+    if added:
+        parts.append("New: " + "; ".join(f"{r.priority} {md(r.text, SHORT_MAX)}" for r in added))
+    if not parts:
+        parts.append(f"Updated: {md(p.why, WHY_MAX)}")
+    return clip(". ".join(parts), WHY_MAX)
 
 
 def draft_text(d: DraftLine) -> str:
@@ -68,14 +92,24 @@ def _rank(priority: str) -> int:
 def _ping_title(p: PingView) -> str:
     if p.status in CLOSED:
         return f"✅ {STATUS_LABEL.get(p.status, p.status)} · {p.account_name}"
+    if p.reasons:
+        n = len(p.reasons)
+        return f"{PRIORITY_EMOJI.get(p.priority, '⚪')} {p.priority} · {p.account_name}" + (f" · {n} reasons" if n > 1 else "")
     return f"{PRIORITY_EMOJI.get(p.priority, '⚪')} {p.priority} · {p.account_name} stalled"
 
 
 def ping_summary(p: PingView) -> SectionBlock:
-    """The stall's facts: the ping's first section, repeated in escalations and handoffs."""
+    """The account's facts and its reasons: the ping's first section, repeated in escalations
+    and handoffs."""
     where = f"{md(p.stage, SHORT_MAX)} → {md(p.step, SHORT_MAX)}" if p.step else md(p.stage, SHORT_MAX)
-    text = (f"*{md(p.account_name, NAME_MAX)}* · {money(p.arr)} ARR · {where}\n"
-            f"*Stalled {days_text(p.days_stalled)}* · {md(p.why, WHY_MAX)}")
+    if p.reasons:
+        reasons = "\n".join(f"• {PRIORITY_EMOJI.get(r.priority, '⚪')} {md(r.text, SHORT_MAX)}"
+                            + (" (snoozed)" if r.status == "snoozed" else "") for r in p.reasons)
+        text = (f"*{md(p.account_name, NAME_MAX)}* · {money(p.arr)} ARR · {md(p.stage, SHORT_MAX)}\n"
+                f"{join_lines(reasons.split(chr(10)), WHY_MAX, 'more reasons')}\n{md(p.why, WHY_MAX)}")
+    else:
+        text = (f"*{md(p.account_name, NAME_MAX)}* · {money(p.arr)} ARR · {where}\n"
+                f"*Stalled {days_text(p.days_stalled)}* · {md(p.why, WHY_MAX)}")
     fields = [
         f"*Owner*\n{person(p.owner)}",
         f"*Last activity*\n{when(p.last_activity)}",
