@@ -189,7 +189,7 @@ def test_skipping_idle_scans_changes_nothing(tmp_path, rules):
     fast, slow = replay(history, rules), replay(history, rules, skip_idle=False)
     assert fast.scans_skipped > 0 and slow.scans_skipped == 0 and slow.scans > fast.scans
     assert fast.stalls == slow.stalls and len(fast.stalls) >= 5
-    assert fast.pings == slow.pings and len(fast.pings) >= 4
+    assert fast.pings == slow.pings and len(fast.pings) >= 3  # one per account: "big" has two stalls
     assert fast.digests == slow.digests
 
 

@@ -76,7 +76,7 @@ def test_a_high_touch_override_of_72_hours_is_not_stalled_at_60(make_rig):
     scan(rig.engine, rig.rules, now, hooks=rig.hooks)
     rig.send()
     assert [s.account_id for s in live_stalls(rig.engine)] == ["mid"]
-    assert [c.body["text"][:8] for c in posts(rig.fake, ALERTS)] == ["P1: Mid "]
+    assert [c.body["text"][:7] for c in posts(rig.fake, ALERTS)] == ["P1: Mid"]
     # Twelve hours later the high-touch account crosses its own threshold and pings.
     scan(rig.engine, rig.rules, now + 12 * HOUR, hooks=rig.hooks)
     rig.send(now + 12 * HOUR)

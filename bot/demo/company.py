@@ -295,7 +295,7 @@ def _accounts(rng: random.Random, n: int, start: datetime, end: datetime) -> lis
             signup = start + timedelta(seconds=rng.uniform(0, window - 6 * 3600))
         out.append(_account(rng, i + 1, name, arr, plan, track, offset, signup, is_existing))
     # The scripted stories, at the end of the list.
-    out.append(_account(rng, n - 1, LATE_STORY, 84000.0, "business", "high_touch", 0, end - timedelta(days=6, hours=0),
+    out.append(_account(rng, n - 1, LATE_STORY, 84000.0, "business", "high_touch", 0, end - timedelta(days=3, hours=0),
                         False, owner="maya.chen", story="late"))
     out.append(_account(rng, n, SPIKE_STORY, 62000.0, "business", "high_touch", 1, start - timedelta(days=200),
                         True, owner="diego.ramirez", story="spike"))
@@ -583,8 +583,9 @@ def _stories(b: _Builder, accounts: list[DemoAccount]) -> None:
     late = next(a for a in accounts if a.story == "late")
     spike = next(a for a in accounts if a.story == "spike")
     end = b.end
-    # Northwind: created a project the day after signing up, then connected the integration
-    # yesterday, but that event is stuck in a mobile client's queue until just after `end`.
+    # Northwind: signed up three days ago, created a project the next day, then connected the
+    # integration yesterday, but that event is stuck in a mobile client's queue until just after
+    # `end`: the step stall (48 h after the project) opens hours before `end`, news, not backlog.
     project = late.signup_at + timedelta(hours=20)
     b.track(late, "Project Created", project)
     late.steps_done["Project Created"] = project

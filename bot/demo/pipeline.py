@@ -395,7 +395,8 @@ async def _timeline(app, settings, records: list[Record], clock: _Clock, engine,
 
 def _kind(key: str, method: str) -> str:
     prefix = key.split(":", 1)[0]
-    return {"ping": "ping", "refresh": "edit", "reprio": "thread reply", "escalation": "escalation",
+    return {"ping": "ping", "refresh": "edit", "reprio": "thread reply", "news": "thread reply",
+            "backlog": "backlog summary", "escalation": "escalation",
             "escalation-summary": "escalation summary", "winback": "win-back",
             "ops": "tracking issues"}.get(prefix, "chart" if method == "files_upload_v2" else
                                           "digest" if prefix == "digest" else prefix)
