@@ -334,7 +334,8 @@ def _status(text: str) -> None:
 @click.option("--export", "export_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Only write the company's history (JSON Lines, for `stallwatch backtest`) to this file.")
 @click.option("--seed", type=int, default=7, show_default=True, help="The same seed gives the same company.")
-@click.option("--shape", type=click.Choice(["saas", "enterprise"]), default="saas", show_default=True,
+@click.option("--shape", type=click.Choice(["saas", "enterprise"]),  # bot/demo/company.py SHAPES (imported lazily)
+              default="saas", show_default=True,
               help="The kind of company: saas (many small accounts) or enterprise (fewer, bigger accounts, "
                    "longer onboarding, more tickets, fewer CSMs owning more accounts each).")
 @click.option("--accounts", type=click.IntRange(10, 5000), default=None,
