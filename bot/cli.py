@@ -334,17 +334,22 @@ def _status(text: str) -> None:
 @click.option("--export", "export_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Only write the company's history (JSON Lines, for `stallwatch backtest`) to this file.")
 @click.option("--seed", type=int, default=7, show_default=True, help="The same seed gives the same company.")
-@click.option("--accounts", type=click.IntRange(10, 5000), default=300, show_default=True)
+@click.option("--shape", type=click.Choice(["saas", "enterprise"]),  # bot/demo/company.py SHAPES (imported lazily)
+              default="saas", show_default=True,
+              help="The kind of company: saas (many small accounts) or enterprise (fewer, bigger accounts, "
+                   "longer onboarding, more tickets, fewer CSMs owning more accounts each).")
+@click.option("--accounts", type=click.IntRange(10, 5000), default=None,
+              help="Number of accounts [default: 300 for saas, 150 for enterprise].")
 @click.option("--days", type=click.IntRange(3, 365), default=45, show_default=True, help="Days of history.")
 @click.option("--pings", "pings_shown", type=click.IntRange(0), default=10, show_default=True,
               help="Real-time pings printed (the folder has every one).")
 @click.option("--no-slack", is_flag=True, help="Do not post to Slack, even with SLACK_BOT_TOKEN set.")
-def demo_command(out: Path, export_path: Path | None, seed: int, accounts: int, days: int, pings_shown: int,
-                 no_slack: bool) -> None:
+def demo_command(out: Path, export_path: Path | None, seed: int, shape: str, accounts: int | None, days: int,
+                 pings_shown: int, no_slack: bool) -> None:
     """Watch Stallwatch work on a synthetic company, no credentials needed.
 
-    Generates a B2B SaaS company (accounts, product events, Stripe billing, helpdesk tickets),
-    sends its history through the real ingest routes, scans, routes and builds the digest
+    Generates a B2B company (accounts, product events, Stripe billing, helpdesk tickets) of
+    many small SaaS customers or, with --shape enterprise, fewer and bigger ones, sends its history through the real ingest routes, scans, routes and builds the digest
     with the packaged default rules, and shows each real-time ping and the digest as Slack
     would. With SLACK_BOT_TOKEN, STALLWATCH_ALERTS_CHANNEL and STALLWATCH_DIGEST_CHANNEL set,
     it posts them for real. Its database is a fresh SQLite file in the output folder, never
@@ -356,9 +361,9 @@ def demo_command(out: Path, export_path: Path | None, seed: int, accounts: int, 
     _quiet_logs()
     now = datetime.now(timezone.utc)
     if export_path is not None:
-        company = export_history(export_path, seed=seed, accounts=accounts, days=days, real_now=now)
+        company = export_history(export_path, seed=seed, accounts=accounts, days=days, real_now=now, shape=shape)
         click.echo(f"{export_path}: {len(company.records):,} records, {len(company.accounts)} accounts, "
-                   f"{company.start:%Y-%m-%d %H:%M} → {company.end:%Y-%m-%d %H:%M} UTC (seed {seed}); "
+                   f"{company.start:%Y-%m-%d %H:%M} → {company.end:%Y-%m-%d %H:%M} UTC (seed {seed}, {shape}); "
                    f"replay it with: stallwatch backtest {export_path}")
         return
     base = _settings()
@@ -368,7 +373,7 @@ def demo_command(out: Path, export_path: Path | None, seed: int, accounts: int, 
             "SLACK_BOT_TOKEN is set, so the demo posts to Slack: set STALLWATCH_ALERTS_CHANNEL and "
             "STALLWATCH_DIGEST_CHANNEL to channel ids the bot is a member of, or run `stallwatch demo --no-slack`")
     try:
-        result = run_demo(out=out, seed=seed, accounts=accounts, days=days, slack_token=token,
+        result = run_demo(out=out, seed=seed, accounts=accounts, days=days, shape=shape, slack_token=token,
                           slack_api_url=base.slack_api_url,
                           alerts_channel=base.alerts_channel if token else None,
                           digest_channel=base.digest_channel if token else None,

@@ -199,6 +199,21 @@ def test_duplicates_are_counted_not_replayed_twice(tmp_path, rules):
     assert result.stored == 2 and result.duplicates == 2
 
 
+def test_pings_are_read_per_account_and_per_csm(tmp_path, rules):
+    """Two $60K accounts of one CSM stall Wednesday 10:00 and 11:00: each ping carries its
+    stall's account (so the per-account figures hold however the router groups a ping), one
+    CSM gets two, no account twice."""
+    records = [*signup("big", MON, arr=60000), *signup("big2", MON + HOUR, arr=60000), page("other", MON + 3 * DAY)]
+    result = run(write(tmp_path / "h.jsonl", records), rules)
+    account_of = {s.id: s.account_id for s in result.stalls}
+    assert sorted(p.account_id for p in result.pings) == ["big", "big2"]
+    assert all(p.account_id == account_of[p.stall_id] for p in result.pings)
+    wed = day(result.summary(), date(2026, 3, 4))
+    assert wed.pings == 2 and wed.accounts_pinged == 2 and wed.accounts_pinged_twice == 0
+    assert wed.max_pings_per_account == 1 and wed.csms_pinged == 1 and wed.pings_per_csm_mean == 2.0
+    assert wed.opened == 2 and wed.accounts_opened == 2 and wed.stalls_per_account == 1.0
+
+
 def test_history_spanning_centuries_is_a_clean_error(tmp_path, rules):
     records = [page("a", datetime(1995, 1, 1, tzinfo=UTC)), page("a", datetime(2150, 1, 1, tzinfo=UTC))]
     with pytest.raises(SpanError, match="spans"):
@@ -257,6 +272,9 @@ def test_cli_table(tmp_path, cli):
     assert "Wed 2026-03-04" in out and "total" in out
     assert "Stalls opened by rule" in out and "step_stall" in out
     assert "median detection delay" in out
+    assert "accts" in out and "max/acct" in out and "avg/CSM" in out and "per acct" in out
+    assert "accounts pinged (distinct)" in out and "stalls opened per account" in out
+    assert "accounts pinged 2+ times the same day (account-days)" in out and "0 of 1" in out
 
 
 def test_cli_json_schema(tmp_path, cli):
@@ -276,13 +294,17 @@ def test_cli_json_schema(tmp_path, cli):
     wed = next(d for d in run_doc["days"] if d["day"] == "2026-03-04")
     assert wed == {
         "day": "2026-03-04", "pings": 1, "max_pings_per_csm": 1, "busiest_csm": "csm@yourco.example",
-        "digest_items": 0, "digest_open": 0, "opened": 1, "opened_by_rule": {"step_stall": 1},
+        "digest_items": 0, "digest_open": 0, "accounts_pinged": 1, "accounts_pinged_twice": 0,
+        "max_pings_per_account": 1, "pings_per_csm_mean": 1.0, "stalls_per_account": 1.0, "noise_rate": 0.0,
+        "opened": 1, "opened_by_rule": {"step_stall": 1},
         "opened_by_stage": {"Onboarding": 1}, "opened_by_track": {"high_touch": 1},
         "opened_by_priority": {"P0": 1}, "median_detection_delay_hours": 0.0, "noise": 0, "arr_flagged": 60000.0,
     }
     totals = run_doc["totals"]
     assert totals["pings"] == 1 and totals["opened"] == 1 and totals["noise_rate"] == 0.0
     assert totals["pings_by_csm"] == {"csm@yourco.example": 1}
+    assert totals["accounts_pinged"] == 1 and totals["account_days_pinged_twice"] == 0
+    assert totals["pings_per_csm_day_mean"] == 1.0 and totals["stalls_per_account"] == 1.0
 
 
 def test_cli_against_side_by_side(tmp_path, cli):
@@ -376,6 +398,49 @@ def test_summarize_definitions():
 def test_summarize_empty():
     s = summarize([], [], [], None, None)
     assert s.days == [] and s.totals.pings == 0 and s.totals.noise_rate is None
+
+
+def test_summarize_alerts_per_account():
+    """Monday: account a pinged three times (owner x), b once (owner y); Tuesday: a once (x),
+    c once (no owner); Wednesday: two pings whose account is unknown, each its own account."""
+    d0 = datetime(2026, 3, 2, tzinfo=UTC)
+    stalls = [
+        _stall(1, opened=d0 + HOUR, status="auto_resolved", resolved=d0 + 5 * HOUR, account="a"),  # noise
+        _stall(2, opened=d0 + 2 * HOUR, account="a"),
+        _stall(3, opened=d0 + 3 * HOUR, account="b"),
+        _stall(6, opened=d0 + 4 * HOUR, account="a"),
+        _stall(4, opened=d0 + DAY + HOUR, status="auto_resolved", resolved=d0 + 2 * DAY + 7 * HOUR, account="a"),
+        _stall(5, opened=d0 + DAY + 2 * HOUR, status="auto_resolved", resolved=d0 + DAY + 12 * HOUR,
+               account="c"),  # noise
+    ]
+    pings = [PingFact(1, "x", d0 + HOUR, "P1", "a"), PingFact(2, "x", d0 + 2 * HOUR, "P1", "a"),
+             PingFact(3, "y", d0 + 3 * HOUR, "P1", "b"), PingFact(6, "x", d0 + 4 * HOUR, "P1", "a"),
+             PingFact(4, "x", d0 + DAY + HOUR, "P1", "a"), PingFact(5, None, d0 + DAY + 2 * HOUR, "P2", "c"),
+             PingFact(7, "y", d0 + 2 * DAY + HOUR, "P2"), PingFact(8, "y", d0 + 2 * DAY + 2 * HOUR, "P2")]
+    s = summarize(stalls, pings, [], d0.date(), (d0 + 3 * DAY).date())
+    mon, tue, wed, thu = s.days
+    assert (mon.pings, mon.accounts_pinged, mon.accounts_pinged_twice, mon.max_pings_per_account) == (4, 2, 1, 3)
+    assert mon.csms_pinged == 2 and mon.pings_per_csm_mean == 2.0 and mon.max_pings_per_csm == 3
+    assert mon.opened == 4 and mon.accounts_opened == 2 and mon.stalls_per_account == 2.0
+    assert mon.noise == 1 and mon.noise_rate == 0.25
+    assert (tue.pings, tue.accounts_pinged, tue.accounts_pinged_twice, tue.max_pings_per_account) == (2, 2, 0, 1)
+    assert tue.csms_pinged == 2 and tue.pings_per_csm_mean == 1.0  # x and "(no owner)"
+    assert tue.stalls_per_account == 1.0 and tue.noise_rate == 0.5
+    assert (wed.pings, wed.accounts_pinged, wed.accounts_pinged_twice, wed.max_pings_per_account) == (2, 2, 0, 1)
+    assert wed.csms_pinged == 1 and wed.pings_per_csm_mean == 2.0 and wed.stalls_per_account is None
+    assert wed.noise_rate is None
+    assert thu.pings == 0 and thu.accounts_pinged == 0 and thu.pings_per_csm_mean is None
+    t = s.totals
+    assert t.pings == 8 and t.accounts_pinged == 5  # a, b, c and the two unknown ones
+    assert t.account_days_pinged == 6 and t.account_days_pinged_twice == 1 and t.max_pings_per_account_day == 3
+    assert t.csm_days_pinged == 5 and t.pings_per_csm_day_mean == 1.6 and t.max_pings_per_csm_day == 3
+    assert t.opened == 6 and t.accounts_flagged == 3 and t.stalls_per_account == 2.0
+    assert t.noise == 2 and t.noise_rate == pytest.approx(1 / 3)
+    assert mon.as_dict()["accounts_pinged_twice"] == 1 and mon.as_dict()["noise_rate"] == 0.25
+    doc = t.as_dict()
+    assert (doc["accounts_pinged"], doc["account_days_pinged"], doc["account_days_pinged_twice"],
+            doc["max_pings_per_account_day"], doc["pings_per_csm_day_mean"], doc["stalls_per_account"],
+            doc["noise_rate"]) == (5, 6, 1, 3, 1.6, 2.0, 0.333)
 
 
 # --------------------------------------------------------------------------- never a crash

@@ -7,6 +7,7 @@ API of tests/fakes over HTTP.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import statistics
@@ -87,6 +88,62 @@ def test_the_company_looks_like_a_b2b_saas(company):
     live = company.live
     assert len(live) == 2 and {r.source for r in live} == {"segment", "tickets"}
     assert {a.name for a in accounts if a.story} == {LATE_STORY, SPIKE_STORY}
+
+
+def test_the_saas_shape_is_the_company_as_it_was():
+    """Shapes came later: the default (saas) company is byte for byte what it was before, so
+    figures measured on it stay comparable. Change this digest only on purpose."""
+    records = [r.record for r in generate(11, 120, 30, end=END, shape="saas").records]
+    assert records == [r.record for r in generate(11, 120, 30, end=END).records]
+    digest = hashlib.sha256(json.dumps(records, sort_keys=True).encode()).hexdigest()
+    assert digest == "02b3d83c090977f94ae38a0b4aa5f90d5abef57c9af7776ea6259c4d7c29486b"
+
+
+@pytest.fixture(scope="module")
+def enterprise():
+    return generate(11, days=30, end=END, shape="enterprise")
+
+
+def _share(company, track: str) -> float:
+    return sum(a.track == track for a in company.accounts) / len(company.accounts)
+
+
+def _owned_per_csm(company) -> float:
+    return sum(a.owner_email is not None for a in company.accounts) / len(company.csms())
+
+
+def _tickets_per_account(company) -> float:
+    return sum(r.source == "tickets" for r in company.records) / len(company.accounts)
+
+
+def _step_hours(company) -> float:
+    return statistics.median((a.steps_done["Project Created"] - a.steps_done["Signed Up"]).total_seconds() / 3600
+                             for a in company.accounts if not a.existing and "Project Created" in a.steps_done)
+
+
+def test_the_enterprise_shape(enterprise):
+    again = generate(11, days=30, end=END, shape="enterprise")
+    assert [r.record for r in again.records] == [r.record for r in enterprise.records]  # pure and seeded
+    saas = generate(11, days=30, end=END)
+    assert [r.record for r in saas.records] != [r.record for r in enterprise.records]
+    rules = load_rules()
+    accounts = enterprise.accounts
+    assert enterprise.shape == "enterprise" and len(accounts) == 150 < len(saas.accounts) == 300
+    for a in accounts:
+        assert assign_track(a.arr, a.plan, None, rules) == a.track
+    assert 30000 < statistics.median(a.arr for a in accounts) < 55000
+    assert _share(enterprise, "high_touch") > 0.5 > 0.3 > _share(saas, "high_touch")
+    assert sum(a.existing for a in accounts) == 75  # half, against a third
+    assert len(enterprise.csms()) == 3 < len(saas.csms()) == 6
+    assert _owned_per_csm(enterprise) > _owned_per_csm(saas)  # fewer CSMs, each owning more accounts
+    assert _tickets_per_account(enterprise) > 2 * _tickets_per_account(saas)
+    assert _step_hours(enterprise) > _step_hours(saas)  # slower onboarding
+    for n, r in enumerate(enterprise.records):
+        entry = parse_record(r.record, n)
+        assert entry is not None and entry.at == r.at
+    assert {a.name for a in accounts if a.story} == {LATE_STORY, SPIKE_STORY} and len(enterprise.live) == 2
+    with pytest.raises(ValueError, match="unknown company shape"):
+        generate(11, 120, 30, end=END, shape="smb")
 
 
 def test_every_record_passes_the_routes_parsers(company):
@@ -218,6 +275,15 @@ def test_export_then_backtest(tmp_path):
     assert doc["input"]["skipped"] == 0 and doc["input"]["used"] == len(lines)
     totals = doc["runs"][0]["totals"]
     assert totals["opened"] > 0 and totals["pings"] > 0 and len(doc["runs"][0]["days"]) >= 12
+
+
+def test_export_an_enterprise_company(tmp_path):
+    path = tmp_path / "events.jsonl"
+    result = cli("demo", "--export", str(path), "--shape", "enterprise", "--days", "5", "--seed", "3")
+    assert result.exit_code == 0, result.output
+    assert "150 accounts" in result.stdout and "(seed 3, enterprise)" in result.stdout
+    bad = cli("demo", "--export", str(path), "--shape", "smb")
+    assert bad.exit_code == 2 and "smb" in bad.stderr
 
 
 def test_demo_never_cleans_a_folder_it_did_not_make(tmp_path):

@@ -345,7 +345,7 @@ class _Replay:
             sent = {r.key: _aware(r.sent_at) for r in conn.execute(
                 select(OUTBOX.c.key, OUTBOX.c.sent_at).where(OUTBOX.c.key.like("ping:%"), OUTBOX.c.status == "sent"))}
             pings = conn.execute(
-                select(alert.c.stall_id, alert.c.channel, alert.c.priority, account.c.owner_email)
+                select(alert.c.stall_id, alert.c.channel, alert.c.priority, stall.c.account_id, account.c.owner_email)
                 .select_from(alert.join(stall, stall.c.id == alert.c.stall_id)
                              .join(account, account.c.id == stall.c.account_id, isouter=True))
                 .where(alert.c.kind == "ping").order_by(alert.c.id)).all()
@@ -356,6 +356,8 @@ class _Replay:
                 fact = replace(fact, status=row.status, resolved_at=_aware(row.resolved_at))
             facts.append(fact)
         self.result.stalls = facts
+        # One PingFact per stall with a "ping" Alert row that went out, its account the stall's:
+        # right whether the router pings every stall or once per account on a lead stall.
         seen: set[int] = set()
         went_out = []
         for p in pings:
@@ -363,7 +365,8 @@ class _Replay:
             if at is None or p.stall_id in seen:
                 continue  # cancelled before it went out (its stall closed), or still held at the end
             seen.add(p.stall_id)  # one ping per stall, whatever the number of destinations
-            went_out.append(PingFact(stall_id=p.stall_id, owner=p.owner_email or None, at=at, priority=p.priority))
+            went_out.append(PingFact(stall_id=p.stall_id, owner=p.owner_email or None, at=at, priority=p.priority,
+                                     account_id=p.account_id))
         self.result.pings = sorted(went_out, key=lambda p: (p.at, p.stall_id))
 
 

@@ -119,6 +119,14 @@ def _csm_cell(d: DayFigures) -> str:
     return str(d.max_pings_per_csm) if d.pings else "0"
 
 
+def _ratio(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
+
+
+def _noise_cell(noise: int, rate: float | None) -> str:
+    return f"{noise} ({rate * 100:.0f}%)" if noise and rate is not None else str(noise)
+
+
 def render_text(history: History, runs: Sequence[ReplayResult], labels: Sequence[str],
                 interval_minutes: float) -> str:
     summaries: list[Summary] = [r.summary() for r in runs]
@@ -145,37 +153,51 @@ def render_text(history: History, runs: Sequence[ReplayResult], labels: Sequence
         out.append(f"  Figures read A → B where the two differ (A: {labels[0]}, B: {labels[1]}).")
     out.append("")
 
-    header = ["day", "pings", "max/CSM", "digest", "opened", *PRIORITIES, "delay", "noise", "ARR flagged"]
+    header = ["day", "pings", "accts", "2+", "max/acct", "avg/CSM", "max/CSM", "digest", "opened", "per acct",
+              *PRIORITIES, "delay", "noise", "ARR flagged"]
     rows = []
     for days in zip(*(s.days for s in summaries)):
         d0 = days[0]
         rows.append([
             f"{d0.day:%a %Y-%m-%d}",
             _pair([d.pings for d in days]),
+            _pair([d.accounts_pinged for d in days]),
+            _pair([d.accounts_pinged_twice for d in days]),
+            _pair([d.max_pings_per_account for d in days]),
+            _pair([d.pings_per_csm_mean for d in days], _ratio),
             _pair([_csm_cell(d) for d in days]),
             _pair([_digest_cell(d) for d in days]),
             _pair([d.opened for d in days]),
+            _pair([d.stalls_per_account for d in days], _ratio),
             *(_pair([d.by_priority.get(p, 0) for d in days]) for p in PRIORITIES),
             _pair([d.median_delay_hours for d in days], hours),
-            _pair([d.noise for d in days]),
+            _pair([_noise_cell(d.noise, d.noise_rate) for d in days]),
             _pair([d.arr_flagged for d in days], money),
         ])
     totals = [s.totals for s in summaries]
-    rows.append(["total", _pair([t.pings for t in totals]), _pair([t.max_pings_per_csm_day for t in totals]),
+    rows.append(["total", _pair([t.pings for t in totals]), _pair([t.accounts_pinged for t in totals]),
+                 _pair([t.account_days_pinged_twice for t in totals]),
+                 _pair([t.max_pings_per_account_day for t in totals]),
+                 _pair([t.pings_per_csm_day_mean for t in totals], _ratio),
+                 _pair([t.max_pings_per_csm_day for t in totals]),
                  _pair([t.digest_items_mean for t in totals], lambda v: "-" if v is None else f"{v:.0f} avg"),
-                 _pair([t.opened for t in totals]), *(_pair([t.by_priority.get(p, 0) for t in totals]) for p in PRIORITIES),
-                 _pair([t.median_delay_hours for t in totals], hours), _pair([t.noise for t in totals]),
+                 _pair([t.opened for t in totals]), _pair([t.stalls_per_account for t in totals], _ratio),
+                 *(_pair([t.by_priority.get(p, 0) for t in totals]) for p in PRIORITIES),
+                 _pair([t.median_delay_hours for t in totals], hours),
+                 _pair([_noise_cell(t.noise, t.noise_rate) for t in totals]),
                  _pair([t.arr_flagged for t in totals], money)])
     table = _table(header, rows)
     out.extend(table[:-1])
     out.append(table[1])
     out.append(table[-1])
     out.append("")
-    out.append("pings: real-time pings that went out (quiet hours and the hourly budget applied); max/CSM: the "
-               "most one owner got; digest: stalls the digest lists (/ open in all); opened: stalls opened, by "
-               "priority at opening; delay: median time from the moment a customer stalled to the stall opening; "
-               "noise: stalls that closed by themselves within 24 h; ARR flagged: ARR of the accounts with a "
-               "stall opened.")
+    out.append("pings: real-time pings that went out (quiet hours and the hourly budget applied); accts: distinct "
+               "accounts pinged (total: over the whole history); 2+: accounts pinged two or more times that day "
+               "(total: such account-days); max/acct: the most pings one account got; avg/CSM, max/CSM: pings per "
+               "owner pinged that day, mean and most; digest: stalls the digest lists (/ open in all); opened: "
+               "stalls opened, by priority at opening; per acct: stalls opened per account they opened on; delay: "
+               "median time from the moment a customer stalled to the stall opening; noise: stalls that closed by "
+               "themselves within 24 h (share of those opened); ARR flagged: ARR of the accounts with a stall opened.")
     out.append("")
     out.extend(_breakdown("Stalls opened by rule", [t.by_rule for t in totals], labels, totals))
     out.append("")
@@ -230,10 +252,20 @@ def _summary_lines(totals: Sequence[Totals], labels: Sequence[str]) -> list[str]
          [t.pings / t.days if t.days else 0 for t in totals]),
         ("most pings one CSM got in a day", [str(t.max_pings_per_csm_day) for t in totals],
          [t.max_pings_per_csm_day for t in totals]),
+        ("pings per CSM per day (mean, days pinged)", [_ratio(t.pings_per_csm_day_mean) for t in totals],
+         [t.pings_per_csm_day_mean or 0 for t in totals]),
+        ("accounts pinged (distinct)", [str(t.accounts_pinged) for t in totals], [t.accounts_pinged for t in totals]),
+        ("accounts pinged 2+ times the same day (account-days)",
+         [f"{t.account_days_pinged_twice} of {t.account_days_pinged}" for t in totals],
+         [t.account_days_pinged_twice for t in totals]),
+        ("most pings one account got in a day", [str(t.max_pings_per_account_day) for t in totals],
+         [t.max_pings_per_account_day for t in totals]),
         ("most pinged CSM overall", [busiest(t) for t in totals], None),
         ("digest length (avg / max)", [f"{t.digest_items_mean or 0:.0f} / {t.digest_items_max or 0}" for t in totals],
          [t.digest_items_mean or 0 for t in totals]),
         ("stalls opened", [str(t.opened) for t in totals], [t.opened for t in totals]),
+        ("stalls opened per account", [_ratio(t.stalls_per_account) for t in totals],
+         [t.stalls_per_account or 0 for t in totals]),
         ("median detection delay", [hours(t.median_delay_hours) for t in totals],
          [t.median_delay_hours or 0 for t in totals]),
         ("noise: closed by themselves within 24 h", [noise(t) for t in totals], [t.noise for t in totals]),

@@ -1,8 +1,18 @@
-"""A synthetic B2B SaaS company: accounts, product events, billing and tickets, seeded.
+"""A synthetic B2B company: accounts, product events, billing and tickets, seeded.
 
-`generate(seed, accounts, days, end)` returns every message the company's Segment,
-Stripe and helpdesk would send over `days` days ending at `end`, in the wire formats the
-ingest routes accept, as history records (see bot/backtest/history.py for the format):
+`generate(seed, accounts, days, end, shape=...)` returns every message the company's
+Segment, Stripe and helpdesk would send over `days` days ending at `end`, in the wire
+formats the ingest routes accept, as history records (see bot/backtest/history.py for the
+format). Two shapes (`SHAPES`), so alert figures can be checked on more than one kind of
+customer base, not just another seed:
+
+- `saas` (the default, described below): many small accounts, six CSMs;
+- `enterprise`: fewer, bigger accounts (150 by default, ARR median about $40,000, so most
+  are high-touch), half of them existing customers, onboarding steps that take about 1.7
+  times as long (security reviews, procurement), 2.5 times the tickets per account, and
+  three CSMs (two high-touch, one standard) who each own more accounts.
+
+The saas company:
 
 - about a third of the accounts are existing customers (signed up months ago, activated,
   renewal dates ahead, billed monthly or yearly); their journey and billing history is
@@ -25,7 +35,7 @@ ingest routes accept, as history records (see bot/backtest/history.py for the fo
   `Integration Connected` for a $84K account whose step stall was pinged (the ping is
   edited to say the stall was opened on stale data).
 
-Pure: no I/O and no clock (`end` is given); the same seed gives the same company.
+Pure: no I/O and no clock (`end` is given); the same seed and shape give the same company.
 """
 
 from __future__ import annotations
@@ -87,6 +97,34 @@ _NAME_B = ("Analytics", "Apparel", "Biotech", "Capital", "Dynamics", "Energy", "
            "Insurance", "Labs", "Learning", "Logistics", "Media", "Motors", "Networks", "Partners", "Realty",
            "Retail", "Robotics", "Security", "Software", "Studios", "Systems", "Travel")
 
+
+
+@dataclass(frozen=True)
+class Shape:
+    """What kind of customer base the company has. The saas values are the module's
+    constants, so the saas company is what it was before shapes existed, draw for draw."""
+
+    name: str
+    accounts: int  # the default number of accounts
+    arr_median: float
+    arr_sigma: float  # of log(ARR)
+    existing_share: float  # of the accounts: customers since before the window
+    step_delay_factor: float  # multiplies STEP_MEDIAN_HOURS
+    ticket_factor: float  # multiplies TICKETS_PER_DAY
+    high_touch_csms: tuple[str, ...]
+    standard_csms: tuple[str, ...]
+
+
+SHAPES = {
+    "saas": Shape("saas", accounts=300, arr_median=9000.0, arr_sigma=1.1, existing_share=1 / 3,
+                  step_delay_factor=1.0, ticket_factor=1.0, high_touch_csms=HIGH_TOUCH_CSMS,
+                  standard_csms=STANDARD_CSMS),
+    # The scripted stories' owners (maya.chen, diego.ramirez) stay on the high-touch team.
+    "enterprise": Shape("enterprise", accounts=150, arr_median=40000.0, arr_sigma=0.9, existing_share=0.5,
+                        step_delay_factor=1.7, ticket_factor=2.5, high_touch_csms=HIGH_TOUCH_CSMS[:2],
+                        standard_csms=STANDARD_CSMS[:1]),
+}
+
 # The scripted stories (see the module doc).
 LATE_STORY = "Northwind Logistics"
 SPIKE_STORY = "Bluefin Health"
@@ -134,6 +172,7 @@ class Company:
     accounts: list[DemoAccount]
     records: list[Record]  # in arrival order
     incident: tuple[datetime, datetime]  # when `Signed Up` lost its `plan`
+    shape: str = "saas"
 
     @property
     def history(self) -> list[Record]:
@@ -160,9 +199,10 @@ def _floor(at: datetime, microseconds: int) -> datetime:
 
 
 class _Builder:
-    def __init__(self, seed: int, start: datetime, end: datetime):
+    def __init__(self, seed: int, start: datetime, end: datetime, shape: Shape):
         self.rng = random.Random(seed)
         self.start, self.end = start, end
+        self.shape = shape
         self.records: list[Record] = []
         self._seq = 0
         self._ticket = 1000
@@ -220,21 +260,27 @@ class _Builder:
         return next_morning - timedelta(hours=offset) + timedelta(minutes=self.rng.uniform(0, 180))
 
 
-def generate(seed: int = 7, accounts: int = 300, days: int = 45, *, end: datetime) -> Company:
-    """The company's messages over `days` days ending at `end` (aware UTC)."""
+def generate(seed: int = 7, accounts: int | None = None, days: int = 45, *, end: datetime,
+             shape: str = "saas") -> Company:
+    """The company's messages over `days` days ending at `end` (aware UTC); `accounts`
+    defaults to the shape's (300 for saas, 150 for enterprise)."""
+    if shape not in SHAPES:
+        raise ValueError(f"unknown company shape {shape!r}: one of {', '.join(SHAPES)}")
+    kind = SHAPES[shape]
+    accounts = kind.accounts if accounts is None else accounts
     if accounts < 10:
         raise ValueError("the demo company needs at least 10 accounts")
     if days < 3:
         raise ValueError("the demo company needs at least 3 days of history")
     end = end.astimezone(UTC)
     start = end - timedelta(days=days)
-    b = _Builder(seed, start, end)
+    b = _Builder(seed, start, end, kind)
     rng = b.rng
     incident_start = datetime.combine((start + timedelta(days=round(days * 0.6))).date(),
                                       datetime.min.time(), UTC) + timedelta(hours=14)
     incident = (incident_start, incident_start + timedelta(hours=26))
 
-    people = _accounts(rng, accounts, start, end)
+    people = _accounts(rng, accounts, start, end, kind)
     for acc in people:
         if acc.existing:
             _existing_customer(b, acc)
@@ -247,7 +293,8 @@ def generate(seed: int = 7, accounts: int = 300, days: int = 45, *, end: datetim
     _stories(b, people)
     # Only the scripted stories arrive after `end` (a signup minutes before it would spill over).
     records = sorted((r for r in b.records if r.at <= end or r.seq in b.live), key=lambda r: (r.at, r.seq))
-    return Company(seed=seed, start=start, end=end, accounts=people, records=records, incident=incident)
+    return Company(seed=seed, start=start, end=end, accounts=people, records=records, incident=incident,
+                   shape=shape)
 
 
 # ---------------------------------------------------------------------- accounts
@@ -276,15 +323,16 @@ def _slug(name: str) -> str:
     return "".join(c if c.isalnum() else "-" for c in name.lower()).strip("-")
 
 
-def _accounts(rng: random.Random, n: int, start: datetime, end: datetime) -> list[DemoAccount]:
+def _accounts(rng: random.Random, n: int, start: datetime, end: datetime, shape: Shape) -> list[DemoAccount]:
     names = [f"{a} {b}" for a in _NAME_A for b in _NAME_B if f"{a} {b}" not in (LATE_STORY, SPIKE_STORY)]
     rng.shuffle(names)
     names = names[: n - 2]
-    existing = max(2, round(n / 3))
+    existing = max(2, round(n * shape.existing_share))
     window = (end - start).total_seconds()
     out: list[DemoAccount] = []
     for i, name in enumerate(names):
-        arr = min(max(round(math.exp(rng.gauss(math.log(9000), 1.1)), -2), 1200.0), 480000.0)
+        arr = min(max(round(math.exp(rng.gauss(math.log(shape.arr_median), shape.arr_sigma)), -2), 1200.0),
+                  480000.0)
         plan = _plan_for(arr)
         track = _track_for(arr, plan)
         offset = rng.choices([o for o, _ in REGIONS], weights=[w for _, w in REGIONS])[0]
@@ -293,7 +341,7 @@ def _accounts(rng: random.Random, n: int, start: datetime, end: datetime) -> lis
             signup = start - timedelta(days=rng.uniform(60, 330))
         else:
             signup = start + timedelta(seconds=rng.uniform(0, window - 6 * 3600))
-        out.append(_account(rng, i + 1, name, arr, plan, track, offset, signup, is_existing))
+        out.append(_account(rng, i + 1, name, arr, plan, track, offset, signup, is_existing, shape=shape))
     # The scripted stories, at the end of the list.
     out.append(_account(rng, n - 1, LATE_STORY, 84000.0, "business", "high_touch", 0, end - timedelta(days=3, hours=0),
                         False, owner="maya.chen", story="late"))
@@ -303,12 +351,13 @@ def _accounts(rng: random.Random, n: int, start: datetime, end: datetime) -> lis
 
 
 def _account(rng: random.Random, number: int, name: str, arr: float, plan: str, track: str, offset: float,
-             signup: datetime, existing: bool, owner: str | None = None, story: str | None = None) -> DemoAccount:
+             signup: datetime, existing: bool, owner: str | None = None, story: str | None = None,
+             shape: Shape = SHAPES["saas"]) -> DemoAccount:
     if owner is None:
         if track == "high_touch":
-            owner = rng.choice(HIGH_TOUCH_CSMS)
+            owner = rng.choice(shape.high_touch_csms)
         elif track == "standard":
-            owner = rng.choice(STANDARD_CSMS)
+            owner = rng.choice(shape.standard_csms)
     domain = f"{_slug(name)}.example"
     first, last = rng.choice(_FIRST), rng.choice(_LAST)
     renewal = None
@@ -411,7 +460,7 @@ def _new_customer(b: _Builder, acc: DemoAccount, incident: tuple[datetime, datet
     for k, name in enumerate((*STEPS[1:], ACTIVATION)):
         if rng.random() > CONTINUE[acc.track][k]:
             break
-        hours = STEP_MEDIAN_HOURS[k] * math.exp(rng.gauss(0, STEP_SIGMA))
+        hours = STEP_MEDIAN_HOURS[k] * b.shape.step_delay_factor * math.exp(rng.gauss(0, STEP_SIGMA))
         at = b.next_work_moment(at + timedelta(hours=hours), acc.offset)
         if at >= b.end:
             break
@@ -522,7 +571,7 @@ def _tickets(b: _Builder, acc: DemoAccount) -> None:
         return
     rng = b.rng
     at = max(acc.signup_at, b.start)
-    rate = TICKETS_PER_DAY[acc.track]
+    rate = TICKETS_PER_DAY[acc.track] * b.shape.ticket_factor
     topics, weights = list(TOPIC_WEIGHTS), list(TOPIC_WEIGHTS.values())
     while True:
         at += timedelta(days=rng.expovariate(rate))

@@ -134,16 +134,18 @@ def demo_now(rules, real_now: datetime) -> datetime:
         moment = following
 
 
-def export_history(path: Path, *, seed: int, accounts: int, days: int, real_now: datetime) -> Company:
+def export_history(path: Path, *, seed: int, accounts: int | None, days: int, real_now: datetime,
+                   shape: str = "saas") -> Company:
     from bot.backtest.history import write_history
     from bot.settings import load_rules
 
-    company = generate(seed, accounts, days, end=demo_now(load_rules(), real_now))
+    company = generate(seed, accounts, days, end=demo_now(load_rules(), real_now), shape=shape)
     write_history(path, (r.record for r in company.records))
     return company
 
 
-def run_demo(*, out: Path, seed: int = 7, accounts: int = 300, days: int = 45, slack_token: str | None = None,
+def run_demo(*, out: Path, seed: int = 7, accounts: int | None = None, days: int = 45, shape: str = "saas",
+             slack_token: str | None = None,
              slack_api_url: str = "https://slack.com/api/", alerts_channel: str | None = None,
              digest_channel: str | None = None, ops_channel: str | None = None, real_now: datetime | None = None,
              status: Callable[[str], None] | None = None) -> DemoResult:
@@ -176,8 +178,8 @@ def run_demo(*, out: Path, seed: int = 7, accounts: int = 300, days: int = 45, s
     rules = settings.rules
     now = demo_now(rules, real_now)
     connect = now - CONNECTED_BEFORE
-    status(f"generating the company (seed {seed})")
-    company = generate(seed, accounts, days, end=now)
+    status(f"generating the company (seed {seed}, {shape})")
+    company = generate(seed, accounts, days, end=now, shape=shape)
     write_history(out / "events.jsonl", (r.record for r in company.records))
     result = DemoResult(company=company, now=now, connected=connect, out=out, db_path=db_path,
                         channels=(alerts, digest))
@@ -497,7 +499,7 @@ def _write_files(result: DemoResult) -> None:
         "# Stallwatch demo: what Slack would show",
         "",
         f"A synthetic company of {len(result.company.accounts)} accounts over "
-        f"{(result.company.end - result.company.start).days} days (seed {result.company.seed}), run through "
+        f"{(result.company.end - result.company.start).days} days (seed {result.company.seed}, {result.company.shape} shape), run through "
         f"the real ingest routes, scan, router and digest at {result.now:%Y-%m-%d %H:%M} UTC.",
         "Each JSON file holds one message's Block Kit (`{\"blocks\": [...]}`); the link opens it in "
         "Slack's Block Kit Builder.",

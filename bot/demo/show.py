@@ -49,12 +49,13 @@ def show(result: DemoResult, echo: Callable[[str], None], *, color: bool = True,
         else:
             echo(render_message(_title(m), _payload(m), color=color))
 
-    echo(bold("Stallwatch demo") + ": a synthetic B2B SaaS company through the real pipeline (ingest routes, "
+    kind = "SaaS" if c.shape == "saas" else c.shape  # bot/demo/company.py SHAPES
+    echo(bold("Stallwatch demo") + f": a synthetic B2B {kind} company through the real pipeline (ingest routes, "
          "scan, router, outbox, digest); no Slack workspace needed.")
     echo("")
     echo(f"  Company    {len(c.accounts)} accounts ({tracks['high_touch']} high-touch, {tracks['standard']} standard, "
          f"{tracks['self_serve']} self-serve), {len(c.csms())} CSMs, {(c.end - c.start).days} days of history "
-         f"(seed {c.seed})")
+         f"(seed {c.seed}, {c.shape} shape)")
     ingested = result.ingested
     echo(f"  Connected  {result.connected:%a %d %b %H:%M} UTC: {sum(ingested.values()):,} events backfilled through the "
          f"real routes in {result.ingest_seconds:.1f} s ({ingested['segment']:,} Segment to /v1/batch, "
