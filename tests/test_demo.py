@@ -92,11 +92,12 @@ def test_the_company_looks_like_a_b2b_saas(company):
 
 def test_the_saas_shape_is_the_company_as_it_was():
     """Shapes came later: the default (saas) company is byte for byte what it was before, so
-    figures measured on it stay comparable. Change this digest only on purpose."""
+    figures measured on it stay comparable. Change this digest only on purpose (changed once: the
+    late story signs up three days before the end, so its step stall is news at connect, not backlog)."""
     records = [r.record for r in generate(11, 120, 30, end=END, shape="saas").records]
     assert records == [r.record for r in generate(11, 120, 30, end=END).records]
     digest = hashlib.sha256(json.dumps(records, sort_keys=True).encode()).hexdigest()
-    assert digest == "02b3d83c090977f94ae38a0b4aa5f90d5abef57c9af7776ea6259c4d7c29486b"
+    assert digest == "bfd5b16998a9233805b6fb9cccf4e31b29e89b22b130e70a8f911c8157c36cd4"
 
 
 @pytest.fixture(scope="module")
@@ -213,7 +214,7 @@ def test_demo_end_to_end(tmp_path):
     assert "the daily digest to #stallwatch-digest" in text and "Daily stall digest" in text
     assert "Tracking issues" in text and "`Signed Up` arrives without `plan`" in text
     # the live stories: a ticket spike pinged at once, a late event editing a ping
-    assert f"from {SPIKE_STORY}" in text and f"P0 · {SPIKE_STORY} stalled" in text
+    assert f"from {SPIKE_STORY}" in text and f"P0 · {SPIKE_STORY}" in text
     assert f"from {LATE_STORY}" in text and f"Auto-resolved · {LATE_STORY}" in text
     assert "Integration Connected arrived late" in text
     assert "Done in" in text
@@ -247,7 +248,7 @@ def test_demo_posts_to_slack_when_configured(tmp_path, fake_slack):
     assert result.exit_code == 0, result.output
     assert "Posted to Slack:" in result.stdout
     posted = fake_slack.messages("C0ALERTS")
-    assert posted and any(f"{SPIKE_STORY} stalled" in json.dumps(m) for m in posted)
+    assert posted and any(f"P0 · {SPIKE_STORY}" in json.dumps(m, ensure_ascii=False) for m in posted)
     assert any(LATE_STORY in json.dumps(m) and "Auto-resolved" in json.dumps(m) for m in posted)  # edited in place
     assert any("Daily stall digest" in json.dumps(m) for m in fake_slack.messages("C0DIGEST"))
     sent, total = re.search(r"Posted to Slack: (\d+) of (\d+) calls sent", result.stdout).groups()

@@ -106,6 +106,8 @@ class DemoResult:
     stalls_by_priority: Counter = field(default_factory=Counter)
     stalls_by_rule: Counter = field(default_factory=Counter)
     overflowed: int = 0
+    backlog_accounts: int = 0  # accounts summarised in a backlog summary instead of pinged
+    stalled_accounts: int = 0  # accounts with a live stall
     tracking_issues: int = 0
     steps: list[Step] = field(default_factory=list)
     messages: list[Message] = field(default_factory=list)
@@ -481,6 +483,11 @@ def _stall_counts(engine, result: DemoResult) -> None:
             select(stall.c.rule, func.count()).where(live).group_by(stall.c.rule)).all()))
         result.overflowed = conn.execute(select(func.count()).select_from(alert)
                                          .where(alert.c.kind == "overflow")).scalar_one()
+        result.backlog_accounts = conn.execute(
+            select(func.count(func.distinct(stall.c.account_id)))
+            .select_from(alert.join(stall, stall.c.id == alert.c.stall_id)).where(alert.c.kind == "backlog")).scalar_one()
+        result.stalled_accounts = conn.execute(
+            select(func.count(func.distinct(stall.c.account_id))).where(live)).scalar_one()
         result.tracking_issues = conn.execute(select(func.count()).select_from(tracking)
                                               .where(tracking.c.resolved_at.is_(None))).scalar_one()
 

@@ -71,17 +71,25 @@ def show(result: DemoResult, echo: Callable[[str], None], *, color: bool = True,
     echo("")
 
     pings = result.messages_of("first scan", "ping")
+    backlog = result.messages_of("first scan", "backlog summary")
     overflow = (f"; {result.overflowed} more P0/P1 wait in the digest: a CSM gets at most 6 pings an hour"
                 if result.overflowed else "")
     opened = first.opened if first else 0
-    echo(rule(f"{result.connected:%H:%M} UTC, the first scan: {_n(opened, 'stall')} opened, "
-              f"{_n(len(pings), 'real-time ping')} to {result.channels[0]}{overflow}"))
+    echo(rule(f"{result.connected:%H:%M} UTC, the first scan: {_n(opened, 'stall')} opened; one alert per "
+              f"account: {_n(len(pings), 'real-time ping')} to {result.channels[0]} for what is news, "
+              f"{len(backlog)} backlog {'summary' if len(backlog) == 1 else 'summaries'} (one per CSM) for the "
+              f"{_n(result.backlog_accounts, 'account')} already stalled before Stallwatch was connected{overflow}"))
     shown = pings[:pings_shown]
     for m in shown:
         message(m)
     if len(pings) > len(shown):
         echo(f"… and {len(pings) - len(shown)} more pings (highest priority first), every one in "
              f"{_rel(result.out / 'README.md')}")
+    for m in backlog[:1]:
+        message(m)
+    if len(backlog) > 1:
+        echo(f"… and {len(backlog) - 1} more backlog summaries, one per CSM: never escalated one by one; "
+             f"only what changes on those accounts is news")
     echo("")
 
     hour = [s for s in result.phase("first hour")]
