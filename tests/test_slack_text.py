@@ -98,9 +98,10 @@ def ingest(slack, account: str, *, name: str = NAME, subject: str = SUBJECT_TEXT
                                                            "email": f"{account}@customer.example"}, group=account))
     assert r.status_code == 200, r.text
     assert post_v1(http, "/v1/track", track(event, user=user, group=account)).status_code == 200
-    for n, (t, days) in enumerate(((topic, 5), ("billing", 3), (topic, 1)), 1):
+    # Created hours ago: news. Days before the account was first seen would be a backfill's backlog.
+    for n, (t, hours) in enumerate(((topic, 5), ("billing", 3), (topic, 1)), 1):
         r = post_tickets(http, {"id": f"{account}-T{n}", "status": "open", "subject": subject, "priority": "high",
-                                "created_at": iso(now - timedelta(days=days)), "account_id": account, "topic": t})
+                                "created_at": iso(now - timedelta(hours=hours)), "account_id": account, "topic": t})
         assert r.status_code == 200, r.text
 
 
@@ -171,7 +172,7 @@ def test_ping_dm_channel_post_edit_and_thread_reply(slack):
         header, summary = call.body["blocks"][0], call.body["blocks"][1]
         assert header["text"]["text"].startswith(f"🟠 P1 · <{WJ}!channel> Acme <{WJ}https:{WJ}//evil.{WJ}example")
         assert f"*{NAME_MD}*" in summary["text"]["text"]
-        assert call.body["text"].startswith(f"P1: {NAME_MD} stalled")
+        assert call.body["text"].startswith(f"P1: {NAME_MD}: ")
     # A priority change edits the pings in place and replies in their threads.
     assert post_v1(slack.http, "/v1/group", group_call("acme", {"name": NAME, "arr": 90000},
                                                        user="acme-user")).status_code == 200
