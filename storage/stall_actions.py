@@ -26,6 +26,15 @@ def subject_of(conn: Connection, stall_id: int):
         .where(STALL.c.id == stall_id)).first()
 
 
+def live_stalls_of(conn: Connection, account_id: str) -> list:
+    """The account's live (open or snoozed) stalls: the reasons of its one alert, which every
+    action on the alert applies to. Ranked as the ping lists them."""
+    return list(conn.execute(
+        select(STALL.c.id, STALL.c.assignee, STALL.c.status)
+        .where(STALL.c.account_id == account_id, STALL.c.open_key.is_not(None))
+        .order_by(STALL.c.status != "open", STALL.c.priority, STALL.c.score.desc(), STALL.c.id)))
+
+
 def _live(stall_id: int):
     return (STALL.c.id == stall_id) & STALL.c.open_key.is_not(None)
 

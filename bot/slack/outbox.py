@@ -75,7 +75,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from bot.claims import Lease, RowClaims, backoff, default_worker_id
 from bot.slack.health import REVOKED_ERRORS, mark_revoked, revoked
-from bot.slack.queries import Posted, posted_messages
+from bot.slack.queries import Posted, lead_of, posted_messages
 from bot.slack.render.escalation import posted_message
 from bot.stalls.views import ping_view
 from rules.config import Rules
@@ -144,7 +144,8 @@ def enqueue(conn: Connection, *, key: str, method: str, payload: dict, now: date
 
 def enqueue_refresh(conn: Connection, stall_id: int, *, now: datetime, extra: Sequence[tuple[str, str]] = (),
                     note: str | None = None, once: str | None = None) -> bool:
-    """In the caller's transaction: re-render every posted ping of the stall (and the `extra`
+    """In the caller's transaction: re-render every posted ping of the stall's alert (the ping
+    of its account, on the lead stall: `lead_of`) (and the `extra`
     (channel, ts) messages, e.g. the one clicked) from its current state when sent. `note` is
     shown on the ping ("Priority raised from P1 to P0") until the next refresh.
 
@@ -154,7 +155,7 @@ def enqueue_refresh(conn: Connection, stall_id: int, *, now: datetime, extra: Se
     lane). With `once`, the refresh is queued once per stall and reason (the router's close,
     routed again by a later scan): False when it was already (the row it joined takes that
     reason's key). True otherwise."""
-    sid = int(stall_id)
+    sid = lead_of(conn, stall_id)  # one alert per account: its ping sits on the lead stall
     key = f"{REFRESH}:{sid}:{once}" if once else f"{REFRESH}:{sid}:{uuid.uuid4().hex}"
     if once and conn.execute(select(OUTBOX.c.id).where(OUTBOX.c.key == key)).first() is not None:
         return False

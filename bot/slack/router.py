@@ -440,7 +440,8 @@ class Router:
             STALL.c.open_key.is_not(None), STALL.c.status == "open",
             STALL.c.priority.in_(list(self.rules.routing.realtime)), STALL.c.updated_at <= now - UNROUTED_SETTLE,
             ~STALL.c.account_id.in_(select(ACCOUNT.c.id).where(ACCOUNT.c.track.in_(digest_only))),
-            ~select(ALERT.c.id).where(ALERT.c.stall_id == STALL.c.id, ALERT.c.kind.in_((PING, OVERFLOW))).exists()))
+            ~select(ALERT.c.id).where(ALERT.c.stall_id == STALL.c.id,
+                                      ALERT.c.kind.in_((PING, OVERFLOW, REASON, BACKLOG))).exists()))
         with read_tx(self.engine) as conn:
             ids = list(conn.execute(owed.limit(500)).scalars())
         if ids:
@@ -462,14 +463,18 @@ class Router:
         now = _aware(now) or self.clock()
         delay = timedelta(minutes=self.rules.routing.escalate_p0_after_minutes)
         escalated = select(ALERT.c.stall_id).where(ALERT.c.kind == ESCALATION)
+        # One alert per account: its ping (on the lead stall) is open at P0 while some stall of
+        # the account is an open P0, whichever stall that is now.
+        other = STALL.alias("other")
+        live_p0 = select(other.c.id).where(other.c.account_id == STALL.c.account_id, other.c.status == "open",
+                                           other.c.priority == "P0").exists()
         with read_tx(self.engine) as conn:
             rows = list(conn.execute(
                 select(ALERT.c.stall_id, func.min(ALERT.c.created_at).label("pinged_at"),
                        func.max(ALERT.c.acked_at).label("acked_at"))
                 .select_from(ALERT.join(STALL, STALL.c.id == ALERT.c.stall_id))
-                .where(ALERT.c.kind == PING, ALERT.c.priority == "P0", STALL.c.status == "open",
-                       STALL.c.priority == "P0", ALERT.c.created_at <= now - delay,
-                       ALERT.c.stall_id.not_in(escalated))
+                .where(ALERT.c.kind == PING, ALERT.c.priority == "P0", ALERT.c.closed_at.is_(None), live_p0,
+                       ALERT.c.created_at <= now - delay, ALERT.c.stall_id.not_in(escalated))
                 .group_by(ALERT.c.stall_id)))
         due = [r for r in rows if escalation_due(_aware(r.pinged_at), r.acked_at is not None, "P0", now, self.rules)]
         if not due:

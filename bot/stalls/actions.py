@@ -1,9 +1,10 @@
-"""Use-cases on a stall: assign, snooze, resolve, view.
+"""Use-cases on a stall's alert: assign, snooze, resolve, view.
 
-Each change is one write transaction: load the stall (NotFound; AlreadyResolved when it is
-closed), check the permission (bot.stalls.permissions), make the guarded change (only a live
-stall changes, so a double click or a race is harmless), acknowledge the stall's alerts and
-write the AuditEntry. Nothing changes when any step refuses. How the result is shown (which
+One alert per account: a change applies to every live stall of the account (the reasons its
+ping lists). Each change is one write transaction: load the stall (NotFound; AlreadyResolved
+when nothing of its alert is live), check the permission (bot.stalls.permissions), make the
+guarded changes (only a live stall changes, so a double click or a race is harmless),
+acknowledge the alerts and write an AuditEntry per stall changed. Nothing changes when any step refuses. How the result is shown (which
 messages are re-rendered) is the caller's business.
 """
 
@@ -48,35 +49,42 @@ def checked(conn: Connection, services: Services, op: Op, stall_id: int, user: s
 
 
 def assign(services: Services, stall_id: int, user: str, *, source: str) -> Outcome:
-    def apply(conn, row, now):
-        changed = sql.assign(conn, stall_id, user, now)
-        text = "Assigned to you." if changed else "It is already assigned to you."
-        return changed, text, "stall.assign", {"assignee": user, "previous": row.assignee}
+    def apply(conn, sid, now):
+        return sql.assign(conn, sid, user, now)
 
-    return _change(services, Op.ASSIGN, stall_id, user, source, apply)
+    def told(changed: int, row) -> tuple[str, str, dict]:
+        text = "Assigned to you." if changed else "It is already assigned to you."
+        return text, "stall.assign", {"assignee": user, "previous": row.assignee}
+
+    return _change(services, Op.ASSIGN, stall_id, user, source, apply, told)
 
 
 def snooze(services: Services, stall_id: int, user: str, days: int | None = None, *, source: str) -> Outcome:
     days = days or DEFAULT_SNOOZE_DAYS
+    until = [None]
 
-    def apply(conn, row, now):
-        until = now + timedelta(days=days)
-        changed = sql.snooze(conn, stall_id, user, until, now)
-        text = f"Snoozed for {days} day{'s' if days != 1 else ''}."
-        return changed, text, "stall.snooze", {"days": days, "until": until.isoformat()}
+    def apply(conn, sid, now):
+        until[0] = now + timedelta(days=days)
+        return sql.snooze(conn, sid, user, until[0], now)
 
-    return _change(services, Op.SNOOZE, stall_id, user, source, apply)
+    def told(changed: int, row) -> tuple[str, str, dict]:
+        return (f"Snoozed for {days} day{'s' if days != 1 else ''}.", "stall.snooze",
+                {"days": days, "until": until[0].isoformat() if until[0] else None})
+
+    return _change(services, Op.SNOOZE, stall_id, user, source, apply, told)
 
 
 def resolve(services: Services, stall_id: int, user: str, *, source: str) -> Outcome:
-    def apply(conn, row, now):
-        if not sql.resolve(conn, stall_id, user, RESOLUTION, now):
-            # Someone closed it between our read and our write (PostgreSQL: no lock was held).
-            row = sql.subject_of(conn, stall_id)
-            raise AlreadyResolved(row.resolved_by if row else None, row.status if row else "resolved")
-        return True, "Resolved.", "stall.resolve", {}
+    def apply(conn, sid, now):
+        return sql.resolve(conn, sid, user, RESOLUTION, now)
 
-    return _change(services, Op.RESOLVE, stall_id, user, source, apply)
+    def told(changed: int, row) -> tuple[str, str, dict]:
+        if not changed:
+            # Someone closed them between our read and our write (PostgreSQL: no lock was held).
+            raise AlreadyResolved(None, "resolved")
+        return "Resolved.", "stall.resolve", {}
+
+    return _change(services, Op.RESOLVE, stall_id, user, source, apply, told)
 
 
 def view(services: Services, stall_id: int, user: str) -> str:
@@ -97,15 +105,37 @@ def change(services: Services, op: Op, stall_id: int, user: str, *, source: str,
     return CHANGES[op](services, stall_id, user, source=source)
 
 
-def _change(services: Services, op: Op, stall_id: int, user: str, source: str, apply) -> Outcome:
-    """Check, change, ack alerts and audit, in one transaction. `apply(conn, row, now)` makes
-    the change and returns (changed, text, audit action, audit detail)."""
+def _change(services: Services, op: Op, stall_id: int, user: str, source: str, apply, told) -> Outcome:
+    """Check, change, ack alerts and audit, in one transaction.
+
+    One alert per account: the change applies to every live stall of the clicked stall's
+    account (the reasons of its one alert), so "Resolve" on a ping resolves the alert, not
+    one of its reasons. `apply(conn, stall_id, now)` changes one stall and says whether it
+    did; `told(changed, row)` gives (text, audit action, audit detail) for the whole."""
     now = services.clock()
     with write_tx(services.engine) as conn:
-        row = checked(conn, services, op, stall_id, user)
-        changed, text, action, detail = apply(conn, row, now)
-        if changed:
-            sql.ack_alerts(conn, stall_id, user, now)
-            sql.audit(conn, now=now, actor=user, action=action, stall_id=stall_id, account_id=row.account_id,
+        row, targets = alert_of(conn, services, op, stall_id, user)
+        changed = [sid for sid in targets if apply(conn, sid, now)]
+        text, action, detail = told(len(changed), row)
+        for sid in changed:
+            sql.ack_alerts(conn, sid, user, now)
+            sql.audit(conn, now=now, actor=user, action=action, stall_id=sid, account_id=row.account_id,
                       source=source, detail=detail)
-    return Outcome(stall_id, changed, text)
+        if changed and stall_id not in changed:
+            sql.ack_alerts(conn, stall_id, user, now)  # the ping sits on the clicked (lead) stall
+    return Outcome(stall_id, bool(changed), text)
+
+
+def alert_of(conn: Connection, services: Services, op: Op, stall_id: int, user: str):
+    """The clicked stall's row and the live stalls of its account's alert, once `user` may
+    perform `op` on it. NotFound: no such stall; AlreadyResolved: nothing of the alert is
+    live; NotAllowed: the user may not (the owner, an assignee of any of its stalls, an admin may)."""
+    row = sql.subject_of(conn, stall_id)
+    if row is None:
+        raise NotFound()
+    live = sql.live_stalls_of(conn, row.account_id)
+    if not live:
+        raise AlreadyResolved(row.resolved_by, row.status)
+    assignee = row.assignee or next((s.assignee for s in live if s.assignee), None)
+    check(op, user, Subject(stall_id=row.id, owner_slack_id=row.owner_slack_id, assignee=assignee), services.admins)
+    return row, [s.id for s in live]

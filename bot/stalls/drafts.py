@@ -23,7 +23,7 @@ from datetime import datetime
 from rapidfuzz.distance import Levenshtein
 from sqlalchemy import Connection
 
-from bot.stalls.actions import checked
+from bot.stalls.actions import alert_of, checked
 from bot.stalls.context import Services
 from bot.stalls.errors import CannotDraft, NotFound, StallwatchError
 from bot.stalls.permissions import Op
@@ -31,7 +31,7 @@ from rules.outreach import NO_EMAIL_LIFECYCLE, address_problem, recipient_proble
 from storage import drafts as sql
 from storage.db import read_tx, write_tx
 from storage.outreach import contact_id_for, send_check
-from storage.stall_actions import audit
+from storage.stall_actions import ack_alerts, audit
 
 # The form's fields, as approve() names them in its errors.
 RECIPIENT, SUBJECT, BODY = "recipient", "subject", "body"
@@ -98,7 +98,12 @@ def start_draft(services: Services, stall_id: int, user: str, *, view_id: str | 
     store the Draft as "drafting". Raises a StallwatchError to show instead."""
     now = now or services.clock()
     with write_tx(services.engine) as conn:
-        checked(conn, services, Op.DRAFT, stall_id, user)
+        # One alert per account: the ping's button names its lead stall; once that one closed,
+        # the email is about the alert's top live reason.
+        _, targets = alert_of(conn, services, Op.DRAFT, stall_id, user)
+        clicked = stall_id
+        if stall_id not in targets:
+            stall_id = targets[0]
         stall = sql.stall_to_draft(conn, stall_id)
         if stall.lifecycle in NO_EMAIL_LIFECYCLE:
             raise CannotDraft(f"No recovery email: {NO_EMAIL_LIFECYCLE[stall.lifecycle]}.")
@@ -107,6 +112,9 @@ def start_draft(services: Services, stall_id: int, user: str, *, view_id: str | 
             raise CannotDraft(f"{stall.recovery_attempts} recovery emails already went out for this stall (the "
                               f"limit is {limit}): it is a win-back handoff for the managers now.")
         draft_id = sql.insert_drafting(conn, stall, user, view_id, now)
+        # Drafting is acting on the alert: no escalation for it.
+        for sid in {clicked, *targets}:
+            ack_alerts(conn, sid, user, now)
         audit(conn, now=now, actor=user, action="draft.requested", stall_id=stall_id, account_id=stall.account_id,
               source=source, detail={"draft_id": draft_id, "attempt": stall.recovery_attempts + 1})
     return draft_id
