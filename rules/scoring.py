@@ -1,14 +1,14 @@
-"""Scoring: ARR at risk x severity, the priority band, and the one-line "why"."""
+"""Scoring: ARR at risk x severity, the priority band, and the one-line "why" (in words: rules/wording.py)."""
 
 from __future__ import annotations
 
 from datetime import datetime
 
-from ._text import plural, renews_in
 from .config import Rules
 from .journey import days_until
 from .model import AccountFacts, Finding, Score
 from .plan import RulePlan, plan_for
+from .wording import priority_reason
 
 DAY_SECONDS = 86400.0
 
@@ -27,25 +27,22 @@ def score(finding: Finding, facts: AccountFacts, rules: Rules | RulePlan, now: d
       renewal_risk window; a rule's own signal is not counted twice (the payment_failed rule
       gets no payment friction, renewal_risk no renewal friction).
     score = ARR x severity (rounded to cents), priority = the band the score falls in.
+    The why line is the finding's detail, then the priority in words (`priority_reason`):
+    "3 days on 'Connect integration' · P0 because $50K ARR, 1 day past the 48 h threshold,
+    2 open tickets".
     """
     plan = plan_for(rules)
     days_past = max((now - finding.threshold_at).total_seconds() / DAY_SECONDS, 0.0)
     time_factor = min(plan.max_time_factor, 1.0 + plan.per_day_past_threshold * days_past)
     stage_weight = plan.stage_weights.get(finding.stage, 1.0)
 
-    notes: list[str] = []  # the friction facts, for the why line
     open_tickets = sum(1 for t in facts.tickets if t.is_open) if facts.tickets else 0
     friction = 1.0 + min(plan.max_ticket_factor - 1.0, plan.per_open_ticket * open_tickets)
-    if open_tickets and explain:
-        notes.append(plural(open_tickets, "open ticket"))
     if facts.payment_failed_at is not None and finding.rule != "payment_failed":
         friction += plan.payment_failed_friction
-        notes.append("payment failed")
     days_left = days_until(facts.renewal_date, now) if facts.renewal_date is not None else None
     if days_left is not None and 0 <= days_left <= plan.renewal_within_days and finding.rule != "renewal_risk":
         friction += plan.renewal_near_friction
-        if explain:
-            notes.append(renews_in(days_left))
 
     severity = plan.weights.get(finding.rule, 1.0) * time_factor * stage_weight * friction
     arr = facts.arr if facts.arr and facts.arr > 0 else 0.0
@@ -53,7 +50,12 @@ def score(finding: Finding, facts: AccountFacts, rules: Rules | RulePlan, now: d
     priority = plan.band(value)
     if not explain:
         return Score(score=value, severity=round(severity, 3), priority=priority, why="")
-    why = f"{priority}: ${arr:,.0f} ARR x {severity:.1f}: {finding.detail}"
-    if notes:
-        why += ", " + ", ".join(notes)
+    # The finding's own detail (written at this `now`, with absolute dates), not
+    # wording.reason_text: a stored "since Tuesday" would turn false next week.
+    because = priority_reason(
+        priority, arr=arr, rule=finding.rule, now=now, threshold_at=finding.threshold_at,
+        stalled_since=finding.stalled_since, open_tickets=open_tickets, renewal_date=facts.renewal_date,
+        renewal_within_days=plan.renewal_within_days, payment_failed=facts.payment_failed_at is not None,
+    )
+    why = f"{finding.detail} · {because}" if finding.detail else because
     return Score(score=value, severity=round(severity, 3), priority=priority, why=why)

@@ -10,11 +10,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime, time, timedelta, timezone
 
-from ._text import duration, plural, renews_in
+from ._text import duration, renews_in
 from .config import Rules
 from .journey import compute_journey, days_until, journey_stage
 from .model import SUPPRESSING_STATUSES, AccountFacts, Finding, JourneyState, TicketFact
 from .plan import RulePlan, plan_for
+from .wording import (ago_text, clip_label, escalation_text, ticket_spike_detail, usage_drop_detail,
+                      usage_drop_percent)
 
 UTC = timezone.utc
 WEEK = timedelta(days=7)
@@ -61,13 +63,13 @@ def evaluate(
         _add(verdicts, _ticket_spike(facts.tickets, plan, now))
     if "usage_drop" in enabled and activated and _usage_down(facts, plan):
         since = now - WEEK  # usage is counted per week: the trouble dates from the weak week's start
-        detail = f"active {plural(facts.active_days_recent, 'day')} this week vs {facts.active_days_previous} the week before"
+        detail = usage_drop_detail(facts.active_days_recent, facts.active_days_previous, since)
         verdicts.append(("usage_drop", None, since, since, detail))
     if "renewal_risk" in enabled and facts.renewal_date is not None:
         _add(verdicts, _renewal_risk(facts, plan, now))
     if "payment_failed" in enabled and facts.payment_failed_at is not None:
         failed_at = facts.payment_failed_at
-        verdicts.append(("payment_failed", None, failed_at, failed_at, f"payment failed {_ago(now - failed_at)}"))
+        verdicts.append(("payment_failed", None, failed_at, failed_at, f"payment failed {ago_text(now - failed_at)}"))
 
     if not verdicts:
         return []
@@ -93,7 +95,7 @@ def _step_stall(journey: JourneyState, plan: RulePlan, now: datetime) -> _Verdic
     if step not in plan.step_index or journey.stalled_at is None or now < journey.stalled_at:
         return None
     since = journey.waiting_since
-    detail = f"{duration(now - since)} on '{plan.step_names[step]}'"
+    detail = f"{duration(now - since)} on '{clip_label(plan.step_names[step])}'"
     return ("step_stall", step, since, journey.stalled_at, detail)
 
 
@@ -119,6 +121,7 @@ def _ticket_spike(tickets: Sequence[TicketFact], plan: RulePlan, now: datetime) 
     recent.sort(key=lambda t: (t.created_at, t.id))
     counts: dict[str, int] = {}
     labels: dict[str, str] = {}  # topic key -> its spelling on the earliest ticket
+    firsts: dict[str, datetime] = {}  # topic key -> its earliest ticket in the window
     top = 0
     spike_at = None
     for n, ticket in enumerate(recent, 1):
@@ -127,14 +130,18 @@ def _ticket_spike(tickets: Sequence[TicketFact], plan: RulePlan, now: datetime) 
         if key:
             counts[key] = counts.get(key, 0) + 1
             labels.setdefault(key, label)
+            firsts.setdefault(key, ticket.created_at)
             top = max(top, counts[key])
         if spike_at is None and n >= plan.spike_min_tickets and top >= plan.spike_min_same_topic:
             spike_at = ticket.created_at
     if spike_at is None:
         return None
-    topic = min(counts, key=lambda k: (-counts[k], k))  # most tickets; ties by name, for stability
-    detail = (f"{len(recent)} tickets in {plural(plan.spike_window_days, 'day')}, "
-              f"{counts[topic]} on '{labels[topic]}'")
+    if not counts:  # min_same_topic 0: a spike without a topic
+        detail = ticket_spike_detail(len(recent), "", recent[0].created_at, len(recent), plan.spike_window_days)
+    else:
+        topic = min(counts, key=lambda k: (-counts[k], k))  # most tickets; ties by name, for stability
+        detail = ticket_spike_detail(counts[topic], labels[topic], firsts[topic], len(recent),
+                                     plan.spike_window_days)
     return ("ticket_spike", None, spike_at, spike_at, detail)
 
 
@@ -152,27 +159,21 @@ def _renewal_risk(facts: AccountFacts, plan: RulePlan, now: datetime) -> _Verdic
     days_left = days_until(facts.renewal_date, now)
     if days_left is None or not 0 <= days_left <= plan.renewal_within_days:
         return None
-    escalation = _open_escalation(facts.tickets)
+    escalations = _open_escalations(facts.tickets)
     usage_down = _usage_down(facts, plan)
-    if escalation is None and not usage_down:
+    if not escalations and not usage_down:
         return None
+    # The days are recounted at render time (wording.reason_text); the rest is stored as is.
     reasons = [renews_in(days_left)]
     if usage_down:
-        reasons.append("usage down")
-    if escalation is not None:
-        reasons.append(f"{escalation} ticket open")
+        reasons.append(f"usage down {usage_drop_percent(facts.active_days_recent, facts.active_days_previous)}%")
+    reasons.extend(escalations)
     window_start = datetime.combine(facts.renewal_date, time(0), UTC) - timedelta(days=plan.renewal_within_days)
     return ("renewal_risk", None, window_start, window_start, ", ".join(reasons))
 
 
-def _open_escalation(tickets: Sequence[TicketFact]) -> str | None:
-    """The highest priority among open high/urgent tickets ("urgent" beats "high")."""
-    found = {(t.priority or "").strip().casefold() for t in tickets if t.is_open} & ESCALATION_PRIORITIES
-    if "urgent" in found:
-        return "urgent"
-    return "high" if found else None
-
-
-def _ago(delta: timedelta) -> str:
-    text = duration(delta)
-    return "just now" if text == "less than a minute" else f"{text} ago"
+def _open_escalations(tickets: Sequence[TicketFact]) -> list[str]:
+    """The open high/urgent tickets, counted by priority: ["1 urgent ticket", "2 high-priority tickets"]."""
+    found = [p for p in ((t.priority or "").strip().casefold() for t in tickets if t.is_open)
+             if p in ESCALATION_PRIORITIES]
+    return escalation_text(found.count("urgent"), found.count("high"))

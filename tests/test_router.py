@@ -143,9 +143,9 @@ def test_ticket_spike_through_ingest_pings_owner_and_channel_once_then_edits_on_
         assert len(fake.calls("users.lookupByEmail")) == 1
         dm = fake.dm_channel(OWNER)
         [dm_post], [channel_post] = posts(fake, dm), posts(fake, ALERTS)
-        assert stall.why and stall.why.startswith("P1: $15,000 ARR")
+        assert stall.why and stall.why.endswith(" · P1 because $15K ARR, 3 open tickets")
         for call in (dm_post, channel_post):
-            assert stall.why in blocks_text(call)
+            assert json.dumps(stall.why)[1:-1] in blocks_text(call)  # as JSON: the why has a "·"
             assert "Acme" in call.body["text"]
         assert len(fake.calls("chat.postMessage")) == 2
         with rig.engine.connect() as conn:

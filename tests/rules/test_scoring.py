@@ -41,7 +41,8 @@ def test_big_account_three_days_on_a_step_is_p0_realtime():
     result = score(stall, account, RULES, NOW)
     assert result.priority == "P0"
     assert result.priority in RULES.routing.realtime
-    assert result.why == "P0: $50,000 ARR x 1.2: 3 days on 'Connect integration', 2 open tickets"
+    assert result.why == ("3 days on 'Connect integration' · P0 because $50K ARR, 1 day past the 48 h threshold, "
+                          "2 open tickets")
     assert result.severity == 1.21
     assert result.score == 60_500.0
 
@@ -58,7 +59,7 @@ def test_small_account_seven_days_on_a_step_is_digest_only():
     result = score(stall, account, RULES, NOW)
     assert result.priority in ("P2", "P3")
     assert result.priority not in RULES.routing.realtime
-    assert result.why == "P2: $2,400 ARR x 1.5: 7 days on 'Create a project'"
+    assert result.why == "7 days on 'Create a project' · P2 because $2.4K ARR, 5 days past the 48 h threshold"
 
 
 # --- the parts of severity -----------------------------------------------------------------------
@@ -105,10 +106,11 @@ def test_why_line_lists_friction_facts_in_order():
     account = facts(123_456.78, tickets=[open_ticket(1)], payment_failed_at=ago(1),
                     renewal_date=NOW.date() + timedelta(days=1))
     result = score(finding(detail="3 days on 'Connect integration'"), account, RULES, NOW)
-    assert result.why == ("P0: $123,457 ARR x 1.5: 3 days on 'Connect integration', "
-                          "1 open ticket, payment failed, renews in 1 day")
+    assert result.why == ("3 days on 'Connect integration' · P0 because $123.5K ARR, just past the 48 h threshold, "
+                          "renewal in 1 day, payment failed, 1 open ticket")
     today = facts(1000, renewal_date=NOW.date())
-    assert score(finding(detail="d"), today, RULES, NOW).why == "P3: $1,000 ARR x 1.2: d, renews today"
+    assert score(finding(detail="d"), today, RULES, NOW).why == ("d · P3 because $1K ARR, just past the 48 h threshold, "
+                                                                       "renewal today")
 
 
 def test_priority_bands_and_rounding():
@@ -124,7 +126,7 @@ def test_priority_bands_and_rounding():
 
 def test_unknown_or_zero_arr_scores_zero():
     result = score(finding(detail="d"), facts(0), RULES, NOW)
-    assert (result.score, result.priority, result.why) == (0.0, "P3", "P3: $0 ARR x 1.0: d")
+    assert (result.score, result.priority, result.why) == (0.0, "P3", "d · P3 because no ARR on record, just past the 48 h threshold")
 
 
 def test_custom_bands_and_weights():

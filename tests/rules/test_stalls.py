@@ -121,7 +121,7 @@ def test_ticket_spike_dates_from_the_ticket_that_completed_it():
     [finding] = evaluate(facts(steps=ACTIVATED, tickets=tickets), RULES, NOW)
     assert finding.rule == "ticket_spike"
     assert finding.stalled_since == finding.threshold_at == ago(2)
-    assert finding.detail == "4 tickets in 7 days, 2 on 'Billing'"
+    assert finding.detail == "2 Billing tickets since Jun 10 (4 tickets in 7 days)"  # the first Billing ticket
 
 
 def test_ticket_spike_needs_count_and_same_topic():
@@ -146,7 +146,7 @@ def test_ticket_spike_counts_closed_tickets_but_only_inside_the_window():
 def test_ticket_spike_topic_tie_is_stable():
     tickets = [ticket(1, 3, "zeta"), ticket(2, 3, "alpha"), ticket(3, 2, "zeta"), ticket(4, 1, "alpha")]
     [finding] = evaluate(facts(steps=ACTIVATED, tickets=tickets), RULES, NOW)
-    assert finding.detail == "4 tickets in 7 days, 2 on 'alpha'"
+    assert finding.detail == "2 alpha tickets since Jun 13 (4 tickets in 7 days)"
     [again] = evaluate(facts(steps=ACTIVATED, tickets=list(reversed(tickets))), RULES, NOW)
     assert again == finding
 
@@ -157,7 +157,7 @@ def test_usage_drop_after_activation():
     [finding] = evaluate(facts(steps=ACTIVATED, active_days_recent=1, active_days_previous=5), RULES, NOW)
     assert finding.rule == "usage_drop"
     assert finding.stalled_since == finding.threshold_at == ago(7)
-    assert finding.detail == "active 1 day this week vs 5 the week before"
+    assert finding.detail == "active days down 80% since Jun 9"
     assert finding.stage == "Churn risk"
 
 
@@ -185,14 +185,14 @@ def test_renewal_risk_with_usage_down():
     risk = findings[1]
     window_start = datetime.combine(renewal, datetime.min.time(), UTC) - timedelta(days=60)
     assert risk.stalled_since == risk.threshold_at == window_start
-    assert risk.detail == "renews in 41 days, usage down"
+    assert risk.detail == "renews in 41 days, usage down 80%"
 
 
 def test_renewal_risk_with_open_escalation():
     renewal = NOW.date() + timedelta(days=10)
     tickets = [ticket(1, 20, priority="High"), ticket(2, 30, priority="urgent")]
     [finding] = evaluate(facts(steps=ACTIVATED, renewal_date=renewal, tickets=tickets), RULES, NOW)
-    assert finding.detail == "renews in 10 days, urgent ticket open"
+    assert finding.detail == "renews in 10 days, 1 urgent ticket, 1 high-priority ticket"
     assert finding.stage == "Churn risk"
 
 
@@ -213,7 +213,7 @@ def test_renewal_risk_negatives_and_boundaries():
 def test_renewal_today_wording():
     [finding] = evaluate(facts(steps=ACTIVATED, renewal_date=NOW.date(), tickets=[ticket(1, 20, priority="high")]),
                          RULES, NOW)
-    assert finding.detail == "renews today, high ticket open"
+    assert finding.detail == "renews today, 1 high-priority ticket"
 
 
 def test_renewal_risk_uses_usage_signal_even_with_usage_drop_rule_off():
