@@ -17,6 +17,7 @@ from typing import Literal
 
 from sqlalchemy import Connection, func, select
 
+from rules import wording
 from rules.config import Rules
 from storage.models import Account, Draft, Stall, Ticket
 
@@ -101,7 +102,8 @@ def ping_views(conn: Connection, stall_ids: Iterable[int], rules: Rules, now: da
     if not ids:
         return {}
     columns = (STALL, ACCOUNT.c.name.label("account_name"), ACCOUNT.c.arr.label("account_arr"),
-               ACCOUNT.c.owner_slack_id, ACCOUNT.c.owner_email, ACCOUNT.c.last_seen_at, ACCOUNT.c.steps)
+               ACCOUNT.c.owner_slack_id, ACCOUNT.c.owner_email, ACCOUNT.c.last_seen_at, ACCOUNT.c.steps,
+               ACCOUNT.c.renewal_date, ACCOUNT.c.payment_failed_at)
     joined = STALL.outerjoin(ACCOUNT, ACCOUNT.c.id == STALL.c.account_id)
     stalls = list(conn.execute(select(*columns).select_from(joined).where(STALL.c.id.in_(ids))))
     accounts = sorted({s.account_id for s in stalls})
@@ -138,7 +140,7 @@ def _account_alert(own: PingView, lead, siblings: list, rules: Rules, now: datet
     snoozed = all(s.status == "snoozed" for s in live)
     return replace(
         own, account_id=lead.account_id, priority=top.priority, stage=top.stage, step=step.name if step else top.step,
-        days_stalled=days_since(top.stalled_since, now), why=top.why or top.detail or "",
+        days_stalled=days_since(top.stalled_since, now), why=priority_text(top, rules, now, open_tickets=own.open_tickets),
         status="snoozed" if snoozed else "open",
         snoozed_until=max((aware(s.snoozed_until) for s in live if s.snoozed_until), default=None) if snoozed else None,
         snoozed_by=next((s.snoozed_by for s in live if s.snoozed_by), None) if snoozed else None,
@@ -149,8 +151,22 @@ def _account_alert(own: PingView, lead, siblings: list, rules: Rules, now: datet
 
 
 def reason_text(stall, rules: Rules, now: datetime) -> str:
-    """One live stall as a reason of its account's alert, in words."""
-    return stall.detail or stall.why or stall.rule
+    """One live stall as a reason of its account's alert, in words, as of `now` (never frozen
+    at the last time the stall's score moved). `stall` needs the stall's and the account's
+    columns (`renewal_date`)."""
+    step = rules.journey.step(stall.step) if stall.step else None
+    return wording.reason_text(stall.rule, step_name=step.name if step else stall.step, detail=stall.detail,
+                               stalled_since=aware(stall.stalled_since), threshold_at=aware(stall.threshold_at),
+                               renewal_date=stall.renewal_date, now=now)
+
+
+def priority_text(stall, rules: Rules, now: datetime, *, open_tickets: int) -> str:
+    """Why the stall has its priority, in words, as of `now` ("P0 because $69.5K ARR, ...")."""
+    return wording.priority_reason(
+        stall.priority, arr=float(stall.account_arr or 0.0), rule=stall.rule, now=now,
+        threshold_at=aware(stall.threshold_at), stalled_since=aware(stall.stalled_since), open_tickets=open_tickets,
+        renewal_date=stall.renewal_date, renewal_within_days=rules.stall_rules.renewal_risk.within_days,
+        payment_failed=stall.payment_failed_at is not None)
 
 
 def _ping(s, rules: Rules, now: datetime, open_tickets: int, draft: DraftLine | None) -> PingView:

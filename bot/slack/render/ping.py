@@ -14,6 +14,7 @@ from bot.slack.render.packing import check_message
 from bot.slack.render.primitives import context_block, header_block, section_block, stall_actions
 from bot.slack.text import clip, md
 from bot.stalls.views import DraftLine, PingView, not_sent_phrase
+from rules.wording import headline
 
 
 def ping_blocks(p: PingView) -> list[Block]:
@@ -94,7 +95,8 @@ def _ping_title(p: PingView) -> str:
         return f"✅ {STATUS_LABEL.get(p.status, p.status)} · {p.account_name}"
     if p.reasons:
         n = len(p.reasons)
-        return f"{PRIORITY_EMOJI.get(p.priority, '⚪')} {p.priority} · {p.account_name}" + (f" · {n} reasons" if n > 1 else "")
+        what = f"{n} reasons" if n > 1 else headline(p.reasons[0].rule, step_name=p.step)
+        return f"{PRIORITY_EMOJI.get(p.priority, '⚪')} {p.priority} · {p.account_name} · {what}"
     return f"{PRIORITY_EMOJI.get(p.priority, '⚪')} {p.priority} · {p.account_name} stalled"
 
 
