@@ -98,7 +98,7 @@ def build_digest(engine: Engine, rules: Rules, now: datetime) -> DigestData:
         total_open = int(by_status.get("open", 0))
         snoozed = int(by_status.get("snoozed", 0))
         # stall_rows ranks open before snoozed, so the first max_items open rows come first.
-        ranked, _ = stall_rows(conn, now, limit=max_items)
+        ranked, _ = stall_rows(conn, now, limit=max_items, rules=rules)  # one row per account
         rows = [r for r in ranked if r.status == "open"]
         rows = _with_overflow_notes(conn, rows)
         issues = [

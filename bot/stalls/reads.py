@@ -25,7 +25,10 @@ from bot.stalls.views import (
     TrackRate,
     aware,
     days_since,
+    open_tickets,
     parse_time,
+    priority_text,
+    reason_text,
 )
 from rules.config import Rules
 from storage.models import Account, Event, Stall, Ticket
@@ -42,25 +45,36 @@ LIVE = STALL.c.open_key.is_not(None)
 
 _ROW_COLS = (
     STALL.c.id, STALL.c.priority, STALL.c.why, STALL.c.stalled_since, STALL.c.status, STALL.c.assignee,
-    STALL.c.snoozed_until, ACCOUNT.c.name, ACCOUNT.c.id.label("account_id"), ACCOUNT.c.arr,
-    ACCOUNT.c.owner_slack_id, ACCOUNT.c.owner_email,
+    STALL.c.snoozed_until, STALL.c.rule, STALL.c.step, STALL.c.detail, STALL.c.threshold_at, STALL.c.score,
+    ACCOUNT.c.name, ACCOUNT.c.id.label("account_id"), ACCOUNT.c.arr, ACCOUNT.c.arr.label("account_arr"),
+    ACCOUNT.c.owner_slack_id, ACCOUNT.c.owner_email, ACCOUNT.c.renewal_date, ACCOUNT.c.payment_failed_at,
 )
+SNOOZED_LAST = case((STALL.c.status == "snoozed", 1), else_=0)
 
 
-def _row(r, now: datetime) -> StallRow:
+def _row(r, now: datetime, rules: Rules | None = None, others: Sequence = (), open_tickets: int = 0) -> StallRow:
+    why = r.why or ""
+    if rules is not None:  # the reasons and the priority in words, as of now
+        reasons = [reason_text(x, rules, now) for x in (r, *others)]
+        why = " + ".join(reasons) + " · " + priority_text(r, rules, now, open_tickets=open_tickets)
     return StallRow(
         stall_id=r.id, account_name=r.name or r.account_id, priority=r.priority, arr=float(r.arr or 0.0),
-        why=r.why or "", days_stalled=days_since(r.stalled_since, now),
+        why=why, days_stalled=days_since(r.stalled_since, now),
         owner=r.owner_slack_id or r.owner_email, status=r.status, assignee=r.assignee,
-        snoozed_until=aware(r.snoozed_until),
+        snoozed_until=aware(r.snoozed_until), reasons=len(others) + 1,
     )
 
 
 def stall_rows(conn: Connection, now: datetime, *, user: str | None = None,
                priorities: Sequence[str] = (), account_id: str | None = None,
-               limit: int = 40) -> tuple[list[StallRow], int]:
+               limit: int = 40, rules: Rules | None = None) -> tuple[list[StallRow], int]:
     """Live stalls (open first, then snoozed), ranked by score; with `user`, only those whose
-    account the user owns or that are assigned to the user. Returns (rows, total matching)."""
+    account the user owns or that are assigned to the user. Returns (rows, total matching).
+
+    With `rules`, one row per account (one alert per account): its top stall's row naming
+    every reason, accounts ranked by their top stall, and the total counts accounts; the
+    words are rendered from current facts. Without, one row per stall (an account's own
+    list in /journey)."""
     conds = [LIVE]
     if user is not None:
         conds.append(or_(ACCOUNT.c.owner_slack_id == user, STALL.c.assignee == user))
@@ -69,13 +83,38 @@ def stall_rows(conn: Connection, now: datetime, *, user: str | None = None,
     if account_id is not None:
         conds.append(STALL.c.account_id == account_id)
     joined = STALL.join(ACCOUNT, ACCOUNT.c.id == STALL.c.account_id)
+    if rules is not None:
+        return _account_rows(conn, now, rules, joined, conds, limit)
     stmt = (select(*_ROW_COLS).select_from(joined).where(*conds)
-            .order_by(case((STALL.c.status == "snoozed", 1), else_=0), STALL.c.score.desc(), STALL.c.id)
+            .order_by(SNOOZED_LAST, STALL.c.score.desc(), STALL.c.id)
             .limit(limit))
     rows = [_row(r, now) for r in conn.execute(stmt)]
     total = len(rows)
     if len(rows) >= limit:
         total = conn.execute(select(func.count()).select_from(joined).where(*conds)).scalar_one()
+    return rows, total
+
+
+def _account_rows(conn: Connection, now: datetime, rules: Rules, joined, conds: list, limit: int):
+    """One row per account, ranked by its top stall (open before snoozed): the top `limit`
+    accounts in SQL, then their matching stalls (three statements)."""
+    ranked = (select(STALL.c.account_id, func.min(SNOOZED_LAST).label("snoozed"),
+                     func.max(STALL.c.score).label("best"))
+              .select_from(joined).where(*conds).group_by(STALL.c.account_id))
+    top = [r.account_id for r in conn.execute(ranked.order_by("snoozed", text("best DESC"), STALL.c.account_id)
+                                              .limit(limit))]
+    if not top:
+        return [], 0
+    total = len(top)
+    if total >= limit:
+        total = conn.execute(select(func.count(func.distinct(STALL.c.account_id))).select_from(joined)
+                             .where(*conds)).scalar_one()
+    by_account: dict[str, list] = defaultdict(list)
+    for r in conn.execute(select(*_ROW_COLS).select_from(joined).where(*conds, STALL.c.account_id.in_(top))
+                          .order_by(SNOOZED_LAST, STALL.c.priority, STALL.c.score.desc(), STALL.c.id)):
+        by_account[r.account_id].append(r)
+    tickets = open_tickets(conn, set(top))
+    rows = [_row(by_account[a][0], now, rules, by_account[a][1:], tickets.get(a, 0)) for a in top if by_account[a]]
     return rows, total
 
 

@@ -112,7 +112,7 @@ def ping_views(conn: Connection, stall_ids: Iterable[int], rules: Rules, now: da
     for s in conn.execute(select(*columns).select_from(joined).where(
             STALL.c.account_id.in_(accounts), STALL.c.status.in_(LIVE) | (STALL.c.resolved_at >= since))):
         siblings.setdefault(s.account_id, []).append(s)
-    tickets = _open_tickets(conn, set(accounts))
+    tickets = open_tickets(conn, set(accounts))
     drafts = _latest_drafts(conn, ids)
     views = {}
     for s in stalls:
@@ -197,7 +197,8 @@ def resolution(stall) -> str | None:
     return stall.resolution
 
 
-def _open_tickets(conn: Connection, account_ids: set[str]) -> dict[str, int]:
+def open_tickets(conn: Connection, account_ids: set[str]) -> dict[str, int]:
+    """Open tickets per account."""
     if not account_ids:
         return {}
     return dict(conn.execute(
@@ -268,6 +269,7 @@ class StallRow:
     assignee: str | None = None
     snoozed_until: datetime | None = None
     note: str | None = None  # e.g. routing's "over @jane's hourly ping budget"
+    reasons: int = 1  # an account's row: how many live stalls its one alert has
 
 
 # --- /journey ---------------------------------------------------------------------------------

@@ -56,7 +56,7 @@ def ping_summary(services: Services, stall_id: int) -> str | None:
 
 def home_rows(services: Services, user: str):
     with services.engine.connect() as conn:
-        return reads.stall_rows(conn, services.clock(), user=user, limit=60)
+        return reads.stall_rows(conn, services.clock(), user=user, limit=60, rules=services.rules)
 
 
 # --- listeners --------------------------------------------------------------------------------

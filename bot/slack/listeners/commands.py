@@ -116,9 +116,9 @@ def did_you_mean(query: str, suggestions) -> dict:
 def stalls_answer(services: Services, q: StallsQuery, user_id: str) -> dict:
     with services.engine.connect() as conn:
         rows, total = reads.stall_rows(conn, services.clock(), user=user_id if q.mine else None,
-                                         priorities=q.priorities, limit=40)
+                                         priorities=q.priorities, limit=40, rules=services.rules)
     blocks = stalls_list_blocks(rows, q.label, more=max(total - len(rows), 0))
-    return {"text": f"{total} live stalls ({q.label})", "blocks": _blocks(blocks)}
+    return {"text": f"{total} accounts with live stalls ({q.label})", "blocks": _blocks(blocks)}
 
 
 def funnel_answer(services: Services, days: int) -> dict:

@@ -19,7 +19,8 @@ LIST_MAX_ROWS = 40  # /stalls: rows in one ephemeral message, before "and N more
 
 
 def stalls_list_blocks(rows: Sequence[StallRow], filter_label: str, more: int = 0) -> list[Block]:
-    """/stalls: the ranked list for a filter ("mine · P0"), one row per stall with inline
+    """/stalls: the ranked list for a filter ("mine · P0"), one row per account (its alert's
+    reasons on it) with inline
     actions; rows past what one message holds, plus `more` not loaded, become "and N more"."""
     title = f"*Open stalls* · {md(filter_label, SHORT_MAX)}"
     if not rows:
@@ -27,7 +28,7 @@ def stalls_list_blocks(rows: Sequence[StallRow], filter_label: str, more: int = 
         check_message(blocks)
         return blocks
     packer = Packer()
-    packer.add([section_block(f"{title} · ranked by ARR at risk and severity")])
+    packer.add([section_block(f"{title} · one row per account, ranked by ARR at risk and severity")])
     left = fill_rows(packer, rows[:LIST_MAX_ROWS], show_owner=True)
     left += max(len(rows) - LIST_MAX_ROWS, 0) + max(more, 0)
     if left:
@@ -42,7 +43,8 @@ def home_view(rows: Sequence[StallRow], viewer: str, *, more: int = 0) -> View:
     packer = Packer(max_blocks=MAX_VIEW_BLOCKS, text_budget=VIEW_TEXT_BUDGET)
     packer.add([
         header_block("Your stall queue"),
-        context_block(f"Stalls {person(viewer)} owns or is assigned, ranked by ARR at risk and severity. "
+        context_block(f"Accounts {person(viewer)} owns or is assigned, with their stalls, ranked by ARR at risk "
+                      "and severity. "
                       "Use `/stalls all` for the whole team."),
     ])
     if not rows:
