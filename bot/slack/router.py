@@ -409,7 +409,7 @@ class Router:
                 return 0
             listed.sort(key=lambda v: (PRIORITY_RANK.get(v.priority, 9), -v.arr, v.account_name))
             target = {"user": dest} if method == "dm" else {"channel": dest}
-            owner = first.owner_slack_id or first.owner_email
+            owner = dest if method == "dm" else first.owner_slack_id or first.owner_email
             stats.backlog_summaries += 1
             return enqueue(conn, key=f"backlog:{dest}:{min(marks)}", method=method, now=self.clock(),
                            not_before=quiet_hours_end(now, self.rules),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import date, datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
@@ -328,3 +329,26 @@ def test_hold_always_ends_in_the_future_outside_quiet_hours(rules, now, zone):
     if end is not None:
         assert now < end <= now + timedelta(hours=13)
         assert quiet_hours_end(end, cfg) is None
+
+
+# --- backlog: stalls already old when Stallwatch first saw the account -------------------------
+
+def test_a_stall_is_backlog_only_when_its_threshold_passed_a_day_before_first_sight():
+    from rules.routing import BACKLOG_GRACE, is_backlog
+
+    seen = at(2025, 6, 16, 9)
+    assert is_backlog(seen - BACKLOG_GRACE - timedelta(minutes=1), seen)
+    assert not is_backlog(seen - BACKLOG_GRACE, seen)
+    assert not is_backlog(seen + timedelta(days=3), seen)  # became a stall after we saw the account: news
+    assert not is_backlog(None, seen) and not is_backlog(seen, None)
+
+
+def test_a_backlog_stall_goes_to_the_summary_once_then_stays_in_the_digest(rules):
+    now = at(2025, 6, 16, 10)
+    fresh = replace(stall("P0"), backlog=True)
+    assert route(fresh, owner_pings_last_hour=0, now=now, rules=rules).kind == "backlog"
+    summarised = replace(fresh, backlog_recorded=True)
+    assert route(summarised, owner_pings_last_hour=0, now=now, rules=rules).kind == "digest"
+    # Digest-only tracks and non-real-time priorities never reach a CSM's backlog summary either.
+    assert route(replace(fresh, priority="P2"), owner_pings_last_hour=0, now=now, rules=rules).kind == "digest"
+    assert route(replace(fresh, track="self_serve"), owner_pings_last_hour=0, now=now, rules=rules).kind == "digest"
