@@ -1,34 +1,42 @@
-"""Real-time Slack pings: from the scan's changes to outbox rows (DESIGN.md "Scoring and routing").
+"""Real-time Slack pings: from the scan's changes to outbox rows (DESIGN.md "Scoring and routing",
+"One account, one alert").
 
 `Router.handle` is a scan change hook (Services.change_hooks, passed to `bot.scan.scan`):
-after a scan (or the event-driven evaluation of a ticket spike) commits, every opened or changed stall is routed
-(`rules.routing.route`) in rank order and acted on:
+after a scan (or the event-driven evaluation of a ticket spike) commits, the accounts of
+every opened or changed stall are routed, top account first. The unit is the ACCOUNT: its
+live stalls are the reasons of one alert, whose priority is the highest of theirs.
 
-- "ping":   one Alert row per destination (the owner's DM, `STALLWATCH_ALERTS_CHANNEL`) and
-            one outbox post each (`ping:{stall}:{dest}`), in ONE transaction;
-- "update": the priority changed since the ping: compare-and-set Alert.priority, then a
-            refresh of the stall's pings (bot.slack.outbox.enqueue_refresh: rendered when sent,
-            with the change as its note) and one thread reply per ping
-            (`reprio:{stall}:{dest}:{priority}`, `thread_ts_from` the ping's key);
-- "hold":   quiet hours: the same rows, enqueued with `not_before` = the end of quiet hours;
-- "digest": nothing to send (a P2/P3, or a stall of a digest-only track: `[tracks.<track>]
-            realtime = false`, self_serve by default); an overflow of the hourly budget is recorded as an Alert of
-            kind "overflow" (channel "digest") carrying the priority, so the stall stays in
-            the digest (routing's `overflowed_priority`) and the digest can show the note;
-- closed (auto-resolved, suppressed, resolved) stalls that were pinged get their pings
-  refreshed to say so (`refresh:{stall}:close`, once); a ping still held in the outbox is
-  cancelled instead.
+- no open ping: the account is routed as its top open stall (`rules.routing.route`):
+  - "ping":    one Alert row of kind "ping" per destination (the owner's DM,
+               `STALLWATCH_ALERTS_CHANNEL`) on the top stall, the lead, and one of kind
+               "reason" for each other live stall, with one outbox post each
+               (`ping:{lead}:{dest}`), in ONE transaction; the post lists every reason;
+  - "hold":    quiet hours: the same rows, enqueued with `not_before` = their end;
+  - "backlog": every reason was already old when Stallwatch first saw the account (a first
+               connect, a backfill: `rules.routing.is_backlog`): no ping; the account goes in
+               its owner's one backlog summary (DM, else the alerts channel), each stall
+               marked "backlog" so it is summarised once and never escalated;
+  - "digest":  nothing to send (P2/P3, a digest-only track, a backlog already summarised); an
+               overflow of the hourly budget is recorded (kind "overflow", channel "digest");
+- an open ping: a stall that joined the account since (a new "reason" row) or a new account
+  priority edits the ping in place (`enqueue_refresh`, rendered when sent) with ONE thread
+  reply (`news:...`, held by quiet hours unless P0); a reason that closed drops off the ping
+  silently; once no stall is live the ping says how it ended (`closed_at` set, once), or,
+  still held in the outbox, is cancelled. A later stall opens a new alert.
 
-A stall is never pinged twice: the Alert rows are unique per (stall, channel, kind) and only
-the transaction that inserted them enqueues; outbox keys are unique as well.
+An account is never pinged twice while its alert is open: Alert rows are unique per (stall,
+channel, kind), only the transaction that inserted them enqueues, outbox keys are unique,
+and the pinging transaction re-reads the account's open ping.
 
 `escalate_due` (a leader-only scheduler job, every minute) posts one escalation per
-unacknowledged P0 ping to `STALLWATCH_DIGEST_CHANNEL` (Alert kind "escalation").
+unacknowledged open P0 ping to `STALLWATCH_DIGEST_CHANNEL` (Alert kind "escalation"); a
+backlog is never escalated (it has no ping), and acting on the alert (a button, a draft)
+acknowledges it.
 
 The router never calls Slack to post: the outbox sender does, woken through the services'
 `wakeups.slack_outbox`. The one Web API call here is `users.lookupByEmail`, made once per
-owner and stored on the account. A stall whose account has no owner is never DMed (there is
-nobody): it pings the alerts channel only, when its track pings in real time.
+owner and stored on the account. An account with no owner is never DMed (there is nobody):
+it pings the alerts channel only, when its track pings in real time.
 """
 
 from __future__ import annotations
