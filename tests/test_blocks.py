@@ -504,7 +504,7 @@ def test_digest_headline_and_sections():
     assert "Signed Up" in text and "plan" in text and "Tracking issues" in text
     assert "over @jane's hourly ping budget" in text
     assert "<@U0CSM1>" in text and "pat@acme.com" in text and "no owner" in text
-    assert "That is every open stall" in text
+    assert "That is every stalled account" in text
     assert "12 new stalls" in digest_text(digest([]))
 
 
@@ -513,7 +513,7 @@ def test_digest_groups_stalls_by_owner_in_rank_order():
     [message] = digest_messages(digest(rows, funnel=None, tracking_issues=[]))
     sections = [d for d in as_dicts(message) if d["type"] == "section" and "text" in d]
     order = [s["text"]["text"].split("\n")[0] for s in sections if "<@U0" in s["text"]["text"] and "accessory" not in s]
-    assert order[0].startswith("*<@U0A>* · 2 stalls") and order[1].startswith("*<@U0B>* · 2 stalls")
+    assert order[0].startswith("*<@U0A>* · 2 accounts") and order[1].startswith("*<@U0B>* · 2 accounts")
     ids = [StallRef.decode(d["accessory"]["options"][0]["value"]).stall_id for d in sections if "accessory" in d]
     assert ids == [1, 3, 2, 4]
 

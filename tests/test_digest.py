@@ -253,7 +253,7 @@ def test_empty_database_digest(db_url, engine, fake_slack, tmp_path):
     assert outcome.posted
     send(engine, settings)
     [digest] = posts(fake_slack, DIGEST)
-    assert "No open stalls" in json.dumps(digest.body["blocks"])
+    assert "No stalled accounts" in json.dumps(digest.body["blocks"])
 
 
 # ------------------------------------------------------------------ CLI

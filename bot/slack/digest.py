@@ -93,10 +93,12 @@ def build_digest(engine: Engine, rules: Rules, now: datetime) -> DigestData:
         arr_at_risk = conn.execute(
             select(func.coalesce(func.sum(ACCOUNT.c.arr), 0.0)).where(ACCOUNT.c.id.in_(live_accounts))
         ).scalar_one()
-        by_status = dict(conn.execute(
-            select(STALL.c.status, func.count()).where(LIVE).group_by(STALL.c.status)).all())
-        total_open = int(by_status.get("open", 0))
-        snoozed = int(by_status.get("snoozed", 0))
+        # One alert per account: the digest counts accounts (an account with an open stall is
+        # open; one whose live stalls are all snoozed is snoozed).
+        open_accounts = select(STALL.c.account_id).where(LIVE, STALL.c.status == "open").distinct()
+        total_open = conn.execute(select(func.count()).select_from(open_accounts.subquery())).scalar_one()
+        snoozed = conn.execute(select(func.count(func.distinct(STALL.c.account_id))).where(
+            LIVE, STALL.c.account_id.not_in(open_accounts))).scalar_one()
         # stall_rows ranks open before snoozed, so the first max_items open rows come first.
         ranked, _ = stall_rows(conn, now, limit=max_items, rules=rules)  # one row per account
         rows = [r for r in ranked if r.status == "open"]

@@ -36,7 +36,7 @@ def digest_messages(d: DigestData, *, text_budget: int = TEXT_BUDGET) -> list[li
         packer.add(unit)
     shown = list(d.rows[: max(d.max_items, 0)])
     if shown:
-        packer.add([DividerBlock(), section_block("*Open stalls by owner*, most at risk first")])
+        packer.add([DividerBlock(), section_block("*Stalled accounts by owner*, most at risk first")])
         for owner, rows in _group_by_owner(shown):
             _add_group(packer, owner, rows)
     packer.add([context_block(_digest_footer(d, len(shown)))])
@@ -53,7 +53,7 @@ def _digest_overview(d: DigestData) -> list[list[Block]]:
             f"*New stalls*\n{d.new_stalls:,}",
             f"*ARR at risk*\n{money(d.arr_at_risk)}",
             f"*Resolved since yesterday*\n{d.resolved_since_yesterday:,}",
-            f"*Open stalls*\n{total:,} ({d.snoozed:,} snoozed)",
+            f"*Stalled accounts*\n{total:,} ({d.snoozed:,} snoozed)",
         ]),
     ]
     if d.activation_by_track:
@@ -87,7 +87,7 @@ def _issue_line(i: TrackingIssueLine) -> str:
 
 
 def _group_by_owner(rows: Sequence[StallRow]) -> list[tuple[str | None, list[StallRow]]]:
-    """Owners in the order of their most important stall; each owner's stalls stay ranked."""
+    """Owners in the order of their most important account; each owner's accounts stay ranked."""
     groups: dict[str | None, list[StallRow]] = {}
     for row in rows:
         groups.setdefault(row.owner, []).append(row)
@@ -98,7 +98,7 @@ def _owner_heading(owner: str | None, rows: Sequence[StallRow], *, continued: bo
     if continued:
         return section_block(f"*{person(owner)}* (continued)")
     at_risk = sum(r.arr for r in rows if math.isfinite(r.arr) and r.arr > 0)
-    count = "1 stall" if len(rows) == 1 else f"{len(rows):,} stalls"
+    count = "1 account" if len(rows) == 1 else f"{len(rows):,} accounts"
     return section_block(f"*{person(owner)}* · {count} · {money(at_risk)} ARR")
 
 
@@ -121,5 +121,5 @@ def _digest_footer(d: DigestData, shown: int) -> str:
     if left:
         return f"…and {left:,} more — see `/stalls all` · {snoozed}"
     if not shown:
-        return f"No open stalls. 🎉 · {snoozed}"
-    return f"That is every open stall · {snoozed}"
+        return f"No stalled accounts. 🎉 · {snoozed}"
+    return f"That is every stalled account · {snoozed}"
