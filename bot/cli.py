@@ -257,6 +257,25 @@ def rules_check(file: Path) -> None:
         raise click.ClickException(f"cannot read {file}: {exc}") from None
     steps = ", ".join(s.event for s in loaded.journey.steps)
     click.echo(f"{file}: ok ({len(loaded.journey.steps)} steps: {steps}; activation: {loaded.journey.activation_event})")
+    for line in track_lines(loaded):
+        click.echo(f"  {line}")
+
+
+def track_lines(rules) -> list[str]:
+    """How each track is routed and tuned, in words (`rules check`, `backtest`)."""
+    from rules.config import TRACKS
+
+    journey = rules.journey
+    lines = []
+    for track in TRACKS:
+        own = rules.tracks.settings(track).thresholds
+        hours = sorted({s.stall_after_hours for s in journey.steps})
+        steps = f"{hours[0]:g} h" if len(hours) == 1 else f"{hours[0]:g}-{hours[-1]:g} h (per step)"
+        stall = f"{own.stall_after_hours:g} h" if own.stall_after_hours is not None else steps
+        checkpoint = own.checkpoint_days if own.checkpoint_days is not None else journey.checkpoint_days
+        routing = "pings in real time" if rules.tracks.pings_realtime(track) else "digest only (no ping)"
+        lines.append(f"{track}: {routing}; stalled after {stall} on a step, not activated at day {checkpoint:g}")
+    return lines
 
 
 @main.group()

@@ -52,6 +52,18 @@ def test_rules_check_packaged_default(cli, tmp_path):
     assert f"{path}: ok" in result.output
     assert "Signed Up, Project Created, Integration Connected, Invite Sent" in result.output
     assert "activation: Report Shared" in result.output
+    assert "self_serve: digest only (no ping); stalled after 48 h on a step" in result.output
+    assert "high_touch: pings in real time" in result.output
+
+
+def test_rules_check_shows_track_overrides(cli, tmp_path):
+    path = tmp_path / "tracks.toml"
+    path.write_text(default_rules_text() + "\n[tracks.high_touch.thresholds]\nstall_after_hours = 72\n"
+                    "checkpoint_days = 21\n", encoding="utf-8")
+    result = cli("rules", "check", str(path))
+    assert result.exit_code == 0, result.output
+    assert "high_touch: pings in real time; stalled after 72 h on a step, not activated at day 21" in result.output
+    assert "standard: pings in real time; stalled after 48 h on a step, not activated at day 14" in result.output
 
 
 def test_rules_check_located_error(cli, tmp_path):
