@@ -130,7 +130,7 @@ class RuleBase(_Strict):
 
 
 class StepStall(RuleBase):
-    # A step stall opens only once it has lasted this long past its threshold: most customers
+    # A step stall opens only once it has lasted this long past its threshold: many customers
     # a little past `stall_after_hours` finish the step within hours, and a step event that
     # arrives late (an offline client's batch) lands within the delay. The stall still dates
     # from its threshold (severity, detection delay); 0 opens it at the threshold.
