@@ -167,7 +167,7 @@ def _decide_account(row, plan, now: datetime, tickets, days: tuple[int, int], ac
         renewal_date=row.renewal_date, tickets=tickets,
         active_days_recent=recent, active_days_previous=previous, payment_failed_at=row.payment_failed_at,
     )
-    findings = evaluate(facts, plan, now, journey=journey)
+    findings = evaluate(facts, plan, now, journey=journey, open_stalls=account_stalls)
     scored = [(f, score(f, facts, plan, now, explain=False)) for f in findings]
     changes: list[StallChange] = []
     for change in reconcile(row.id, row.status, account_stalls, scored, now):

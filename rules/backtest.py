@@ -166,6 +166,7 @@ class Totals:
     by_priority: dict[str, int] = field(default_factory=dict)
     median_delay_hours: float | None = None
     noise: int = 0
+    noise_by_rule: dict[str, int] = field(default_factory=dict)  # noise of each rule, every rule listed
     arr_flagged: float = 0.0
     accounts_flagged: int = 0
 
@@ -195,7 +196,7 @@ class Totals:
             "opened_by_priority": self.by_priority,
             "median_detection_delay_hours": _round(self.median_delay_hours), "noise": self.noise,
             "noise_rate": _round(self.noise_rate, 3), "arr_flagged": round(self.arr_flagged, 2),
-            "accounts_flagged": self.accounts_flagged,
+            "accounts_flagged": self.accounts_flagged, "noise_by_rule": self.noise_by_rule,
         }
 
 
@@ -261,6 +262,8 @@ def summarize(stalls: list[StallFact], pings: list[PingFact], digests: list[Dige
     totals.by_rule, totals.by_stage, totals.by_track, totals.by_priority = _breakdowns(in_range)
     totals.median_delay_hours = _median_hours(in_range)
     totals.noise = sum(s.noise for s in in_range)
+    # Next to opened_by_rule, so each rule's noise rate reads off the two (0 for a quiet rule).
+    totals.noise_by_rule = {rule: sum(s.noise for s in in_range if s.rule == rule) for rule in totals.by_rule}
     arr: dict[str, float] = {}
     for s in in_range:
         arr[s.account_id] = s.arr

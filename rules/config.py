@@ -26,6 +26,7 @@ NonNegative = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 Days = Annotated[float, Field(gt=0, le=3650, allow_inf_nan=False)]
 NonNegativeDays = Annotated[float, Field(ge=0, le=3650, allow_inf_nan=False)]
 Hours = Annotated[float, Field(gt=0, le=3650 * 24, allow_inf_nan=False)]
+NonNegativeHours = Annotated[float, Field(ge=0, le=3650 * 24, allow_inf_nan=False)]
 Minutes = Annotated[float, Field(gt=0, le=3650 * 24 * 60, allow_inf_nan=False)]
 
 
@@ -128,6 +129,19 @@ class RuleBase(_Strict):
     weight: Positive = 1.0
 
 
+class StepStall(RuleBase):
+    # A step stall opens only once it has lasted this long past its threshold: many customers
+    # a little past `stall_after_hours` finish the step within hours, and a step event that
+    # arrives late (an offline client's batch) lands within the delay. The stall still dates
+    # from its threshold (severity, detection delay); 0 opens it at the threshold.
+    confirm_hours: NonNegativeHours = 6
+
+
+class NotActivated(RuleBase):
+    # As for step_stall; by default none: the day-N checkpoint is rarely crossed by a hair.
+    confirm_hours: NonNegativeHours = 0
+
+
 class TicketSpike(RuleBase):
     window_days: Days = 7
     min_tickets: int = Field(default=3, ge=1)
@@ -137,6 +151,19 @@ class TicketSpike(RuleBase):
 class UsageDrop(RuleBase):
     ratio: float = Field(default=0.5, gt=0, lt=1, allow_inf_nan=False)
     min_previous_days: int = Field(default=2, ge=1, le=7)
+    # Hysteresis: a usage_drop stall (and a renewal_risk stall's "usage down") opens below
+    # `ratio` but closes only once usage is back to this share of the week before. Active days
+    # are small whole numbers, so a ratio near `ratio` flips with a single day (2 of 5 days,
+    # then 3 of 4): without a margin the stall opened and closed on alternate days.
+    recover_ratio: float = Field(default=0.8, gt=0, le=1, allow_inf_nan=False)
+
+    @model_validator(mode="after")
+    def _recover_above_ratio(self) -> "UsageDrop":
+        # Only when both are set in the file: a file that raises `ratio` above the default
+        # `recover_ratio` stays valid (the plan uses the higher of the two).
+        if "recover_ratio" in self.model_fields_set and self.recover_ratio < self.ratio:
+            raise ValueError("recover_ratio must be at least ratio (a stall cannot close below the level it opens at)")
+        return self
 
 
 class RenewalRisk(RuleBase):
@@ -145,8 +172,8 @@ class RenewalRisk(RuleBase):
 
 
 class StallRules(_Strict):
-    step_stall: RuleBase = RuleBase()
-    not_activated: RuleBase = RuleBase()
+    step_stall: StepStall = StepStall()
+    not_activated: NotActivated = NotActivated()
     ticket_spike: TicketSpike = TicketSpike()
     usage_drop: UsageDrop = UsageDrop()
     renewal_risk: RenewalRisk = RenewalRisk()

@@ -52,6 +52,10 @@ class RulePlan:
     spike_min_same_topic: int
     usage_ratio: float
     usage_min_previous: int
+    usage_recover_ratio: float  # never below usage_ratio
+    # Confirmation delays: how long past its threshold a stall must last before it opens.
+    step_confirm: timedelta
+    not_activated_confirm: timedelta
     renewal_within_days: float
     # Scoring
     per_day_past_threshold: float
@@ -117,6 +121,9 @@ def compile_rules(rules: Rules) -> RulePlan:
         spike_min_same_topic=stall_rules.ticket_spike.min_same_topic,
         usage_ratio=stall_rules.usage_drop.ratio,
         usage_min_previous=stall_rules.usage_drop.min_previous_days,
+        usage_recover_ratio=max(stall_rules.usage_drop.recover_ratio, stall_rules.usage_drop.ratio),
+        step_confirm=timedelta(hours=stall_rules.step_stall.confirm_hours),
+        not_activated_confirm=timedelta(hours=stall_rules.not_activated.confirm_hours),
         renewal_within_days=stall_rules.renewal_risk.within_days,
         per_day_past_threshold=scoring.per_day_past_threshold,
         max_time_factor=scoring.max_time_factor,

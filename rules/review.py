@@ -47,7 +47,10 @@ def next_review(
         return best
     moments: list[datetime | None] = []
     if journey.activated_at is None:
-        moments += (journey.stalled_at, journey.checkpoint_at)  # a step stall / "not activated" begins
+        # A step stall / "not activated" opens once confirmed, `confirm_hours` past its
+        # threshold; a live one is judged from the threshold itself.
+        moments += (journey.stalled_at, journey.checkpoint_at,
+                    _later(journey.stalled_at, plan.step_confirm), _later(journey.checkpoint_at, plan.not_activated_confirm))
     moments += [t.created_at + plan.spike_window for t in facts.tickets]  # tickets leave the spike window
     if facts.active_days_recent or facts.active_days_previous:
         moments.append(_midnight_after(now) + USAGE_SPREAD * spread)  # the usage windows move daily
@@ -85,6 +88,10 @@ def score_moves_at(finding: Finding, score: Score, rules: Rules | RulePlan, now:
         target = min(target, factor * min(above) / score.score)
     target = min(target, plan.max_time_factor)
     return finding.threshold_at + timedelta(days=(target - 1.0) / k)
+
+
+def _later(at: datetime | None, delay: timedelta) -> datetime | None:
+    return None if at is None else _shifted(at, delay)
 
 
 def _shifted(at: datetime, delta: timedelta) -> datetime | None:

@@ -3,6 +3,11 @@
 Each rule returns its verdict as a `Finding` with `stalled_since` (when the trouble began)
 and `threshold_at` (when the rule's threshold was crossed: scoring grows severity from it).
 Rules are pure and cheap: most accounts exit each rule on its first comparison.
+
+Against noise (stalls that close by themselves within hours), a rule may ask more of a stall
+to open than to stay open: step_stall and not_activated open only `confirm_hours` past their
+threshold, and usage_drop (and renewal_risk's usage signal) opens below `ratio` but holds
+until usage is back to `recover_ratio`. So evaluate takes the account's live stalls.
 """
 
 from __future__ import annotations
@@ -13,10 +18,11 @@ from datetime import datetime, time, timedelta, timezone
 from ._text import duration, renews_in
 from .config import Rules
 from .journey import compute_journey, days_until, journey_stage
-from .model import SUPPRESSING_STATUSES, AccountFacts, Finding, JourneyState, TicketFact
+from .model import SUPPRESSING_STATUSES, AccountFacts, Finding, JourneyState, OpenStall, TicketFact
 from .plan import RulePlan, plan_for
 from .wording import (ago_text, clip_label, escalation_text, ticket_spike_detail, usage_drop_detail,
                       usage_drop_percent)
+from .reconcile import LIVE
 
 UTC = timezone.utc
 WEEK = timedelta(days=7)
@@ -35,6 +41,7 @@ def evaluate(
     now: datetime,
     *,
     journey: JourneyState | None = None,
+    open_stalls: Sequence[OpenStall] = (),
 ) -> list[Finding]:
     """Every enabled rule's finding for this account at `now`, in RULE_NAMES order.
 
@@ -44,6 +51,11 @@ def evaluate(
     thresholds). The findings carry
     `facts.stage` if set; else the journey's stage, which is "Churn risk" when one of
     CHURN_RULES fires here (so the stage never lags a scan behind the findings).
+
+    `open_stalls` are the account's stalls (those live count: open or snoozed), as reconcile
+    gets them. A stall not yet live must pass its rule's confirmation to be found; a live one
+    is found as long as its rule's plain condition holds (step_stall: on the same step), or
+    for usage, until usage has recovered.
     """
     if facts.status in SUPPRESSING_STATUSES:
         return []
@@ -53,20 +65,22 @@ def evaluate(
                                   activated_at_hint=facts.activated_at, track=facts.track)
     enabled = plan.enabled
     activated = journey.activated_at is not None
+    live = {(s.rule, s.step) for s in open_stalls if s.status in LIVE}
+    live_rules = {rule for rule, _ in live}
     verdicts: list[_Verdict] = []
 
     if "step_stall" in enabled and not activated:
-        _add(verdicts, _step_stall(journey, plan, now))
+        _add(verdicts, _step_stall(journey, plan, now, live=("step_stall", journey.waiting_step) in live))
     if "not_activated" in enabled and not activated:
-        _add(verdicts, _not_activated(journey, now))
-    if "ticket_spike" in enabled and facts.tickets:
+        _add(verdicts, _not_activated(journey, plan, now, live="not_activated" in live_rules))
+    if "ticket_spike" in enabled and facts.tickets:  # urgent by design: no confirmation
         _add(verdicts, _ticket_spike(facts.tickets, plan, now))
-    if "usage_drop" in enabled and activated and _usage_down(facts, plan):
+    if "usage_drop" in enabled and activated and _usage_down(facts, plan, live="usage_drop" in live_rules):
         since = now - WEEK  # usage is counted per week: the trouble dates from the weak week's start
         detail = usage_drop_detail(facts.active_days_recent, facts.active_days_previous, since)
         verdicts.append(("usage_drop", None, since, since, detail))
     if "renewal_risk" in enabled and facts.renewal_date is not None:
-        _add(verdicts, _renewal_risk(facts, plan, now))
+        _add(verdicts, _renewal_risk(facts, plan, now, live="renewal_risk" in live_rules))
     if "payment_failed" in enabled and facts.payment_failed_at is not None:
         failed_at = facts.payment_failed_at
         verdicts.append(("payment_failed", None, failed_at, failed_at, f"payment failed {ago_text(now - failed_at)}"))
@@ -89,18 +103,22 @@ def _add(verdicts: list[_Verdict], verdict: _Verdict | None) -> None:
         verdicts.append(verdict)
 
 
-def _step_stall(journey: JourneyState, plan: RulePlan, now: datetime) -> _Verdict | None:
+def _step_stall(journey: JourneyState, plan: RulePlan, now: datetime, *, live: bool = False) -> _Verdict | None:
     # Waiting on activation itself (all steps done) has no stalled_at: not_activated covers it.
     step = journey.waiting_step
-    if step not in plan.step_index or journey.stalled_at is None or now < journey.stalled_at:
+    if step not in plan.step_index or journey.stalled_at is None:
+        return None
+    if now < journey.stalled_at + (timedelta(0) if live else plan.step_confirm):
         return None
     since = journey.waiting_since
     detail = f"{duration(now - since)} on '{clip_label(plan.step_names[step])}'"
     return ("step_stall", step, since, journey.stalled_at, detail)
 
 
-def _not_activated(journey: JourneyState, now: datetime) -> _Verdict | None:
-    if journey.checkpoint_at is None or now < journey.checkpoint_at:
+def _not_activated(journey: JourneyState, plan: RulePlan, now: datetime, *, live: bool = False) -> _Verdict | None:
+    if journey.checkpoint_at is None:
+        return None
+    if now < journey.checkpoint_at + (timedelta(0) if live else plan.not_activated_confirm):
         return None
     signup = journey.signup_at
     return ("not_activated", None, signup, journey.checkpoint_at,
@@ -145,22 +163,29 @@ def _ticket_spike(tickets: Sequence[TicketFact], plan: RulePlan, now: datetime) 
     return ("ticket_spike", None, spike_at, spike_at, detail)
 
 
-def _usage_down(facts: AccountFacts, plan: RulePlan) -> bool:
-    previous = facts.active_days_previous
-    return previous >= plan.usage_min_previous and facts.active_days_recent < plan.usage_ratio * previous
+def _usage_down(facts: AccountFacts, plan: RulePlan, *, live: bool = False) -> bool:
+    """Usage fell below `ratio` of the week before (from enough activity to judge); for a
+    `live` stall, usage is still below `recover_ratio` of the week before. A week with no
+    activity at all after an active one stays "down"; two empty weeks have nothing left to
+    compare, and clear it."""
+    previous, recent = facts.active_days_previous, facts.active_days_recent
+    if live:
+        return recent < plan.usage_recover_ratio * previous
+    return previous >= plan.usage_min_previous and recent < plan.usage_ratio * previous
 
 
-def _renewal_risk(facts: AccountFacts, plan: RulePlan, now: datetime) -> _Verdict | None:
+def _renewal_risk(facts: AccountFacts, plan: RulePlan, now: datetime, *, live: bool = False) -> _Verdict | None:
     """Renewal within `within_days` (not past) with an open escalation or a usage drop.
 
     The usage-drop signal does not need the usage_drop rule to be enabled, nor activation:
-    falling usage before a renewal is a risk either way.
+    falling usage before a renewal is a risk either way. It has usage_drop's hysteresis: a
+    `live` renewal risk holds until usage recovers.
     """
     days_left = days_until(facts.renewal_date, now)
     if days_left is None or not 0 <= days_left <= plan.renewal_within_days:
         return None
     escalations = _open_escalations(facts.tickets)
-    usage_down = _usage_down(facts, plan)
+    usage_down = _usage_down(facts, plan, live=live)
     if not escalations and not usage_down:
         return None
     # The days are recounted at render time (wording.reason_text); the rest is stored as is.

@@ -92,9 +92,10 @@ def day(summary, which: date):
 
 
 def test_step_stall_ping_delay_and_noise(tmp_path, rules):
-    """Signed up Monday 10:00 and nothing more: stalled Wednesday 10:00 (48 h), opened by the
-    scan at that very tick, pinged at once (P0: $60K); the step done at 12:00 closes it: noise."""
-    history = write(tmp_path / "h.jsonl", [*signup("big", MON, arr=60000), step("big", "Project Created", MON + 50 * HOUR)])
+    """Signed up Monday 10:00 and nothing more: stalled Wednesday 10:00 (48 h), confirmed 6 h
+    later (step_stall.confirm_hours) and opened by the 16:00 scan, pinged at once (P0: $60K);
+    the step done at 22:00 closes it: noise."""
+    history = write(tmp_path / "h.jsonl", [*signup("big", MON, arr=60000), step("big", "Project Created", MON + 60 * HOUR)])
     result = run(history, rules)
     summary = result.summary()
     assert [d.day for d in summary.days] == [date(2026, 3, 2), date(2026, 3, 3), date(2026, 3, 4)]
@@ -102,27 +103,28 @@ def test_step_stall_ping_delay_and_noise(tmp_path, rules):
     assert wed.opened == 1 and wed.by_rule == {"step_stall": 1} and wed.by_priority == {"P0": 1}
     assert wed.by_track == {"high_touch": 1} and wed.by_stage == {"Onboarding": 1}
     assert wed.pings == 1 and wed.max_pings_per_csm == 1 and wed.busiest_csm == "csm@yourco.example"
-    assert wed.median_delay_hours == 0.0  # the 10:00 scan opened it at the moment it stalled
+    assert wed.median_delay_hours == 6.0  # the 16:00 scan opened it the moment it was confirmed
     assert wed.noise == 1 and wed.arr_flagged == 60000
     assert day(summary, date(2026, 3, 2)).digest_items is None  # Monday's digest (09:00) was before the history
     assert day(summary, date(2026, 3, 3)).digest_items == 0
     stall = result.stalls[0]
-    assert stall.opened_at == MON + 48 * HOUR and stall.status == "auto_resolved"
-    assert stall.resolved_at == MON + 50 * HOUR  # evaluated as the progress arrived, not at the next scan
+    assert stall.opened_at == MON + 54 * HOUR and stall.status == "auto_resolved"
+    assert stall.resolved_at == MON + 60 * HOUR  # evaluated as the progress arrived, not at the next scan
     assert summary.totals.pings == 1 and summary.totals.noise == 1 and summary.totals.noise_rate == 1.0
 
 
-def test_detection_delay_is_the_scan_interval_at_most(tmp_path, rules):
-    at = MON + timedelta(minutes=3)  # stalls at Wednesday 10:03: the 10:05 scan finds it
-    history = write(tmp_path / "h.jsonl", [*signup("big", at, arr=60000), page("other", at + 49 * HOUR)])
+def test_detection_delay_is_the_confirmation_plus_the_scan_interval_at_most(tmp_path, rules):
+    at = MON + timedelta(minutes=3)  # stalls at Wednesday 10:03, confirmed at 16:03: the 16:05 scan finds it
+    history = write(tmp_path / "h.jsonl", [*signup("big", at, arr=60000), page("other", at + 55 * HOUR)])
     summary = run(history, rules).summary()
-    assert day(summary, date(2026, 3, 4)).median_delay_hours == pytest.approx(2 / 60)
+    assert day(summary, date(2026, 3, 4)).median_delay_hours == pytest.approx(6 + 2 / 60)
 
 
 def test_quiet_hours_hold_a_p1_ping_until_morning(tmp_path, rules):
-    """A P1 ($12K) stalling Wednesday 22:00 is pinged Thursday 08:00, when quiet hours end."""
-    at = datetime(2026, 3, 2, 22, 0, tzinfo=UTC)
-    history = write(tmp_path / "h.jsonl", [*signup("mid", at, arr=12000), page("other", at + 60 * HOUR)])
+    """A P1 ($12K) stalling Wednesday 16:00, confirmed at 22:00, is pinged Thursday 08:00, when
+    quiet hours end."""
+    at = datetime(2026, 3, 2, 16, 0, tzinfo=UTC)
+    history = write(tmp_path / "h.jsonl", [*signup("mid", at, arr=12000), page("other", at + 66 * HOUR)])
     result = run(history, rules)
     summary = result.summary()
     assert day(summary, date(2026, 3, 4)).opened == 1 and day(summary, date(2026, 3, 4)).pings == 0
@@ -135,7 +137,7 @@ def test_a_p0_is_not_held_behind_a_held_p1(tmp_path, rules):
     records = [*signup("mid", night, arr=12000), *signup("big", night + HOUR, arr=60000), page("big", night + 60 * HOUR)]
     result = run(write(tmp_path / "h.jsonl", records), rules)
     p0 = next(p for p in result.pings if p.priority == "P0")
-    assert p0.at == night + HOUR + 48 * HOUR  # Wednesday 23:00, when it stalled
+    assert p0.at == night + HOUR + 54 * HOUR  # Thursday 05:00, when its stall was confirmed
 
 
 def test_a_held_ping_whose_stall_closes_first_never_goes_out(tmp_path, rules):
@@ -161,16 +163,17 @@ def test_ticket_spike_opens_when_the_ticket_arrives(tmp_path, rules):
 
 def test_late_event_moves_the_journey_and_closes_the_stall(tmp_path, rules):
     """The step was done Tuesday 06:00 but arrives Thursday 10:00: the stall opened Wednesday on
-    'Project Created' closes on arrival, and one on the next step opens (waiting since Tuesday 06:00)."""
+    'Project Created' closes on arrival, and one on the next step (waiting since Tuesday 06:00,
+    stalled since Thursday 06:00) opens once confirmed, at 12:00."""
     records = [*signup("big", MON, arr=60000),
-               step("big", "Project Created", MON + 20 * HOUR, received=MON + 72 * HOUR)]
+               step("big", "Project Created", MON + 20 * HOUR, received=MON + 72 * HOUR), page("other", MON + 80 * HOUR)]
     result = run(write(tmp_path / "h.jsonl", records), rules)
     stale, current = result.stalls
     assert stale.rule == current.rule == "step_stall"
     assert stale.status == "auto_resolved" and stale.resolved_at == MON + 72 * HOUR
-    assert stale.noise  # closed 24 h after it opened, to the minute
-    assert current.status == "open" and current.opened_at == MON + 72 * HOUR
-    assert current.threshold_at == MON + 68 * HOUR and current.delay == 4 * HOUR  # the late event's cost
+    assert stale.opened_at == MON + 54 * HOUR and stale.noise  # closed 18 h after it opened
+    assert current.status == "open" and current.opened_at == MON + 74 * HOUR
+    assert current.threshold_at == MON + 68 * HOUR and current.delay == 6 * HOUR  # the confirmation
 
 
 def test_skipping_idle_scans_changes_nothing(tmp_path, rules):
@@ -298,10 +301,11 @@ def test_cli_json_schema(tmp_path, cli):
         "max_pings_per_account": 1, "pings_per_csm_mean": 1.0, "stalls_per_account": 1.0, "noise_rate": 0.0,
         "opened": 1, "opened_by_rule": {"step_stall": 1},
         "opened_by_stage": {"Onboarding": 1}, "opened_by_track": {"high_touch": 1},
-        "opened_by_priority": {"P0": 1}, "median_detection_delay_hours": 0.0, "noise": 0, "arr_flagged": 60000.0,
+        "opened_by_priority": {"P0": 1}, "median_detection_delay_hours": 6.0, "noise": 0, "arr_flagged": 60000.0,
     }
     totals = run_doc["totals"]
     assert totals["pings"] == 1 and totals["opened"] == 1 and totals["noise_rate"] == 0.0
+    assert totals["noise_by_rule"] == {"step_stall": 0}
     assert totals["pings_by_csm"] == {"csm@yourco.example": 1}
     assert totals["accounts_pinged"] == 1 and totals["account_days_pinged_twice"] == 0
     assert totals["pings_per_csm_day_mean"] == 1.0 and totals["stalls_per_account"] == 1.0

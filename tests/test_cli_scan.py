@@ -41,7 +41,7 @@ def cli(db_url, fake_slack, tmp_path):
 
 def _stalled(engine, rules, account: str, now: datetime, arr: float = 50000) -> None:
     """Signed up 49 h ago, never created a project: a P0 step stall at this ARR."""
-    store(engine, rules, signup(account, now - 49 * HOUR, arr=arr, owner_email=EMAIL), now=now - 49 * HOUR)
+    store(engine, rules, signup(account, now - 55 * HOUR, arr=arr, owner_email=EMAIL), now=now - 55 * HOUR)
 
 
 def test_cli_scan_posts_the_pings_before_it_exits(cli, engine, fake_slack):

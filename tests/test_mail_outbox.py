@@ -122,7 +122,7 @@ def world(engine, rules, contacts: dict[str, str]) -> dict[str, int]:
         events += signup(account, T0, arr=12000)
         events.append(identify(account, email, T0))
     store(engine, rules, events, now=T0)
-    scan(engine, rules, T0 + 49 * HOUR)
+    scan(engine, rules, T0 + 55 * HOUR)
     return {s.account_id: s.id for s in live_stalls(engine)}
 
 

@@ -115,8 +115,9 @@ def ticket(ticket_id: str, account: str, topic: str, created: datetime) -> dict:
 
 
 def stall_step_account(rig: Rig, account: str, now: datetime, *, arr: float, owner: str | None = EMAIL,
-                       hours: int = 49) -> None:
-    """An account that signed up `hours` ago and never created a project (a step stall)."""
+                       hours: int = 55) -> None:
+    """An account that signed up `hours` ago and never created a project (a step stall, past
+    its 48 h threshold and the 6 h confirmation)."""
     traits = {"owner_email": owner} if owner else {}
     store(rig.engine, rig.rules, signup(account, now - hours * HOUR, arr=arr, **traits), now=now - hours * HOUR)
 

@@ -58,7 +58,7 @@ def test_a_self_serve_p0_pings_nobody_and_stays_for_the_digest(make_rig):
 def test_an_unowned_stall_of_a_real_time_track_goes_to_the_channel_only(make_rig):
     rig = make_rig()
     now = now_utc()
-    stalled(rig, "orphan", now, hours=49, arr=50000, owner=None)
+    stalled(rig, "orphan", now, hours=55, arr=50000, owner=None)  # 48 h + 6 h to confirm, + 1
     stalled(rig, "tiny", now, hours=48 + 5 * 24, arr=20000, owner=None, plan="starter")
     scan(rig.engine, rig.rules, now, hooks=rig.hooks)
     rig.send()
@@ -77,8 +77,8 @@ def test_a_high_touch_override_of_72_hours_is_not_stalled_at_60(make_rig):
     rig.send()
     assert [s.account_id for s in live_stalls(rig.engine)] == ["mid"]
     assert [c.body["text"][:7] for c in posts(rig.fake, ALERTS)] == ["P1: Mid"]
-    # Twelve hours later the high-touch account crosses its own threshold and pings.
-    scan(rig.engine, rig.rules, now + 12 * HOUR, hooks=rig.hooks)
-    rig.send(now + 12 * HOUR)
+    # Eighteen hours later the high-touch account is past its own threshold, confirmed, and pings.
+    scan(rig.engine, rig.rules, now + 18 * HOUR, hooks=rig.hooks)
+    rig.send(now + 18 * HOUR)
     assert sorted(s.account_id for s in live_stalls(rig.engine)) == ["big", "mid"]
     assert posts(rig.fake, ALERTS)[-1].body["text"].startswith("P0: Big")

@@ -34,8 +34,11 @@ def test_step_stall_opens_once_past_threshold_with_why_line(engine, rules):
     assert (early.candidates, early.opened) == (1, 0)  # new, so evaluated; not stalled yet
     assert_no_changes(early)
     assert stalls(engine) == []
+    # Past the 48 h threshold but not yet confirmed (step_stall.confirm_hours = 6).
+    assert_no_changes(scan(engine, rules, T0 + 53 * HOUR))
+    assert stalls(engine) == []
 
-    now = T0 + 49 * HOUR
+    now = T0 + 55 * HOUR
     report = scan(engine, rules, now)
     assert report.opened == 1
     [stall] = stalls(engine)
@@ -47,7 +50,7 @@ def test_step_stall_opens_once_past_threshold_with_why_line(engine, rules):
     assert stall.opened_at == now
     assert stall.stage == "Onboarding"
     assert stall.priority == "P1"
-    assert stall.why == "2 days on 'Create a project' · P1 because $12K ARR, 1 hour past the 48 h threshold"
+    assert stall.why == "2 days on 'Create a project' · P1 because $12K ARR, 7 hours past the 48 h threshold"
 
 
 def test_second_scan_with_same_now_changes_nothing(engine, rules):
@@ -83,7 +86,7 @@ def test_second_scan_with_same_now_changes_nothing(engine, rules):
 
 def test_late_event_with_earlier_time_auto_resolves_at_next_scan(engine, rules):
     store(engine, rules, signup("acme", T0, arr=5000), now=T0)
-    opened_at = T0 + 49 * HOUR
+    opened_at = T0 + 55 * HOUR
     scan(engine, rules, opened_at)
     [stall] = live_stalls(engine, "acme")
 
@@ -112,7 +115,7 @@ def test_late_event_with_earlier_time_auto_resolves_at_next_scan(engine, rules):
 
 def test_progress_resolves_old_step_stall_then_opens_on_next_step(engine, rules):
     store(engine, rules, signup("acme", T0, arr=5000), now=T0)
-    scan(engine, rules, T0 + 49 * HOUR)
+    scan(engine, rules, T0 + 55 * HOUR)
     [old] = live_stalls(engine, "acme")
     assert old.step == PROJECT
 
@@ -121,8 +124,8 @@ def test_progress_resolves_old_step_stall_then_opens_on_next_step(engine, rules)
     assert (report.auto_resolved, report.opened) == (1, 0)
     assert live_stalls(engine, "acme") == []
 
-    assert scan(engine, rules, T0 + 107 * HOUR).opened == 0  # 47 h on the new step
-    report = scan(engine, rules, T0 + 109 * HOUR)
+    assert scan(engine, rules, T0 + 113 * HOUR).opened == 0  # 53 h on the new step: not confirmed yet
+    report = scan(engine, rules, T0 + 115 * HOUR)
     assert report.opened == 1
     old_row, new = stalls(engine, "acme")
     assert old_row.id == old.id and old_row.status == "auto_resolved"
@@ -133,11 +136,11 @@ def test_progress_resolves_old_step_stall_then_opens_on_next_step(engine, rules)
 
 def test_moving_past_a_step_between_scans_resolves_and_reopens_in_one_scan(engine, rules):
     store(engine, rules, signup("acme", T0, arr=5000), now=T0)
-    scan(engine, rules, T0 + 49 * HOUR)
+    scan(engine, rules, T0 + 55 * HOUR)
     [old] = live_stalls(engine, "acme")
-    store(engine, rules, [track("acme", PROJECT, T0 + 50 * HOUR)], now=T0 + 50 * HOUR)
+    store(engine, rules, [track("acme", PROJECT, T0 + 56 * HOUR)], now=T0 + 56 * HOUR)
 
-    now = T0 + 99 * HOUR  # already 49 h on 'Connect integration'
+    now = T0 + 111 * HOUR  # already 55 h on 'Connect integration', past its confirmation
     report = scan(engine, rules, now)
     assert (report.auto_resolved, report.opened) == (1, 1)
     old_row, new = stalls(engine, "acme")
@@ -338,7 +341,7 @@ def test_payment_failed_then_paid_auto_resolves(engine, rules):
 
 def test_priority_rises_as_days_pass_updating_the_same_row(engine, rules):
     store(engine, rules, signup("acme", T0, arr=12000), now=T0)
-    first = scan(engine, rules, T0 + 49 * HOUR)
+    first = scan(engine, rules, T0 + 55 * HOUR)
     [stall] = stalls(engine)
     assert stall.priority == "P1"
     assert first.opened_ids == [stall.id]
@@ -357,7 +360,7 @@ def test_priority_rises_as_days_pass_updating_the_same_row(engine, rules):
     assert row.id == stall.id
     assert row.priority == "P0"
     assert row.score == pytest.approx(12000 * 2.1)
-    assert row.opened_at == T0 + 49 * HOUR
+    assert row.opened_at == T0 + 55 * HOUR
     assert row.why == "13 days on 'Create a project' · P0 because $12K ARR, 11 days past the 48 h threshold"
     assert row.open_key == "acme|step_stall"
 
@@ -476,7 +479,7 @@ def test_one_corrupt_account_never_stops_the_scan(engine, rules, caplog):
     _corrupt(engine, "bad", renewal_date=date(1, 1, 1),
              payment_failed_at=datetime(9999, 12, 31, 23, 59, tzinfo=timezone.utc))
     failures = metrics.SCAN_ACCOUNT_FAILURES._value.get()
-    now = T0 + 49 * HOUR
+    now = T0 + 55 * HOUR
     report = scan(engine, rules, now)
     assert (report.opened, report.failed) == (2, 1)
     assert {s.account_id for s in live_stalls(engine)} == {"acme", "globex"}
@@ -494,7 +497,7 @@ def test_a_journey_that_cannot_be_refreshed_is_skipped_not_looped_on(engine, rul
     store(engine, rules, signup("acme", T0, arr=12000) + signup("bad", T0, arr=12000), now=T0)
     _corrupt(engine, "bad", steps={"Signed Up": "not a time"}, journey_version="older rules")
     _corrupt(engine, "acme", journey_version="older rules")
-    report = scan(engine, rules, T0 + 49 * HOUR)
+    report = scan(engine, rules, T0 + 55 * HOUR)
     assert (report.journeys_refreshed, report.failed) == (1, 1)
     # "bad" keeps the journey stored before and is still evaluated on it.
     assert {s.account_id for s in live_stalls(engine)} == {"acme", "bad"}

@@ -343,7 +343,7 @@ def _accounts(rng: random.Random, n: int, start: datetime, end: datetime, shape:
             signup = start + timedelta(seconds=rng.uniform(0, window - 6 * 3600))
         out.append(_account(rng, i + 1, name, arr, plan, track, offset, signup, is_existing, shape=shape))
     # The scripted stories, at the end of the list.
-    out.append(_account(rng, n - 1, LATE_STORY, 84000.0, "business", "high_touch", 0, end - timedelta(days=3, hours=0),
+    out.append(_account(rng, n - 1, LATE_STORY, 84000.0, "business", "high_touch", 0, end - timedelta(days=3),
                         False, owner="maya.chen", story="late"))
     out.append(_account(rng, n, SPIKE_STORY, 62000.0, "business", "high_touch", 1, start - timedelta(days=200),
                         True, owner="diego.ramirez", story="spike"))
@@ -634,8 +634,9 @@ def _stories(b: _Builder, accounts: list[DemoAccount]) -> None:
     end = b.end
     # Northwind: signed up three days ago, created a project the next day, then connected the
     # integration yesterday, but that event is stuck in a mobile client's queue until just after
-    # `end`: the step stall (48 h after the project) opens hours before `end`, news, not backlog.
-    project = late.signup_at + timedelta(hours=20)
+    # `end`: the step stall (48 h after the project, confirmed 6 h later) opens at the first
+    # scan, news (it crossed its threshold less than a day before), not backlog.
+    project = end - timedelta(hours=64)  # stalled 16 h before `end`: confirmed (6 h), not backlog (< 24 h)
     b.track(late, "Project Created", project)
     late.steps_done["Project Created"] = project
     connected = end - timedelta(hours=22)

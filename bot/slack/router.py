@@ -247,7 +247,7 @@ class Router:
         view = StallView(
             id=top.id, priority=top.priority, status="open", owner=account.owner_slack_id or account.owner_email,
             overflowed_priority=overflow.priority if overflow is not None else None, track=account.track,
-            backlog=all(is_backlog(_aware(s.threshold_at), _aware(account.created_at)) for s in candidates),
+            backlog=all(is_backlog(_aware(s.threshold_at), _first_seen(account, s)) for s in candidates),
             backlog_recorded=all(s.id in marks for s in candidates),
         )
         if owner_key not in budget:
@@ -669,6 +669,14 @@ class Router:
     def _view(self, stall, now: datetime, *, note: str | None = None) -> PingView:
         view = self._views([stall.id], now)[stall.id]
         return replace(view, note=note) if note else view
+
+
+def _first_seen(account: _AccountAlert, stall) -> datetime | None:
+    """When Stallwatch first saw the account, as far as this stall can tell: the account row's
+    creation, or the stall's opening if earlier (a clock that is not the wall clock: the demo
+    stores with the real clock and scans with its own)."""
+    times = [t for t in (_aware(account.created_at), _aware(stall.opened_at)) if t is not None]
+    return min(times) if times else None
 
 
 def _open_ping_of(conn, account_id: str) -> int | None:

@@ -55,17 +55,19 @@ def test_step_stall_fires_at_threshold_with_readable_detail():
 
 
 def test_step_stall_boundary_is_inclusive():
-    account = facts(steps={"Signed Up": ago(hours=48)})
+    # The default rules confirm a step stall 6 hours past its 48-hour threshold.
+    account = facts(steps={"Signed Up": ago(hours=54)})
     [finding] = evaluate(account, RULES, NOW)
     assert finding.detail == "2 days on 'Create a project'"
-    assert finding.threshold_at == NOW
-    assert evaluate(facts(steps={"Signed Up": ago(hours=47.9)}), RULES, NOW) == []
+    assert finding.threshold_at == ago(hours=6)
+    assert evaluate(facts(steps={"Signed Up": ago(hours=53.9)}), RULES, NOW) == []
 
 
 def _short_steps() -> Rules:
     data = RULES.model_dump(by_alias=True)
     data["journey"]["steps"][1]["stall_after_hours"] = 5
     data["journey"]["steps"][2]["stall_after_hours"] = 20
+    data["stall_rules"]["step_stall"]["confirm_hours"] = 0  # these tests are about the thresholds
     return Rules.model_validate(data)
 
 

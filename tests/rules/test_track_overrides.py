@@ -72,7 +72,9 @@ def test_a_stall_pinged_before_its_track_went_digest_only_is_still_updated_in_pl
 def test_high_touch_threshold_override_applies_to_that_track_only():
     rules = parse_rules(HIGH_TOUCH_72)
     assert evaluate(waiting("high_touch", 60), rules, NOW) == []
-    assert [f.rule for f in evaluate(waiting("high_touch", 72), rules, NOW)] == ["step_stall"]
+    # Found once confirmed: the default 6 hours past the track's 72-hour threshold.
+    assert evaluate(waiting("high_touch", 77), rules, NOW) == []
+    assert [f.rule for f in evaluate(waiting("high_touch", 78), rules, NOW)] == ["step_stall"]
     assert [f.rule for f in evaluate(waiting("standard", 60), rules, NOW)] == ["step_stall"]
     [finding] = evaluate(waiting("high_touch", 80), rules, NOW)
     assert finding.threshold_at == NOW - timedelta(hours=8)
