@@ -110,8 +110,8 @@ def ping_summary(p: PingView) -> SectionBlock:
         text = (f"*{md(p.account_name, NAME_MAX)}* · {money(p.arr)} ARR · {md(p.stage, SHORT_MAX)}\n"
                 f"{join_lines(reasons.split(chr(10)), WHY_MAX, 'more reasons')}\n{md(p.why, WHY_MAX)}")
     else:
-        text = (f"*{md(p.account_name, NAME_MAX)}* · {money(p.arr)} ARR · {where}\n"
-                f"*Stalled {days_text(p.days_stalled)}* · {md(p.why, WHY_MAX)}")
+        # Closed: what it was about as it stood when it closed (its stored reason and priority).
+        text = f"*{md(p.account_name, NAME_MAX)}* · {money(p.arr)} ARR · {where}\n{md(p.why, WHY_MAX)}"
     fields = [
         f"*Owner*\n{person(p.owner)}",
         f"*Last activity*\n{when(p.last_activity)}",
