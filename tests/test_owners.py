@@ -143,9 +143,9 @@ def test_import_accounts_clears_and_re_resolves_the_owner(db_url, engine, settin
 # --------------------------------------------------------------------------- mapped at start
 
 
-def test_stalls_mine_lists_a_csms_accounts_after_the_start_up_mapping_before_any_ping(fake_slack, engine, db_url):
+def test_stalls_mine_and_app_home_list_a_csms_accounts_after_the_start_up_mapping_before_any_ping(fake_slack, engine, db_url):
     from bot.cli import _start_slack, _stop_slack
-    from slack_signing import make_slack_harness
+    from slack_signing import event_callback, make_slack_harness
 
     with make_slack_harness(fake_slack, engine, db_url) as slack:
         store(engine, slack.rules, signup("acme", T0, arr=50000, name="Acme", owner_email="owner@x.com"), now=T0)
@@ -164,6 +164,10 @@ def test_stalls_mine_lists_a_csms_accounts_after_the_start_up_mapping_before_any
         assert not router.owners.thread.is_alive()
         _, method = slack.command("/stalls", "mine", "U0OWNER")
         assert "Acme" in json.dumps(slack.answer(method))
+        # App Home too.
+        slack.post(event_callback({"type": "app_home_opened", "user": "U0OWNER", "tab": "home", "event_ts": "1.0"}))
+        [home] = fake_slack.wait_for_calls("views.publish", 1, timeout=10)
+        assert "*Acme*" in json.dumps(home.body["view"], ensure_ascii=False)
         assert fake_slack.calls("chat.postMessage") == []  # mapped without any ping
 
 
@@ -296,3 +300,39 @@ def test_an_open_ping_moves_to_the_new_owner_once(engine, settings_, fake_slack)
     rig.router.route_stalls([ping.stall_id])
     rig.send()
     assert fake_slack.calls("chat.postMessage") == [] and len(rig.outbox()) == outbox_rows
+
+
+def test_a_ping_reassigned_to_someone_not_in_slack_tells_the_former_owner_then_reaches_the_new_one(
+        engine, settings_, fake_slack):
+    from tests.test_router import Rig, posts
+
+    rig = Rig(engine, settings_, fake_slack)
+    now = now_utc()
+    stall_step_account(rig, "acme", now, arr=50000)
+    scan(engine, rig.rules, now, hooks=rig.hooks)
+    rig.send()
+    [ping] = [a for a in rig.alerts("ping") if a.channel == OWNER]
+    fake_slack.clear_calls()
+
+    store(engine, rig.rules, [group("acme", now, name="Acme", owner_email=GHOST)], now=now)
+    clock = [datetime.now(UTC)]
+    resolver = OwnerResolver(engine, settings_, rig.rules, clock=lambda: clock[0])
+    stats = resolver.resolve_pending()
+    assert (stats.not_found, stats.moved) == (1, 1)
+    rig.send()
+    [edit] = fake_slack.calls("chat.update")[:1]
+    assert edit.body["channel"] == fake_slack.dm_channel(OWNER)
+    assert "reassigned to ghost@" in edit.body["text"].replace("\u2060", "")
+    assert fake_slack.calls("conversations.open") == []  # nobody to DM yet
+
+    # The next day the new owner is in Slack: the daily pass maps them and they get the ping.
+    fake_slack.add_user("U0GHOST", GHOST)
+    clock[0] += timedelta(days=1)
+    assert resolver.resolve_pending().moved == 1
+    rig.send(clock[0])  # the resolver's clock: the row is due then
+    [dm] = posts(fake_slack, fake_slack.dm_channel("U0GHOST"))
+    assert "Acme" in dm.body["text"]
+    assert resolver.resolve_pending().moved == 0
+    with engine.connect() as conn:
+        kinds = {(a.channel, a.kind) for a in conn.execute(select(ALERT).where(ALERT.c.stall_id == ping.stall_id))}
+    assert {(OWNER, MOVED), ("U0GHOST", "ping"), (ALERTS, "ping")} <= kinds

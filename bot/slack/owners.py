@@ -188,10 +188,11 @@ class OwnerResolver:
 
     # ------------------------------------------------------------------ one owner (the router)
 
-    def slack_id(self, email: str | None, *, client: WebClient | None = None) -> str | None:
+    def slack_id(self, email: str | None, *, client: Callable[[], WebClient] | None = None) -> str | None:
         """The Slack user of this owner email, looked up now and stored on every account it
         owns; None when there is nobody to look up, Slack does not know the email (remembered),
-        or the lookup failed. Never waits: the router calls it while routing a ping."""
+        or the lookup failed. Never waits: the router calls it while routing a ping, with its
+        own client (`client`: made only when a call is made)."""
         email = (email or "").strip()
         if not email or not self.settings.slack_enabled:
             return None  # no token (the demo, a dry run): no lookup, channel only
@@ -199,7 +200,7 @@ class OwnerResolver:
         if self._recently_failed(email) or self._remembered_unknown([email], now):
             return None
         self._pace.take()  # counted against the pace of the passes, never waited for here
-        found = self._lookup(email, client or self.client)
+        found = self._lookup(email, client() if client is not None else self.client)
         self._record(email, found, now)
         if found.outcome != "found":
             log.info("slack owners: no Slack user for %s (%s); pinging the channel only", email, found.outcome)
@@ -228,8 +229,7 @@ class OwnerResolver:
                 if not self._still_unmapped(email):  # another process mapped it meanwhile
                     continue
                 found = self._paced_lookup(email, stats)
-                if found is None:
-                    log.warning("slack owners: Slack kept answering 429; the rest waits for the next pass")
+                if found is None:  # stopping, or Slack kept answering 429: the next pass goes on
                     break
                 self._record(email, found, now)
                 stats.looked_up += found.outcome in ("found", "not_found")
@@ -276,6 +276,8 @@ class OwnerResolver:
             stats.rate_limited += 1
             log.info("slack owners: users.lookupByEmail rate-limited; waiting %.0f s", found.retry_after)
             self._pace.hold(found.retry_after)  # the next take() waits it out (the router's calls too)
+        log.warning("slack owners: Slack answered 429 %d times in a row; the rest waits for the next pass",
+                    MAX_RATE_LIMITED + 1)
         return None
 
     # ------------------------------------------------------------------ Slack and the store
@@ -387,7 +389,7 @@ class OwnerResolver:
                 todo[account_id] = (lead, owner)
             elif owner and not dms:  # the former owner was not in Slack: moved if the owner changed since
                 quiet[account_id] = min(min(_aware(p.created_at), _aware(p.updated_at)) for p in pings)
-            elif stale and not owner and (pings[0].owner_email or "").lower() in unknown:
+            elif stale and not owner and pings[0].owner_email in unknown:
                 todo[account_id] = (lead, None)  # the new owner is not in Slack: the former one is told
         for account_id in self._changed_owner_since(quiet):
             pings = by_account[account_id]

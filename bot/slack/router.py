@@ -632,7 +632,7 @@ class Router:
         if stall.owner_slack_id:
             return stall.owner_slack_id
         # No blocking retries (self.client): a failed lookup means "channel only" for this ping.
-        return self.owners.slack_id(stall.owner_email, client=self.client)
+        return self.owners.slack_id(stall.owner_email, client=lambda: self.client)
 
     def _views(self, stall_ids: Iterable[int], now: datetime) -> dict[int, PingView]:
         """The pings of these stalls as every other path renders them (one builder)."""
