@@ -80,6 +80,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     app.state.rules = rules
     app.state.writer = writer
     app.state.on_events_stored = on_events_stored
+    app.state.wakeups = services.wakeups  # ingest wakes the Slack owner resolver (bot.slack.owners)
     app.state.scheduler = None
     app.state.bolt = bolt
     app.state.socket_bolt = socket_bolt

@@ -115,6 +115,7 @@ def _start_slack(services, scheduler):
 
     from bot.slack.client import web_client
     from bot.slack.outbox import OutboxSender
+    from bot.slack.owners import OwnerResolver
     from bot.slack.router import Router
 
     from bot.slack.health import check_at_start
@@ -124,12 +125,16 @@ def _start_slack(services, scheduler):
     # A revoked token (the mark clears once auth.test passes) and channels the bot is not in
     check_at_start(engine, settings, web_client(settings, blocking_retries=False, timeout=5))
     stop_event, wake_event = threading.Event(), services.wakeups.slack_outbox
-    router = Router(engine, settings, rules, wakeups=services.wakeups)
+    # Owners' Slack users: every CSM mapped now, in the background (bot/slack/owners.py).
+    owners = OwnerResolver(engine, settings, rules, wakeups=services.wakeups)
+    router = Router(engine, settings, rules, wakeups=services.wakeups, owners=owners)
     services.change_hooks.append(router.handle)
     if scheduler is not None:
         scheduler.add_router_jobs(router)
+        scheduler.add_owner_jobs(owners)
     thread = OutboxSender(engine, lambda: web_client(settings, blocking_retries=False),
                           rules=rules).start(stop_event, wake_event)
+    owners.start(stop_event)  # stopped by the same event: joined through router.owners
     return router, stop_event, wake_event, thread
 
 
@@ -138,6 +143,8 @@ def _stop_slack(services, router, stop_event, wake_event, thread) -> None:
     stop_event.set()
     wake_event.set()
     thread.join(timeout=15)
+    if router.owners.thread is not None:
+        router.owners.thread.join(timeout=15)
 # --- end Slack real-time pings ----------------------------------------------------------
 
 
@@ -304,11 +311,18 @@ def import_accounts(file: Path) -> None:
     except (OSError, UnicodeDecodeError) as exc:
         raise click.ClickException(f"cannot read {file}: {exc}") from None
     try:
-        created, updated = import_accounts_csv(_engine(settings), _rules(settings), text, source=str(file))
+        engine, rules = _engine(settings), _rules(settings)
+        created, updated = import_accounts_csv(engine, rules, text, source=str(file))
     except CsvError as exc:
         click.echo("\n".join(exc.problems), err=True)
         raise click.ClickException(f"{file}: nothing imported ({len(exc.problems)} problem(s) above)") from None
     click.echo(f"{file}: {created} account(s) created, {updated} updated")
+    if settings.slack_enabled:
+        # New and changed owners mapped to Slack users now, and open pings moved to them (a
+        # running server sends those), rather than at the next ping or the daily run.
+        from bot.slack.owners import OwnerResolver
+
+        click.echo(OwnerResolver(engine, settings, rules).resolve_pending().summary())
 
 
 # --- daily digest (bot/slack/digest.py) ---------------------------------------------------

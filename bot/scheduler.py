@@ -69,6 +69,13 @@ class Scheduler:
                             "route_unrouted")
     # --- end Slack real-time pings --------------------------------------------------------
 
+    # --- owners in Slack (bot/slack/owners.py) ---
+    def add_owner_jobs(self, owners) -> None:
+        """Once a day, look up the owner emails still without a Slack user (those Slack did not
+        know a day ago included) and move the open pings that follow (leader only)."""
+        self.add_leader_job(owners.resolve_pending, IntervalTrigger(days=1), "resolve_owners")
+    # --- end owners in Slack ---
+
     # --- daily digest (bot/slack/digest.py) ---
     def _digest(self) -> None:
         from bot.slack.digest import post_digest

@@ -24,7 +24,7 @@ from rules.journey import compute_journey, merge_step_times, parse_step_times
 from rules.plan import RulePlan, plan_for
 from rules.tracks import assign_track
 from storage.db import write_tx
-from storage.models import Account, ActiveDay, Contact, Event, EventVolume, Stall, Ticket, TrackingIssue
+from storage.models import Account, ActiveDay, AuditEntry, Contact, Event, EventVolume, Stall, Ticket, TrackingIssue
 from storage.sql import FastMany, chunks, insert_ignore, select_in, upsert
 
 if TYPE_CHECKING:
@@ -38,6 +38,7 @@ TICKET = Ticket.__table__
 STALL = Stall.__table__
 TRACKING = TrackingIssue.__table__
 VOLUME = EventVolume.__table__
+AUDIT = AuditEntry.__table__
 
 PRODUCT_KINDS = frozenset({"track", "page", "screen"})
 ACCOUNT_FIELDS = ("name", "domain", "plan", "arr", "owner_email", "renewal_date", "employees", "seats")
@@ -50,6 +51,9 @@ class StoreResult:
     accounts: set[str] = field(default_factory=set)  # accounts touched by new events
     evaluate: set[str] = field(default_factory=set)  # accounts whose stalls to re-evaluate now
     missing_properties: int = 0
+    # Accounts whose owner_email changed (or was first set): their Slack owner is to be
+    # (re-)resolved (bot.slack.owners), so whoever stores them wakes the resolver.
+    owners: set[str] = field(default_factory=set)
     # Messages the database refused when stored one by one (storage.writer), with the reason.
     failed: list[tuple["IncomingEvent", str]] = field(default_factory=list)
 
@@ -111,6 +115,8 @@ def store_batches(engine: Engine, batches: list[list["IncomingEvent"]], rules: R
             result.accounts.add(ev.account_id)
         if ev.account_id in combined.evaluate:
             result.evaluate.add(ev.account_id)
+        if ev.account_id in combined.owners:
+            result.owners.add(ev.account_id)
         result.missing_properties += len(ev.missing_properties)
     for result, events in zip(results, batches):
         result.duplicates = len(events) - result.accepted
@@ -252,7 +258,7 @@ def _apply(conn, fresh: list["IncomingEvent"], rules: Rules, now: datetime, resu
     if contacts:
         _upsert_contacts(conn, contacts, now)
     if deltas:
-        _update_accounts(conn, deltas, rules, now)
+        result.owners = _update_accounts(conn, deltas, rules, now, source="segment")
         result.accounts = set(deltas)
         result.evaluate = {aid for aid, d in deltas.items() if d.event_driven} | _with_open_stalls(
             conn, [aid for aid, d in deltas.items() if d.progressed and not d.event_driven]
@@ -319,8 +325,8 @@ def _upsert_contacts(conn, contacts: dict[str, dict[str, Any]], now: datetime) -
 
 
 ACCOUNT_STATE = (
-    "id", "name", "name_lower", "domain", "plan", "arr", "seats", "employees", "owner_email", "renewal_date",
-    "status", "track", "steps", "first_seen_at", "last_seen_at", "payment_failed_at", "stripe_customer_id", "stage",
+    "id", "name", "name_lower", "domain", "plan", "arr", "seats", "employees", "owner_email", "owner_slack_id",
+    "renewal_date", "status", "track", "steps", "first_seen_at", "last_seen_at", "payment_failed_at", "stripe_customer_id", "stage",
     "signup_at", "activated_at", "waiting_step", "waiting_since", "stalled_at", "checkpoint_at", "steps_done",
     "journey_version", "next_eval_at", "traits_at", "lifecycle_at", "payment_at",
 )
@@ -329,8 +335,10 @@ ACCOUNT_STATE = (
 # time of the latest activity is one indexed look-up away, in the event table).
 
 
-def _update_accounts(conn, deltas: dict[str, _AccountDelta], rules: Rules, now: datetime) -> None:
-    """Fold the deltas into the accounts, creating missing ones; write only rows that change."""
+def _update_accounts(conn, deltas: dict[str, _AccountDelta], rules: Rules, now: datetime, *,
+                     source: str) -> set[str]:
+    """Fold the deltas into the accounts, creating missing ones; write only rows that change.
+    Returns the accounts whose owner_email changed (`_owner_changes`)."""
     ids = sorted(deltas)
     version = rules_version(rules)
     # First a narrow look: most accounts of a batch only show activity that changes nothing.
@@ -338,7 +346,7 @@ def _update_accounts(conn, deltas: dict[str, _AccountDelta], rules: Rules, now: 
                                            "id", ids, raw=True)}
     changing = [aid for aid in ids if aid not in known or not _unchanged(known[aid], deltas[aid], version)]
     if not changing:
-        return
+        return set()
     cols = [ACCOUNT.c[name] for name in ACCOUNT_STATE]
     rows: dict[str, dict] = {}
     if conn.dialect.name == "postgresql":
@@ -358,10 +366,11 @@ def _update_accounts(conn, deltas: dict[str, _AccountDelta], rules: Rules, now: 
         if missing:
             conn.execute(insert_ignore(conn, ACCOUNT, "id"), [_new_account(aid, now) for aid in missing])
             rows.update((aid, _new_account(aid, now)) for aid in missing)
+    values_of = {aid: _account_update(rows[aid], deltas[aid], rules, now) for aid in changing}
+    owners = _owner_changes(conn, rows, values_of, now, source)
     updates = []
     for aid in changing:
-        row = rows[aid]
-        values = _account_update(row, deltas[aid], rules, now)
+        row, values = rows[aid], values_of[aid]
         changed = any(values[k] != row.get(k) for k in values if k not in ("_id", "updated_at", "next_eval_at"))
         if changed or (deltas[aid].event_driven and row.get("next_eval_at") is not None):
             updates.append(values)
@@ -372,12 +381,39 @@ def _update_accounts(conn, deltas: dict[str, _AccountDelta], rules: Rules, now: 
             lambda c: update(ACCOUNT).where(ACCOUNT.c.id == bindparam("_id")).values({k: bindparam(k) for k in keys if k != "_id"}),
             keys, _types(ACCOUNT),
         ).run(conn, updates)
+    return owners
+
+
+def _owner_changes(conn, rows: dict[str, dict], values_of: dict[str, dict], now: datetime, source: str) -> set[str]:
+    """Accounts whose owner_email changes: their stored Slack owner is the former owner's, so
+    it is replaced, in the account's own UPDATE, by the Slack id another account already maps
+    the new email to, else cleared (bot.slack.owners resolves it). A reassignment (there was
+    an owner before) is audited with both emails and nothing else."""
+    changed = {aid: ((row.get("owner_email") or None), (values_of[aid]["owner_email"] or None))
+               for aid, row in rows.items() if aid in values_of
+               and (row.get("owner_email") or "").lower() != (values_of[aid]["owner_email"] or "").lower()}
+    if not changed:
+        return set()
+    emails = sorted({new.lower() for _, new in changed.values() if new})
+    known: dict[str, str] = {}
+    for chunk in chunks(emails):  # CSMs are few: this runs only when an owner changes
+        known.update((email.lower(), slack_id) for email, slack_id in conn.execute(
+            select(ACCOUNT.c.owner_email, ACCOUNT.c.owner_slack_id)
+            .where(ACCOUNT.c.owner_email.in_(chunk), ACCOUNT.c.owner_slack_id.is_not(None))))
+    for aid, (_, new) in changed.items():
+        values_of[aid]["owner_slack_id"] = known.get(new.lower()) if new else None
+    audits = [{"at": now, "actor": "system", "action": "account.owner_changed", "stall_id": None, "account_id": aid,
+               "source": source, "detail": {"from": old, "to": new}}
+              for aid, (old, new) in sorted(changed.items()) if old]
+    if audits:
+        conn.execute(AUDIT.insert(), audits)
+    return set(changed)
 
 
 def _new_account(aid: str, now: datetime) -> dict[str, Any]:
     return {
         "id": aid, "name": aid, "name_lower": aid.lower()[:255], "domain": None, "plan": None, "arr": 0.0, "seats": None,
-        "employees": None, "owner_email": None, "renewal_date": None, "status": "trialing", "track": "standard",
+        "employees": None, "owner_email": None, "owner_slack_id": None, "renewal_date": None, "status": "trialing", "track": "standard",
         "steps": {}, "first_seen_at": None, "last_seen_at": None, "payment_failed_at": None,
         "stripe_customer_id": None, "stage": "Onboarding", "signup_at": None, "activated_at": None,
         "waiting_step": None, "waiting_since": None, "stalled_at": None, "checkpoint_at": None, "steps_done": 0,
@@ -431,6 +467,7 @@ def _account_update(row: dict, delta: _AccountDelta, rules: Rules, now: datetime
     return {
         "_id": row["id"],
         **values,
+        "owner_slack_id": row.get("owner_slack_id"),  # replaced when the owner changes (_owner_changes)
         "name_lower": (values["name"] or row["id"]).lower()[:255],
         "track": track,
         "status": status,
@@ -583,9 +620,11 @@ def _max(a, b):
     return b if a is None else a if b is None else max(a, b)
 
 
-def apply_account_traits(engine: Engine, traits: dict[str, dict[str, Any]], rules: Rules, now: datetime) -> tuple[int, int]:
+def apply_account_traits(engine: Engine, traits: dict[str, dict[str, Any]], rules: Rules, now: datetime, *,
+                         source: str = "import") -> tuple[int, int]:
     """Set account facts from outside the event stream (CSV import), in one transaction,
-    through the same path as a Segment group call. Returns (created, updated)."""
+    through the same path as a Segment group call (an owner change included). Returns
+    (created, updated)."""
     if not traits:
         return 0, 0
     with write_tx(engine) as conn:
@@ -595,5 +634,5 @@ def apply_account_traits(engine: Engine, traits: dict[str, dict[str, Any]], rule
         deltas: dict[str, _AccountDelta] = {}
         for aid, values in traits.items():
             deltas[aid] = _AccountDelta(traits=dict(values), traits_at=now)
-        _update_accounts(conn, deltas, rules, now)
+        _update_accounts(conn, deltas, rules, now, source=source)
     return len(traits) - len(existing), len(existing)

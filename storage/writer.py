@@ -121,6 +121,7 @@ class BatchWriter:
             total.duplicates += result.duplicates
             total.accounts |= result.accounts
             total.evaluate |= result.evaluate
+            total.owners |= result.owners
             total.missing_properties += result.missing_properties
         return total
 

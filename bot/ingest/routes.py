@@ -100,6 +100,8 @@ async def _store(request: Request, events: list[IncomingEvent], rejected: list[d
     now = utcnow()
     events = [apply_window(ev, now) for ev in events]
     result = await asyncio.wrap_future(request.app.state.writer.submit(events, now))
+    if result.owners:  # an owner changed: the Slack owner resolver maps them now (bot.slack.owners)
+        request.app.state.wakeups.slack_owners.set()
     if result.failed:  # messages the database refused, found by storing one by one
         rejected.extend({"index": ev.position, "error": reason} for ev, reason in result.failed)
         rejected.sort(key=lambda entry: entry["index"])

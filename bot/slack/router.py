@@ -34,16 +34,15 @@ backlog is never escalated (it has no ping), and acting on the alert (a button, 
 acknowledges it.
 
 The router never calls Slack to post: the outbox sender does, woken through the services'
-`wakeups.slack_outbox`. The one Web API call here is `users.lookupByEmail`, made once per
-owner and stored on the account. An account with no owner is never DMed (there is nobody):
-it pings the alerts channel only, when its track pings in real time.
+`wakeups.slack_outbox`. The one Web API call here is `users.lookupByEmail` for an owner not
+mapped yet, made and stored by bot.slack.owners (which maps every owner at start and after a
+change of owner). An account with no owner is never DMed (there is
+nobody): it pings the alerts channel only, when its track pings in real time.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
-import time
 from collections import defaultdict
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
@@ -53,6 +52,7 @@ from slack_sdk import WebClient
 from sqlalchemy import Engine, func, select, update
 
 from bot.slack.outbox import OUTBOX, PENDING, enqueue, enqueue_refresh
+from bot.slack.owners import OwnerResolver
 from bot.slack.queries import BACKLOG, ESCALATION, FOLLOWUP, OVERFLOW, PING, REASON, WINBACK  # the Alert kinds
 from bot.slack.render import (backlog_blocks, backlog_text, escalation_blocks, escalation_summary_blocks,
                               escalation_text, followup_note, news_text, ping_blocks, ping_text, winback_blocks,
@@ -74,7 +74,6 @@ ACCOUNT = Account.__table__
 ALERT = Alert.__table__
 
 DIGEST_CHANNEL_MARK = "digest"  # Alert.channel of an "overflow" record
-LOOKUP_RETRY = timedelta(minutes=10)  # a failed users.lookupByEmail is not retried before this
 # Unacknowledged P0s escalated one message each per run; more due at once (a first scan, an
 # outage of the team) go in one summary message.
 ESCALATE_EACH = 5
@@ -158,7 +157,7 @@ def _load_accounts(conn, ids: list[int]) -> list[_AccountAlert]:
 class Router:
     def __init__(self, engine: Engine, settings, rules: Rules, *, wakeups: Wakeups | None = None,
                  client_factory: Callable[[], WebClient] | None = None,
-                 clock: Callable[[], datetime] = utcnow):
+                 clock: Callable[[], datetime] = utcnow, owners: OwnerResolver | None = None):
         self.engine = engine
         self.settings = settings
         self.rules = rules
@@ -173,8 +172,8 @@ class Router:
                 return web_client(settings, blocking_retries=False, timeout=5)
         self._client_factory = client_factory
         self._client: WebClient | None = None
-        self._failed_lookups: dict[str, float] = {}  # email -> monotonic time of the failure
-        self._lock = threading.Lock()
+        # The owners' Slack users (shared with the process's resolver thread when given).
+        self.owners = owners or OwnerResolver(engine, settings, rules, wakeups=self.wakeups, clock=clock)
 
     @property
     def client(self) -> WebClient:
@@ -640,26 +639,8 @@ class Router:
         """The owner's Slack user id: stored on the account, else looked up by email (and stored)."""
         if stall.owner_slack_id:
             return stall.owner_slack_id
-        email = (stall.owner_email or "").strip()
-        if not email or not self.settings.slack_enabled:
-            return None  # no token (the demo, a dry run): no lookup, channel only
-        key = email.lower()
-        with self._lock:
-            failed = self._failed_lookups.get(key)
-        if failed is not None and time.monotonic() - failed < LOOKUP_RETRY.total_seconds():
-            return None
-        try:
-            user_id = self.client.users_lookupByEmail(email=email)["user"]["id"]
-        except Exception as exc:  # users_not_found, or Slack away: channel only, with the email shown
-            log.info("slack router: no Slack user for %s (%s); pinging the channel only", email, exc)
-            with self._lock:
-                self._failed_lookups[key] = time.monotonic()
-            return None
-        with write_tx(self.engine) as conn:
-            conn.execute(update(ACCOUNT).where(func.lower(ACCOUNT.c.owner_email) == key,
-                                               ACCOUNT.c.owner_slack_id.is_(None))
-                         .values(owner_slack_id=user_id))
-        return user_id
+        # No blocking retries (self.client): a failed lookup means "channel only" for this ping.
+        return self.owners.slack_id(stall.owner_email, client=lambda: self.client)
 
     def _views(self, stall_ids: Iterable[int], now: datetime) -> dict[int, PingView]:
         """The pings of these stalls as every other path renders them (one builder)."""

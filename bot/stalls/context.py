@@ -27,6 +27,9 @@ class Wakeups:
 
     slack_outbox: threading.Event = field(default_factory=threading.Event)
     mail_outbox: threading.Event = field(default_factory=threading.Event)
+    # Not an outbox: ingest changed an account's owner, so the Slack owner resolver
+    # (bot.slack.owners) maps the new owner now rather than at its daily run.
+    slack_owners: threading.Event = field(default_factory=threading.Event)
 
 
 @dataclass(frozen=True)
