@@ -4,6 +4,8 @@ through the outbox, in the assignment's transaction)."""
 
 from __future__ import annotations
 
+import threading
+
 from sqlalchemy import Connection
 
 from bot.settings import Settings
@@ -35,9 +37,12 @@ def usergroup_reader(settings: Settings):
 
 
 def connect_team(services: Services) -> None:
-    """Let the roster read its user groups from Slack (once Slack is configured)."""
+    """Let the roster read its user groups from Slack (once Slack is configured), and read them
+    once now in the background, so the first click does not wait for Slack (a modal's
+    trigger_id lives 3 seconds)."""
     if services.settings.slack_enabled and services.roster.groups:
         services.roster.install(usergroup_reader(services.settings))
+        threading.Thread(target=services.roster.members, name="team-roster", daemon=True).start()
 
 
 def assigned_dm(services: Services):

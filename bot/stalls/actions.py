@@ -141,15 +141,14 @@ def may(services: Services, op: Op, stall_id: int, user: str) -> None:
 
 
 def view(services: Services, stall_id: int, user: str) -> str:
-    """The account id of the stall, once `user` may view its account (a closed stall too): the
-    same rule as `view_account`, with the clicked stall's assignee counting too."""
-    team = services.team
+    """The account id of the stall, once `user` may view its account (a closed stall too):
+    exactly `view_account`'s rule, so "View journey" and `/journey` never disagree."""
     with services.engine.connect() as conn:
         row = sql.subject_of(conn, stall_id)
-        if row is None:
-            raise NotFound()
-        check(Op.VIEW, user, account_subject(conn, row.account_id, row), services.admins, team)
-        return row.account_id
+    if row is None:
+        raise NotFound()
+    view_account(services, row.account_id, user)
+    return row.account_id
 
 
 def view_account(services: Services, account_id: str, user: str) -> None:
@@ -177,13 +176,12 @@ def sees_every_account(services: Services, user: str) -> bool:
     return permissions.sees_every_account(user, services.admins, services.team)
 
 
-def account_subject(conn: Connection, account_id: str, row=None) -> Subject:
-    """The account as a permission subject: its owner, and its alert's assignee (the clicked
-    stall's `row`, or any of its live stalls')."""
-    owner = sql.owner_of(conn, account_id)
+def account_subject(conn: Connection, account_id: str) -> Subject:
+    """The account as a permission subject: its owner, and its alert's assignee (that of its
+    live stalls, as `alert_of` reads it)."""
     live = sql.live_stalls_of(conn, account_id)
-    assignee = (row.assignee if row is not None else None) or next((s.assignee for s in live if s.assignee), None)
-    return Subject(stall_id=row.id if row is not None else None, owner_slack_id=owner, assignee=assignee)
+    assignee = next((s.assignee for s in live if s.assignee), None)
+    return Subject(stall_id=None, owner_slack_id=sql.owner_of(conn, account_id), assignee=assignee)
 
 
 CHANGES = {Op.ASSIGN: assign, Op.SNOOZE: snooze, Op.RESOLVE: resolve}
