@@ -35,6 +35,7 @@ class Settings(BaseSettings):
     digest_channel: str | None = Field(default=None, alias="STALLWATCH_DIGEST_CHANNEL")
     ops_channel_setting: str | None = Field(default=None, alias="STALLWATCH_OPS_CHANNEL")
     admins: str = Field(default="", alias="STALLWATCH_ADMINS")
+    team: str = Field(default="", alias="STALLWATCH_TEAM")  # user group ids (S...) and/or user ids
     port: int = Field(default=3000, alias="PORT")
 
     @field_validator(
@@ -57,7 +58,17 @@ class Settings(BaseSettings):
 
     @property
     def admin_ids(self) -> frozenset[str]:
-        return frozenset(a.strip() for a in self.admins.split(",") if a.strip())
+        return frozenset(_ids(self.admins))
+
+    @property
+    def team_groups(self) -> tuple[str, ...]:
+        """The Slack user groups (ids starting with "S") of STALLWATCH_TEAM, read from Slack."""
+        return tuple(t for t in _ids(self.team) if t.startswith("S"))
+
+    @property
+    def team_user_ids(self) -> frozenset[str]:
+        """The user ids listed in STALLWATCH_TEAM itself (members without a user group)."""
+        return frozenset(t for t in _ids(self.team) if not t.startswith("S"))
 
     @property
     def slack_enabled(self) -> bool:
@@ -66,6 +77,11 @@ class Settings(BaseSettings):
     @cached_property
     def rules(self) -> Rules:
         return load_rules(self.rules_path)
+
+
+def _ids(value: str) -> list[str]:
+    """A comma-separated list of Slack ids (blanks ignored)."""
+    return [v.strip() for v in (value or "").split(",") if v.strip()]
 
 
 def default_rules_text() -> str:

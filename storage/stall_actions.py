@@ -63,6 +63,13 @@ def ack_alerts(conn: Connection, stall_id: int, user: str, now: datetime) -> Non
 
 
 def audit(conn: Connection, *, now: datetime, actor: str, action: str, stall_id: int, account_id: str,
-          source: str, detail: dict) -> None:
-    conn.execute(AUDIT.insert().values(at=now, actor=actor, action=action, stall_id=stall_id,
-                                       account_id=account_id, source=source, detail=detail))
+          source: str, detail: dict) -> int:
+    """Write one audit row; its id."""
+    return conn.execute(AUDIT.insert().values(at=now, actor=actor, action=action, stall_id=stall_id,
+                                              account_id=account_id, source=source,
+                                              detail=detail)).inserted_primary_key[0]
+
+
+def owner_of(conn: Connection, account_id: str) -> str | None:
+    """The Slack user id of the account's owner (None: unmapped or no such account)."""
+    return conn.execute(select(ACCOUNT.c.owner_slack_id).where(ACCOUNT.c.id == account_id)).scalar()

@@ -99,6 +99,10 @@ def view_submission(view: dict, values: dict[str, str], *, user_id: str, **kw) -
             state[block["block_id"]] = {element["action_id"]: {"type": "checkboxes", "selected_options": [
                 o for o in element.get("options", []) if o["value"] in ticked]}}
             continue
+        if element["type"] == "users_select":  # values: the picked user id
+            state[block["block_id"]] = {element["action_id"]: {"type": "users_select",
+                                                               "selected_user": values.get(block["block_id"])}}
+            continue
         state[block["block_id"]] = {element["action_id"]: {"type": element["type"],
                                                            "value": values.get(block["block_id"])}}
     payload = {

@@ -49,7 +49,7 @@ UTC = timezone.utc
 NOW = datetime(2025, 6, 16, 12, 0, tzinfo=UTC)
 ZWSP = "\u200b"
 LATE = "Integration Connected arrived late (stall opened on stale data)"
-LIVE_ACTIONS = {"stall_draft", "stall_assign", "stall_snooze", "stall_resolve", "stall_view_journey"}
+LIVE_ACTIONS = {"stall_draft", "stall_assign", "stall_assign_to", "stall_snooze", "stall_resolve", "stall_view_journey"}
 
 
 # --- builders ------------------------------------------------------------------------------------
@@ -215,6 +215,8 @@ def test_open_stall_shows_every_action():
     assert [StallRef.decode(o["value"]).days for o in snooze["options"]] == [1, 3, 7]
     texts = {e["text"]["text"] for e in actions["elements"] if e["type"] == "button"}
     assert {"Draft recovery email", "Assign to me", "Resolve", "View journey"} <= texts
+    picker = next(e for e in actions["elements"] if e["action_id"] == Action.ASSIGN_TO)
+    assert picker["type"] == "users_select" and actions["block_id"] == "stall-42-actions"  # the picker's stall
     resolve = next(e for e in actions["elements"] if e["action_id"] == Action.RESOLVE)
     assert "confirm" in resolve  # a destructive click asks first
 
@@ -300,11 +302,12 @@ def test_decode_action_for_buttons_selects_and_menus():
     decoded = [decode_action({"action_id": digest_menu["action_id"], "selected_option": o})
                for o in digest_menu["options"]]
     assert [(a, r.days) for a, r in decoded] == [
-        (Action.DIGEST_ASSIGN, None), (Action.DIGEST_SNOOZE, 1), (Action.DIGEST_SNOOZE, 3), (Action.DIGEST_SNOOZE, 7)]
+        (Action.DIGEST_ASSIGN, None), (Action.ASSIGN_TO, None), (Action.DIGEST_SNOOZE, 1), (Action.DIGEST_SNOOZE, 3),
+        (Action.DIGEST_SNOOZE, 7)]
 
     [list_menu] = list(elements(as_dicts(stalls_list_blocks([row(5)], "all", 0))))
     ops = [decode_action({"action_id": list_menu["action_id"], "selected_option": o})[0] for o in list_menu["options"]]
-    assert ops == [Action.ASSIGN, Action.SNOOZE, Action.SNOOZE, Action.SNOOZE, Action.RESOLVE]
+    assert ops == [Action.ASSIGN, Action.ASSIGN_TO, Action.SNOOZE, Action.SNOOZE, Action.RESOLVE]
 
 
 @pytest.mark.parametrize("value", [

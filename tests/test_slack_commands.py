@@ -29,7 +29,8 @@ OTHER = "U0OTHER"
 @pytest.fixture
 def slack(fake_slack, engine, db_url):
     forget_names()
-    with make_slack_harness(fake_slack, engine, db_url) as harness:
+    # Both CSMs are in the CS team: they see every account (tests/test_team.py: outsiders do not).
+    with make_slack_harness(fake_slack, engine, db_url, STALLWATCH_TEAM=f"{OWNER},{OTHER}") as harness:
         yield harness
 
 

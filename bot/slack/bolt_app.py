@@ -29,6 +29,7 @@ from bot.settings import Settings
 from bot.slack.boundary import handle_error
 from bot.slack.client import async_web_client
 from bot.slack.listeners import register_all
+from bot.slack.team import connect_team
 from bot.stalls.context import Services
 
 EVENTS_PATH = "/slack/events"
@@ -67,6 +68,7 @@ def build_bolt(services: Services, *, socket_mode: bool = False) -> AsyncApp:
         await handle_error(error, body=body, respond=respond, user_id=context.get("user_id"))
 
     register_all(app, services)
+    connect_team(services)  # STALLWATCH_TEAM's user groups are read from Slack
     return app
 
 

@@ -12,6 +12,7 @@ from typing import Any, Callable
 from sqlalchemy import Engine
 
 from bot.settings import Settings
+from bot.stalls.team import TeamRoster
 from rules.config import Rules
 from storage.db import utcnow
 
@@ -40,7 +41,18 @@ class Services:
     clock: Clock = utcnow
     wakeups: Wakeups = field(default_factory=Wakeups)
     change_hooks: list[ChangeHook] = field(default_factory=list)
+    roster: TeamRoster | None = None  # the CS team (STALLWATCH_TEAM); None: built from the settings
+
+    def __post_init__(self):
+        if self.roster is None:  # frozen: the one place a field is filled in after the fact
+            object.__setattr__(self, "roster", TeamRoster.from_settings(self.settings))
 
     @property
     def admins(self) -> frozenset[str]:
         return self.settings.admin_ids
+
+    @property
+    def team(self) -> frozenset[str]:
+        """The CS team's user ids now. Blocking (may read a user group from Slack): call it in a
+        thread, before a write transaction."""
+        return self.roster.members()

@@ -97,10 +97,11 @@ def start_draft(services: Services, stall_id: int, user: str, *, view_id: str | 
     """Check that `user` may draft for this live stall and that an email could go out at all;
     store the Draft as "drafting". Raises a StallwatchError to show instead."""
     now = now or services.clock()
+    team = services.team  # before the transaction: it may wait for Slack
     with write_tx(services.engine) as conn:
         # One alert per account: the ping's button names its lead stall; once that one closed,
         # the email is about the alert's top live reason.
-        _, targets = alert_of(conn, services, Op.DRAFT, stall_id, user)
+        _, targets = alert_of(conn, services, Op.DRAFT, stall_id, user, team=team)
         clicked = stall_id
         if stall_id not in targets:
             stall_id = targets[0]
@@ -167,10 +168,11 @@ def form_of(conn: Connection, services: Services, draft_id: int, now: datetime) 
 def discard(services: Services, draft_id: int, user: str, *, source: str, now: datetime | None = None) -> None:
     """Discard the draft; DraftClosed when it was approved, sent or discarded meanwhile."""
     now = now or services.clock()
+    team = services.team  # before the transaction: it may wait for Slack
     with write_tx(services.engine) as conn:
         draft = _draft(conn, draft_id)
         # Works once the stall closed too (the draft then goes nowhere anyway).
-        checked(conn, services, Op.DISCARD, draft.stall_id, user, live=False)
+        checked(conn, services, Op.DISCARD, draft.stall_id, user, live=False, team=team)
         if not sql.discard(conn, draft_id, now):
             raise DraftClosed(_draft(conn, draft_id))
         audit(conn, now=now, actor=user, action="draft.discarded", stall_id=draft.stall_id,
@@ -208,11 +210,12 @@ def approve(services: Services, draft_id: int, user: str, edited: Edited, *, sou
     errors = field_errors(edited, services.rules.outreach)
     if errors:
         return Approval(errors=errors)
+    team = services.team  # before the transaction: it may wait for Slack
     with write_tx(services.engine) as conn:
         draft = _draft(conn, draft_id)
         if draft.status != "drafted":
             return Approval(closed=draft, stall_id=draft.stall_id)
-        checked(conn, services, Op.APPROVE, draft.stall_id, user, live=False)  # the send check says why a closed one cannot go
+        checked(conn, services, Op.APPROVE, draft.stall_id, user, live=False, team=team)  # the send check says why a closed one cannot go
         # Only a known contact of the account, or an address the CSM confirmed as a new contact.
         contact_id = contact_id_for(conn, draft.account_id, recipient)
         confirmed_new = contact_id is None and edited.new_contact

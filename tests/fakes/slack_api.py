@@ -289,6 +289,7 @@ class FakeSlack:
         self._last_ts_us = 0
         self._ids = itertools.count(1)
         self.users: dict[str, dict] = {}  # user id -> users.info object
+        self.usergroups: dict[str, dict] = {}  # user group id -> {"users": [...], "disabled": bool}
         self.channels: dict[str, list[dict]] = {}  # channel id -> messages in post order
         self.ephemerals: list[dict] = []
         self.views: dict[str, dict] = {}  # view id -> view
@@ -340,6 +341,11 @@ class FakeSlack:
         with self._lock:
             self.users[user_id] = user
         return user
+
+    def add_usergroup(self, group_id: str, users, *, disabled: bool = False) -> None:
+        """A user group (`S...`) and its members, as usergroups.users.list lists them."""
+        with self._lock:
+            self.usergroups[group_id] = {"users": list(users), "disabled": disabled}
 
     def calls(self, method: str | None = None) -> list[Call]:
         """Recorded calls, oldest first (a copy), optionally of one method."""
@@ -687,6 +693,16 @@ class FakeSlack:
             if (user["profile"].get("email") or "").lower() == email_ and email_:
                 return {"user": user}
         raise SlackError("users_not_found")
+
+    def _m_usergroups_users_list(self, body: dict) -> dict:
+        """Slack's answer: `{"ok": true, "users": ["U060R4BJ4", ...]}`; `no_such_subteam` for an
+        unknown group; a disabled group only with `include_disabled`."""
+        if not body.get("usergroup"):
+            raise SlackError("invalid_arguments")
+        group = self.usergroups.get(str(body["usergroup"]))
+        if group is None or (group["disabled"] and not _flag(body.get("include_disabled"))):
+            raise SlackError("no_such_subteam")
+        return {"users": list(group["users"])}
 
     def _m_users_info(self, body: dict) -> dict:
         user = self.users.get(body.get("user"))

@@ -2,6 +2,10 @@
 
 Each command acks at once (usage help goes straight into the ack when the input is empty or
 unknown) and answers ephemerally from a lazy listener through `response_url`.
+
+What a user sees follows the one visibility rule (Op.VIEW, bot/stalls/permissions.py): the CS
+team and admins see every account; anyone else only the accounts they own or are assigned
+(`/journey` of another account is refused, `/stalls all` lists their own and says so).
 """
 
 from __future__ import annotations
@@ -14,9 +18,11 @@ from slack_bolt.async_app import AsyncApp
 from slack_sdk.models.blocks import ActionsBlock, ButtonElement, PlainTextObject, SectionBlock, MarkdownTextObject
 
 from bot.slack.render import funnel_blocks, journey_blocks, stalls_list_blocks
+from bot.slack.render.limits import MAX_BLOCKS
+from bot.slack.render.primitives import context_block
 from bot.slack.text import md, plain
 from bot.slack.boundary import ack_only, lazy
-from bot.stalls import reads
+from bot.stalls import actions, reads
 from bot.stalls.context import Services
 from storage.lookup import find_account
 
@@ -27,7 +33,9 @@ JOURNEY_USAGE = ("*Usage:* `/journey <account name, domain or id>`, e.g. `/journ
                  "`/journey acme.com`: the account's stage, step checklist, open stalls and recent history.")
 STALLS_USAGE = ("*Usage:* `/stalls [mine|all] [p0|p1|p2|p3]`, e.g. `/stalls`, `/stalls all p0`, "
                 "`/stalls mine p0 p1`. `mine` (the default) is the stalls of accounts you own or "
-                "that are assigned to you.")
+                "that are assigned to you; `all` is every account's for the CS team and admins.")
+ONLY_YOURS = ("You see only the accounts you own or are assigned: the CS team (STALLWATCH_TEAM) and "
+              "Stallwatch admins see all.")
 FUNNEL_USAGE = "*Usage:* `/funnel [days]`, e.g. `/funnel` (last 30 days) or `/funnel 90` (1 to 365 days)."
 DEFAULT_FUNNEL_DAYS = 30
 MAX_FUNNEL_DAYS = 365
@@ -78,19 +86,24 @@ def parse_funnel(text: str) -> int | None:
 
 # --- answers (blocking: run in a thread) ------------------------------------------------------
 
-def journey_answer(services: Services, query: str) -> dict:
-    """The /journey message for what was typed: the journey, "did you mean", or "no match"."""
+def journey_answer(services: Services, query: str, user: str) -> dict:
+    """The /journey message for what was typed: the journey, "did you mean" (among the
+    accounts `user` may see), or "no match". NotAllowed for an account the user may not see."""
     found = find_account(services.engine, query)
     if found.exact is not None:
-        return account_journey(services, found.exact.id)
-    if found.suggestions:
-        return did_you_mean(query, found.suggestions)
+        return account_journey(services, found.exact.id, user)
+    visible = set(actions.visible_accounts(services, [s.id for s in found.suggestions], user))
+    suggestions = [s for s in found.suggestions if s.id in visible]
+    if suggestions:
+        return did_you_mean(query, suggestions)
     return {"text": f"No account matches “{md(query, 100)}”.",
             "blocks": [SectionBlock(text=MarkdownTextObject(
                 text=f"No account matches *{md(query, 100)}*.\n{JOURNEY_USAGE}")).to_dict()]}
 
 
-def account_journey(services: Services, account_id: str) -> dict:
+def account_journey(services: Services, account_id: str, user: str) -> dict:
+    """The journey of the account, once `user` may see it (NotAllowed otherwise)."""
+    actions.view_account(services, account_id, user)
     with services.engine.connect() as conn:
         data = reads.journey_data(conn, account_id, services.rules, services.clock())
     if data is None:
@@ -114,11 +127,14 @@ def did_you_mean(query: str, suggestions) -> dict:
 
 
 def stalls_answer(services: Services, q: StallsQuery, user_id: str) -> dict:
+    only_yours = not q.mine and not actions.sees_every_account(services, user_id)
     with services.engine.connect() as conn:
-        rows, total = reads.stall_rows(conn, services.clock(), user=user_id if q.mine else None,
+        rows, total = reads.stall_rows(conn, services.clock(), user=user_id if q.mine or only_yours else None,
                                          priorities=q.priorities, limit=40, rules=services.rules)
-    blocks = stalls_list_blocks(rows, q.label, more=max(total - len(rows), 0))
-    return {"text": f"{total} accounts with live stalls ({q.label})", "blocks": _blocks(blocks)}
+    blocks = _blocks(stalls_list_blocks(rows, q.label, more=max(total - len(rows), 0)))
+    if only_yours and len(blocks) < MAX_BLOCKS:
+        blocks.insert(1, context_block(ONLY_YOURS).to_dict())
+    return {"text": f"{total} accounts with live stalls ({q.label})", "blocks": blocks}
 
 
 def funnel_answer(services: Services, days: int) -> dict:
@@ -134,10 +150,11 @@ async def ack_journey(ack, command):
     await ack(response_type="ephemeral", text=JOURNEY_USAGE) if not text else await ack()
 
 
-async def journey(services: Services, body, respond):
+async def journey(services: Services, body, respond, context):
     text = (body.get("text") or "").strip()
     if text:
-        await respond(response_type="ephemeral", **await asyncio.to_thread(journey_answer, services, text))
+        await respond(response_type="ephemeral",
+                      **await asyncio.to_thread(journey_answer, services, text, context["user_id"]))
 
 
 async def ack_stalls(ack, command):
@@ -163,10 +180,10 @@ async def funnel(services: Services, body, respond):
         await respond(response_type="ephemeral", **await asyncio.to_thread(funnel_answer, services, days))
 
 
-async def journey_pick(services: Services, body, respond):
+async def journey_pick(services: Services, body, respond, context):
     account_id = body["actions"][0].get("value") or ""
     await respond(response_type="ephemeral", replace_original=True,
-                  **await asyncio.to_thread(account_journey, services, account_id))
+                  **await asyncio.to_thread(account_journey, services, account_id, context["user_id"]))
 
 
 def register(app: AsyncApp, services: Services) -> None:

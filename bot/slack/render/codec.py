@@ -4,6 +4,7 @@ in its `value` (button) or option value (select, overflow menu); `decode_action`
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from enum import StrEnum
 from typing import Any, Literal
@@ -23,6 +24,10 @@ class Action(StrEnum):
     DRAFT_DISCARD = "draft_discard"
     DRAFT_APPROVE = "draft_approve"
     ASSIGN = "stall_assign"  # button: assign to me
+    # Users select "Assign to..." on a ping (a users_select carries no value: its stall is in
+    # its block id, `stall-<id>-actions`); as a menu option's op, it opens the picker in a modal.
+    ASSIGN_TO = "stall_assign_to"
+    ASSIGN_TO_SUBMIT = "stall_assign_to_modal"  # the picker modal's callback id
     SNOOZE = "stall_snooze"  # static select: 1, 3 or 7 days (StallRef.days)
     RESOLVE = "stall_resolve"  # button, with a confirmation
     VIEW_JOURNEY = "stall_view_journey"  # button (a link when the journey has a URL)
@@ -57,6 +62,27 @@ class StallRef(BaseModel):
     def decode(cls, value: str) -> "StallRef":
         """Parse a payload; raises pydantic.ValidationError on anything forged or foreign."""
         return cls.model_validate_json(value)
+
+
+PICKER_BLOCK = re.compile(r"^stall-(\d{1,18})-actions$")
+
+
+def picker_block_id(stall_id: int) -> str:
+    """The block id of a stall's actions: where its "Assign to..." picker says which stall."""
+    return f"stall-{int(stall_id)}-actions"
+
+
+def decode_picker(action: Mapping[str, Any]) -> tuple[StallRef, str]:
+    """(which stall, whom) from an "Assign to..." users_select action. Raises ValueError on a
+    block id or a user that is not ours or not Slack's."""
+    found = PICKER_BLOCK.match(str(action.get("block_id") or ""))
+    user = action.get("selected_user")
+    if found is None or not isinstance(user, str) or not USER_ID.match(user):
+        raise ValueError("not an Assign to... pick")
+    return StallRef(stall_id=int(found.group(1))), user
+
+
+USER_ID = re.compile(r"^[UW][A-Z0-9]{1,40}$")
 
 
 def decode_action(action: Mapping[str, Any]) -> tuple[Action, StallRef]:

@@ -11,17 +11,20 @@ from slack_sdk.models.blocks import (
     ConfirmObject,
     ContextBlock,
     HeaderBlock,
+    InputBlock,
     MarkdownTextObject,
     Option,
     OverflowMenuElement,
     PlainTextObject,
     SectionBlock,
     StaticSelectElement,
+    UserSelectElement,
 )
+from slack_sdk.models.views import View
 
-from bot.slack.render.codec import Action, StallRef
+from bot.slack.render.codec import Action, StallRef, picker_block_id
 from bot.slack.render.limits import CONTEXT_TEXT_MAX, FIELD_TEXT_MAX, HEADER_TEXT_MAX, SECTION_TEXT_MAX, URL_MAX
-from bot.slack.text import clip, plain
+from bot.slack.text import clip, md, plain
 
 SNOOZE_DAYS = (1, 3, 7)
 
@@ -88,29 +91,61 @@ def journey_button(stall_id: int, journey_url: str | None) -> ButtonElement:
     return button("View journey", Action.VIEW_JOURNEY, StallRef(stall_id=stall_id), url=url)
 
 
+def assign_picker(action_id: str = Action.ASSIGN_TO.value, *, initial_user: str | None = None) -> UserSelectElement:
+    """Slack's user picker: "Assign to..." (on a ping, or in the picker modal)."""
+    return UserSelectElement(placeholder=PlainTextObject(text="Assign to…"), action_id=action_id,
+                             initial_user=initial_user)
+
+
 def stall_actions(stall_id: int, *, journey_url: str | None = None, with_journey: bool = True,
                   block_id: str | None = None) -> ActionsBlock:
-    """The buttons of a live stall: Draft, Assign to me, Snooze, Resolve (and View journey)."""
+    """The buttons of a live stall: Draft, Assign to me, Assign to..., Snooze, Resolve (and View
+    journey). The block id names the stall (the "Assign to..." picker carries no value)."""
     ref = StallRef(stall_id=stall_id)
     elements = [
         button("Draft recovery email", Action.DRAFT, ref, style="primary"),
         button("Assign to me", Action.ASSIGN, ref),
+        assign_picker(),
         _snooze_select(stall_id),
         button("Resolve", Action.RESOLVE, ref, style="danger", confirm=resolve_confirm()),
     ]
     if with_journey:
         elements.append(journey_button(stall_id, journey_url))
-    return ActionsBlock(elements=elements, block_id=block_id)
+    return ActionsBlock(elements=elements, block_id=block_id or picker_block_id(stall_id))
+
+
+# A list row's menu holds at most 5 options: with "Assign to..." and Resolve, /stalls rows offer
+# the shortest and the longest snooze (the ping's select keeps all three).
+ROW_SNOOZE_DAYS = (1, 7)
 
 
 def row_menu(stall_id: int, *, digest: bool) -> OverflowMenuElement:
-    """The inline actions of a list row (at most 5 options in an overflow menu)."""
+    """The inline actions of a list row (at most 5 options in an overflow menu). "Assign to..."
+    opens the user picker in a modal (a menu cannot hold one)."""
     if digest:
-        assign, snooze, action = Action.DIGEST_ASSIGN, Action.DIGEST_SNOOZE, Action.DIGEST_MENU
+        assign, snooze, action, days = Action.DIGEST_ASSIGN, Action.DIGEST_SNOOZE, Action.DIGEST_MENU, SNOOZE_DAYS
     else:
-        assign, snooze, action = Action.ASSIGN, Action.SNOOZE, Action.ROW_MENU
-    options = [_option("Assign to me", StallRef(stall_id=stall_id, op=assign))]
-    options += [_option(_snooze_label(d), StallRef(stall_id=stall_id, op=snooze, days=d)) for d in SNOOZE_DAYS]
+        assign, snooze, action, days = Action.ASSIGN, Action.SNOOZE, Action.ROW_MENU, ROW_SNOOZE_DAYS
+    options = [_option("Assign to me", StallRef(stall_id=stall_id, op=assign)),
+               _option("Assign to…", StallRef(stall_id=stall_id, op=Action.ASSIGN_TO))]
+    options += [_option(_snooze_label(d), StallRef(stall_id=stall_id, op=snooze, days=d)) for d in days]
     if not digest:
         options.append(_option("Resolve", StallRef(stall_id=stall_id, op=Action.RESOLVE)))
     return OverflowMenuElement(action_id=action.value, options=options)
+
+
+PICKER_BLOCK_ID = "assignee"
+
+
+def assign_view(private_metadata: str, account_name: str | None = None) -> View:
+    """The "Assign to..." modal of a list row: Slack's user picker; `private_metadata` says
+    which stall and where the click came from (bot/slack/listeners/actions.py)."""
+    what = f"*{md(account_name, 120)}*" if account_name else "this alert"
+    return View(
+        type="modal", callback_id=Action.ASSIGN_TO_SUBMIT.value, private_metadata=private_metadata,
+        title=PlainTextObject(text="Assign to…"), submit=PlainTextObject(text="Assign"),
+        close=PlainTextObject(text="Cancel"),
+        blocks=[section_block(f"Who takes {what}? They get a DM."),
+                InputBlock(block_id=PICKER_BLOCK_ID, label=PlainTextObject(text="Assignee"),
+                           element=assign_picker(PICKER_BLOCK_ID))],
+    )
