@@ -263,7 +263,9 @@ class Routing(_Strict):
 class Digest(_Strict):
     time: str = "09:00"
     timezone: str = "UTC"
-    max_items: int = Field(default=40, ge=1, le=500)
+    # Stalled accounts listed in all (the rest counted per owner), and per owner.
+    max_items: int = Field(default=150, ge=1, le=500)
+    per_owner: int = Field(default=25, ge=1, le=200)
 
     @field_validator("time")
     @classmethod

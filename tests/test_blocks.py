@@ -31,18 +31,22 @@ from bot.slack.render.limits import MAX_BLOCKS, TEXT_BUDGET
 from bot.slack.render.packing import block_text_length, check_message
 from bot.slack.text import WJ, escape, md
 from bot.stalls.views import (
+    AckTime,
     DigestData,
     DraftLine,
     EventLine,
     FunnelData,
     FunnelStage,
     JourneyViewData,
+    OwnerTotal,
+    PingedLine,
     PingView,
     StallRow,
     StepLine,
     TicketLine,
     TrackingIssueLine,
     TrackRate,
+    Trend,
 )
 
 UTC = timezone.utc
@@ -477,25 +481,64 @@ def digest_rows(n: int) -> list[StallRow]:
 
 
 @pytest.mark.parametrize("max_items", [40, 500])
-def test_digest_of_5000_stalls_splits_within_limits_and_ends_with_and_n_more(max_items):
+def test_digest_of_5000_stalls_fits_three_messages_and_ends_with_and_n_more(max_items):
     rows = digest_rows(5000)
-    messages = digest_messages(digest(rows, max_items=max_items))
+    messages = digest_messages(digest(rows, max_items=max_items, per_owner=max_items))
     for message in messages:
         assert_valid_message(message)
-    if max_items == 500:
-        assert len(messages) > 5
+    assert len(messages) <= 3  # a digest a manager reads
     dicts = [as_dicts(m) for m in messages]
-    last = dicts[-1][-1]
-    assert last["type"] == "context"
-    assert f"and {5000 - max_items:,} more" in last["elements"][0]["text"]
-    assert "/stalls" in last["elements"][0]["text"] and "7 snoozed" in last["elements"][0]["text"]
-    # Every shown stall exactly once, and only the top `max_items`.
+    # Every shown account exactly once, the top ones of each owner's ranked rows.
     shown = [StallRef.decode(d["accessory"]["options"][0]["value"]).stall_id
              for message in dicts for d in message if "accessory" in d]
-    assert sorted(shown) == list(range(1, max_items + 1))
+    assert len(shown) == len(set(shown)) and 0 < len(shown) <= max_items
+    last = dicts[-1][-1]
+    assert last["type"] == "context"
+    assert f"and {5000 - len(shown):,} more" in last["elements"][0]["text"]
+    assert "/stalls" in last["elements"][0]["text"] and "7 snoozed" in last["elements"][0]["text"]
     # No message ends on an owner heading with its stalls in the next one.
     for message in dicts[:-1]:
         assert "accessory" in message[-1]
+
+
+def test_digest_counts_each_owners_accounts_past_the_per_owner_limit():
+    rows = [row(i, owner="U0ONE") for i in range(1, 13)]
+    totals = {"U0ONE": OwnerTotal(accounts=12, arr=1_000_000, by_priority={"P0": 3, "P1": 3, "P2": 3, "P3": 3})}
+    [message] = digest_messages(digest(rows, per_owner=4, owner_totals=totals, total_open=12))
+    text = all_text([as_dicts(message)])
+    assert "*<@U0ONE>* · 12 accounts · $1,000,000 ARR" in text
+    shown = [d for d in as_dicts(message) if "accessory" in d]
+    assert len(shown) == 4
+    assert "…and 8 more (P0 2 · P1 2 · P2 2 · P3 2)" in text  # rows 1-4 are P1, P2, P3, P0
+
+
+def test_digest_names_the_accounts_pinged_today_once_with_their_status():
+    pinged = [PingedLine(stall_id=9, account_name="Northwind", priority="P0", arr=84000, owner="U0MAYA",
+                         status="acknowledged", by="U0MAYA"),
+              PingedLine(stall_id=8, account_name="Falcon", priority="P0", arr=71600, owner="U0PRIYA", status="open")]
+    [message] = digest_messages(digest([row(1)], pinged=pinged, total_open=3))
+    text = all_text([as_dicts(message)])
+    assert "Pinged in the last 24 h* (2, not repeated below)" in text
+    assert "Northwind* · $84,000 ARR · <@U0MAYA> · 👀 acknowledged by <@U0MAYA>" in text
+    assert "not acknowledged yet" in text
+    assert "3 stalled accounts: 2 pinged today, 1 listed: that is every stalled account" in text
+
+
+def test_digest_shows_what_changed_since_yesterday_and_last_week_when_known():
+    d = digest([row(1)], stalled=Trend(12, 10, 15), arr_trend=Trend(50_000, 40_000, None),
+               new_trend=Trend(3, None, None), escalated_trend=Trend(2, 1, None))
+    text = all_text([as_dicts(m) for m in digest_messages(d)])
+    assert "+2 since yesterday, -3 since last week" in text
+    assert "+$10,000 since yesterday" in text and "$50,000 since last week" not in text
+    assert "Escalated today: 2 (+1 since yesterday)" in text
+
+
+def test_digest_lists_triage_handoffs_backlog_and_time_to_acknowledge():
+    d = digest([row(1, owner=None), row(2)], handoffs=[row(7, why="2 recovery emails, no progress")],
+               backlog_accounts=5, ack_times=[AckTime("U0CSM1", 42.0, 3, 2), AckTime("U0CSM2", None, 1, 0)])
+    text = all_text([as_dicts(m) for m in digest_messages(d)])
+    assert "Triage: no owner" in text and "Win-back handoffs" in text and "Backlog: 5 stalled" in text
+    assert "<@U0CSM1> 42 min (2/3)" in text and "<@U0CSM2> none yet (0/1)" in text
 
 
 def test_digest_headline_and_sections():
@@ -508,7 +551,7 @@ def test_digest_headline_and_sections():
     assert "Signed Up" in text and "plan" in text and "Tracking issues" in text
     assert "over @jane's hourly ping budget" in text
     assert "<@U0CSM1>" in text and "pat@acme.com" in text and "no owner" in text
-    assert "That is every stalled account" in text
+    assert "that is every stalled account" in text
     assert "12 new stalls" in digest_text(digest([]))
 
 
@@ -524,7 +567,7 @@ def test_digest_groups_stalls_by_owner_in_rank_order():
 
 def test_digest_continues_an_owner_group_across_messages():
     rows = [row(i, owner="U0ONE") for i in range(1, 200)]
-    messages = [as_dicts(m) for m in digest_messages(digest(rows, max_items=199))]
+    messages = [as_dicts(m) for m in digest_messages(digest(rows, max_items=199, per_owner=199))]
     assert len(messages) > 1
     assert "(continued)" in messages[1][0]["text"]["text"]
 

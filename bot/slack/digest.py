@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import io
 import logging
-from dataclasses import dataclass, field
+import statistics
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta, timezone
 from typing import Callable
 
@@ -31,7 +32,8 @@ from bot.slack.render.packing import check_message
 from bot.slack.render.primitives import header_block, section_block
 from bot.stalls.context import Wakeups
 from bot.stalls.reads import funnel_data, stall_rows
-from bot.stalls.views import DigestData, StallRow, TrackingIssueLine, weakest_stage
+from bot.stalls.views import (AckTime, DigestData, OwnerTotal, PingedLine, StallRow, TrackingIssueLine, Trend,
+                              weakest_stage)
 from rules.config import Rules
 from rules.routing import budget_note, digest_day
 from storage.db import read_tx, utcnow, write_tx
@@ -47,6 +49,7 @@ ALERT = Alert.__table__
 DIGEST_RUN = DigestRun.__table__
 TRACKING = TrackingIssue.__table__
 
+DAY = timedelta(days=1)
 ACTIVATION_DAYS = 14  # "activation rate by track over the last 14 days"
 RESOLVED = ("resolved", "auto_resolved")
 MAX_TRACKING_ISSUES = 50
@@ -77,32 +80,47 @@ def _aware(moment: datetime | None) -> datetime | None:
 
 
 def build_digest(engine: Engine, rules: Rules, now: datetime) -> DigestData:
+    """What the digest shows, in a dozen batched statements: what changed (a day and a week
+    ago), the accounts pinged in the last 24 hours as one line each, and the rest of the
+    stalled accounts (one row each, ranked, grouped by owner, with every owner's totals so
+    nothing is silently dropped), triage (no owner), backlog and handoffs, time to acknowledge."""
     now = _aware(now) or utcnow()
     day = digest_day(now, rules)
     max_items = rules.digest.max_items
+    day_ago, week_ago = now - timedelta(days=1), now - timedelta(days=7)
     with read_tx(engine) as conn:
-        since = _previous_digest_at(conn, day) or now - timedelta(hours=24)
-        new_stalls = conn.execute(
-            select(func.count()).select_from(STALL).where(STALL.c.opened_at >= since, STALL.c.opened_at <= now)
-        ).scalar_one()
-        resolved = conn.execute(
-            select(func.count()).select_from(STALL)
-            .where(STALL.c.status.in_(RESOLVED), STALL.c.resolved_at >= now - timedelta(hours=24))
-        ).scalar_one()
-        live_accounts = select(STALL.c.account_id).where(LIVE).distinct()
-        arr_at_risk = conn.execute(
-            select(func.coalesce(func.sum(ACCOUNT.c.arr), 0.0)).where(ACCOUNT.c.id.in_(live_accounts))
-        ).scalar_one()
-        # One alert per account: the digest counts accounts (an account with an open stall is
-        # open; one whose live stalls are all snoozed is snoozed).
+        since = _previous_digest_at(conn, day) or day_ago
+        new_stalls = _count_stalls(conn, STALL.c.opened_at, since, now)
+        resolved = _count_stalls(conn, STALL.c.resolved_at, day_ago, now, STALL.c.status.in_(RESOLVED))
+        # A figure "a day ago" is known only if Stallwatch was running then (its first stall).
+        running = _aware(conn.execute(select(func.min(STALL.c.opened_at))).scalar())
+
+        def then(at: datetime, figure: Callable[[datetime], float]) -> float | None:
+            return figure(at) if running is not None and running <= at - timedelta(days=1) else None
+
+        stalled = Trend(_stalled_accounts(conn, now), then(day_ago, lambda t: _stalled_accounts(conn, t)),
+                        then(week_ago, lambda t: _stalled_accounts(conn, t)))
+        arr = Trend(_arr_at_risk(conn, now), then(day_ago, lambda t: _arr_at_risk(conn, t)),
+                    then(week_ago, lambda t: _arr_at_risk(conn, t)))
+        new_trend = Trend(new_stalls, then(day_ago, lambda t: _count_stalls(conn, STALL.c.opened_at, t - DAY, t)),
+                          then(week_ago, lambda t: _count_stalls(conn, STALL.c.opened_at, t - DAY, t)))
+        resolved_trend = Trend(resolved, then(day_ago, lambda t: _count_stalls(
+            conn, STALL.c.resolved_at, t - DAY, t, STALL.c.status.in_(RESOLVED))))
+        escalated_trend = Trend(_escalated(conn, now - DAY, now), then(day_ago, lambda t: _escalated(conn, t - DAY, t)))
+        pinged = _pinged(conn, day_ago, now)
+        pinged_today = _pinged_accounts(day_ago, now)
         open_accounts = select(STALL.c.account_id).where(LIVE, STALL.c.status == "open").distinct()
         total_open = conn.execute(select(func.count()).select_from(open_accounts.subquery())).scalar_one()
         snoozed = conn.execute(select(func.count(func.distinct(STALL.c.account_id))).where(
             LIVE, STALL.c.account_id.not_in(open_accounts))).scalar_one()
-        # stall_rows ranks open before snoozed, so the first max_items open rows come first.
-        ranked, _ = stall_rows(conn, now, limit=max_items, rules=rules)  # one row per account
-        rows = [r for r in ranked if r.status == "open"]
-        rows = _with_overflow_notes(conn, rows)
+        rest = [STALL.c.account_id.not_in(pinged_today)]
+        ranked, _ = stall_rows(conn, now, limit=max_items, rules=rules, where=rest)  # one row per account
+        rows = _with_overflow_notes(conn, [r for r in ranked if r.status == "open"])
+        totals = _owner_totals(conn, rest)
+        backlog = conn.execute(select(func.count(func.distinct(STALL.c.account_id))).select_from(
+            ALERT.join(STALL, STALL.c.id == ALERT.c.stall_id)).where(ALERT.c.kind == "backlog", LIVE)).scalar_one()
+        handoffs = _handoffs(conn, week_ago, now)
+        acks = _ack_times(conn, week_ago, now)
         issues = [
             TrackingIssueLine(kind=t.kind, event_name=t.event_name, property=t.property or "", count=t.count,
                               detail=t.detail or "")
@@ -114,12 +132,129 @@ def build_digest(engine: Engine, rules: Rules, now: datetime) -> DigestData:
         ]
         funnel = funnel_data(conn, rules, now, ACTIVATION_DAYS)
     return DigestData(
-        day=day, new_stalls=int(new_stalls), arr_at_risk=float(arr_at_risk or 0.0),
+        day=day, new_stalls=int(new_stalls), arr_at_risk=float(arr.now or 0.0),
         resolved_since_yesterday=int(resolved),
         activation_by_track={t.track: t.activation_rate for t in funnel.tracks},
-        rows=rows, total_open=total_open, snoozed=snoozed, tracking_issues=issues, funnel=funnel,
-        max_items=max_items,
+        rows=rows, total_open=int(total_open), snoozed=int(snoozed), tracking_issues=issues, funnel=funnel,
+        max_items=max_items, per_owner=rules.digest.per_owner, stalled=stalled, arr_trend=arr, new_trend=new_trend,
+        resolved_trend=resolved_trend, escalated_trend=escalated_trend, pinged=pinged, owner_totals=totals,
+        backlog_accounts=int(backlog), handoffs=handoffs, ack_times=acks,
     )
+
+
+def _count_stalls(conn: Connection, column, start: datetime, end: datetime, *conds) -> int:
+    return conn.execute(select(func.count()).select_from(STALL)
+                        .where(column >= start, column <= end, *conds)).scalar_one()
+
+
+def _live_at(at: datetime):
+    """Stalls live at `at`: opened by then, not closed by then."""
+    return (STALL.c.opened_at <= at) & (STALL.c.resolved_at.is_(None) | (STALL.c.resolved_at > at))
+
+
+def _stalled_accounts(conn: Connection, at: datetime) -> int:
+    return conn.execute(select(func.count(func.distinct(STALL.c.account_id))).where(_live_at(at))).scalar_one()
+
+
+def _arr_at_risk(conn: Connection, at: datetime) -> float:
+    """The ARR of the accounts stalled at `at` (today's ARR figures: ARR history is not kept)."""
+    accounts = select(STALL.c.account_id).where(_live_at(at)).distinct()
+    return float(conn.execute(select(func.coalesce(func.sum(ACCOUNT.c.arr), 0.0))
+                              .where(ACCOUNT.c.id.in_(accounts))).scalar_one() or 0.0)
+
+
+def _escalated(conn: Connection, start: datetime, end: datetime) -> int:
+    return conn.execute(select(func.count(func.distinct(STALL.c.account_id))).select_from(
+        ALERT.join(STALL, STALL.c.id == ALERT.c.stall_id)).where(
+        ALERT.c.kind == "escalation", ALERT.c.created_at > start, ALERT.c.created_at <= end)).scalar_one()
+
+
+def _pinged_accounts(start: datetime, end: datetime):
+    """The accounts pinged in real time between `start` and `end` (a subquery)."""
+    return (select(STALL.c.account_id).select_from(ALERT.join(STALL, STALL.c.id == ALERT.c.stall_id))
+            .where(ALERT.c.kind == "ping", ALERT.c.created_at > start, ALERT.c.created_at <= end)
+            .distinct())
+
+
+def _pinged(conn: Connection, start: datetime, end: datetime) -> list[PingedLine]:
+    """One line per account pinged in the window, with where its alert stands now."""
+    rows = conn.execute(
+        select(ALERT.c.stall_id, ALERT.c.priority, ALERT.c.created_at, ALERT.c.acked_by, ALERT.c.acked_at,
+               ALERT.c.closed_at, STALL.c.account_id, ACCOUNT.c.name, ACCOUNT.c.arr, ACCOUNT.c.owner_slack_id,
+               ACCOUNT.c.owner_email)
+        .select_from(ALERT.join(STALL, STALL.c.id == ALERT.c.stall_id)
+                     .outerjoin(ACCOUNT, ACCOUNT.c.id == STALL.c.account_id))
+        .where(ALERT.c.kind == "ping", ALERT.c.created_at > start, ALERT.c.created_at <= end)
+        .order_by(ALERT.c.priority, ACCOUNT.c.arr.desc(), ALERT.c.id))
+    lines: dict[str, PingedLine] = {}
+    for r in rows:
+        if r.account_id in lines:
+            line = lines[r.account_id]
+            if r.acked_by and line.status == "open":  # acknowledged on any of its destinations
+                lines[r.account_id] = replace(line, status="acknowledged", by=r.acked_by)
+            continue
+        status = "closed" if r.closed_at else "acknowledged" if r.acked_at else "open"
+        lines[r.account_id] = PingedLine(stall_id=r.stall_id, account_name=r.name or r.account_id,
+                                         priority=r.priority, arr=float(r.arr or 0.0),
+                                         owner=r.owner_slack_id or r.owner_email, status=status, by=r.acked_by,
+                                         at=_aware(r.created_at))
+    return list(lines.values())
+
+
+def _owner_totals(conn: Connection, where) -> dict[str | None, OwnerTotal]:
+    """Per owner, every open (not snoozed) stalled account the digest carries: how many, their
+    ARR (each account once) and their top priorities."""
+    top: dict[str, tuple] = {}
+    for r in conn.execute(select(STALL.c.account_id, STALL.c.priority, ACCOUNT.c.arr, ACCOUNT.c.owner_slack_id,
+                                 ACCOUNT.c.owner_email)
+                          .select_from(STALL.join(ACCOUNT, ACCOUNT.c.id == STALL.c.account_id))
+                          .where(LIVE, STALL.c.status == "open", *where)):
+        best = top.get(r.account_id)
+        if best is None or r.priority < best[0]:
+            top[r.account_id] = (r.priority, float(r.arr or 0.0), r.owner_slack_id or r.owner_email)
+    acc: dict[str | None, list] = {}
+    for priority, arr, owner in top.values():
+        n, total, by = acc.setdefault(owner, [0, 0.0, {}])
+        by[priority] = by.get(priority, 0) + 1
+        acc[owner][0], acc[owner][1] = n + 1, total + max(arr, 0.0)
+    return {owner: OwnerTotal(n, total, dict(sorted(by.items()))) for owner, (n, total, by) in acc.items()}
+
+
+def _handoffs(conn: Connection, start: datetime, end: datetime) -> list[StallRow]:
+    rows = conn.execute(
+        select(STALL.c.id, STALL.c.priority, STALL.c.recovery_attempts, ACCOUNT.c.name, ACCOUNT.c.arr,
+               ACCOUNT.c.owner_slack_id, ACCOUNT.c.owner_email, STALL.c.account_id)
+        .select_from(ALERT.join(STALL, STALL.c.id == ALERT.c.stall_id).outerjoin(ACCOUNT, ACCOUNT.c.id == STALL.c.account_id))
+        .where(ALERT.c.kind == "winback", ALERT.c.created_at > start, ALERT.c.created_at <= end, LIVE)
+        .order_by(ACCOUNT.c.arr.desc(), STALL.c.id).limit(20))
+    return [StallRow(stall_id=r.id, account_name=r.name or r.account_id, priority=r.priority, arr=float(r.arr or 0),
+                     why=f"{r.recovery_attempts} recovery emails, no progress: a win-back for the managers",
+                     owner=r.owner_slack_id or r.owner_email) for r in rows]
+
+
+def _ack_times(conn: Connection, start: datetime, end: datetime) -> list[AckTime]:
+    """Per CSM (the account's owner), the median time from a ping to its acknowledgement over
+    the pings of the window (each account's ping once, its earliest acknowledgement)."""
+    first: dict[int, tuple] = {}
+    for r in conn.execute(
+            select(ALERT.c.stall_id, ALERT.c.created_at, ALERT.c.acked_at, ACCOUNT.c.owner_slack_id,
+                   ACCOUNT.c.owner_email)
+            .select_from(ALERT.join(STALL, STALL.c.id == ALERT.c.stall_id)
+                         .outerjoin(ACCOUNT, ACCOUNT.c.id == STALL.c.account_id))
+            .where(ALERT.c.kind == "ping", ALERT.c.created_at > start, ALERT.c.created_at <= end)):
+        acked = _aware(r.acked_at)
+        seen = first.get(r.stall_id)
+        if seen is None or (acked is not None and (seen[1] is None or acked < seen[1])):
+            first[r.stall_id] = (_aware(r.created_at), acked, r.owner_slack_id or r.owner_email)
+    per_owner: dict[str | None, list] = {}
+    for pinged_at, acked, owner in first.values():
+        waits = per_owner.setdefault(owner, [0, []])
+        waits[0] += 1
+        if acked is not None:
+            waits[1].append(max((acked - pinged_at).total_seconds() / 60, 0.0))
+    return sorted((AckTime(owner, statistics.median(w) if w else None, n, len(w))
+                   for owner, (n, w) in per_owner.items()),
+                  key=lambda a: (a.median_minutes is None, -(a.median_minutes or 0), str(a.owner)))
 
 
 def _previous_digest_at(conn: Connection, day: date) -> datetime | None:
@@ -136,8 +271,6 @@ def _with_overflow_notes(conn: Connection, rows: list[StallRow]) -> list[StallRo
     ).scalars())
     if not overflowed:
         return rows
-    from dataclasses import replace
-
     return [replace(r, note=budget_note(r.owner)) if r.stall_id in overflowed and not r.note else r for r in rows]
 
 

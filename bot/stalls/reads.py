@@ -53,29 +53,30 @@ SNOOZED_LAST = case((STALL.c.status == "snoozed", 1), else_=0)
 
 
 def _row(r, now: datetime, rules: Rules | None = None, others: Sequence = (), open_tickets: int = 0) -> StallRow:
-    why = r.why or ""
+    why, because = r.why or "", None
     if rules is not None:  # the reasons and the priority in words, as of now
-        reasons = [reason_text(x, rules, now) for x in (r, *others)]
-        why = " + ".join(reasons) + " · " + priority_text(r, rules, now, open_tickets=open_tickets)
+        why = " + ".join(reason_text(x, rules, now) for x in (r, *others))
+        because = priority_text(r, rules, now, open_tickets=open_tickets)
     return StallRow(
         stall_id=r.id, account_name=r.name or r.account_id, priority=r.priority, arr=float(r.arr or 0.0),
         why=why, days_stalled=days_since(r.stalled_since, now),
         owner=r.owner_slack_id or r.owner_email, status=r.status, assignee=r.assignee,
-        snoozed_until=aware(r.snoozed_until), reasons=len(others) + 1,
+        snoozed_until=aware(r.snoozed_until), reasons=len(others) + 1, because=because,
     )
 
 
 def stall_rows(conn: Connection, now: datetime, *, user: str | None = None,
                priorities: Sequence[str] = (), account_id: str | None = None,
-               limit: int = 40, rules: Rules | None = None) -> tuple[list[StallRow], int]:
+               limit: int = 40, rules: Rules | None = None, where: Sequence = ()) -> tuple[list[StallRow], int]:
     """Live stalls (open first, then snoozed), ranked by score; with `user`, only those whose
     account the user owns or that are assigned to the user. Returns (rows, total matching).
 
     With `rules`, one row per account (one alert per account): its top stall's row naming
     every reason, accounts ranked by their top stall, and the total counts accounts; the
     words are rendered from current facts. Without, one row per stall (an account's own
-    list in /journey)."""
-    conds = [LIVE]
+    list in /journey). `where`: more conditions on the stall (the digest leaves out the
+    accounts pinged today)."""
+    conds = [LIVE, *where]
     if user is not None:
         conds.append(or_(ACCOUNT.c.owner_slack_id == user, STALL.c.assignee == user))
     if priorities:

@@ -11,7 +11,7 @@ stalled", and counted days past the resolution).
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timezone
 from typing import Literal
 
@@ -270,6 +270,7 @@ class StallRow:
     snoozed_until: datetime | None = None
     note: str | None = None  # e.g. routing's "over @jane's hourly ping budget"
     reasons: int = 1  # an account's row: how many live stalls its one alert has
+    because: str | None = None  # the priority in words ("P0 because $69.5K ARR, ..."), shown beside `why`
 
 
 # --- /journey ---------------------------------------------------------------------------------
@@ -368,15 +369,68 @@ class TrackingIssueLine:
 
 
 @dataclass(frozen=True)
+class Trend:
+    """A figure now, a day ago and a week ago (None: not known then)."""
+
+    now: float
+    day_ago: float | None = None
+    week_ago: float | None = None
+
+
+@dataclass(frozen=True)
+class PingedLine:
+    """An account pinged in real time in the last 24 hours, as one line with its status."""
+
+    stall_id: int
+    account_name: str
+    priority: str
+    arr: float
+    owner: str | None
+    status: str  # "open" | "acknowledged" | "closed"
+    by: str | None = None  # who acknowledged it
+    at: datetime | None = None  # when it was pinged
+
+
+@dataclass(frozen=True)
+class OwnerTotal:
+    """Every stalled account of one owner that the digest carries (not pinged today, not
+    snoozed), listed or not: the figures behind "and N more"."""
+
+    accounts: int
+    arr: float
+    by_priority: Mapping[str, int]
+
+
+@dataclass(frozen=True)
+class AckTime:
+    owner: str | None
+    median_minutes: float | None  # None: none acknowledged
+    pings: int
+    acknowledged: int
+
+
+@dataclass(frozen=True)
 class DigestData:
     day: date
     new_stalls: int
     arr_at_risk: float
     resolved_since_yesterday: int
     activation_by_track: Mapping[str, float | None]  # last 14 days, 0..1
-    rows: Sequence[StallRow]  # open, not snoozed, ranked best first (may be only the top slice)
-    total_open: int | None = None  # all open stalls (None: len(rows))
+    rows: Sequence[StallRow]  # the rest: stalled accounts not pinged today, not snoozed, ranked (may be a slice)
+    total_open: int | None = None  # all open (stalled, not snoozed) accounts (None: len(rows))
     snoozed: int = 0
     tracking_issues: Sequence[TrackingIssueLine] = ()
     funnel: FunnelData | None = None
     max_items: int = 40  # rules.digest.max_items
+    per_owner: int = 25  # rules.digest.per_owner: rows per owner before "and N more"
+    # What changed: stalled accounts, ARR at risk, new stalls, resolved and escalated (a day ago, a week ago).
+    stalled: Trend | None = None
+    arr_trend: Trend | None = None
+    new_trend: Trend | None = None
+    resolved_trend: Trend | None = None
+    escalated_trend: Trend | None = None
+    pinged: Sequence[PingedLine] = ()  # accounts pinged in the last 24 h (not repeated in `rows`)
+    owner_totals: Mapping[str | None, OwnerTotal] = field(default_factory=dict)
+    backlog_accounts: int = 0  # live accounts that went into a backlog summary
+    handoffs: Sequence[StallRow] = ()  # win-back handoffs of the last 7 days
+    ack_times: Sequence[AckTime] = ()  # per CSM, pings of the last 7 days

@@ -14,9 +14,13 @@ from bot.slack.text import md
 from bot.stalls.views import StallRow
 
 
-def row_text(r: StallRow, *, show_owner: bool) -> str:
+def row_text(r: StallRow, *, show_owner: bool, brief: bool = False) -> str:
+    """An account's row: name and ARR, then its reasons, (unless `brief`, as in the digest)
+    its priority in words, and who has it."""
     head = f"{PRIORITY_EMOJI.get(r.priority, '⚪')} *{md(r.account_name, NAME_MAX)}* · {money(r.arr)} ARR"
     facts = [md(r.why, ROW_WHY_MAX) or f"{r.priority}, stalled {days_text(r.days_stalled)}"]
+    if r.because and not brief:
+        facts.append(md(r.because, ROW_WHY_MAX))
     if show_owner:
         facts.append(f"owner {person(r.owner)}")
     if r.assignee:
@@ -30,7 +34,7 @@ def row_text(r: StallRow, *, show_owner: bool) -> str:
 
 def row_block(r: StallRow, *, show_owner: bool, digest: bool = False) -> SectionBlock:
     menu = None if r.status in CLOSED else row_menu(r.stall_id, digest=digest)
-    return section_block(row_text(r, show_owner=show_owner), accessory=menu)
+    return section_block(row_text(r, show_owner=show_owner, brief=digest), accessory=menu)
 
 
 def fill_rows(packer: Packer, rows: Sequence[StallRow], *, show_owner: bool, footer_chars: int = 200) -> int:
