@@ -30,6 +30,7 @@ def digest_text(d: DigestData) -> str:
 
 MAX_MESSAGES = 3  # a digest a manager reads: at most three Slack messages
 FOOTER_CHARS = 400  # room kept for the footer in the last message
+ROWS_PER_MESSAGE = 40  # rows of one block each, beside headings, under Slack's 50 blocks
 
 
 def digest_messages(d: DigestData, *, text_budget: int = TEXT_BUDGET) -> list[list[Block]]:
@@ -39,7 +40,10 @@ def digest_messages(d: DigestData, *, text_budget: int = TEXT_BUDGET) -> list[li
     `per_owner` per owner, the others counted by priority; triage (no owner), backlog and
     handoffs, time to acknowledge, and a footer that accounts for every stalled account.
     When it would take more messages, fewer rows per owner are listed."""
-    limit = max(d.per_owner, 1)
+    # Start from what three messages can hold (about 40 rows each) shared among the owners,
+    # so that the usual digest renders once or twice.
+    owners = len({r.owner for r in d.rows[: max(d.max_items, 0)]}) or 1
+    limit = max(1, min(d.per_owner, ROWS_PER_MESSAGE * MAX_MESSAGES // owners))
     while True:
         messages, complete = _render(d, limit, text_budget)
         if complete or limit == 1:
