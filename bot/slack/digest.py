@@ -30,6 +30,7 @@ from bot.slack.render.format import money
 from bot.slack.render.packing import check_message
 from bot.slack.render.primitives import header_block, section_block
 from bot.stalls.context import Wakeups
+from bot.stalls.notes import latest_by_account
 from bot.stalls.reads import funnel_data, stall_rows
 from bot.stalls.views import DigestData, StallRow, TrackingIssueLine, weakest_stage
 from rules.config import Rules
@@ -103,6 +104,7 @@ def build_digest(engine: Engine, rules: Rules, now: datetime) -> DigestData:
         ranked, _ = stall_rows(conn, now, limit=max_items, rules=rules)  # one row per account
         rows = [r for r in ranked if r.status == "open"]
         rows = _with_overflow_notes(conn, rows)
+        rows = _with_latest_notes(conn, rows)
         issues = [
             TrackingIssueLine(kind=t.kind, event_name=t.event_name, property=t.property or "", count=t.count,
                               detail=t.detail or "")
@@ -139,6 +141,16 @@ def _with_overflow_notes(conn: Connection, rows: list[StallRow]) -> list[StallRo
     from dataclasses import replace
 
     return [replace(r, note=budget_note(r.owner)) if r.stall_id in overflowed and not r.note else r for r in rows]
+
+
+def _with_latest_notes(conn: Connection, rows: list[StallRow]) -> list[StallRow]:
+    """Each account's latest note (a person's, bot/stalls/notes.py) on its row."""
+    latest = latest_by_account(conn, [r.account_id for r in rows if r.account_id])
+    if not latest:
+        return rows
+    from dataclasses import replace
+
+    return [replace(r, latest_note=latest[r.account_id]) if r.account_id in latest else r for r in rows]
 
 
 # --------------------------------------------------------------------------- the chart

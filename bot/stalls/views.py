@@ -270,6 +270,18 @@ class StallRow:
     snoozed_until: datetime | None = None
     note: str | None = None  # e.g. routing's "over @jane's hourly ping budget"
     reasons: int = 1  # an account's row: how many live stalls its one alert has
+    account_id: str | None = None
+    latest_note: "NoteLine | None" = None  # a person's latest note on the account (the digest shows it)
+
+
+@dataclass(frozen=True)
+class NoteLine:
+    """A person's note on an account (bot/stalls/notes.py): customer words as much as theirs,
+    escaped where shown."""
+
+    author: str  # Slack user id
+    text: str
+    at: datetime
 
 
 # --- /journey ---------------------------------------------------------------------------------
@@ -317,6 +329,7 @@ class JourneyViewData:
     events: Sequence[EventLine] = ()  # newest first
     tickets: Sequence[TicketLine] = ()  # newest first
     journey_url: str | None = None
+    notes: Sequence[NoteLine] = ()  # people's latest notes on the account, newest first
 
 
 # --- /funnel ----------------------------------------------------------------------------------
