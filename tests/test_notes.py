@@ -188,10 +188,13 @@ def test_journey_lists_notes_newest_first_and_notes_on_the_account_itself(slack,
     slack.submit(on_ping(slack, message), {NOTE_BLOCK_ID: "first call"}, OWNER)
     answer = journey(slack, MATE)  # a teammate sees the account and may write on it
     element, block_id = button_of(answer["blocks"], Action.ACCOUNT_NOTE.value)
-    slack.click(click_button(element, block_id), MATE, channel_id="C0CS",
-                container={"type": "message", "message_ts": "7.7", "channel_id": "C0CS", "is_ephemeral": True})
+    _, method = slack.click(click_button(element, block_id), MATE, channel_id="C0CS",
+                            container={"type": "message", "message_ts": "7.7", "channel_id": "C0CS",
+                                       "is_ephemeral": True})
     res = slack.submit(opened_view(slack, 2), {NOTE_BLOCK_ID: "second call"}, MATE)
     assert res.status_code == 200 and not res.text
+    told = slack.answer(method)  # where the modal was opened from, ephemerally
+    assert told["response_type"] == "ephemeral" and told["text"].startswith("📝 Note added on *Acme*")
     first, second = stored(slack.engine)
     assert (second.author, second.stall_id, second.account_id) == (MATE, None, "acme")  # on the account
     blocks = json.dumps(journey(slack)["blocks"], ensure_ascii=False)

@@ -26,9 +26,9 @@ from bot.slack.boundary import ack_only, error_text, lazy, listener
 from bot.slack.outbox import OUTBOX, enqueue
 from bot.slack.queries import PING
 from bot.slack.render.codec import Action, StallRef
-from bot.slack.render.format import person
 from bot.slack.render.limits import NAME_MAX
 from bot.slack.render.notes import NOTE_BLOCK_ID, note_reply_text, note_view
+from bot.slack.router import ping_key
 from bot.slack.text import md
 from bot.stalls import notes
 from bot.stalls.context import Services
@@ -40,11 +40,6 @@ log = logging.getLogger(__name__)
 ALERT = Alert.__table__
 STALL = Stall.__table__
 ACCOUNT_ID_MAX = 255
-
-
-def ping_key(lead: int, dest: str) -> str:
-    """The outbox key of an account's ping (bot.slack.router.ping_key: the same format)."""
-    return f"ping:{lead}:{dest}"
 
 
 def open_pings(conn: Connection, account_id: str) -> list[tuple[int, str]]:
@@ -131,7 +126,8 @@ async def on_note_submit(services: Services, ack, view, client, context):
     await ack()
     services.wakeups.slack_outbox.set()
     if added.created and response_url:
-        await _tell(response_url, f"📝 Note added by {person(user)} on *{md(added.account_name, NAME_MAX)}*.")
+        await _tell(response_url, f"📝 Note added on *{md(added.account_name, NAME_MAX)}*: the team sees it in "
+                                  "`/journey`, in the thread of its open ping and in the digest.")
 
 
 async def _tell(url: str, text: str) -> None:

@@ -27,7 +27,8 @@ def row_text(r: StallRow, *, show_owner: bool) -> str:
     if r.note:
         facts.append(f"_{md(r.note, NOTE_MAX)}_")
     text = head + "\n" + " · ".join(facts)
-    return text + "\n" + row_note_line(r.latest_note) if r.latest_note else text
+    # A person's latest note (the digest's rows) on a line of its own: the facts line keeps its layout.
+    return (text + "\n" + row_note_line(r.latest_note)) if r.latest_note else text
 
 
 def row_block(r: StallRow, *, show_owner: bool, digest: bool = False) -> SectionBlock:
