@@ -270,6 +270,28 @@ class AuditEntry(SQLModel, table=True):
     detail: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
 
 
+class Note(SQLModel, table=True):
+    """A person's note on an account ("spoke to them, integration lands next sprint"), or on its
+    alert (`stall_id`: the stall the note was written from). `text` is stored as typed: it is
+    escaped where it is shown (bot/slack/text.py), never here."""
+
+    __tablename__ = "note"
+    __table_args__ = (
+        Index("ix_note_account_created", "account_id", "created_at"),  # an account's latest notes
+        Index("ix_note_created", "created_at"),  # the export: notes since a date
+        # One note per submission: Slack's retry of the same modal submission stores nothing twice.
+        UniqueConstraint("request_id", name="uq_note_request"),
+    )
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    account_id: str = Field(max_length=255)
+    stall_id: Optional[int] = None
+    author: str = Field(max_length=64)  # Slack user id
+    text: str = Field(max_length=2000)
+    request_id: Optional[str] = Field(default=None, max_length=64)  # e.g. the modal's view id
+    created_at: datetime
+
+
 class TrackingIssue(SQLModel, table=True):
     __tablename__ = "tracking_issue"
     __table_args__ = (UniqueConstraint("kind", "event_name", "property", name="uq_tracking_issue"),)

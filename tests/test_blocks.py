@@ -53,7 +53,8 @@ UTC = timezone.utc
 NOW = datetime(2025, 6, 16, 12, 0, tzinfo=UTC)
 ZWSP = "\u200b"
 LATE = "Integration Connected arrived late (stall opened on stale data)"
-LIVE_ACTIONS = {"stall_draft", "stall_assign", "stall_assign_to", "stall_snooze", "stall_resolve", "stall_view_journey"}
+LIVE_ACTIONS = {"stall_draft", "stall_assign", "stall_assign_to", "stall_snooze", "stall_resolve", "stall_note",
+                "stall_view_journey"}
 
 
 # --- builders ------------------------------------------------------------------------------------
@@ -282,6 +283,9 @@ def test_every_button_value_round_trips_to_a_stall_ref():
     seen = 0
     for blocks in surfaces:
         for element in elements(as_dicts(blocks)):
+            if element["action_id"] == Action.ACCOUNT_NOTE:  # /journey's "Add note": on the account
+                assert element["value"] == journey().account_id
+                continue
             for value in payloads(element):
                 assert len(value) <= 150  # fits even an option value
                 ref = StallRef.decode(value)
@@ -306,12 +310,12 @@ def test_decode_action_for_buttons_selects_and_menus():
     decoded = [decode_action({"action_id": digest_menu["action_id"], "selected_option": o})
                for o in digest_menu["options"]]
     assert [(a, r.days) for a, r in decoded] == [
-        (Action.DIGEST_ASSIGN, None), (Action.ASSIGN_TO, None), (Action.DIGEST_SNOOZE, 1), (Action.DIGEST_SNOOZE, 3),
-        (Action.DIGEST_SNOOZE, 7)]
+        (Action.DIGEST_ASSIGN, None), (Action.ASSIGN_TO, None), (Action.DIGEST_SNOOZE, 1), (Action.DIGEST_SNOOZE, 7),
+        (Action.NOTE, None)]
 
     [list_menu] = list(elements(as_dicts(stalls_list_blocks([row(5)], "all", 0))))
     ops = [decode_action({"action_id": list_menu["action_id"], "selected_option": o})[0] for o in list_menu["options"]]
-    assert ops == [Action.ASSIGN, Action.ASSIGN_TO, Action.SNOOZE, Action.SNOOZE, Action.RESOLVE]
+    assert ops == [Action.ASSIGN, Action.ASSIGN_TO, Action.SNOOZE, Action.RESOLVE, Action.NOTE]
 
 
 @pytest.mark.parametrize("value", [

@@ -224,6 +224,9 @@ CLICKS = {
                                      "type": "users_select", "selected_user": "U0SOMEONE"},
     "row menu assign to": lambda sid: menu_action(sid, Action.ASSIGN_TO),
     "digest menu assign to": lambda sid: menu_action(sid, Action.ASSIGN_TO, digest=True),
+    "add note button": lambda sid: button_action(sid, Action.NOTE),
+    "row menu add note": lambda sid: menu_action(sid, Action.NOTE),
+    "digest menu add note": lambda sid: menu_action(sid, Action.NOTE, digest=True),
 }
 
 

@@ -31,6 +31,7 @@ from bot.slack.render.format import money
 from bot.slack.render.packing import check_message
 from bot.slack.render.primitives import header_block, section_block
 from bot.stalls.context import Wakeups
+from bot.stalls.notes import latest_by_account
 from bot.stalls.reads import funnel_data, stall_rows
 from bot.stalls.views import (AckTime, DigestData, OwnerTotal, PingedLine, StallRow, TrackingIssueLine, Trend,
                               weakest_stage)
@@ -116,6 +117,7 @@ def build_digest(engine: Engine, rules: Rules, now: datetime) -> DigestData:
         rest = [STALL.c.account_id.not_in(pinged_today)]
         ranked, _ = stall_rows(conn, now, limit=max_items, rules=rules, where=rest)  # one row per account
         rows = _with_overflow_notes(conn, [r for r in ranked if r.status == "open"])
+        rows = _with_latest_notes(conn, rows)
         totals = _owner_totals(conn, rest)
         backlog = conn.execute(select(func.count(func.distinct(STALL.c.account_id))).select_from(
             ALERT.join(STALL, STALL.c.id == ALERT.c.stall_id)).where(ALERT.c.kind == "backlog", LIVE)).scalar_one()
@@ -197,8 +199,9 @@ def _pinged(conn: Connection, start: datetime, end: datetime) -> list[PingedLine
         lines[r.account_id] = PingedLine(stall_id=r.stall_id, account_name=r.name or r.account_id,
                                          priority=r.priority, arr=float(r.arr or 0.0),
                                          owner=r.owner_slack_id or r.owner_email, status=status, by=r.acked_by,
-                                         at=_aware(r.created_at))
-    return list(lines.values())
+                                         at=_aware(r.created_at), account_id=r.account_id)
+    notes = latest_by_account(conn, list(lines)) if lines else {}
+    return [replace(line, latest_note=notes.get(account)) for account, line in lines.items()]
 
 
 def _owner_totals(conn: Connection, where) -> dict[str | None, OwnerTotal]:
@@ -272,6 +275,16 @@ def _with_overflow_notes(conn: Connection, rows: list[StallRow]) -> list[StallRo
     if not overflowed:
         return rows
     return [replace(r, note=budget_note(r.owner)) if r.stall_id in overflowed and not r.note else r for r in rows]
+
+
+def _with_latest_notes(conn: Connection, rows: list[StallRow]) -> list[StallRow]:
+    """Each account's latest note (a person's, bot/stalls/notes.py) on its row."""
+    latest = latest_by_account(conn, [r.account_id for r in rows if r.account_id])
+    if not latest:
+        return rows
+    from dataclasses import replace
+
+    return [replace(r, latest_note=latest[r.account_id]) if r.account_id in latest else r for r in rows]
 
 
 # --------------------------------------------------------------------------- the chart

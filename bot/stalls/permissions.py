@@ -34,6 +34,7 @@ class Op(Enum):
     REGENERATE = "regenerate"
     DISCARD = "discard"
     APPROVE = "approve"
+    NOTE = "note"  # write a note on the account or its alert
 
 
 class Role(Enum):
@@ -57,6 +58,7 @@ PERMISSIONS: dict[Op, frozenset[Role]] = {
     Op.REGENERATE: EVERYONE_RESPONSIBLE,
     Op.DISCARD: EVERYONE_RESPONSIBLE,
     Op.APPROVE: EVERYONE_RESPONSIBLE,  # an email to the customer: still only people responsible for it
+    Op.NOTE: EVERYONE_RESPONSIBLE,  # the whole team reads a note: only people responsible for the account write one
 }
 # Roles that do not depend on the account: whoever holds one holds it on every account.
 STAFF_ROLES = frozenset({Role.TEAM, Role.ADMIN})

@@ -30,6 +30,7 @@ from bot.stalls.views import (
     priority_text,
     reason_text,
 )
+from bot.stalls import notes
 from rules.config import Rules
 from storage.models import Account, Event, Stall, Ticket
 
@@ -39,6 +40,7 @@ EVENT = Event.__table__
 TICKET = Ticket.__table__
 
 LIVE = STALL.c.open_key.is_not(None)
+JOURNEY_NOTES = 5  # /journey's latest notes
 
 
 # --- ranked stall lists (/stalls, App Home, /journey's open stalls) ---------------------------
@@ -61,7 +63,7 @@ def _row(r, now: datetime, rules: Rules | None = None, others: Sequence = (), op
         stall_id=r.id, account_name=r.name or r.account_id, priority=r.priority, arr=float(r.arr or 0.0),
         why=why, days_stalled=days_since(r.stalled_since, now),
         owner=r.owner_slack_id or r.owner_email, status=r.status, assignee=r.assignee,
-        snoozed_until=aware(r.snoozed_until), reasons=len(others) + 1, because=because,
+        snoozed_until=aware(r.snoozed_until), reasons=len(others) + 1, because=because, account_id=r.account_id,
     )
 
 
@@ -167,7 +169,7 @@ def journey_data(conn: Connection, account_id: str, rules: Rules, now: datetime)
         account_id=acc.id, name=acc.name or acc.id, stage=acc.stage, arr=float(acc.arr or 0.0),
         owner=acc.owner_slack_id or acc.owner_email, track=acc.track, lifecycle=acc.status, plan=acc.plan,
         domain=acc.domain, renewal_date=acc.renewal_date, steps=steps, open_stalls=open_stalls,
-        events=events, tickets=tickets,
+        events=events, tickets=tickets, notes=notes.latest(conn, account_id, JOURNEY_NOTES),
     )
 
 

@@ -271,6 +271,18 @@ class StallRow:
     note: str | None = None  # e.g. routing's "over @jane's hourly ping budget"
     reasons: int = 1  # an account's row: how many live stalls its one alert has
     because: str | None = None  # the priority in words ("P0 because $69.5K ARR, ..."), shown beside `why`
+    account_id: str | None = None
+    latest_note: "NoteLine | None" = None  # a person's latest note on the account (the digest shows it)
+
+
+@dataclass(frozen=True)
+class NoteLine:
+    """A person's note on an account (bot/stalls/notes.py): customer words as much as theirs,
+    escaped where shown."""
+
+    author: str  # Slack user id
+    text: str
+    at: datetime
 
 
 # --- /journey ---------------------------------------------------------------------------------
@@ -318,6 +330,7 @@ class JourneyViewData:
     events: Sequence[EventLine] = ()  # newest first
     tickets: Sequence[TicketLine] = ()  # newest first
     journey_url: str | None = None
+    notes: Sequence[NoteLine] = ()  # people's latest notes on the account, newest first
 
 
 # --- /funnel ----------------------------------------------------------------------------------
@@ -389,6 +402,8 @@ class PingedLine:
     status: str  # "open" | "acknowledged" | "closed"
     by: str | None = None  # who acknowledged it
     at: datetime | None = None  # when it was pinged
+    account_id: str | None = None
+    latest_note: "NoteLine | None" = None
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from slack_bolt.async_app import AsyncApp
 
-from bot.slack.listeners import actions, commands, drafts, events
+from bot.slack.listeners import actions, commands, drafts, events, notes
 from bot.stalls.context import Services
 
 
@@ -14,3 +14,4 @@ def register_all(app: AsyncApp, services: Services) -> None:
     actions.register(app, services)
     drafts.register(app, services)
     events.register(app, services)
+    notes.register(app, services)

@@ -25,6 +25,7 @@ from bot.slack.render.codec import Action, StallRef, decode_action, decode_picke
 from bot.slack.render.primitives import PICKER_BLOCK_ID, assign_view
 from bot.slack.boundary import ack_only, error_text, lazy, listener
 from bot.slack.listeners.commands import account_journey
+from bot.slack.listeners.notes import open_note
 from bot.slack.team import assigned_dm
 from bot.stalls import actions, reads, views
 from bot.stalls.actions import Outcome
@@ -42,10 +43,11 @@ ACTION_OPS: dict[Action, Op] = {
     Action.RESOLVE: Op.RESOLVE, Action.VIEW_JOURNEY: Op.VIEW,
     Action.DRAFT: Op.DRAFT, Action.DRAFT_REGENERATE: Op.REGENERATE,
     Action.DRAFT_DISCARD: Op.DISCARD, Action.DRAFT_APPROVE: Op.APPROVE,
+    Action.NOTE: Op.NOTE,
 }
 # Every action id this module listens to (Action.DRAFT belongs to the drafting flow).
 HANDLED = (Action.ASSIGN, Action.SNOOZE, Action.RESOLVE, Action.VIEW_JOURNEY, Action.ROW_MENU, Action.DIGEST_MENU,
-           Action.ASSIGN_TO)
+           Action.ASSIGN_TO, Action.NOTE)
 
 
 def refresh_pings(services: Services, stall_id: int, extra: list[tuple[str, str]] = ()) -> None:
@@ -94,6 +96,9 @@ async def on_stall_action(services: Services, body, respond, context, client):
         raise BadRequest() from e
     if clicked == Action.ASSIGN_TO:  # a list row's menu: the picker opens in a modal
         await open_picker(services, body, client, user, ref)
+        return
+    if clicked == Action.NOTE:  # the ping's "Add note", or a row menu's: the note modal
+        await open_note(services, body, client, user, stall_id=ref.stall_id)
         return
     op = ACTION_OPS.get(clicked)
     if op == Op.VIEW:

@@ -39,6 +39,12 @@ class Action(StrEnum):
     DIGEST_MENU = "digest_row_menu"
     DIGEST_ASSIGN = "digest_assign"
     DIGEST_SNOOZE = "digest_snooze"
+    # "Add note": a button on a ping (its value a StallRef), an option of a row's menu (its op);
+    # on /journey, ACCOUNT_NOTE's value is the account id (an account may have no stall). Both
+    # open the note modal, whose submission is NOTE_SUBMIT (bot/slack/listeners/notes.py).
+    NOTE = "stall_note"
+    ACCOUNT_NOTE = "account_note"
+    NOTE_SUBMIT = "note_modal"
 
 
 class StallRef(BaseModel):

@@ -12,6 +12,7 @@ from slack_sdk.models.blocks import Block, DividerBlock, SectionBlock
 
 from bot.slack.render.format import PRIORITY_EMOJI, join_lines, label, money, percent, person
 from bot.slack.render.funnel import funnel_summary
+from bot.slack.render.notes import row_note_line
 from bot.slack.render.limits import NAME_MAX, ROW_WHY_MAX, SECTION_TEXT_MAX, SHORT_MAX, TEXT_BUDGET
 from bot.slack.render.packing import Packer, block_text_length, check_message
 from bot.slack.render.primitives import context_block, header_block, section_block
@@ -146,8 +147,11 @@ def _pinged_text(pinged: Sequence[PingedLine]) -> str:
         status = STATUS_WORDS.get(p.status, md(p.status, SHORT_MAX))
         if p.status == "acknowledged" and p.by:
             status += f" by {person(p.by)}"
-        lines.append(f"{PRIORITY_EMOJI.get(p.priority, '⚪')} *{md(p.account_name, NAME_MAX)}* · {money(p.arr)} ARR · "
-                     f"{person(p.owner)} · {status}")
+        line = (f"{PRIORITY_EMOJI.get(p.priority, '⚪')} *{md(p.account_name, NAME_MAX)}* · {money(p.arr)} ARR · "
+                f"{person(p.owner)} · {status}")
+        if p.latest_note is not None:
+            line += "\n" + row_note_line(p.latest_note)
+        lines.append(line)
     return (f"*Pinged in the last 24 h* ({len(pinged):,}, not repeated below)\n"
             + join_lines(lines, SECTION_TEXT_MAX - 80, "more accounts"))
 

@@ -3,10 +3,11 @@ happened lately."""
 
 from __future__ import annotations
 
-from slack_sdk.models.blocks import Block, DividerBlock
+from slack_sdk.models.blocks import Block, DividerBlock, SectionBlock
 
 from bot.slack.render.format import CLOSED, join_lines, label, money, person, when
 from bot.slack.render.limits import NAME_MAX, SHORT_MAX
+from bot.slack.render.notes import account_note_button, journey_note_line
 from bot.slack.render.packing import Packer, block_text_length, check_message
 from bot.slack.render.primitives import context_block, header_block, section_block, stall_actions
 from bot.slack.render.rows import row_text
@@ -19,6 +20,8 @@ JOURNEY_MAX_TICKETS = 5
 # Text sizes of the /journey sections: together they leave room for the open stalls.
 JOURNEY_CHECKLIST_MAX = 2500
 JOURNEY_HISTORY_MAX = 1500
+JOURNEY_NOTES_MAX = 1500
+JOURNEY_MAX_NOTES = 5
 # ✓ reached, ⏳ the step the account waits on (flagged when past its threshold), ✗ not yet.
 STEP_ICON = {"done": "✓", "waiting": "⏳", "stalled": "⏳", "todo": "✗"}
 
@@ -30,6 +33,7 @@ def journey_blocks(j: JourneyViewData) -> list[Block]:
     if j.steps:
         checklist = join_lines([_step_line(s) for s in j.steps], JOURNEY_CHECKLIST_MAX, "steps")
         head.append(section_block("*Journey*\n" + checklist))
+    head.append(_notes_block(j))
     head.append(DividerBlock())
     history: list[Block] = []
     if j.events:
@@ -50,7 +54,7 @@ def journey_blocks(j: JourneyViewData) -> list[Block]:
         for row in j.open_stalls[:JOURNEY_MAX_STALLS]:
             unit: list[Block] = [section_block(row_text(row, show_owner=False))]
             if row.status not in CLOSED:
-                unit.append(stall_actions(row.stall_id, with_journey=False))
+                unit.append(stall_actions(row.stall_id, with_journey=False, with_note=False))  # the account's
             if not packer.add_if_fits(unit, reserve_blocks=len(history) + 1, reserve_chars=reserve):
                 break
             shown += 1
@@ -60,6 +64,13 @@ def journey_blocks(j: JourneyViewData) -> list[Block]:
     blocks = packer.messages[0]
     check_message(blocks)
     return blocks
+
+
+def _notes_block(j: JourneyViewData) -> SectionBlock:
+    """The latest notes, newest first, with "Add note" beside them (a note is on the account)."""
+    lines = [journey_note_line(n) for n in j.notes[:JOURNEY_MAX_NOTES]]
+    text = join_lines(lines, JOURNEY_NOTES_MAX, "notes") if lines else "None yet."
+    return section_block("*Notes*\n" + text, accessory=account_note_button(j.account_id))
 
 
 def _journey_facts(j: JourneyViewData) -> str:

@@ -98,9 +98,9 @@ def assign_picker(action_id: str = Action.ASSIGN_TO.value, *, initial_user: str 
 
 
 def stall_actions(stall_id: int, *, journey_url: str | None = None, with_journey: bool = True,
-                  block_id: str | None = None) -> ActionsBlock:
-    """The buttons of a live stall: Draft, Assign to me, Assign to..., Snooze, Resolve (and View
-    journey). The block id names the stall (the "Assign to..." picker carries no value)."""
+                  with_note: bool = True, block_id: str | None = None) -> ActionsBlock:
+    """The buttons of a live stall: Draft, Assign to me, Assign to..., Snooze, Resolve, Add note
+    (and View journey). The block id names the stall (the "Assign to..." picker carries no value)."""
     ref = StallRef(stall_id=stall_id)
     elements = [
         button("Draft recovery email", Action.DRAFT, ref, style="primary"),
@@ -109,21 +109,25 @@ def stall_actions(stall_id: int, *, journey_url: str | None = None, with_journey
         _snooze_select(stall_id),
         button("Resolve", Action.RESOLVE, ref, style="danger", confirm=resolve_confirm()),
     ]
+    if with_note:
+        elements.append(button("Add note", Action.NOTE, ref))
     if with_journey:
         elements.append(journey_button(stall_id, journey_url))
     return ActionsBlock(elements=elements, block_id=block_id or picker_block_id(stall_id))
 
 
-# A list row's menu holds at most 5 options: with "Assign to..." and Resolve, /stalls rows offer
-# the shortest and the longest snooze (the ping's select keeps all three).
-ROW_SNOOZE_DAYS = (1, 7)
+# A list row's menu holds at most 5 options: with "Assign to...", Resolve and "Add note", /stalls
+# and App Home rows offer the shortest snooze, digest rows the shortest and the longest (the
+# ping's select keeps all three).
+ROW_SNOOZE_DAYS = (1,)
+DIGEST_SNOOZE_DAYS = (1, 7)
 
 
 def row_menu(stall_id: int, *, digest: bool) -> OverflowMenuElement:
     """The inline actions of a list row (at most 5 options in an overflow menu). "Assign to..."
-    opens the user picker in a modal (a menu cannot hold one)."""
+    opens the user picker in a modal (a menu cannot hold one), "Add note" the note modal."""
     if digest:
-        assign, snooze, action, days = Action.DIGEST_ASSIGN, Action.DIGEST_SNOOZE, Action.DIGEST_MENU, SNOOZE_DAYS
+        assign, snooze, action, days = Action.DIGEST_ASSIGN, Action.DIGEST_SNOOZE, Action.DIGEST_MENU, DIGEST_SNOOZE_DAYS
     else:
         assign, snooze, action, days = Action.ASSIGN, Action.SNOOZE, Action.ROW_MENU, ROW_SNOOZE_DAYS
     options = [_option("Assign to me", StallRef(stall_id=stall_id, op=assign)),
@@ -131,6 +135,7 @@ def row_menu(stall_id: int, *, digest: bool) -> OverflowMenuElement:
     options += [_option(_snooze_label(d), StallRef(stall_id=stall_id, op=snooze, days=d)) for d in days]
     if not digest:
         options.append(_option("Resolve", StallRef(stall_id=stall_id, op=Action.RESOLVE)))
+    options.append(_option("Add note", StallRef(stall_id=stall_id, op=Action.NOTE)))
     return OverflowMenuElement(action_id=action.value, options=options)
 
 

@@ -8,6 +8,7 @@ from slack_sdk.models.blocks import SectionBlock
 
 from bot.slack.render.format import CLOSED, PRIORITY_EMOJI, days_text, money, person, when
 from bot.slack.render.limits import NAME_MAX, NOTE_MAX, ROW_WHY_MAX
+from bot.slack.render.notes import row_note_line
 from bot.slack.render.packing import Packer
 from bot.slack.render.primitives import row_menu, section_block
 from bot.slack.text import md
@@ -29,7 +30,9 @@ def row_text(r: StallRow, *, show_owner: bool, brief: bool = False) -> str:
         facts.append(f"snoozed until {when(r.snoozed_until)}" if r.snoozed_until else "snoozed")
     if r.note:
         facts.append(f"_{md(r.note, NOTE_MAX)}_")
-    return head + "\n" + " · ".join(facts)
+    text = head + "\n" + " · ".join(facts)
+    # A person's latest note (the digest's rows) on a line of its own: the facts line keeps its layout.
+    return (text + "\n" + row_note_line(r.latest_note)) if r.latest_note else text
 
 
 def row_block(r: StallRow, *, show_owner: bool, digest: bool = False) -> SectionBlock:
