@@ -114,7 +114,7 @@ def test_a_volume_drop_is_posted_once_and_its_clearing_once(db_url, engine, fake
     assert len(posts) == 2
     reply = posts[1]
     assert reply.body.get("thread_ts") == post.response["ts"]  # under the drop's own post
-    assert "Cleared" in reply.body["text"] and DROPPING in reply.body["text"]
+    assert reply.body["text"] == ":white_check_mark: Cleared: `Report Viewed` volume is back (no drop for 1 day)."
     # The digest lists open issues only.
     assert build_digest(engine, rules, at).tracking_issues == []
 
@@ -133,7 +133,8 @@ def test_a_quiet_source_is_reported_as_the_source(db_url, engine, fake_slack, tm
     assert (issue.event_name, issue.property) == ("segment", "")
     send(engine, settings, at)
     [post] = ops_posts(fake_slack)
-    assert "source `segment` went quiet" in post.body["text"]
+    assert post.body["text"] == (":warning: source `segment` went quiet: no events from segment for 6 hours; "
+                                 "a quiet day of the last week brought 48 in those hours")
 
 
 def test_a_missing_property_issue_clears_after_a_clean_day(db_url, engine, fake_slack, tmp_path):
@@ -157,7 +158,8 @@ def test_a_missing_property_issue_clears_after_a_clean_day(db_url, engine, fake_
     posts = ops_posts(fake_slack)[before:]
     assert len(posts) == 1
     assert not posts[0].body.get("thread_ts")  # it had no post of its own: a message in the channel
-    assert "Cleared" in posts[0].body["text"] and "`plan`" in posts[0].body["text"]
+    assert posts[0].body["text"] == (":white_check_mark: Cleared: `Signed Up` arrives without `plan`: "
+                                     "not seen for 1 day.")
     [issue] = issues(engine, "missing_property")
     assert issue.resolved_at is not None
     assert build_digest(engine, rules, at + 46 * HOUR).tracking_issues == []
@@ -187,3 +189,22 @@ def test_counters_are_by_hour_source_and_event_and_pruned(db_url, engine, fake_s
     check_tracking(engine, settings, rules, at + 40 * DAY)
     with engine.connect() as conn:
         assert conn.execute(select(HOURS)).all() == []
+
+
+def test_the_leader_runs_it_every_15_minutes_and_wakes_the_slack_sender(db_url, engine, fake_slack, tmp_path):
+    from bot.scheduler import Scheduler
+    from bot.stalls.context import Wakeups
+
+    settings = make_settings(db_url, fake_slack, tmp_path)
+    rules = settings.rules
+    wakeups = Wakeups()
+    scheduler = Scheduler(engine, settings, rules, wakeups=wakeups)
+    job = scheduler._aps.get_job("tracking_health")
+    assert job is not None and job.trigger.interval == timedelta(minutes=15)
+    then = datetime.now(UTC) - 2 * DAY  # the job reads the real clock
+    store(engine, rules, [track("acme", SIGNED_UP, then, properties={"plan": ""})], then)
+    post_digest(engine, settings, rules, then + HOUR, clock=lambda: then + HOUR)
+    scheduler._tracking()
+    [issue] = issues(engine, "missing_property")
+    assert issue.resolved_at is not None
+    assert wakeups.slack_outbox.is_set()

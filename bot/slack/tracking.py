@@ -187,8 +187,7 @@ def _clear(conn: Connection, ops: str | None, cutoff: datetime, now: datetime) -
         if not ops or row.reported_at is None:
             continue  # nobody was told about it: nothing to take back
         key = f"tracking:{row.id}:cleared:{_stamp(now)}"
-        clean = duration(now - _aware(row.last_seen_at))
-        text = f":white_check_mark: Cleared: {_what(row)}. Nothing of it for {clean}."
+        text = f":white_check_mark: Cleared: {_cleared(row, duration(now - _aware(row.last_seen_at)))}"
         payload: dict = {"text": text, "blocks": [section_block(text)]}
         thread = _open_key(row.id, _aware(row.reported_at)) if row.kind == VOLUME_DROP else None
         if thread and conn.execute(select(OUTBOX.c.id).where(OUTBOX.c.key == thread)).first() is not None:
@@ -213,6 +212,16 @@ def _what(row) -> str:
     if row.kind == "time_out_of_window":
         return f"`{name}` arrives with `{md(row.property, NAME_MAX)}` out of the time window"
     return f"`{name}`: {md(row.kind.replace('_', ' '), 60)}"
+
+
+def _cleared(row, clean: str) -> str:
+    """What the clearing says: the issue has not occurred for `clean` (e.g. "1 day")."""
+    name = md(row.event_name, NAME_MAX)
+    if row.kind == VOLUME_DROP:
+        if not row.property:
+            return f"source `{name}` is sending again (no quiet spell for {clean})."
+        return f"`{name}` volume is back (no drop for {clean})."
+    return f"{_what(row)}: not seen for {clean}."
 
 
 def _open_key(issue_id: int, reported_at: datetime) -> str:
