@@ -44,6 +44,11 @@ class Scheduler:
         self.add_leader_job(self._digest, CronTrigger(hour=clock.hour, minute=clock.minute,
                                                       timezone=rules.digest.timezone), "digest")
         # --- end daily digest ---
+        # --- tracking health (bot/slack/tracking.py) ---
+        from bot.slack.tracking import CHECK_MINUTES
+
+        self.add_leader_job(self._tracking, IntervalTrigger(minutes=CHECK_MINUTES), "tracking_health")
+        # --- end tracking health ---
 
     def add_leader_job(self, func: Callable[[], object], trigger, job_id: str) -> None:
         """A job that runs only while this process is the leader."""
@@ -83,6 +88,13 @@ class Scheduler:
         outcome = post_digest(self.engine, self.settings, self.rules, wakeups=self.wakeups)
         log.info("digest: %s", outcome.reason)
     # --- end daily digest ---
+
+    # --- tracking health (bot/slack/tracking.py) ---
+    def _tracking(self) -> None:
+        from bot.slack.tracking import check_tracking
+
+        log.info(check_tracking(self.engine, self.settings, self.rules, wakeups=self.wakeups).summary())
+    # --- end tracking health ---
 
     def _scan(self) -> None:
         from bot.scan import scan

@@ -300,6 +300,25 @@ class Outreach(_Strict):
     booking_url: str = ""
 
 
+class Tracking(_Strict):
+    """Tracking health (rules.tracking): volume drops, quiet sources, issues clearing."""
+
+    # An event is dropping below this share of what a quiet day of the last week brought
+    # in the same hours.
+    volume_drop_ratio: float = Field(default=0.2, gt=0, lt=1, allow_inf_nan=False)
+    # Events arriving less than this many times a day (median day) are not judged.
+    min_baseline: int = Field(default=50, ge=1)
+    # The window judged grows back from now, hour by hour, until a quiet day fills it with
+    # this many events: fewer, and a drop could be chance.
+    min_window_events: int = Field(default=20, ge=1)
+    # A source (segment, stripe, tickets) without any event for this long, when it usually has some.
+    quiet_source_hours: float = Field(default=6, gt=0, le=48, allow_inf_nan=False)
+    # Days of history each window is compared with (the same hours of each day).
+    baseline_days: int = Field(default=7, ge=3, le=28)
+    # A tracking issue with no new occurrence for this long is cleared, and the clearing posted.
+    clear_after_hours: Hours = 24
+
+
 class Rules(_Strict):
     version: Literal[1] = 1
     journey: Journey
@@ -311,6 +330,7 @@ class Rules(_Strict):
     digest: Digest = Digest()
     schema_: dict[str, list[str]] = Field(default_factory=dict, alias="schema")
     outreach: Outreach = Outreach()
+    tracking: Tracking = Tracking()
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 

@@ -24,7 +24,8 @@ from rules.journey import compute_journey, merge_step_times, parse_step_times
 from rules.plan import RulePlan, plan_for
 from rules.tracks import assign_track
 from storage.db import write_tx
-from storage.models import Account, ActiveDay, AuditEntry, Contact, Event, EventVolume, Stall, Ticket, TrackingIssue
+from storage.models import (Account, ActiveDay, AuditEntry, Contact, Event, EventVolume, EventVolumeHour, Stall, Ticket,
+                            TrackingIssue)
 from storage.sql import FastMany, chunks, insert_ignore, select_in, upsert
 
 if TYPE_CHECKING:
@@ -38,6 +39,7 @@ TICKET = Ticket.__table__
 STALL = Stall.__table__
 TRACKING = TrackingIssue.__table__
 VOLUME = EventVolume.__table__
+VOLUME_HOUR = EventVolumeHour.__table__
 AUDIT = AuditEntry.__table__
 
 PRODUCT_KINDS = frozenset({"track", "page", "screen"})
@@ -213,6 +215,7 @@ def _apply(conn, fresh: list["IncomingEvent"], rules: Rules, now: datetime, resu
     missing: dict[tuple[str, str], list] = {}
     out_of_window: dict[tuple[str, str], list] = {}
     volume: dict[tuple[str, date], list[int]] = defaultdict(lambda: [0, 0])
+    hourly: dict[tuple[str, str], int] = defaultdict(int)  # (source, track name or "") this hour
 
     for ev in fresh:
         ev.missing_properties = []  # a retried store (storage.writer) must not count twice
@@ -221,6 +224,9 @@ def _apply(conn, fresh: list["IncomingEvent"], rules: Rules, now: datetime, resu
             entry[0] += 1
         if ev.kind == "track" and ev.name:
             volume[(ev.name, now.date())][0] += 1
+            hourly[(ev.source, ev.name)] += 1
+        else:
+            hourly[(ev.source, "")] += 1
         if ev.kind == "track" and ev.name in rules.schema_:
             for prop in rules.schema_[ev.name]:
                 if ev.properties.get(prop) in (None, ""):
@@ -269,6 +275,8 @@ def _apply(conn, fresh: list["IncomingEvent"], rules: Rules, now: datetime, resu
             conn, [{"account_id": a, "day": d} for a, d in sorted(active_days)])
     if volume:
         _count_volume(conn, volume)
+    if hourly:
+        _count_hour(conn, hourly, now)
     if tickets:
         _upsert_tickets(conn, tickets)
     if missing:
@@ -551,6 +559,21 @@ def _count_volume(conn, volume: dict[tuple[str, date], list[int]]) -> None:
     FastMany.of(conn, "volume.upsert", _volume_upsert, ("name", "day", "count", "missing_required"),
                 _types(VOLUME)).run(conn, [{"name": name, "day": day, "count": n, "missing_required": m}
                                            for (name, day), (n, m) in sorted(volume.items())])
+
+
+def _volume_hour_upsert(conn):
+    stmt = upsert(conn, VOLUME_HOUR)
+    return stmt.on_conflict_do_update(index_elements=["hour", "source", "name"],
+                                      set_={"count": VOLUME_HOUR.c.count + stmt.excluded.count})
+
+
+def _count_hour(conn, hourly: dict[tuple[str, str], int], now: datetime) -> None:
+    """Add the batch to this hour's counters (by arrival: a quiet source is one that sends
+    nothing now, whatever its events' own timestamps say)."""
+    hour = now.astimezone(timezone.utc).replace(minute=0, second=0, microsecond=0)
+    FastMany.of(conn, "volume_hour.upsert", _volume_hour_upsert, ("hour", "source", "name", "count"),
+                _types(VOLUME_HOUR)).run(conn, [{"hour": hour, "source": source, "name": name[:200], "count": n}
+                                                for (source, name), n in sorted(hourly.items())])
 
 
 def _record_issues(conn, kind: str, issues: dict[tuple[str, str], tuple[int, str, str]], now: datetime) -> None:

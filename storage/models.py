@@ -121,6 +121,21 @@ class EventVolume(SQLModel, table=True):
     missing_required: int = 0
 
 
+class EventVolumeHour(SQLModel, table=True):
+    """Events received per UTC hour, source and event name (tracking health, rules.tracking).
+
+    `name` is the event name of track calls and "" for everything else a source sends, so a
+    source's volume is the sum of its rows. The hour leads the key: the tracking job reads
+    the last weeks and prunes older hours by range."""
+
+    __tablename__ = "event_volume_hour"
+
+    hour: datetime = Field(primary_key=True)
+    source: str = Field(primary_key=True, max_length=20)
+    name: str = Field(primary_key=True, max_length=200)
+    count: int = 0
+
+
 class ActiveDay(SQLModel, table=True):
     """One row per account and UTC day with any product activity (usage drop)."""
 

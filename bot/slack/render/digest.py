@@ -200,7 +200,8 @@ def _issue_line(i: TrackingIssueLine) -> str:
     if i.kind == "missing_property":
         what = f"`{event}` arrives without `{md(i.property, SHORT_MAX)}`"
     elif i.kind == "volume_drop":
-        what = f"`{event}` volume dropped"
+        # bot.slack.tracking: an event's drop names its source; a quiet source has no property.
+        what = f"`{event}` volume dropped" if i.property else f"source `{event}` went quiet"
     else:
         what = f"`{event}`: {md(i.kind.replace('_', ' '), SHORT_MAX)}"
     detail = f" · {md(i.detail, 200)}" if i.detail else ""
