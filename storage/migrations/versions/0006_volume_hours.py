@@ -1,7 +1,7 @@
 """event_volume_hour: events received per UTC hour, source and name (tracking health)
 
 Revision ID: 0006_volume_hours
-Revises: 0003_account_alerts
+Revises: 0005_notes
 Create Date: 2026-12-04
 """
 from alembic import op
@@ -10,7 +10,7 @@ import sqlmodel
 
 
 revision = '0006_volume_hours'
-down_revision = '0003_account_alerts'
+down_revision = '0005_notes'
 branch_labels = None
 depends_on = None
 
