@@ -14,11 +14,9 @@ from __future__ import annotations
 
 import csv
 from dataclasses import dataclass
-from itertools import chain
 from datetime import date, datetime, timezone
-from typing import Callable, TextIO
-
-from typing import TYPE_CHECKING
+from itertools import chain
+from typing import TYPE_CHECKING, Callable, TextIO
 
 import orjson
 
@@ -33,13 +31,12 @@ UTC = timezone.utc
 FORMATS = ("csv", "jsonl")
 BATCH = 5000  # rows per fetch from the cursor: what an export holds in memory at a time
 
-# A spreadsheet runs a cell starting with one of these as a formula (=HYPERLINK(...), +cmd|...,
-# @SUM(...)); tab and CR are how some of them smuggle it past a first-character check. Customer
-# names and ticket text are hostile, so such a cell is prefixed with a quote (OWASP's advice).
+# A spreadsheet runs a cell starting with =, +, - or @ as a formula (=HYPERLINK(...), +cmd|...,
+# @SUM(...)); OWASP adds tab and CR, which some spreadsheets skip before looking. Customer names
+# and ticket text are hostile, so such a cell is prefixed with a quote (OWASP's advice).
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
-
-# Line breaks to some readers (Python's str.splitlines, JavaScript) that JSON leaves unescaped in
+# Line breaks to some readers (Python's str.splitlines, some editors) that JSON leaves unescaped in
 # strings: escaped, so one object is one line whatever splits the file. Only strings hold them.
 LINE_BREAKS = (("\x85", "\\u0085"), ("\u2028", "\\u2028"), ("\u2029", "\\u2029"))
 
