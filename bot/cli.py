@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import logging
 import sys
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
 import click
 
 from bot import logsafe
+from bot.export import EXPORTERS
+from bot.export import FORMATS as EXPORT_FORMATS
 from rules.config import RulesError
 
 
@@ -346,6 +349,111 @@ def digest_command(dry_run: bool, now_text: str | None) -> None:
     else:
         click.echo(outcome.reason)
 # --- end daily digest ---------------------------------------------------------------------
+
+
+# --- exports (bot/export.py) --------------------------------------------------------------
+EXPORT_PROGRESS_ROWS = 50_000  # a progress line on stderr each time this many more rows are written (~0.7 s)
+
+
+def _parse_since(_ctx, _param, value: str | None) -> datetime | None:
+    from bot.export import parse_since
+
+    if value is None:
+        return None
+    try:
+        return parse_since(value)
+    except ValueError:
+        raise click.BadParameter(
+            f"{value!r} is not an ISO 8601 date or time: expected YYYY-MM-DD or YYYY-MM-DDTHH:MM[:SS][Z|+HH:MM] "
+            "(UTC unless an offset is given), e.g. 2026-11-01 or 2026-11-01T09:00:00Z") from None
+
+
+@contextmanager
+def _export_stream(out: Path | None):
+    """A UTF-8 text stream with newline="" (the csv module writes its own CRLF) to `out`, or to
+    stdout. A file is written as FILE.partial and renamed once complete: a loader watching for
+    FILE never reads half an export."""
+    import io
+    import os
+
+    if out is None:
+        sys.stdout.flush()
+        stream = io.TextIOWrapper(sys.stdout.buffer, encoding="utf-8", newline="")
+        try:
+            yield stream
+            stream.flush()
+        finally:
+            try:
+                stream.detach()  # leave stdout open for click
+            except (OSError, ValueError):
+                pass  # the reader went away (`| head`): nothing left to flush to
+        return
+    partial = out.with_name(out.name + ".partial")
+    try:
+        with open(partial, "w", encoding="utf-8", newline="") as stream:
+            yield stream
+        os.replace(partial, out)
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+@main.command("export")
+@click.argument("what", type=click.Choice(list(EXPORTERS)))
+@click.option("--since", callback=_parse_since, metavar="DATE",
+              help="Only rows changed at or after DATE (ISO date or time, UTC): "
+                   + "; ".join(f"{e.name}: {e.since_means}" for e in EXPORTERS.values()) + ".")
+@click.option("--format", "fmt", type=click.Choice(EXPORT_FORMATS), default="csv", show_default=True)
+@click.option("--out", type=click.Path(dir_okay=False, writable=True, path_type=Path), default=None,
+              help="File to write [default: stdout].")
+def export_command(what: str, since: datetime | None, fmt: str, out: Path | None) -> None:
+    """Write every account, stall or audit entry as CSV or JSON Lines (a QBR deck, a warehouse).
+
+    \b
+    accounts: id, name, domain, plan, track, lifecycle status, ARR, owner,
+              renewal date, stage, signup/activation times, open stalls
+              and their top priority
+    stalls:   id, account, rule, step, status, priority, score, opened/
+              threshold/resolved times, resolution, resolved by, assignee,
+              snoozed until, recovery emails sent
+    audit:    time, actor, action, stall, account, source, detail (JSON)
+
+    Times are ISO 8601 UTC. CSV cells that a spreadsheet would run as a formula (starting with
+    = + - @, a tab or CR) are prefixed with a quote; JSON Lines carries the values as they are.
+    Rows are streamed: memory stays flat whatever the size.
+    """
+    import time
+
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from bot.export import counted, write
+    from storage.db import read_tx
+
+    exporter = EXPORTERS[what]
+    engine = _engine(_settings(), migrate=False)  # read-only: an export never changes the schema
+    started = time.perf_counter()
+    shown = [0]
+
+    def progress(rows: int) -> None:
+        if rows // EXPORT_PROGRESS_ROWS > shown[0]:
+            shown[0] = rows // EXPORT_PROGRESS_ROWS
+            click.echo(f"… {counted(exporter, rows)} written ({time.perf_counter() - started:.1f} s)", err=True)
+
+    try:
+        with _export_stream(out) as stream, read_tx(engine) as conn:
+            count = write(conn, exporter, stream, fmt=fmt, since=since, progress=progress)
+    except SQLAlchemyError as exc:
+        reason = getattr(exc, "orig", None) or exc
+        raise click.ClickException(f"cannot read the {what} from the database: {reason} "
+                                   "(is DATABASE_URL right and the schema current? `stallwatch db upgrade`)") from None
+    except BrokenPipeError:
+        sys.exit(1)  # `stallwatch export stalls | head`: the reader stopped reading
+    except OSError as exc:
+        raise click.ClickException(f"cannot write {out or 'stdout'}: {exc}") from None
+    finally:
+        engine.dispose()
+    click.echo(f"{counted(exporter, count)} written to {out or 'stdout'} in {time.perf_counter() - started:.1f} s",
+               err=True)
+# --- end exports --------------------------------------------------------------------------
 
 
 # --- demo and backtest (bot/demo/, bot/backtest/) ------------------------------------------
