@@ -21,7 +21,7 @@ def subject_of(conn: Connection, stall_id: int):
     """The stall's live facts for a permission check and a guarded change (None: no such stall)."""
     return conn.execute(
         select(STALL.c.id, STALL.c.account_id, STALL.c.rule, STALL.c.status, STALL.c.open_key, STALL.c.assignee,
-               STALL.c.resolved_by, STALL.c.snoozed_until, STALL.c.resolved_at, STALL.c.resolution,
+               STALL.c.resolved_by, STALL.c.snoozed_until, STALL.c.snoozed_by, STALL.c.resolved_at, STALL.c.resolution,
                ACCOUNT.c.owner_slack_id)
         .select_from(STALL.outerjoin(ACCOUNT, ACCOUNT.c.id == STALL.c.account_id))
         .where(STALL.c.id == stall_id)).first()

@@ -385,3 +385,21 @@ def test_backtest_a_condition_that_clears_and_returns_reopens(tmp_path):
     assert len(reopened) == 3 and reopened[1].opened_at < base + 2 * DAY
     held = replay(history, rules, resolves=[Resolve(base + 3 * HOUR, "acme", "known", until=(base + 25 * DAY).date())])
     assert [s.status for s in held.stalls if s.rule == "ticket_spike"] == ["resolved"]  # quiet through the return
+
+
+def test_a_click_replacing_someone_elses_snooze_or_assignment_says_so(ping):
+    ping.click(Action.SNOOZE, OWNER, option=0)
+    wait_for(lambda: row_of(ping.slack.engine, ping.stall_id).status == "snoozed")
+    _, method = ping.click(Action.SNOOZE, ADMIN, option=2)  # from a message that did not show the snooze yet
+    answer = ping.slack.answer(method)["text"]
+    assert answer.startswith("Snoozed for 7 days. (Before this click, it was snoozed by <@U0OWNER> until <!date^")
+    ping.click(Action.ASSIGN, OWNER)
+    wait_for(lambda: row_of(ping.slack.engine, ping.stall_id).assignee == OWNER)
+    _, method = ping.slack.click(menu_action(ping.stall_id, Action.DIGEST_ASSIGN, digest=True), ADMIN,
+                                 container={"type": "message", "message_ts": "5.5", "channel_id": "C0DIGEST",
+                                            "is_ephemeral": False}, channel_id="C0DIGEST")
+    answer = ping.slack.answer(method)["text"]
+    assert answer.startswith(f"Assigned to you. (Before this click, it was assigned to <@{OWNER}>.) · ")
+    assert row_of(ping.slack.engine, ping.stall_id).assignee == ADMIN
+    _, method = ping.click(Action.ASSIGN, ADMIN)  # nothing replaced: nothing more to say than before
+    assert ping.slack.answer(method)["text"] == "It is already assigned to you."

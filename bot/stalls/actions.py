@@ -38,6 +38,28 @@ class Outcome:
     stall_id: int
     changed: bool
     text: str  # what the user is told when there is no message showing the change
+    # What someone else had done to the alert that this change replaced (the clicker may have
+    # seen a stale message): the adapter tells them.
+    before: "Before | None" = None
+
+
+@dataclass(frozen=True)
+class Before:
+    """Someone else's assignment or snooze that a change replaced."""
+
+    what: str  # "assigned" (to `by`) | "snoozed" (by `by`, until `until`)
+    by: str
+    until: datetime | None = None
+
+
+def before_of(row, op: Op, user: str) -> Before | None:
+    """Someone else's assignment (for an assignment) or snooze (for a snooze) of the clicked
+    stall, which the change replaces."""
+    if op in (Op.ASSIGN, Op.REASSIGN) and row.assignee and row.assignee != user:
+        return Before("assigned", row.assignee)
+    if op == Op.SNOOZE and row.status == "snoozed" and row.snoozed_by and row.snoozed_by != user:
+        return Before("snoozed", row.snoozed_by, row.snoozed_until)
+    return None
 
 
 @dataclass(frozen=True)
@@ -259,7 +281,7 @@ def _change(services: Services, op: Op, stall_id: int, user: str, source: str, a
                 audited(conn, row, audit_id, now)
         if changed and stall_id not in changed:
             sql.ack_alerts(conn, stall_id, user, now)  # the ping sits on the clicked (lead) stall
-    return Outcome(stall_id, bool(changed), text)
+    return Outcome(stall_id, bool(changed), text, before_of(row, op, user) if changed else None)
 
 
 def alert_of(conn: Connection, services: Services, op: Op, stall_id: int, user: str, *,

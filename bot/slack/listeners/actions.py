@@ -29,6 +29,7 @@ from slack_bolt.async_app import AsyncApp
 from bot.slack.outbox import enqueue_refresh
 from bot.slack.render import home_view, ping_text
 from bot.slack.render.codec import Action, StallRef, decode_action, decode_picker
+from bot.slack.render.format import person, when
 from bot.slack.render.decisions import REASON, SNOOZE_FOR, resolve_values, resolve_view, snooze_values, snooze_view
 from bot.slack.render.primitives import PICKER_BLOCK_ID, assign_view, section_block
 from bot.slack.render.rows import STALLS_ROW_PREFIX
@@ -299,20 +300,34 @@ def register(app: AsyncApp, services: Services) -> None:
 
 async def after_change(services: Services, client, respond, body: dict, user: str, outcome: Outcome) -> None:
     """Show the change where it was made: the pings are edited in place for everyone; an
-    ephemeral list gets an ephemeral note; the App Home is re-published."""
+    ephemeral list gets an ephemeral note; the App Home is re-published. When the change
+    replaced someone else's assignment or snooze (a stale message), the clicker is told."""
     clicked = _clicked_ping(body, outcome.stall_id)
     await asyncio.to_thread(refresh_pings, services, outcome.stall_id, clicked)
     container = (body.get("container") or {}).get("type")
+    told = told_text(outcome)
     if container == "view":
         rows, total = await asyncio.to_thread(home_rows, services, user)
-        await client.views_publish(user_id=user, view=home_view(rows, user, more=max(total - len(rows), 0)).to_dict())
+        await client.views_publish(user_id=user, view=home_view(rows, user, more=max(total - len(rows), 0),
+                                                                notice=told if outcome.before else None).to_dict())
     elif not clicked and body.get("response_url"):
         summary = await asyncio.to_thread(ping_summary, services, outcome.stall_id)
         await respond(response_type="ephemeral", replace_original=False,
-                      text=f"{outcome.text} · {summary}" if summary else outcome.text)
-    elif clicked and not outcome.changed:
-        await respond(response_type="ephemeral", replace_original=False, text=outcome.text)
+                      text=f"{told} · {summary}" if summary else told)
+    elif clicked and (not outcome.changed or outcome.before):
+        await respond(response_type="ephemeral", replace_original=False, text=told)
 
+
+def told_text(outcome: Outcome) -> str:
+    """What the clicker is told: the outcome, and whose assignment or snooze it replaced."""
+    b = outcome.before
+    if b is None:
+        return outcome.text
+    if b.what == "assigned":
+        was = f"it was assigned to {person(b.by)}"
+    else:
+        was = f"it was snoozed by {person(b.by)}" + (f" until {when(b.until)}" if b.until else "")
+    return f"{outcome.text} (Before this click, {was}.)"
 
 
 # --- stale clicks ----------------------------------------------------------------------------------
