@@ -31,8 +31,8 @@ from storage.db import read_tx, utcnow, write_tx
 from storage.ingest import journey_columns, rules_version
 from storage.models import Account
 from storage.meta import get_meta, set_meta
-from storage.stalls import (Applied, active_days_by_account, apply_changes, held_decisions, iter_candidates, live_stalls,
-                            set_next_eval, tickets_by_account)
+from storage.stalls import (Applied, active_days_by_account, apply_changes, held_decisions, iter_candidates,
+                            live_stalls, set_next_eval, tickets_by_account)
 
 log = logging.getLogger(__name__)
 ACCOUNT = Account.__table__

@@ -403,3 +403,14 @@ def test_a_click_replacing_someone_elses_snooze_or_assignment_says_so(ping):
     assert row_of(ping.slack.engine, ping.stall_id).assignee == ADMIN
     _, method = ping.click(Action.ASSIGN, ADMIN)  # nothing replaced: nothing more to say than before
     assert ping.slack.answer(method)["text"] == "It is already assigned to you."
+
+
+def test_a_stale_click_in_a_journey_shows_it_again(resolved):
+    slack = resolved.slack
+    action = {"action_id": Action.ASSIGN.value, "block_id": f"stall-{resolved.stall_id}-actions", "type": "button",
+              "value": StallRef(stall_id=resolved.stall_id).encode()}
+    _, method = slack.click(action, OWNER, container={"type": "message", "message_ts": "9.9", "channel_id": "C0CS",
+                                                      "is_ephemeral": True}, channel_id="C0CS")
+    again, told = [c.body for c in slack.fake.wait_for_calls(method, 2, timeout=10)]
+    assert again["replace_original"] is True and again["text"].startswith("Journey of Acme")
+    assert told["text"] == STALE

@@ -188,7 +188,8 @@ def resolve(services: Services, stall_id: int, user: str, *, source: str, reason
             raise AlreadyResolved(None, "resolved")
         detail = {} if reason is None else {"reason": reason, "note": note,
                                             "quiet_until": quiet.isoformat() if quiet else None}
-        return (f"Resolved: {resolution}." if reason else "Resolved."), "stall.resolve", detail
+        # The note is not repeated here: this text is shown as is, the ping shows it escaped.
+        return (f"Resolved ({decisions.LABELS[reason]})." if reason else "Resolved."), "stall.resolve", detail
 
     return _change(services, Op.RESOLVE, stall_id, user, source, apply, told)
 

@@ -185,8 +185,9 @@ async def open_modal(services: Services, body: dict, client, user: str, ref: Sta
         view = assign_view(origin, name)
     elif clicked == Action.RESOLVE:
         view = resolve_view(origin, name, today)
-    else:
-        view = snooze_view(origin, name, today, until_date=(body.get("actions") or [{}])[0].get("type") == "static_select")
+    else:  # from the ping's select, "Until a date…": the date is what they asked for
+        from_select = (body.get("actions") or [{}])[0].get("type") == "static_select"
+        view = snooze_view(origin, name, today, until_date=from_select)
     await client.views_open(trigger_id=body["trigger_id"], view=view.to_dict())
 
 
@@ -336,8 +337,9 @@ async def answer_stale(services: Services, client, respond, body: dict, user: st
                        stale: AlreadyResolved, *, tell: bool = True) -> None:
     """A click on an alert closed elsewhere: tell the clicker what happened (ephemerally, unless
     `tell` is False: a modal already shows it) and refresh what they clicked so it shows the
-    current state: a ping or an escalation is re-rendered (outbox), a /stalls list is listed
-    again, a digest row shows the alert closed, the App Home is re-published with the answer."""
+    current state: a ping or an escalation is re-rendered (outbox), a /journey or /stalls
+    answer is given again, a digest row shows the alert closed, the App Home is re-published
+    with the answer."""
     text = error_text(stale)
     container = body.get("container") or {}
     block_id = str((body.get("actions") or [{}])[0].get("block_id") or "")
@@ -349,6 +351,10 @@ async def answer_stale(services: Services, client, respond, body: dict, user: st
         await client.views_publish(user_id=user, view=home_view(rows, user, more=max(total - len(rows), 0),
                                                                 notice=text).to_dict())
         return
+    elif container.get("is_ephemeral") and block_id.startswith(f"stall-{stall_id}-"):  # /journey: show it again
+        account_id = await asyncio.to_thread(actions.view, services, stall_id, user)
+        answer = await asyncio.to_thread(account_journey, services, account_id, user)
+        await respond(response_type="ephemeral", replace_original=True, **answer)
     elif block_id.startswith(STALLS_ROW_PREFIX):  # a /stalls list (ephemeral): list it again
         query = parse_stalls(block_id[len(STALLS_ROW_PREFIX):].rpartition(":")[0].replace("·", " "))
         if query is not None:

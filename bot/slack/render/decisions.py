@@ -17,13 +17,12 @@ from slack_sdk.models.blocks import (DatePickerElement, InputBlock, Option, Plai
 from slack_sdk.models.views import View
 
 from bot.slack.render.codec import Action
-from bot.slack.render.primitives import context_block, section_block
+from bot.slack.render.primitives import SNOOZE_DAYS, context_block, section_block
 from bot.slack.text import md
 from rules import decisions
 
 REASON, QUIET_UNTIL, NOTE = "reason", "quiet_until", "note"  # the resolve modal's inputs
 SNOOZE_FOR, SNOOZE_UNTIL = "snooze_for", "snooze_until"  # the snooze modal's inputs
-SNOOZE_DAYS = (1, 3, 7, 14, 30)
 UNTIL_DATE = "date"  # the SNOOZE_FOR option that means "until the date below"
 REASON_LABELS = {
     decisions.HANDLED: "Handled",
