@@ -31,8 +31,8 @@ from storage.db import read_tx, utcnow, write_tx
 from storage.ingest import journey_columns, rules_version
 from storage.models import Account
 from storage.meta import get_meta, set_meta
-from storage.stalls import (Applied, active_days_by_account, apply_changes, iter_candidates, live_stalls,
-                            set_next_eval, tickets_by_account)
+from storage.stalls import (Applied, active_days_by_account, apply_changes, held_decisions, iter_candidates,
+                            live_stalls, set_next_eval, tickets_by_account)
 
 log = logging.getLogger(__name__)
 ACCOUNT = Account.__table__
@@ -132,11 +132,12 @@ def _decide(conn, rows, rules: Rules, now: datetime, stage_updates: list[dict], 
     tickets = tickets_by_account(conn, ids, now)
     days = active_days_by_account(conn, [r.id for r in rows if r.activated_at is not None], now)
     live = live_stalls(conn, ids)
+    decisions = held_decisions(conn, ids)
     changes: list[StallChange] = []
     for row in rows:
         try:
             changes += _decide_account(row, plan, now, tickets.get(row.id, ()), days.get(row.id, (0, 0)),
-                                       live.get(row.id, ()), stage_updates, reviews)
+                                       live.get(row.id, ()), stage_updates, reviews, decisions.get(row.id, ()))
         except Exception as exc:
             _skip_failed(report, row.id, exc, "evaluating")
             reviews.append({"_id": row.id, "_updated_at": row.updated_at, "next_eval_at": now + RETRY_FAILED})
@@ -154,9 +155,10 @@ def _skip_failed(report: ScanReport, account_id: str, exc: Exception, doing: str
 
 
 def _decide_account(row, plan, now: datetime, tickets, days: tuple[int, int], account_stalls,
-                    stage_updates: list[dict], reviews: list[dict]) -> list[StallChange]:
+                    stage_updates: list[dict], reviews: list[dict], decisions=()) -> list[StallChange]:
     """One account's stall changes; its review and stage are appended only once all of it
-    was computed, so a failure leaves nothing half-decided."""
+    was computed, so a failure leaves nothing half-decided. `decisions`: people's decisions
+    that still hold (rules.decisions), which keep their rule's findings from reopening."""
     # The journey as ingest stored it (refresh_journeys keeps it current with the rules).
     journey = JourneyState(row.stage, row.signup_at, row.activated_at, row.waiting_step, row.waiting_since,
                            row.stalled_at, row.checkpoint_at, row.steps_done)
@@ -170,12 +172,13 @@ def _decide_account(row, plan, now: datetime, tickets, days: tuple[int, int], ac
     findings = evaluate(facts, plan, now, journey=journey, open_stalls=account_stalls)
     scored = [(f, score(f, facts, plan, now, explain=False)) for f in findings]
     changes: list[StallChange] = []
-    for change in reconcile(row.id, row.status, account_stalls, scored, now):
+    for change in reconcile(row.id, row.status, account_stalls, scored, now, decisions):
         if change.finding is not None:  # the words for a stall that opens or changes
             change = replace(change, score=score(change.finding, facts, plan, now))
         changes.append(change)
     review = {"_id": row.id, "_updated_at": row.updated_at, "next_eval_at": next_review(
-        facts, journey, scored, plan, now, snoozed_until=[s.snoozed_until for s in account_stalls])}
+        facts, journey, scored, plan, now, snoozed_until=[s.snoozed_until for s in account_stalls],
+        quiet_until=[d.quiet_until for d in decisions])}
     if findings:
         stage = findings[0].stage
     else:

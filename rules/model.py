@@ -113,7 +113,7 @@ class OpenStall:
 class StallChange:
     """One change reconcile decided: open, update, resolve or suppress."""
 
-    action: str  # "open" | "update" | "auto_resolve" | "suppress" | "unsnooze"
+    action: str  # "open" | "update" | "auto_resolve" | "suppress" | "unsnooze" | "lapse" (a decision)
     account_id: str
     rule: str
     stall_id: int | None = None

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
+from .decisions import Decision, apply_decisions
 from .model import RULE_NAMES, SUPPRESSING_STATUSES, Finding, OpenStall, Score, StallChange
 
 LIVE = ("open", "snoozed")
@@ -29,6 +30,7 @@ def reconcile(
     open_stalls: Sequence[OpenStall],
     findings: Sequence[tuple[Finding, Score]],
     now: datetime,
+    decisions: Sequence[Decision] = (),
 ) -> list[StallChange]:
     """The changes that make the account's live stalls match its findings.
 
@@ -40,17 +42,22 @@ def reconcile(
       quietly like open ones, and never get a second stall opened beside them;
     - live stall, finding of the same rule on another step: the old stall "auto_resolve"s
       ("moved past ...") and a new one opens;
-    - live stall, no finding of its rule: "auto_resolve".
+    - live stall, no finding of its rule: "auto_resolve";
+    - a person's decision (`decisions`, rules.decisions) that still holds keeps its rule's
+      finding from opening a stall; one that no longer holds "lapse"s (first, before opens).
     Changes come in RULE_NAMES order (unknown rules after, by name).
     """
-    if not open_stalls and not findings:  # most accounts on most scans
+    if not open_stalls and not findings and not decisions:  # most accounts on most scans
         return []
     live = [s for s in open_stalls if s.status in LIVE]
     if status in SUPPRESSING_STATUSES:
         return [StallChange("suppress", account_id, s.rule, stall_id=s.id, reason=f"account {status}")
                 for s in sorted(live, key=lambda s: (_rule_order(s.rule), s.id))]
 
-    changes: list[StallChange] = []
+    findings, lapses = apply_decisions(decisions, findings, {s.rule for s in live}, now)
+    changes: list[StallChange] = [
+        StallChange("lapse", account_id, lapse.decision.rule, stall_id=lapse.decision.stall_id, reason=lapse.reason)
+        for lapse in sorted(lapses, key=lambda lapse: _rule_order(lapse.decision.rule))]
     stall_by_rule: dict[str, OpenStall] = {}
     for stall in sorted(live, key=lambda s: s.id):
         if stall.rule in stall_by_rule:  # should not happen; heal it rather than carry it

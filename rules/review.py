@@ -33,12 +33,14 @@ def next_review(
     now: datetime,
     *,
     snoozed_until: Iterable[datetime | None] = (),
+    quiet_until: Iterable[datetime | None] = (),
 ) -> datetime:
     """The earliest future moment at which evaluating this account could give another answer.
 
     Moments with no precise time (the daily move of the usage windows, the safety net) are
     spread over a window by a stable hash of the account id, so 100,000 accounts do not all
-    come due in the same scan.
+    come due in the same scan. `quiet_until`: when people's "known" decisions end
+    (rules.decisions): their rule may open again then, so the account is looked at.
     """
     plan = plan_for(rules)
     spread = (zlib.crc32(facts.id.encode()) & 0xFFFF) / 0xFFFF  # 0..1, stable per account
@@ -61,6 +63,7 @@ def next_review(
                     _shifted(renewal, DAY))  # ... and ends
     moments += [score_moves_at(finding, score, plan, now) for finding, score in scored]
     moments += snoozed_until
+    moments += quiet_until
     for moment in moments:
         if moment is not None and now < moment < best:
             best = moment

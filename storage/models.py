@@ -174,6 +174,8 @@ class Stall(SQLModel, table=True):
         Index("ix_stall_status_score", "status", "score"),  # ranked open stalls
         Index("ix_stall_account", "account_id"),
         Index("ix_stall_assignee", "assignee"),
+        # The decisions that still hold, per account (storage.stalls.held_decisions).
+        Index("ix_stall_decision", "account_id", "decision_key"),
     )
 
     id: Optional[int] = Field(default=None, primary_key=True)
@@ -200,6 +202,13 @@ class Stall(SQLModel, table=True):
     snoozed_by: Optional[str] = Field(default=None, max_length=64)
     recovery_attempts: int = 0
     last_recovery_at: Optional[datetime] = None
+    # Why a person resolved it (rules.decisions): handled | false_positive | known; the note is
+    # in `resolution`. `quiet_until`: a "known" decision keeps its rule quiet until then.
+    resolution_kind: Optional[str] = Field(default=None, max_length=20)
+    quiet_until: Optional[datetime] = None
+    # "<account>|<rule>" while the decision holds (nothing of its rule reopens), NULL once the
+    # condition materially changed: like open_key, at most one per account and rule.
+    decision_key: Optional[str] = Field(default=None, max_length=300)
 
 
 class Alert(SQLModel, table=True):

@@ -20,8 +20,9 @@ AUDIT = AuditEntry.__table__
 def subject_of(conn: Connection, stall_id: int):
     """The stall's live facts for a permission check and a guarded change (None: no such stall)."""
     return conn.execute(
-        select(STALL.c.id, STALL.c.account_id, STALL.c.status, STALL.c.open_key, STALL.c.assignee,
-               STALL.c.resolved_by, STALL.c.snoozed_until, ACCOUNT.c.owner_slack_id)
+        select(STALL.c.id, STALL.c.account_id, STALL.c.rule, STALL.c.status, STALL.c.open_key, STALL.c.assignee,
+               STALL.c.resolved_by, STALL.c.snoozed_until, STALL.c.snoozed_by, STALL.c.resolved_at, STALL.c.resolution,
+               ACCOUNT.c.owner_slack_id)
         .select_from(STALL.outerjoin(ACCOUNT, ACCOUNT.c.id == STALL.c.account_id))
         .where(STALL.c.id == stall_id)).first()
 
@@ -30,7 +31,7 @@ def live_stalls_of(conn: Connection, account_id: str) -> list:
     """The account's live (open or snoozed) stalls: the reasons of its one alert, which every
     action on the alert applies to. Ranked as the ping lists them."""
     return list(conn.execute(
-        select(STALL.c.id, STALL.c.assignee, STALL.c.status)
+        select(STALL.c.id, STALL.c.assignee, STALL.c.status, STALL.c.rule)
         .where(STALL.c.account_id == account_id, STALL.c.open_key.is_not(None))
         .order_by(STALL.c.status != "open", STALL.c.priority, STALL.c.score.desc(), STALL.c.id)))
 
@@ -50,10 +51,19 @@ def snooze(conn: Connection, stall_id: int, user: str, until: datetime, now: dat
         status="snoozed", snoozed_until=until, snoozed_by=user, updated_at=now)).rowcount)
 
 
-def resolve(conn: Connection, stall_id: int, user: str, resolution: str, now: datetime) -> bool:
-    return bool(conn.execute(update(STALL).where(_live(stall_id)).values(
+def resolve(conn: Connection, stall_id: int, user: str, resolution: str, now: datetime, *,
+            kind: str | None = None, quiet_until: datetime | None = None, account_id: str | None = None,
+            decision_key: str | None = None) -> bool:
+    """Close the live stall. With `decision_key` (its "<account>|<rule>") the decision holds
+    from now on (rules.decisions): an older decision of the same rule no longer does."""
+    changed = bool(conn.execute(update(STALL).where(_live(stall_id)).values(
         status="resolved", open_key=None, resolved_at=now, resolved_by=user, resolution=resolution,
-        updated_at=now)).rowcount)
+        resolution_kind=kind, quiet_until=quiet_until, decision_key=decision_key, updated_at=now)).rowcount)
+    if changed and decision_key is not None:
+        conn.execute(update(STALL).where(STALL.c.account_id == account_id, STALL.c.decision_key == decision_key,
+                                         STALL.c.id != stall_id)
+                     .values(decision_key=None))
+    return changed
 
 
 def ack_alerts(conn: Connection, stall_id: int, user: str, now: datetime) -> None:

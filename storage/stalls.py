@@ -10,6 +10,7 @@ from typing import Iterator, Sequence
 from sqlalchemy import Connection, and_, bindparam, case, func, or_, select, update
 
 from rules.config import Rules
+from rules.decisions import Decision
 from rules.model import OpenStall, StallChange, TicketFact
 from rules.reconcile import stall_open_key
 from storage.models import Account, ActiveDay, AuditEntry, Stall, Ticket
@@ -143,6 +144,18 @@ def live_stalls(conn: Connection, account_ids: Sequence[str]) -> dict[str, list[
     return out
 
 
+def held_decisions(conn: Connection, account_ids: Sequence[str]) -> dict[str, list[Decision]]:
+    """The decisions that still hold (at most one per account and rule: the latest resolve
+    with a reason), for a batch of accounts: one statement per 900 accounts, on
+    ix_stall_decision."""
+    out: dict[str, list[Decision]] = defaultdict(list)
+    names = ("id", "account_id", "rule", "step", "resolution_kind", "resolved_at", "quiet_until")
+    for row in select_in(conn, STALL, names, "account_id", sorted(account_ids), where="decision_key IS NOT NULL"):
+        out[row.account_id].append(Decision(row.id, row.account_id, row.rule, row.step, row.resolution_kind,
+                                            row.resolved_at, row.quiet_until))
+    return out
+
+
 @dataclass
 class Applied:
     opened: list[int]
@@ -182,11 +195,16 @@ def apply_changes(conn: Connection, changes: Sequence[StallChange], now: datetim
         # After the closes: a stall that moved to another step closes the old one and opens
         # the new one under the same open_key in one scan.
         applied.opened = _open(conn, [_open_row(c, now) for c in opens])
+    lapsed = [c for c in changes if c.action == "lapse"]
+    if lapsed:
+        # Before the opens: the rule of a decision that no longer holds may open again now.
+        conn.execute(update(STALL).where(STALL.c.id == bindparam("_id"), STALL.c.decision_key.is_not(None))
+                     .values(decision_key=None), [{"_id": c.stall_id} for c in lapsed])
     applied.changed = [c.stall_id for c in scored + closing]
     audits = [
         {"at": now, "actor": "system", "action": f"stall.{c.action}", "stall_id": c.stall_id,
          "account_id": c.account_id, "source": "scan", "detail": {"rule": c.rule, "reason": c.reason}}
-        for c in closing + [c for c in scored if c.action == "unsnooze"]
+        for c in closing + [c for c in scored if c.action == "unsnooze"] + lapsed
     ]
     if audits:
         conn.execute(AUDIT.insert(), audits)

@@ -99,6 +99,15 @@ def view_submission(view: dict, values: dict[str, str], *, user_id: str, **kw) -
             state[block["block_id"]] = {element["action_id"]: {"type": "checkboxes", "selected_options": [
                 o for o in element.get("options", []) if o["value"] in ticked]}}
             continue
+        if element["type"] in ("radio_buttons", "static_select"):  # values: the chosen option's value
+            chosen = [o for o in element.get("options", []) if o["value"] == values.get(block["block_id"])]
+            state[block["block_id"]] = {element["action_id"]: {"type": element["type"],
+                                                               "selected_option": chosen[0] if chosen else None}}
+            continue
+        if element["type"] == "datepicker":  # values: "YYYY-MM-DD" (None: no date picked)
+            state[block["block_id"]] = {element["action_id"]: {"type": "datepicker",
+                                                               "selected_date": values.get(block["block_id"])}}
+            continue
         if element["type"] == "users_select":  # values: the picked user id
             state[block["block_id"]] = {element["action_id"]: {"type": "users_select",
                                                                "selected_user": values.get(block["block_id"])}}
@@ -175,6 +184,11 @@ class SlackHarness:
     def submit(self, view: dict, values: dict[str, str], user: str):
         """Submit a modal; returns the HTTP response (its JSON is the ack: errors, update...)."""
         return self.post(view_submission(view, values, user_id=user))
+
+    def submit_opened(self, values: dict[str, str], user: str, count: int = 1):
+        """Submit the modal the app opened last, once it opened `count` modals (views.open)."""
+        opened = self.fake.wait_for_calls("views.open", count, timeout=10)[-1]
+        return self.submit(opened.response["view"], values, user)
 
     def answer(self, method: str, timeout: float = 10.0) -> dict:
         """What the app posted to a response_url (waits for the lazy listener)."""

@@ -217,13 +217,15 @@ def test_open_stall_shows_every_action():
     ids = {e["action_id"] for e in actions["elements"]}
     assert ids == LIVE_ACTIONS
     snooze = next(e for e in actions["elements"] if e["action_id"] == Action.SNOOZE)
-    assert [StallRef.decode(o["value"]).days for o in snooze["options"]] == [1, 3, 7]
+    refs = [StallRef.decode(o["value"]) for o in snooze["options"]]
+    assert [r.days for r in refs] == [1, 3, 7, 14, 30, None]  # up to 30 days, or "Until a date…"
+    assert refs[-1].op == Action.SNOOZE_PICK and snooze["options"][-1]["text"]["text"] == "Until a date…"
     texts = {e["text"]["text"] for e in actions["elements"] if e["type"] == "button"}
     assert {"Draft recovery email", "Assign to me", "Resolve", "View journey"} <= texts
     picker = next(e for e in actions["elements"] if e["action_id"] == Action.ASSIGN_TO)
     assert picker["type"] == "users_select" and actions["block_id"] == "stall-42-actions"  # the picker's stall
     resolve = next(e for e in actions["elements"] if e["action_id"] == Action.RESOLVE)
-    assert "confirm" in resolve  # a destructive click asks first
+    assert "confirm" not in resolve  # it asks why in a modal instead (bot/slack/render/decisions.py)
 
 
 @pytest.mark.parametrize("status, extra, expected", [
@@ -310,12 +312,11 @@ def test_decode_action_for_buttons_selects_and_menus():
     decoded = [decode_action({"action_id": digest_menu["action_id"], "selected_option": o})
                for o in digest_menu["options"]]
     assert [(a, r.days) for a, r in decoded] == [
-        (Action.DIGEST_ASSIGN, None), (Action.ASSIGN_TO, None), (Action.DIGEST_SNOOZE, 1), (Action.DIGEST_SNOOZE, 7),
-        (Action.NOTE, None)]
+        (Action.DIGEST_ASSIGN, None), (Action.ASSIGN_TO, None), (Action.SNOOZE_PICK, None), (Action.NOTE, None)]
 
     [list_menu] = list(elements(as_dicts(stalls_list_blocks([row(5)], "all", 0))))
     ops = [decode_action({"action_id": list_menu["action_id"], "selected_option": o})[0] for o in list_menu["options"]]
-    assert ops == [Action.ASSIGN, Action.ASSIGN_TO, Action.SNOOZE, Action.RESOLVE, Action.NOTE]
+    assert ops == [Action.ASSIGN, Action.ASSIGN_TO, Action.SNOOZE_PICK, Action.RESOLVE, Action.NOTE]
 
 
 @pytest.mark.parametrize("value", [

@@ -172,7 +172,8 @@ def test_a_team_member_claims_assigns_snoozes_and_resolves(fake_slack, engine, d
         on_ping(slack, ts, snooze(sid, 3), MATE)
         wait_audits(slack, sid, 3)
         assert row(engine, sid).status == "snoozed"
-        on_ping(slack, ts, button(sid, Action.RESOLVE), MATE)
+        on_ping(slack, ts, button(sid, Action.RESOLVE), MATE)  # asks why: a modal
+        assert slack.submit_opened({"reason": "handled"}, MATE).status_code == 200
         entries = wait_audits(slack, sid, 4)
         assert row(engine, sid).status == "resolved"
         assert [(e.actor, e.action) for e in entries] == [
@@ -348,7 +349,8 @@ def test_a_click_while_slack_is_away_uses_the_last_list(fake_slack, engine, db_u
         wait_audits(slack, sid, 1)
         clock.now += 3600
         fake_slack.fail_next("usergroups.users.list", status=500)
-        on_ping(slack, ts, button(sid, Action.RESOLVE), MATE)
+        on_ping(slack, ts, button(sid, Action.RESOLVE), MATE)  # asks why: a modal
+        slack.submit_opened({"reason": "handled"}, MATE)
         wait_audits(slack, sid, 2)
         assert row(engine, sid).status == "resolved"
         assert [c.status for c in fake_slack.calls("usergroups.users.list")] == [500]  # asked once past the TTL

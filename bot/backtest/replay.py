@@ -23,6 +23,10 @@ roughly is), and at each step, in this order:
 The router and the outbox sender take the simulated clock (their `clock`), and the router
 stamps its outbox rows with it, so a held row is due at its simulated time.
 
+People's resolves can be replayed too (`resolves`: at a moment, an account's alert resolved
+with a reason, through the real use-case `bot.stalls.actions.resolve`, as an admin). The scan
+honours their decisions as live (rules/decisions.py): the same condition does not reopen.
+
 The replay then reads back what it did (stalls as they were opened, pings, digests) and
 `rules.backtest.summarize` turns that into the report's figures.
 """
@@ -33,8 +37,8 @@ import logging
 import tempfile
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
-from typing import Callable
+from datetime import date, datetime, timedelta, timezone
+from typing import Callable, Sequence
 
 from sqlalchemy import Engine, event, select
 
@@ -63,6 +67,21 @@ class SpanError(ValueError):
     """The history covers more time than a backtest replays (most likely a wrong timestamp)."""
 
 
+@dataclass(frozen=True)
+class Resolve:
+    """A person resolving an account's alert at `at`, with a reason (rules.decisions.KINDS, or
+    None: no lasting decision), a quiet-until date for "known" and a note."""
+
+    at: datetime
+    account_id: str
+    reason: str | None = None
+    until: date | None = None
+    note: str | None = None
+
+
+BACKTEST_USER = "U0BACKTEST"  # who resolves in a replay (an admin of the simulated workspace)
+
+
 @dataclass
 class ReplayResult:
     label: str
@@ -87,10 +106,12 @@ class ReplayResult:
 
 
 def replay(history: History, rules: Rules, *, label: str = "rules",
-           progress: Callable[[int], None] | None = None, skip_idle: bool = True) -> ReplayResult:
+           progress: Callable[[int], None] | None = None, skip_idle: bool = True,
+           resolves: Sequence[Resolve] = ()) -> ReplayResult:
     """Replay `history` against `rules`; `progress` gets the number of records done since its
     last call. `skip_idle=False` runs every scan and the outbox sender at every step, even
-    when nobody is due and nothing is to send (the same result, slower: the tests check that)."""
+    when nobody is due and nothing is to send (the same result, slower: the tests check that).
+    `resolves`: people resolving alerts, each at the first step at or after its moment."""
     started = time.perf_counter()
     result = ReplayResult(label=label)
     if history.entries:
@@ -104,7 +125,7 @@ def replay(history: History, rules: Rules, *, label: str = "rules",
         with tempfile.TemporaryDirectory(prefix="stallwatch-backtest-") as tmp:
             engine = _engine(f"sqlite:///{tmp}/backtest.db")
             try:
-                replayer = _Replay(engine, rules, history, result, progress, skip_idle)
+                replayer = _Replay(engine, rules, history, result, progress, skip_idle, resolves)
                 replayer.run()
             finally:
                 engine.dispose()
@@ -134,7 +155,7 @@ def _ceil(at: datetime, step: timedelta) -> datetime:
 
 class _Replay:
     def __init__(self, engine: Engine, rules: Rules, history: History, result: ReplayResult,
-                 progress: Callable[[int], None] | None, skip_idle: bool = True):
+                 progress: Callable[[int], None] | None, skip_idle: bool = True, resolves: Sequence[Resolve] = ()):
         from bot.slack.simulated import SimulatedSlack
         from bot.settings import Settings
         from bot.slack.outbox import OutboxSender
@@ -147,13 +168,16 @@ class _Replay:
         self.step = timedelta(minutes=rules.routing.scan_interval_minutes)
         settings = Settings(_env_file=None, DATABASE_URL=str(engine.url), SLACK_BOT_TOKEN=None,
                             SLACK_SIGNING_SECRET=None, SLACK_APP_TOKEN=None,
-                            STALLWATCH_ALERTS_CHANNEL="#backtest-alerts", STALLWATCH_DIGEST_CHANNEL=None)
+                            STALLWATCH_ALERTS_CHANNEL="#backtest-alerts", STALLWATCH_DIGEST_CHANNEL=None,
+                            STALLWATCH_ADMINS=BACKTEST_USER)
         self.router = Router(engine, settings, rules, client_factory=_no_slack, clock=lambda: self.now)
         slack = SimulatedSlack()
         self.sender = OutboxSender(engine, lambda: slack, worker_id="backtest", clock=lambda: self.now,
                                    rules=rules)
         self.next_send: datetime | None = None  # when the earliest undelivered outbox row is due
         self.opened: dict[int, StallFact] = {}
+        self.resolves = sorted(resolves, key=lambda r: r.at)
+        self.settings = settings
 
     # ------------------------------------------------------------------ the clock
 
@@ -190,6 +214,7 @@ class _Replay:
                 self.now = batch_at
                 self._store(batch, batch_lines, batch_at)
             self.now = tick
+            self._resolve_due(tick)
             if not self.skip_idle:
                 self.next_send = tick  # give the sender its turn at every tick too
             self._deliver()
@@ -215,6 +240,8 @@ class _Replay:
                 candidates.append(_ceil(due, self.step))
             if self.next_send is not None:
                 candidates.append(_ceil(self.next_send, self.step))
+            if self.resolves:
+                candidates.append(_ceil(self.resolves[0].at, self.step))
             tick = max(min(candidates), tick + self.step) if self.skip_idle else tick + self.step
         self._collect()
 
@@ -251,6 +278,33 @@ class _Replay:
         self.result.duplicates += stored.duplicates
         if stored.evaluate:
             self._evaluate(sorted(stored.evaluate), now)
+
+    def _resolve_due(self, tick: datetime) -> None:
+        """People's resolves due by `tick`, through the use-case (permission, decision, audit);
+        the pings they close are re-rendered, as the Slack listener does."""
+        from bot.stalls import actions
+        from bot.stalls.context import Services
+        from bot.stalls.errors import StallwatchError
+        from bot.slack.outbox import enqueue_refresh
+        from storage import stall_actions
+        from storage.db import write_tx
+
+        while self.resolves and self.resolves[0].at <= tick:
+            r = self.resolves.pop(0)
+            services = Services(engine=self.engine, settings=self.settings, rules=self.rules, clock=lambda: self.now)
+            with self.engine.connect() as conn:
+                live = stall_actions.live_stalls_of(conn, r.account_id)
+            if not live:
+                continue  # closed meanwhile: nothing to resolve (a stale click, live)
+            try:
+                actions.resolve(services, live[0].id, BACKTEST_USER, reason=r.reason, until=r.until, note=r.note,
+                                source="backtest")
+            except StallwatchError:
+                log.debug("backtest: resolve of %s at %s refused", r.account_id, tick, exc_info=True)
+                continue
+            with write_tx(self.engine) as conn:
+                enqueue_refresh(conn, live[0].id, now=self.now)
+            self.next_send = self.now
 
     def _evaluate(self, account_ids: list[str], now: datetime) -> None:
         from bot.scan import scan

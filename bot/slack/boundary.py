@@ -19,6 +19,7 @@ from typing import Any, Awaitable, Callable
 
 from bot.stalls.context import Services
 from bot.slack.render.format import person
+from bot.slack.text import md
 from bot.stalls.errors import AlreadyResolved, StallwatchError
 
 log = logging.getLogger(__name__)
@@ -30,8 +31,8 @@ Listener = Callable[..., Awaitable[Any]]
 def error_text(error: BaseException) -> str:
     """What the user sees: a domain error's own message (worded for Slack where it names a
     person), or a logged error id."""
-    if isinstance(error, AlreadyResolved) and error.by_person:
-        return error.wording(person(error.by))
+    if isinstance(error, AlreadyResolved):
+        return error.wording(person(error.by) if error.by_person else None, escape=lambda t: md(t, 400))
     if isinstance(error, StallwatchError):
         return error.message
     error_id = uuid.uuid4().hex[:8]

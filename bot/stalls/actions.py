@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 
 from sqlalchemy import Connection
 
@@ -24,6 +24,8 @@ from bot.stalls.context import Services
 from bot.stalls.errors import AlreadyResolved, BadRequest, NotFound
 from bot.stalls import permissions
 from bot.stalls.permissions import Op, Subject, check
+from rules import decisions
+from rules.reconcile import stall_open_key
 from storage import stall_actions as sql
 from storage.db import write_tx
 
@@ -36,6 +38,28 @@ class Outcome:
     stall_id: int
     changed: bool
     text: str  # what the user is told when there is no message showing the change
+    # What someone else had done to the alert that this change replaced (the clicker may have
+    # seen a stale message): the adapter tells them.
+    before: "Before | None" = None
+
+
+@dataclass(frozen=True)
+class Before:
+    """Someone else's assignment or snooze that a change replaced."""
+
+    what: str  # "assigned" (to `by`) | "snoozed" (by `by`, until `until`)
+    by: str
+    until: datetime | None = None
+
+
+def before_of(row, op: Op, user: str) -> Before | None:
+    """Someone else's assignment (for an assignment) or snooze (for a snooze) of the clicked
+    stall, which the change replaces."""
+    if op in (Op.ASSIGN, Op.REASSIGN) and row.assignee and row.assignee != user:
+        return Before("assigned", row.assignee)
+    if op == Op.SNOOZE and row.status == "snoozed" and row.snoozed_by and row.snoozed_by != user:
+        return Before("snoozed", row.snoozed_by, row.snoozed_until)
+    return None
 
 
 @dataclass(frozen=True)
@@ -104,30 +128,68 @@ def assign(services: Services, stall_id: int, user: str, *, source: str, assigne
                    audited=audited)
 
 
-def snooze(services: Services, stall_id: int, user: str, days: int | None = None, *, source: str) -> Outcome:
-    days = days or DEFAULT_SNOOZE_DAYS
-    until = [None]
+def snooze(services: Services, stall_id: int, user: str, days: int | None = None, *, source: str,
+           until: date | None = None) -> Outcome:
+    """Snooze the alert for `days` (1 to 30) or until the start of `until` (a date after today,
+    at most 30 days ahead). BadRequest past 30 days or in the past."""
+    length = None if until is not None else days or DEFAULT_SNOOZE_DAYS
+    if length is not None and not 1 <= length <= decisions.MAX_SNOOZE_DAYS:
+        raise BadRequest(f"A snooze lasts 1 to {decisions.MAX_SNOOZE_DAYS} days.")
+    if until is not None:
+        refused = decisions.check_until(until, services.clock(), decisions.MAX_SNOOZE_DAYS)
+        if refused:
+            raise BadRequest(f"Cannot snooze until {until:%Y-%m-%d}: {refused[0].lower()}{refused[1:]}")
+    ended = [None]
 
     def apply(conn, sid, now):
-        until[0] = now + timedelta(days=days)
-        return sql.snooze(conn, sid, user, until[0], now)
+        ended[0] = decisions.quiet_until(until) if until is not None else now + timedelta(days=length)
+        return sql.snooze(conn, sid, user, ended[0], now)
 
     def told(changed: int, row) -> tuple[str, str, dict]:
-        return (f"Snoozed for {days} day{'s' if days != 1 else ''}.", "stall.snooze",
-                {"days": days, "until": until[0].isoformat() if until[0] else None})
+        text = (f"Snoozed until {until:%Y-%m-%d}." if until is not None
+                else f"Snoozed for {length} day{'s' if length != 1 else ''}.")
+        return text, "stall.snooze", {"days": length, "until": ended[0].isoformat() if ended[0] else None}
 
     return _change(services, Op.SNOOZE, stall_id, user, source, apply, told)
 
 
-def resolve(services: Services, stall_id: int, user: str, *, source: str) -> Outcome:
+def resolve(services: Services, stall_id: int, user: str, *, source: str, reason: str | None = None,
+            until: date | None = None, note: str | None = None) -> Outcome:
+    """Close the alert (every live stall of the account). With a `reason` (rules.decisions:
+    handled, false_positive, known with `until`, a date after today at most 90 days ahead)
+    the decision is stored on each stall and lasts: the same condition does not reopen it
+    (rules/decisions.py). `note`: an optional word on why, kept with it. BadRequest when the
+    reason, the date or the note does not fit."""
+    note = " ".join((note or "").split()) or None
+    if reason is not None and reason not in decisions.KINDS:
+        raise BadRequest("Pick why it is resolved.")
+    if note is not None and len(note) > decisions.NOTE_MAX:
+        raise BadRequest(f"The note is at most {decisions.NOTE_MAX} characters.")
+    quiet = None
+    if reason == decisions.KNOWN:
+        if until is None:
+            raise BadRequest("Pick the date until which it stays quiet.")
+        refused = decisions.check_until(until, services.clock(), decisions.MAX_QUIET_DAYS)
+        if refused:
+            raise BadRequest(refused)
+        quiet = decisions.quiet_until(until)
+    resolution = decisions.describe(reason, note, quiet) if reason else RESOLUTION
+
     def apply(conn, sid, now):
-        return sql.resolve(conn, sid, user, RESOLUTION, now)
+        if reason is None:
+            return sql.resolve(conn, sid, user, RESOLUTION, now)
+        stall = sql.subject_of(conn, sid)
+        return sql.resolve(conn, sid, user, resolution, now, kind=reason, quiet_until=quiet,
+                           account_id=stall.account_id, decision_key=stall_open_key(stall.account_id, stall.rule))
 
     def told(changed: int, row) -> tuple[str, str, dict]:
         if not changed:
             # Someone closed them between our read and our write (PostgreSQL: no lock was held).
             raise AlreadyResolved(None, "resolved")
-        return "Resolved.", "stall.resolve", {}
+        detail = {} if reason is None else {"reason": reason, "note": note,
+                                            "quiet_until": quiet.isoformat() if quiet else None}
+        # The note is not repeated here: this text is shown as is, the ping shows it escaped.
+        return (f"Resolved ({decisions.LABELS[reason]})." if reason else "Resolved."), "stall.resolve", detail
 
     return _change(services, Op.RESOLVE, stall_id, user, source, apply, told)
 
@@ -188,7 +250,7 @@ CHANGES = {Op.ASSIGN: assign, Op.SNOOZE: snooze, Op.RESOLVE: resolve}
 
 
 def change(services: Services, op: Op, stall_id: int, user: str, *, source: str,
-           days: int | None = None) -> Outcome:
+           days: int | None = None) -> Outcome:  # a resolve asks why first (a modal): `resolve`
     """Dispatch a change by its op (menus carry the op in their payload)."""
     if op not in CHANGES:
         raise BadRequest()
@@ -220,7 +282,7 @@ def _change(services: Services, op: Op, stall_id: int, user: str, source: str, a
                 audited(conn, row, audit_id, now)
         if changed and stall_id not in changed:
             sql.ack_alerts(conn, stall_id, user, now)  # the ping sits on the clicked (lead) stall
-    return Outcome(stall_id, bool(changed), text)
+    return Outcome(stall_id, bool(changed), text, before_of(row, op, user) if changed else None)
 
 
 def alert_of(conn: Connection, services: Services, op: Op, stall_id: int, user: str, *,
@@ -234,7 +296,8 @@ def alert_of(conn: Connection, services: Services, op: Op, stall_id: int, user: 
         raise NotFound()
     live = sql.live_stalls_of(conn, row.account_id)
     if not live:
-        raise AlreadyResolved(row.resolved_by, row.status)
+        raise AlreadyResolved(row.resolved_by, row.status, at=row.resolved_at, resolution=row.resolution,
+                              now=services.clock())
     assignee = row.assignee or next((s.assignee for s in live if s.assignee), None)
     check(op, user, Subject(stall_id=row.id, owner_slack_id=row.owner_slack_id, assignee=assignee), services.admins,
           services.team if team is None else team)

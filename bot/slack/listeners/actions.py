@@ -1,5 +1,7 @@
 """Buttons and menus on stalls (block_actions): assign to me, assign to... (Slack's user
-picker: inline on a ping, in a modal from a list row's menu), snooze, resolve, view journey.
+picker: inline on a ping, in a modal from a list row's menu), snooze (1 to 30 days; "until a
+date…" and a row's "Snooze…" in a modal), resolve (always asks why in a modal: the decision
+lasts, rules/decisions.py), view journey.
 
 Flow of every click: ack at once; then, in a lazy listener, the use-case (bot.stalls.actions:
 permission check, guarded change, alerts acknowledged and audit, in one transaction); then
@@ -8,6 +10,11 @@ re-rendering in the Slack outbox (`enqueue_refresh`: rendered from the stall's s
 sent); a click in an ephemeral list answers ephemerally; a click in the App Home
 re-publishes it. "Assign to..." DMs the new assignee once (bot.slack.team.assigned_dm, queued
 in the assignment's transaction).
+
+A stale click (the alert was closed elsewhere meanwhile) is answered with what happened ("Already
+resolved by @x 5 minutes ago: handled") and the clicked surface is refreshed: a ping or an
+escalation is re-rendered from the state, a /stalls list is listed again, a digest row shows it
+closed, the App Home is re-published with the answer on top (`answer_stale`).
 """
 
 from __future__ import annotations
@@ -22,15 +29,18 @@ from slack_bolt.async_app import AsyncApp
 from bot.slack.outbox import enqueue_refresh
 from bot.slack.render import home_view, ping_text
 from bot.slack.render.codec import Action, StallRef, decode_action, decode_picker
-from bot.slack.render.primitives import PICKER_BLOCK_ID, assign_view
+from bot.slack.render.format import person, when
+from bot.slack.render.decisions import REASON, SNOOZE_FOR, resolve_values, resolve_view, snooze_values, snooze_view
+from bot.slack.render.primitives import PICKER_BLOCK_ID, assign_view, section_block
+from bot.slack.render.rows import STALLS_ROW_PREFIX
 from bot.slack.boundary import ack_only, error_text, lazy, listener
-from bot.slack.listeners.commands import account_journey
+from bot.slack.listeners.commands import account_journey, parse_stalls, stalls_answer
 from bot.slack.listeners.notes import open_note
 from bot.slack.team import assigned_dm
 from bot.stalls import actions, reads, views
 from bot.stalls.actions import Outcome
 from bot.stalls.context import Services
-from bot.stalls.errors import BadRequest, StallwatchError
+from bot.stalls.errors import AlreadyResolved, BadRequest, StallwatchError
 from bot.stalls.permissions import Op
 from storage.db import write_tx
 
@@ -39,7 +49,7 @@ log = logging.getLogger(__name__)
 # What each action id (or menu option's op) asks for, as a domain operation.
 ACTION_OPS: dict[Action, Op] = {
     Action.ASSIGN: Op.ASSIGN, Action.DIGEST_ASSIGN: Op.ASSIGN, Action.ASSIGN_TO: Op.REASSIGN,
-    Action.SNOOZE: Op.SNOOZE, Action.DIGEST_SNOOZE: Op.SNOOZE,
+    Action.SNOOZE: Op.SNOOZE, Action.DIGEST_SNOOZE: Op.SNOOZE, Action.SNOOZE_PICK: Op.SNOOZE,
     Action.RESOLVE: Op.RESOLVE, Action.VIEW_JOURNEY: Op.VIEW,
     Action.DRAFT: Op.DRAFT, Action.DRAFT_REGENERATE: Op.REGENERATE,
     Action.DRAFT_DISCARD: Op.DISCARD, Action.DRAFT_APPROVE: Op.APPROVE,
@@ -94,8 +104,16 @@ async def on_stall_action(services: Services, body, respond, context, client):
         clicked, ref = decode_action(action)
     except ValueError as e:
         raise BadRequest() from e
-    if clicked == Action.ASSIGN_TO:  # a list row's menu: the picker opens in a modal
-        await open_picker(services, body, client, user, ref)
+    try:
+        await _on_stall_action(services, body, respond, client, user, clicked, ref, action)
+    except AlreadyResolved as stale:
+        await answer_stale(services, client, respond, body, user, ref.stall_id, stale)
+
+
+async def _on_stall_action(services: Services, body, respond, client, user: str, clicked: Action, ref: StallRef,
+                           action: dict) -> None:
+    if clicked in MODALS:  # asks first (a list row's "Assign to...", "Snooze…", every Resolve)
+        await open_modal(services, body, client, user, ref, clicked)
         return
     if clicked == Action.NOTE:  # the ping's "Add note", or a row menu's: the note modal
         await open_note(services, body, client, user, stall_id=ref.stall_id)
@@ -137,25 +155,55 @@ async def assign_to(services: Services, user: str, stall_id: int, assignee: str)
                    else f"It is already assigned to <@{assignee}>.")
 
 
-def picker_subject(services: Services, stall_id: int, user: str) -> str | None:
-    """The account name for the picker, once `user` may hand the alert on (raises otherwise)."""
-    actions.may(services, Op.REASSIGN, stall_id, user)
+def modal_subject(services: Services, op: Op, stall_id: int, user: str) -> str | None:
+    """The account name for a modal, once `user` may perform `op` on the alert (raises
+    otherwise: NotAllowed, AlreadyResolved...)."""
+    actions.may(services, op, stall_id, user)
     with services.engine.connect() as conn:
         view = views.ping_view(conn, stall_id, services.rules, services.clock())
     return view.account_name if view else None
 
 
-async def open_picker(services: Services, body: dict, client, user: str, ref: StallRef) -> None:
-    """The picker modal of a list row. Refused (ephemerally) before it opens when the user may
-    not hand the alert on; the modal remembers where the click came from, so the submission
-    shows the change there (an ephemeral note, the App Home)."""
-    name = await asyncio.to_thread(picker_subject, services, ref.stall_id, user)
+# The clicks that open a modal first: what they ask permission for, and the modal.
+MODALS = {
+    Action.ASSIGN_TO: Op.REASSIGN,
+    Action.SNOOZE_PICK: Op.SNOOZE,
+    Action.RESOLVE: Op.RESOLVE,
+}
+
+
+async def open_modal(services: Services, body: dict, client, user: str, ref: StallRef, clicked: Action) -> None:
+    """The modal of a click: the picker, the snooze or the resolve modal. Refused (ephemerally)
+    before it opens when the user may not (or the alert is closed: a stale click); the modal
+    remembers where the click came from, so the submission shows the change there (the
+    pings, an ephemeral note, the App Home). Opened within the trigger_id's 3 seconds: one
+    indexed read, the CS team being read in the background (bot/stalls/team.py)."""
+    name = await asyncio.to_thread(modal_subject, services, MODALS[clicked], ref.stall_id, user)
     container = body.get("container") or {}
-    origin = {"stall_id": ref.stall_id, "response_url": body.get("response_url"),
-              "block_id": (body.get("actions") or [{}])[0].get("block_id"),
-              "container": {k: container.get(k) for k in ("type", "channel_id", "message_ts", "is_ephemeral")
-                            if container.get(k) is not None}}
-    await client.views_open(trigger_id=body["trigger_id"], view=assign_view(json.dumps(origin), name).to_dict())
+    origin = json.dumps({
+        "stall_id": ref.stall_id, "response_url": body.get("response_url"),
+        "block_id": (body.get("actions") or [{}])[0].get("block_id"),
+        "container": {k: container.get(k) for k in ("type", "channel_id", "message_ts", "is_ephemeral")
+                      if container.get(k) is not None}})
+    today = services.clock().date()
+    if clicked == Action.ASSIGN_TO:
+        view = assign_view(origin, name)
+    elif clicked == Action.RESOLVE:
+        view = resolve_view(origin, name, today)
+    else:  # from the ping's select, "Until a date…": the date is what they asked for
+        from_select = (body.get("actions") or [{}])[0].get("type") == "static_select"
+        view = snooze_view(origin, name, today, until_date=from_select)
+    await client.views_open(trigger_id=body["trigger_id"], view=view.to_dict())
+
+
+def _origin(view: dict) -> tuple[int, dict]:
+    """(the stall, a stand-in for the click's body) from a modal's private_metadata. Raises
+    ValueError (and friends) on anything that is not ours."""
+    origin = json.loads(view.get("private_metadata") or "")
+    stall_id = StallRef(stall_id=origin["stall_id"]).stall_id
+    body = {"container": origin.get("container") or {}, "response_url": origin.get("response_url"),
+            "actions": [{"block_id": origin.get("block_id") or ""}]}
+    return stall_id, body
 
 
 async def on_picker_submit(services: Services, ack, view, client, context):
@@ -163,8 +211,7 @@ async def on_picker_submit(services: Services, ack, view, client, context):
     closes, or shows why not on the picker); the change shows where the menu was clicked."""
     user = context["user_id"]
     try:
-        origin = json.loads(view.get("private_metadata") or "")
-        stall_id = StallRef(stall_id=origin["stall_id"]).stall_id
+        stall_id, body = _origin(view)
         picked = (((view.get("state") or {}).get("values") or {}).get(PICKER_BLOCK_ID) or {}).get(PICKER_BLOCK_ID) or {}
         assignee = picked.get("selected_user")
     except (ValueError, TypeError, KeyError, AttributeError):
@@ -173,13 +220,58 @@ async def on_picker_submit(services: Services, ack, view, client, context):
     if not assignee:
         await ack(response_action="errors", errors={PICKER_BLOCK_ID: "Pick someone."})
         return
-    body = {"container": origin.get("container") or {}, "response_url": origin.get("response_url"),
-            "actions": [{"block_id": origin.get("block_id") or ""}]}
-    respond = _responder(origin.get("response_url"))
+    await _submit(services, ack, client, user, stall_id, body, PICKER_BLOCK_ID,
+                  lambda: assign_to(services, user, stall_id, assignee))
+
+
+async def on_resolve_submit(services: Services, ack, view, client, context):
+    """The resolve modal's submission: why (and until when, and a note), checked; then the
+    alert is resolved with that decision (bot.stalls.actions.resolve) and shown where it was
+    clicked. Field errors keep the modal open."""
+    user = context["user_id"]
     try:
-        outcome = await assign_to(services, user, stall_id, assignee)
+        stall_id, body = _origin(view)
+    except (ValueError, TypeError, KeyError, AttributeError):
+        await ack(response_action="errors", errors={REASON: BadRequest.message})
+        return
+    asked = resolve_values(view, services.clock())
+    if asked.errors:
+        await ack(response_action="errors", errors=asked.errors)
+        return
+    await _submit(services, ack, client, user, stall_id, body, REASON, lambda: asyncio.to_thread(
+        actions.resolve, services, stall_id, user, reason=asked.reason, until=asked.until, note=asked.note,
+        source=Action.RESOLVE.value))
+
+
+async def on_snooze_submit(services: Services, ack, view, client, context):
+    """The snooze modal's submission: 1 to 30 days, or until a date (at most 30 days ahead)."""
+    user = context["user_id"]
+    try:
+        stall_id, body = _origin(view)
+    except (ValueError, TypeError, KeyError, AttributeError):
+        await ack(response_action="errors", errors={SNOOZE_FOR: BadRequest.message})
+        return
+    asked = snooze_values(view, services.clock())
+    if asked.errors:
+        await ack(response_action="errors", errors=asked.errors)
+        return
+    await _submit(services, ack, client, user, stall_id, body, SNOOZE_FOR, lambda: asyncio.to_thread(
+        actions.snooze, services, stall_id, user, asked.days, until=asked.until, source=Action.SNOOZE.value))
+
+
+async def _submit(services: Services, ack, client, user: str, stall_id: int, body: dict, field: str, run) -> None:
+    """Run a modal's use-case (`run`, awaitable) and answer within Slack's 3 seconds: the modal
+    closes, or shows why not on `field`; the change (or, when the alert was closed meanwhile,
+    what happened) shows where the click came from."""
+    respond = _responder(body.get("response_url"))
+    try:
+        outcome = await run()
+    except AlreadyResolved as stale:
+        await ack(response_action="errors", errors={field: error_text(stale)})
+        await answer_stale(services, client, respond, body, user, stall_id, stale, tell=False)
+        return
     except StallwatchError as error:
-        await ack(response_action="errors", errors={PICKER_BLOCK_ID: error_text(error)})
+        await ack(response_action="errors", errors={field: error_text(error)})
         return
     await ack()
     await after_change(services, client, respond, body, user, outcome)
@@ -196,7 +288,7 @@ def _responder(url: str | None):
         try:
             await AsyncWebhookClient(url).send(**message)
         except Exception:  # noqa: BLE001 - a note only: the pings show the change anyway
-            log.warning("could not answer the Assign to... click through its response_url", exc_info=True)
+            log.warning("could not answer a modal's click through its response_url", exc_info=True)
 
     return respond
 
@@ -208,21 +300,83 @@ def register(app: AsyncApp, services: Services) -> None:
         else:
             app.action(action_id.value)(ack=ack_only, lazy=[lazy(services, on_stall_action)])
     app.view(Action.ASSIGN_TO_SUBMIT.value)(listener(services, on_picker_submit))
+    app.view(Action.RESOLVE_SUBMIT.value)(listener(services, on_resolve_submit))
+    app.view(Action.SNOOZE_SUBMIT.value)(listener(services, on_snooze_submit))
 
 
 async def after_change(services: Services, client, respond, body: dict, user: str, outcome: Outcome) -> None:
     """Show the change where it was made: the pings are edited in place for everyone; an
-    ephemeral list gets an ephemeral note; the App Home is re-published."""
+    ephemeral list gets an ephemeral note; the App Home is re-published. When the change
+    replaced someone else's assignment or snooze (a stale message), the clicker is told."""
     clicked = _clicked_ping(body, outcome.stall_id)
     await asyncio.to_thread(refresh_pings, services, outcome.stall_id, clicked)
     container = (body.get("container") or {}).get("type")
+    told = told_text(outcome)
     if container == "view":
         rows, total = await asyncio.to_thread(home_rows, services, user)
-        await client.views_publish(user_id=user, view=home_view(rows, user, more=max(total - len(rows), 0)).to_dict())
+        await client.views_publish(user_id=user, view=home_view(rows, user, more=max(total - len(rows), 0),
+                                                                notice=told if outcome.before else None).to_dict())
     elif not clicked and body.get("response_url"):
         summary = await asyncio.to_thread(ping_summary, services, outcome.stall_id)
         await respond(response_type="ephemeral", replace_original=False,
-                      text=f"{outcome.text} · {summary}" if summary else outcome.text)
-    elif clicked and not outcome.changed:
-        await respond(response_type="ephemeral", replace_original=False, text=outcome.text)
+                      text=f"{told} · {summary}" if summary else told)
+    elif clicked and (not outcome.changed or outcome.before):
+        await respond(response_type="ephemeral", replace_original=False, text=told)
 
+
+def told_text(outcome: Outcome) -> str:
+    """What the clicker is told: the outcome, and whose assignment or snooze it replaced."""
+    b = outcome.before
+    if b is None:
+        return outcome.text
+    if b.what == "assigned":
+        was = f"it was assigned to {person(b.by)}"
+    else:
+        was = f"it was snoozed by {person(b.by)}" + (f" until {when(b.until)}" if b.until else "")
+    return f"{outcome.text} (Before this click, {was}.)"
+
+
+# --- stale clicks ----------------------------------------------------------------------------------
+
+async def answer_stale(services: Services, client, respond, body: dict, user: str, stall_id: int,
+                       stale: AlreadyResolved, *, tell: bool = True) -> None:
+    """A click on an alert closed elsewhere: tell the clicker what happened (ephemerally, unless
+    `tell` is False: a modal already shows it) and refresh what they clicked so it shows the
+    current state: a ping or an escalation is re-rendered (outbox), a /journey or /stalls
+    answer is given again, a digest row shows the alert closed, the App Home is re-published
+    with the answer."""
+    text = error_text(stale)
+    container = body.get("container") or {}
+    block_id = str((body.get("actions") or [{}])[0].get("block_id") or "")
+    clicked = _clicked_ping(body, stall_id)
+    if clicked:
+        await asyncio.to_thread(refresh_pings, services, stall_id, clicked)
+    elif container.get("type") == "view":
+        rows, total = await asyncio.to_thread(home_rows, services, user)
+        await client.views_publish(user_id=user, view=home_view(rows, user, more=max(total - len(rows), 0),
+                                                                notice=text).to_dict())
+        return
+    elif container.get("is_ephemeral") and block_id.startswith(f"stall-{stall_id}-"):  # /journey: show it again
+        account_id = await asyncio.to_thread(actions.view, services, stall_id, user)
+        answer = await asyncio.to_thread(account_journey, services, account_id, user)
+        await respond(response_type="ephemeral", replace_original=True, **answer)
+    elif block_id.startswith(STALLS_ROW_PREFIX):  # a /stalls list (ephemeral): list it again
+        query = parse_stalls(block_id[len(STALLS_ROW_PREFIX):].rpartition(":")[0].replace("·", " "))
+        if query is not None:
+            answer = await asyncio.to_thread(stalls_answer, services, query, user)
+            await respond(response_type="ephemeral", replace_original=True, **answer)
+    elif (body.get("message") or {}).get("blocks"):  # a digest: the clicked row shows it closed
+        await respond(replace_original=True, **_closed_row(body["message"], block_id, text))
+    if tell:
+        await respond(response_type="ephemeral", replace_original=False, text=text)
+
+
+def _closed_row(message: dict, block_id: str, text: str) -> dict:
+    """The clicked list message with the clicked row's menu gone and what happened under it."""
+    blocks = []
+    for block in message.get("blocks") or []:
+        if block.get("block_id") == block_id and block.get("type") == "section":
+            shown = ((block.get("text") or {}).get("text") or "").rstrip()
+            block = section_block(f"{shown}\n✅ {text}", block_id=block_id).to_dict()
+        blocks.append(block)
+    return {"text": message.get("text") or "Stallwatch digest", "blocks": blocks}

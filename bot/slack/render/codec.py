@@ -28,13 +28,19 @@ class Action(StrEnum):
     # its block id, `stall-<id>-actions`); as a menu option's op, it opens the picker in a modal.
     ASSIGN_TO = "stall_assign_to"
     ASSIGN_TO_SUBMIT = "stall_assign_to_modal"  # the picker modal's callback id
-    SNOOZE = "stall_snooze"  # static select: 1, 3 or 7 days (StallRef.days)
-    RESOLVE = "stall_resolve"  # button, with a confirmation
+    SNOOZE = "stall_snooze"  # static select: 1, 3, 7, 14 or 30 days (StallRef.days), or SNOOZE_PICK
+    # As a select option's or a menu option's op: "Snooze…" / "Until a date…", the snooze
+    # modal (bot/slack/render/decisions.py); SNOOZE_SUBMIT is its callback id.
+    SNOOZE_PICK = "stall_snooze_pick"
+    SNOOZE_SUBMIT = "stall_snooze_modal"
+    RESOLVE = "stall_resolve"  # button (or a row menu's op): asks why in a modal first
+    RESOLVE_SUBMIT = "stall_resolve_modal"  # the resolve modal's callback id
     VIEW_JOURNEY = "stall_view_journey"  # button (a link when the journey has a URL)
     # Overflow menu on a row of /stalls, /journey or the App Home; the chosen option's
     # StallRef.op says which of ASSIGN, SNOOZE (with days) or RESOLVE it is.
     ROW_MENU = "stall_row_menu"
-    # Overflow menu on a digest row; the option's StallRef.op is DIGEST_ASSIGN or DIGEST_SNOOZE.
+    # Overflow menu on a digest row; the option's StallRef.op is DIGEST_ASSIGN, ASSIGN_TO or
+    # SNOOZE_PICK (DIGEST_SNOOZE: digests posted before the snooze modal, still decoded).
     # Separate from ROW_MENU so the listener knows it must update a digest, not a ping.
     DIGEST_MENU = "digest_row_menu"
     DIGEST_ASSIGN = "digest_assign"

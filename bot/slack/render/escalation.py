@@ -16,7 +16,7 @@ from bot.slack.render.limits import NAME_MAX, ROW_WHY_MAX, SECTION_TEXT_MAX
 from bot.slack.render.packing import check_message
 from bot.slack.queries import ESCALATION, FOLLOWUP, WINBACK, Posted
 from bot.slack.render.ping import ping_blocks, ping_summary, ping_text
-from bot.slack.render.primitives import (button, context_block, header_block, journey_button, resolve_confirm,
+from bot.slack.render.primitives import (button, context_block, header_block, journey_button,
                                          safe_url, section_block, stall_actions)
 from bot.slack.text import md
 from bot.stalls.views import PingView
@@ -82,7 +82,7 @@ def winback_blocks(p: PingView, *, attempts: int, last_sent: datetime) -> list[B
     if p.status not in CLOSED:
         blocks.append(ActionsBlock(block_id=f"stall-{p.stall_id}-actions", elements=[
             button("Assign to me", Action.ASSIGN, ref),
-            button("Resolve", Action.RESOLVE, ref, style="danger", confirm=resolve_confirm()),
+            button("Resolve", Action.RESOLVE, ref, style="danger"),  # asks why in a modal
             journey_button(p.stall_id, p.journey_url),
         ]))
     check_message(blocks)

@@ -8,7 +8,6 @@ from collections.abc import Sequence
 from slack_sdk.models.blocks import (
     ActionsBlock,
     ButtonElement,
-    ConfirmObject,
     ContextBlock,
     HeaderBlock,
     InputBlock,
@@ -26,7 +25,7 @@ from bot.slack.render.codec import Action, StallRef, picker_block_id
 from bot.slack.render.limits import CONTEXT_TEXT_MAX, FIELD_TEXT_MAX, HEADER_TEXT_MAX, SECTION_TEXT_MAX, URL_MAX
 from bot.slack.text import clip, md, plain
 
-SNOOZE_DAYS = (1, 3, 7)
+SNOOZE_DAYS = (1, 3, 7, 14, 30)  # rules.decisions.MAX_SNOOZE_DAYS at most
 
 
 def section_block(text: str | None, *, fields: Sequence[str] = (), accessory=None,
@@ -66,18 +65,13 @@ def _snooze_select(stall_id: int) -> StaticSelectElement:
     return StaticSelectElement(
         placeholder=PlainTextObject(text="Snooze…"),
         action_id=Action.SNOOZE.value,
-        options=[_option(_snooze_label(d), StallRef(stall_id=stall_id, days=d)) for d in SNOOZE_DAYS],
+        options=[_option(_snooze_label(d), StallRef(stall_id=stall_id, days=d)) for d in SNOOZE_DAYS]
+        + [_option("Until a date…", StallRef(stall_id=stall_id, op=Action.SNOOZE_PICK))],
     )
 
 
 def _snooze_label(days: int) -> str:
     return f"Snooze {days} day" if days == 1 else f"Snooze {days} days"
-
-
-def resolve_confirm() -> ConfirmObject:
-    return ConfirmObject(title="Resolve this stall?",
-                         text="It leaves every queue. A new stall opens if the account stalls again.",
-                         confirm="Resolve", deny="Cancel")
 
 
 def safe_url(url: str | None, limit: int) -> bool:
@@ -107,7 +101,7 @@ def stall_actions(stall_id: int, *, journey_url: str | None = None, with_journey
         button("Assign to me", Action.ASSIGN, ref),
         assign_picker(),
         _snooze_select(stall_id),
-        button("Resolve", Action.RESOLVE, ref, style="danger", confirm=resolve_confirm()),
+        button("Resolve", Action.RESOLVE, ref, style="danger"),  # asks why in a modal
     ]
     if with_note:
         elements.append(button("Add note", Action.NOTE, ref))
@@ -116,25 +110,16 @@ def stall_actions(stall_id: int, *, journey_url: str | None = None, with_journey
     return ActionsBlock(elements=elements, block_id=block_id or picker_block_id(stall_id))
 
 
-# A list row's menu holds at most 5 options: with "Assign to...", Resolve and "Add note", /stalls
-# and App Home rows offer the shortest snooze, digest rows the shortest and the longest (the
-# ping's select keeps all three).
-ROW_SNOOZE_DAYS = (1,)
-DIGEST_SNOOZE_DAYS = (1, 7)
-
-
 def row_menu(stall_id: int, *, digest: bool) -> OverflowMenuElement:
-    """The inline actions of a list row (at most 5 options in an overflow menu). "Assign to..."
-    opens the user picker in a modal (a menu cannot hold one), "Add note" the note modal."""
-    if digest:
-        assign, snooze, action, days = Action.DIGEST_ASSIGN, Action.DIGEST_SNOOZE, Action.DIGEST_MENU, DIGEST_SNOOZE_DAYS
-    else:
-        assign, snooze, action, days = Action.ASSIGN, Action.SNOOZE, Action.ROW_MENU, ROW_SNOOZE_DAYS
+    """The inline actions of a list row (at most 5 options in an overflow menu). "Assign to...",
+    "Snooze…" (1 to 30 days or a date), "Resolve…" (why) and "Add note" open modals (a menu
+    holds no input)."""
+    assign, action = (Action.DIGEST_ASSIGN, Action.DIGEST_MENU) if digest else (Action.ASSIGN, Action.ROW_MENU)
     options = [_option("Assign to me", StallRef(stall_id=stall_id, op=assign)),
-               _option("Assign to…", StallRef(stall_id=stall_id, op=Action.ASSIGN_TO))]
-    options += [_option(_snooze_label(d), StallRef(stall_id=stall_id, op=snooze, days=d)) for d in days]
+               _option("Assign to…", StallRef(stall_id=stall_id, op=Action.ASSIGN_TO)),
+               _option("Snooze…", StallRef(stall_id=stall_id, op=Action.SNOOZE_PICK))]
     if not digest:
-        options.append(_option("Resolve", StallRef(stall_id=stall_id, op=Action.RESOLVE)))
+        options.append(_option("Resolve…", StallRef(stall_id=stall_id, op=Action.RESOLVE)))
     options.append(_option("Add note", StallRef(stall_id=stall_id, op=Action.NOTE)))
     return OverflowMenuElement(action_id=action.value, options=options)
 

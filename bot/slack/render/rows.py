@@ -14,6 +14,9 @@ from bot.slack.render.primitives import row_menu, section_block
 from bot.slack.text import md
 from bot.stalls.views import StallRow
 
+ROW_PREFIX = "row-"  # a row's block id: never "stall-<id>-…", which names a ping's blocks
+STALLS_ROW_PREFIX = "stalls:"  # a /stalls row: "stalls:<filter label>:<stall id>"
+
 
 def row_text(r: StallRow, *, show_owner: bool, brief: bool = False) -> str:
     """An account's row: name and ARR, then its reasons, (unless `brief`, as in the digest)
@@ -35,15 +38,19 @@ def row_text(r: StallRow, *, show_owner: bool, brief: bool = False) -> str:
     return (text + "\n" + row_note_line(r.latest_note)) if r.latest_note else text
 
 
-def row_block(r: StallRow, *, show_owner: bool, digest: bool = False) -> SectionBlock:
+def row_block(r: StallRow, *, show_owner: bool, digest: bool = False, block_prefix: str = ROW_PREFIX) -> SectionBlock:
+    """The row, its block id `<block_prefix><stall id>` (a stale click finds the row, and the
+    list it is in, by it: bot/slack/listeners/actions.py)."""
     menu = None if r.status in CLOSED else row_menu(r.stall_id, digest=digest)
-    return section_block(row_text(r, show_owner=show_owner, brief=digest), accessory=menu)
+    return section_block(row_text(r, show_owner=show_owner, brief=digest), accessory=menu,
+                         block_id=f"{block_prefix}{r.stall_id}")
 
 
-def fill_rows(packer: Packer, rows: Sequence[StallRow], *, show_owner: bool, footer_chars: int = 200) -> int:
+def fill_rows(packer: Packer, rows: Sequence[StallRow], *, show_owner: bool, footer_chars: int = 200,
+              block_prefix: str = ROW_PREFIX) -> int:
     """Add rows while they fit (keeping room for a footer); return how many did not."""
     for i, row in enumerate(rows):
-        if not packer.add_if_fits([row_block(row, show_owner=show_owner)], reserve_blocks=1,
+        if not packer.add_if_fits([row_block(row, show_owner=show_owner, block_prefix=block_prefix)], reserve_blocks=1,
                                   reserve_chars=footer_chars):
             return len(rows) - i
     return 0

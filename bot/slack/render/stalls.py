@@ -11,7 +11,7 @@ from bot.slack.render.format import person
 from bot.slack.render.limits import MAX_VIEW_BLOCKS, SHORT_MAX, VIEW_TEXT_BUDGET
 from bot.slack.render.packing import Packer, check_message
 from bot.slack.render.primitives import context_block, header_block, section_block
-from bot.slack.render.rows import fill_rows
+from bot.slack.render.rows import STALLS_ROW_PREFIX, fill_rows
 from bot.slack.text import md
 from bot.stalls.views import StallRow
 
@@ -29,7 +29,8 @@ def stalls_list_blocks(rows: Sequence[StallRow], filter_label: str, more: int = 
         return blocks
     packer = Packer()
     packer.add([section_block(f"{title} · one row per account, ranked by ARR at risk and severity")])
-    left = fill_rows(packer, rows[:LIST_MAX_ROWS], show_owner=True)
+    left = fill_rows(packer, rows[:LIST_MAX_ROWS], show_owner=True,
+                     block_prefix=f"{STALLS_ROW_PREFIX}{filter_label[:200]}:")
     left += max(len(rows) - LIST_MAX_ROWS, 0) + max(more, 0)
     if left:
         packer.add([context_block(f"…and {left:,} more. Narrow the list, e.g. `/stalls mine p0`.")])
@@ -38,9 +39,12 @@ def stalls_list_blocks(rows: Sequence[StallRow], filter_label: str, more: int = 
     return blocks
 
 
-def home_view(rows: Sequence[StallRow], viewer: str, *, more: int = 0) -> View:
-    """The viewer's own queue (owned or assigned stalls), ranked, as a Home tab view."""
+def home_view(rows: Sequence[StallRow], viewer: str, *, more: int = 0, notice: str | None = None) -> View:
+    """The viewer's own queue (owned or assigned stalls), ranked, as a Home tab view. `notice`
+    (mrkdwn, already escaped): what happened to what they clicked (the Home has no ephemeral)."""
     packer = Packer(max_blocks=MAX_VIEW_BLOCKS, text_budget=VIEW_TEXT_BUDGET)
+    if notice:
+        packer.add([context_block(f":information_source: {notice}", block_id="home-notice")])
     packer.add([
         header_block("Your stall queue"),
         context_block(f"Accounts {person(viewer)} owns or is assigned, with their stalls, ranked by ARR at risk "

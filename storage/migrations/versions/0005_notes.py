@@ -1,7 +1,7 @@
 """note: people's notes on accounts and their alerts
 
 Revision ID: 0005_notes
-Revises: 0003_account_alerts
+Revises: 0004_decisions
 Create Date: 2026-12-04
 """
 from alembic import op
@@ -11,7 +11,7 @@ import sqlmodel
 
 revision = '0005_notes'
 # 0004 is added in parallel by another change: the lead re-chains this one after it at merge.
-down_revision = '0003_account_alerts'
+down_revision = '0004_decisions'
 branch_labels = None
 depends_on = None
 
