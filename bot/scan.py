@@ -19,7 +19,8 @@ from typing import Callable, Sequence
 from sqlalchemy import Engine, bindparam, select, update
 
 from rules.config import Rules
-from rules.journey import compute_journey, journey_stage, parse_step_times
+from rules.health import HealthFacts, HealthStall, account_health, escalated
+from rules.journey import compute_journey, days_until, journey_stage, parse_step_times
 from rules.model import AccountFacts, JourneyState, StallChange
 from rules.plan import plan_for
 from rules.reconcile import reconcile
@@ -102,9 +103,10 @@ def scan(engine: Engine, rules: Rules, now: datetime | None = None, *, only: Seq
             changes = _decide(conn, rows, rules, now, stage_updates, reviews, report)
             with write_tx(engine) as wconn:
                 applied = apply_changes(wconn, changes, now)
-                if stage_updates:
+                if stage_updates:  # the stage and the health, of the accounts where either changed
                     wconn.execute(update(ACCOUNT).where(ACCOUNT.c.id == bindparam("_id"))
-                                  .values(stage=bindparam("stage")), stage_updates)
+                                  .values(stage=bindparam("stage"), health=bindparam("health"),
+                                          health_reasons=bindparam("health_reasons")), stage_updates)
                 set_next_eval(wconn, reviews)
             _count(report, changes, applied)
     if full and only is None:
@@ -182,10 +184,25 @@ def _decide_account(row, plan, now: datetime, tickets, days: tuple[int, int], ac
         stage = journey_stage(plan, activated=row.activated_at is not None,
                               all_steps_done=row.steps_done == len(plan.step_events),
                               renewal_date=row.renewal_date, now=now)
+    health = _health(row, plan, facts, scored, now)
     reviews.append(review)
-    if stage != row.stage:
-        stage_updates.append({"_id": row.id, "stage": stage})
+    if stage != row.stage or health.score != row.health or list(health.reasons) != (row.health_reasons or []):
+        stage_updates.append({"_id": row.id, "stage": stage, "health": health.score,
+                              "health_reasons": list(health.reasons)})
     return changes
+
+
+def _health(row, plan, facts: AccountFacts, scored, now: datetime):
+    """The account's health from the facts the scan already has (no extra query): its live
+    stalls as decided now, with their priorities."""
+    open_tickets = [t for t in facts.tickets if t.is_open]
+    return account_health(HealthFacts(
+        activated=row.activated_at is not None, steps_done=row.steps_done or 0, steps_total=len(plan.step_events),
+        stalls=[HealthStall(f.rule, s.priority, f.stalled_since) for f, s in scored],
+        active_days_recent=facts.active_days_recent, active_days_previous=facts.active_days_previous,
+        open_tickets=len(open_tickets), escalated_tickets=sum(escalated(t.priority) for t in open_tickets),
+        payment_failed=row.payment_failed_at is not None, renewal_days=days_until(row.renewal_date, now),
+    ), plan.rules.health, now)
 
 
 def _count(report: ScanReport, changes: list[StallChange], applied: Applied) -> None:
