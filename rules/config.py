@@ -321,9 +321,9 @@ class Health(_Strict):
     per_escalated_ticket: NonNegative = 5
     max_ticket_points: NonNegative = 20
     payment_failed: NonNegative = 20
-    # A renewal within renewal_within_days: up to this many points, all of them on the day.
+    # A renewal within renewal_near_days: up to this many points, all of them on the day.
     renewal_near: NonNegative = 10
-    renewal_within_days: Days = 60
+    renewal_near_days: Days = 60
 
     @model_validator(mode="after")
     def _stalls_descending(self) -> "Health":

@@ -116,8 +116,8 @@ def _factors(f: HealthFacts, w: HealthWeights):
     if f.payment_failed:
         yield "payment", w.payment_failed, "payment failed"
     days = f.renewal_days
-    if days is not None and 0 <= days <= w.renewal_within_days:
-        yield "renewal", w.renewal_near * (1 - days / w.renewal_within_days), renews_in(days)
+    if days is not None and 0 <= days <= w.renewal_near_days:
+        yield "renewal", w.renewal_near * (1 - days / w.renewal_near_days), renews_in(days)
 
 
 def trend_words(score: int, week_ago: int | None) -> str:

@@ -270,6 +270,8 @@ class StallRow:
     snoozed_until: datetime | None = None
     note: str | None = None  # e.g. routing's "over @jane's hourly ping budget"
     reasons: int = 1  # an account's row: how many live stalls its one alert has
+    health: int | None = None  # the account's health, 0..100 (None: not scored yet)
+    health_trend: int | None = None  # its change over the last week (None: no snapshot then)
 
 
 # --- /journey ---------------------------------------------------------------------------------
@@ -317,6 +319,9 @@ class JourneyViewData:
     events: Sequence[EventLine] = ()  # newest first
     tickets: Sequence[TicketLine] = ()  # newest first
     journey_url: str | None = None
+    health: int | None = None  # 0..100 (None: not scored yet)
+    health_reasons: Sequence[str] = ()  # heaviest first
+    health_week_ago: int | None = None  # from the daily snapshots
 
 
 # --- /funnel ----------------------------------------------------------------------------------
@@ -380,3 +385,5 @@ class DigestData:
     tracking_issues: Sequence[TrackingIssueLine] = ()
     funnel: FunnelData | None = None
     max_items: int = 40  # rules.digest.max_items
+    # The chart's history: bot.snapshots.CompanyFigures of the last weeks, oldest first.
+    history: Sequence = ()

@@ -12,10 +12,13 @@ from bot.slack.render.packing import Packer
 from bot.slack.render.primitives import row_menu, section_block
 from bot.slack.text import md
 from bot.stalls.views import StallRow
+from rules.health import trend_mark
 
 
 def row_text(r: StallRow, *, show_owner: bool) -> str:
     head = f"{PRIORITY_EMOJI.get(r.priority, '⚪')} *{md(r.account_name, NAME_MAX)}* · {money(r.arr)} ARR"
+    if r.health is not None:
+        head += f" · health {health_text(r.health, r.health_trend)}"
     facts = [md(r.why, ROW_WHY_MAX) or f"{r.priority}, stalled {days_text(r.days_stalled)}"]
     if show_owner:
         facts.append(f"owner {person(r.owner)}")
@@ -26,6 +29,12 @@ def row_text(r: StallRow, *, show_owner: bool) -> str:
     if r.note:
         facts.append(f"_{md(r.note, NOTE_MAX)}_")
     return head + "\n" + " · ".join(facts)
+
+
+def health_text(health: int, trend: int | None) -> str:
+    """"62 ↓9": the score and its change over the week, when known."""
+    mark = trend_mark(trend)
+    return f"{health} {mark}" if mark else str(health)
 
 
 def row_block(r: StallRow, *, show_owner: bool, digest: bool = False) -> SectionBlock:
