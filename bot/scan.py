@@ -31,6 +31,7 @@ from bot import metrics
 from storage.db import read_tx, utcnow, write_tx
 from storage.ingest import journey_columns, rules_version
 from storage.models import Account
+from storage.sql import FastMany
 from storage.meta import get_meta, set_meta
 from storage.stalls import (Applied, active_days_by_account, apply_changes, iter_candidates, live_stalls,
                             set_next_eval, tickets_by_account)
@@ -103,10 +104,7 @@ def scan(engine: Engine, rules: Rules, now: datetime | None = None, *, only: Seq
             changes = _decide(conn, rows, rules, now, stage_updates, reviews, report)
             with write_tx(engine) as wconn:
                 applied = apply_changes(wconn, changes, now)
-                if stage_updates:  # the stage and the health, of the accounts where either changed
-                    wconn.execute(update(ACCOUNT).where(ACCOUNT.c.id == bindparam("_id"))
-                                  .values(stage=bindparam("stage"), health=bindparam("health"),
-                                          health_reasons=bindparam("health_reasons")), stage_updates)
+                _set_stage_and_health(wconn, stage_updates)
                 set_next_eval(wconn, reviews)
             _count(report, changes, applied)
     if full and only is None:
@@ -203,6 +201,18 @@ def _health(row, plan, facts: AccountFacts, scored, now: datetime):
         open_tickets=len(open_tickets), escalated_tickets=sum(escalated(t.priority) for t in open_tickets),
         payment_failed=row.payment_failed_at is not None, renewal_days=days_until(row.renewal_date, now),
     ), plan.rules.health, now)
+
+
+def _set_stage_and_health(conn, updates: list[dict]) -> None:
+    """The stage and the health of the accounts where either changed (a first scan: all of
+    them), as one executemany."""
+    if updates:
+        FastMany.of(
+            conn, "account.stage_health",
+            lambda c: update(ACCOUNT).where(ACCOUNT.c.id == bindparam("_id")).values(
+                stage=bindparam("stage"), health=bindparam("health"), health_reasons=bindparam("health_reasons")),
+            ("_id", "stage", "health", "health_reasons"), {"health_reasons": ACCOUNT.c.health_reasons.type},
+        ).run(conn, updates)
 
 
 def _count(report: ScanReport, changes: list[StallChange], applied: Applied) -> None:

@@ -8,9 +8,10 @@ the stall's words, so a reason is never said twice.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Sequence
+from typing import Callable, Sequence
 
 from ._text import duration, plural, renews_in
 from .config import Health as HealthWeights
@@ -67,21 +68,23 @@ class Health:
 def account_health(facts: HealthFacts, weights: HealthWeights, now: datetime) -> Health:
     """The account's score (100 minus every factor's points, clamped to 0..100) and the
     reasons of the factors that took at least a point, heaviest first."""
+    # A reason is worded only if it is shown (the scan scores every account it evaluates):
+    # until then it is a function that returns its words.
     costs: dict[str, list] = {}  # factor -> see _add
     for factor, points, reason in _factors(facts, weights):
         _add(costs, factor, points, reason, stall=False)
     for stall in facts.stalls:
         days = max((now - stall.stalled_since).total_seconds() / DAY_SECONDS, 0.0)
         points = weights.stall_points(stall.priority) + min(weights.max_stall_day_points, weights.per_stall_day * days)
-        reason = f"{RULE_WORDS.get(stall.rule, 'stalled')} {duration(now - stall.stalled_since)}"
-        _add(costs, RULE_FACTOR.get(stall.rule, stall.rule), points, reason, stall=True)
+        _add(costs, RULE_FACTOR.get(stall.rule, stall.rule), points,
+             lambda s=stall: f"{RULE_WORDS.get(s.rule, 'stalled')} {duration(now - s.stalled_since)}", stall=True)
     total = sum(cost[0] for cost in costs.values())
-    score = int(max(0, min(100, round(100 - total))))
+    score = max(0, min(100, math.floor(100 - total + 0.5)))  # half up: 46.5 is 47, as a reader rounds
     ranked = sorted(costs.values(), key=lambda c: -c[0])  # stable: ties keep the factor order
-    return Health(score, tuple(cost[1] for cost in ranked if cost[0] >= 1)[:MAX_REASONS])
+    return Health(score, tuple(cost[1]() for cost in ranked[:MAX_REASONS] if cost[0] >= 1))
 
 
-def _add(costs: dict[str, list], factor: str, points: float, reason: str, *, stall: bool) -> None:
+def _add(costs: dict[str, list], factor: str, points: float, reason: Callable[[], str], *, stall: bool) -> None:
     """Add a factor's points under one reason: a stall's words win over the factor's, and
     the weightier stall's over another's."""
     if points <= 0:
@@ -100,24 +103,24 @@ def _factors(f: HealthFacts, w: HealthWeights):
     if not f.activated and f.steps_total > 0:
         done = min(max(f.steps_done, 0), f.steps_total)
         yield "onboarding", w.onboarding * (1 - done / f.steps_total), \
-            f"{done} of {plural(f.steps_total, 'onboarding step')} done"
+            lambda: f"{done} of {plural(f.steps_total, 'onboarding step')} done"
     if f.activated:
         recent, previous = f.active_days_recent, f.active_days_previous
         if previous > 0 and recent < previous:
             yield "usage", w.usage_drop * (previous - recent) / previous, \
-                f"active {plural(recent, 'day')} this week, {previous} the week before"
+                lambda: f"active {plural(recent, 'day')} this week, {previous} the week before"
         elif recent == 0 and previous == 0:
-            yield "usage", w.no_usage, "no activity in 2 weeks"
+            yield "usage", w.no_usage, lambda: "no activity in 2 weeks"
     if f.open_tickets > 0:
         escalated = min(f.escalated_tickets, f.open_tickets)
         points = min(w.max_ticket_points, w.per_open_ticket * f.open_tickets + w.per_escalated_ticket * escalated)
         urgent = f" ({escalated} urgent)" if escalated else ""
-        yield "tickets", points, f"{plural(f.open_tickets, 'open ticket')}{urgent}"
+        yield "tickets", points, lambda: f"{plural(f.open_tickets, 'open ticket')}{urgent}"
     if f.payment_failed:
-        yield "payment", w.payment_failed, "payment failed"
+        yield "payment", w.payment_failed, lambda: "payment failed"
     days = f.renewal_days
     if days is not None and 0 <= days <= w.renewal_near_days:
-        yield "renewal", w.renewal_near * (1 - days / w.renewal_near_days), renews_in(days)
+        yield "renewal", w.renewal_near * (1 - days / w.renewal_near_days), lambda: renews_in(days)
 
 
 def trend_words(score: int, week_ago: int | None) -> str:
