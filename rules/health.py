@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Callable, Sequence
 
-from ._text import duration, plural, renews_in
+from ._text import plural, renews_in
 from .config import Health as HealthWeights
 
 MAX_REASONS = 3
@@ -77,11 +77,18 @@ def account_health(facts: HealthFacts, weights: HealthWeights, now: datetime) ->
         days = max((now - stall.stalled_since).total_seconds() / DAY_SECONDS, 0.0)
         points = weights.stall_points(stall.priority) + min(weights.max_stall_day_points, weights.per_stall_day * days)
         _add(costs, RULE_FACTOR.get(stall.rule, stall.rule), points,
-             lambda s=stall: f"{RULE_WORDS.get(s.rule, 'stalled')} {duration(now - s.stalled_since)}", stall=True)
+             lambda s=stall: f"{RULE_WORDS.get(s.rule, 'stalled')} {_days(now - s.stalled_since)}", stall=True)
     total = sum(cost[0] for cost in costs.values())
     score = max(0, min(100, math.floor(100 - total + 0.5)))  # half up: 46.5 is 47, as a reader rounds
     ranked = sorted(costs.values(), key=lambda c: -c[0])  # stable: ties keep the factor order
     return Health(score, tuple(cost[1]() for cost in ranked[:MAX_REASONS] if cost[0] >= 1))
+
+
+def _days(delta: timedelta) -> str:
+    """Whole days: the stored reasons (and so the account row) change at most once a day, not
+    every hour a scan looks at the account."""
+    days = int(max(delta.total_seconds(), 0.0) // DAY_SECONDS)
+    return plural(days, "day") if days else "less than a day"
 
 
 def _add(costs: dict[str, list], factor: str, points: float, reason: Callable[[], str], *, stall: bool) -> None:

@@ -147,3 +147,9 @@ def test_health_weights_are_validated_and_located(default_text):
     assert "health.surprise" in str(err.value)
     tuned = parse_rules(default_text.replace("payment_failed = 20", "payment_failed = 40"))
     assert tuned.health.payment_failed == 40
+
+
+def test_reasons_count_whole_days_so_they_change_at_most_daily():
+    young = health(replace(HEALTHY, stalls=(stall("usage_drop", "P2", 0.5),)))
+    assert young.reasons == ("usage down for less than a day",)
+    assert health(replace(HEALTHY, stalls=(stall("usage_drop", "P2", 1.9),))).reasons == ("usage down for 1 day",)
