@@ -235,3 +235,21 @@ def test_journey_shows_health_with_reasons_and_without_history():
     text = all_text(assert_valid_message(journey_blocks(journey(health=100))))
     assert "*Health 100*" in text and "last week" not in text
     assert "Health" not in all_text(assert_valid_message(journey_blocks(journey())))
+
+
+def test_the_snapshot_command_writes_today_once(engine, rules, db_url):
+    from click.testing import CliRunner
+
+    from bot.cli import main
+
+    stalled_acme(engine, rules)
+    now = T0 + 55 * HOUR
+    scan(engine, rules, now)
+    env = {"DATABASE_URL": db_url, "STALLWATCH_RULES": None}
+    for _ in range(2):
+        result = CliRunner().invoke(main, ["snapshot", "--now", now.isoformat()], env=env, catch_exceptions=True)
+        assert result.exit_code == 0, result.output
+        assert f"snapshot for {now.date()}: 1 account health rows" in result.output and "P1 1" in result.output
+    with engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(SNAPSHOT)).scalar_one() == 1
+    assert health_rows(engine) == {"acme": account_row(engine, "acme").health}
