@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from datetime import date, timedelta
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import func, insert, select
 
 from bot.scan import scan
 from bot.slack.chart import alt_text, chart_data, chart_png, chart_title
@@ -17,7 +17,7 @@ from bot.snapshots import HEALTH_DAYS_KEPT, CompanyFigures, chart_history, take_
 from bot.stalls.reads import journey_data, stall_rows
 from storage.models import AccountHealthDay, DailySnapshot
 
-from factories import ACCOUNT, DAY, HOUR, INTEGRATION, PROJECT, T0, account_row, activated, signup, store, ticket, track
+from factories import DAY, HOUR, PROJECT, T0, account_row, activated, signup, store, ticket, track
 from test_blocks import all_text, assert_valid_message, digest, journey, row
 
 HEALTH_DAY, SNAPSHOT = AccountHealthDay.__table__, DailySnapshot.__table__

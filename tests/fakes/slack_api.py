@@ -806,7 +806,6 @@ class FakeSlack:
             if len(found["content"]) != found["length"]:
                 raise SlackError("file_upload_size_mismatch")
             found["title"] = item.get("title") or found["name"]
-            found["alt_txt"] = item.get("alt_txt")
             files.append(found)
         targets = [self._channel({"channel": c}) for c in
                    ([body["channel_id"]] if body.get("channel_id") else [])
