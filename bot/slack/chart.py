@@ -99,9 +99,10 @@ def chart_png(c: ChartData) -> bytes:
     import matplotlib
 
     matplotlib.use("Agg")
+    from matplotlib import dates as mdates
     from matplotlib.figure import Figure  # no pyplot: no global state, thread-safe
 
-    fig = Figure(figsize=(8, 7.5), dpi=100)
+    fig = Figure(figsize=(9, 7.5), dpi=100)
     fig.suptitle(chart_title(c), fontsize=11)
     axes = fig.subplots(3, 1, sharex=True)
     x = list(c.days)
@@ -117,11 +118,14 @@ def chart_png(c: ChartData) -> bytes:
     ax.set_ylim(0, 100)
     ax.set_ylabel("Activated by\ncheckpoint (%)")
     if c.activation:
-        ax.legend(loc="upper left", fontsize=8, ncols=len(c.activation))
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
     else:
         ax.text(0.5, 0.5, "no mature cohort yet", transform=ax.transAxes, ha="center", va="center", color="#888")
-    if len(x) == 1:  # one day: give the bar some room
-        ax.set_xlim(x[0] - timedelta(days=3), x[0] + timedelta(days=3))
+    # At least a week wide, so a few days of history read as days, not as hours.
+    ax.set_xlim(mdates.date2num(min(x[0], x[-1] - timedelta(days=6))) - 0.6, mdates.date2num(x[-1]) + 0.6)
+    if len(x) <= 14:
+        ax.xaxis.set_major_locator(mdates.DayLocator())
+    ax.xaxis.set_major_formatter(mdates.DateFormatter("%d %b"))
     fig.autofmt_xdate()
     fig.tight_layout()
     buf = io.BytesIO()
@@ -136,7 +140,7 @@ def _stacked(ax, x: list[date], series: dict[str, tuple[float, ...]], ylabel: st
         ax.bar(x, values, bottom=bottom, width=0.8, label=priority, color=PRIORITY_COLORS[priority])
         bottom = [b + v for b, v in zip(bottom, values)]
     ax.set_ylabel(ylabel)
-    ax.legend(loc="upper left", fontsize=8, ncols=len(PRIORITIES))
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)  # beside: never over a bar
 
 
 def _money(amount: float) -> str:
