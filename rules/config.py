@@ -331,9 +331,6 @@ class Health(_Strict):
             raise ValueError("stall points must satisfy stall_P0 >= stall_P1 >= stall_P2 >= stall_P3")
         return self
 
-    def stall_points(self, priority: str) -> float:
-        return getattr(self, f"stall_{priority}", self.stall_P3) if priority in PRIORITIES else self.stall_P3
-
 
 class Rules(_Strict):
     version: Literal[1] = 1

@@ -29,7 +29,9 @@ RULE_WORDS = {"step_stall": "onboarding stalled", "not_activated": "not activate
               "renewal_risk": "renewal at risk for", "payment_failed": "payment failing for"}
 
 
-@dataclass(frozen=True)
+# Plain slotted dataclasses, not frozen: the scan builds one per account it evaluates, and a
+# frozen dataclass's __init__ costs several times more.
+@dataclass(slots=True)
 class HealthStall:
     """One live stall (open or snoozed) of the account."""
 
@@ -38,7 +40,7 @@ class HealthStall:
     stalled_since: datetime
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class HealthFacts:
     """What the score looks at for one account."""
 
@@ -71,11 +73,13 @@ def account_health(facts: HealthFacts, weights: HealthWeights, now: datetime) ->
     # A reason is worded only if it is shown (the scan scores every account it evaluates):
     # until then it is a function that returns its words.
     costs: dict[str, list] = {}  # factor -> see _add
+    stall_points = {"P0": weights.stall_P0, "P1": weights.stall_P1, "P2": weights.stall_P2}
+    max_day_points, per_day = weights.max_stall_day_points, weights.per_stall_day
     for factor, points, reason in _factors(facts, weights):
         _add(costs, factor, points, reason, stall=False)
     for stall in facts.stalls:
         days = max((now - stall.stalled_since).total_seconds() / DAY_SECONDS, 0.0)
-        points = weights.stall_points(stall.priority) + min(weights.max_stall_day_points, weights.per_stall_day * days)
+        points = stall_points.get(stall.priority, weights.stall_P3) + min(max_day_points, per_day * days)
         _add(costs, RULE_FACTOR.get(stall.rule, stall.rule), points,
              lambda s=stall: f"{RULE_WORDS.get(s.rule, 'stalled')} {_days(now - s.stalled_since)}", stall=True)
     total = sum(cost[0] for cost in costs.values())
