@@ -456,6 +456,23 @@ def export_command(what: str, since: datetime | None, fmt: str, out: Path | None
 # --- end exports --------------------------------------------------------------------------
 
 
+# --- daily snapshots (bot/snapshots.py) ----------------------------------------------------
+@main.command("snapshot")
+@click.option("--now", "now_text", default=None, metavar="ISO", help="Snapshot as of this time (default: now).")
+def snapshot_command(now_text: str | None) -> None:
+    """Write today's health and company snapshot (the worker does it daily; a re-run the same
+    day replaces it)."""
+    from bot.snapshots import take_snapshot
+    from storage.db import utcnow
+
+    settings = _settings()
+    report = take_snapshot(_engine(settings), _rules(settings), _parse_now(now_text) or utcnow())
+    alerts = ", ".join(f"{p} {n}" for p, n in report.figures.open_alerts.items())
+    click.echo(f"snapshot for {report.day}: {report.accounts} account health rows, {report.pruned} old rows "
+               f"dropped; open alerts {alerts}")
+# --- end daily snapshots ---------------------------------------------------------------------
+
+
 # --- demo and backtest (bot/demo/, bot/backtest/) ------------------------------------------
 def _quiet_logs() -> None:
     """The demo and the backtest print their own story; INFO logs would bury it (-v keeps them)."""

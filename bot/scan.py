@@ -19,7 +19,8 @@ from typing import Callable, Sequence
 from sqlalchemy import Engine, bindparam, select, update
 
 from rules.config import Rules
-from rules.journey import compute_journey, journey_stage, parse_step_times
+from rules.health import HealthFacts, HealthStall, account_health, escalated
+from rules.journey import compute_journey, days_until, journey_stage, parse_step_times
 from rules.model import AccountFacts, JourneyState, StallChange
 from rules.plan import plan_for
 from rules.reconcile import reconcile
@@ -30,6 +31,7 @@ from bot import metrics
 from storage.db import read_tx, utcnow, write_tx
 from storage.ingest import journey_columns, rules_version
 from storage.models import Account
+from storage.sql import FastMany
 from storage.meta import get_meta, set_meta
 from storage.stalls import (Applied, active_days_by_account, apply_changes, held_decisions, iter_candidates,
                             live_stalls, set_next_eval, tickets_by_account)
@@ -102,9 +104,7 @@ def scan(engine: Engine, rules: Rules, now: datetime | None = None, *, only: Seq
             changes = _decide(conn, rows, rules, now, stage_updates, reviews, report)
             with write_tx(engine) as wconn:
                 applied = apply_changes(wconn, changes, now)
-                if stage_updates:
-                    wconn.execute(update(ACCOUNT).where(ACCOUNT.c.id == bindparam("_id"))
-                                  .values(stage=bindparam("stage")), stage_updates)
+                _set_stage_and_health(wconn, stage_updates)
                 set_next_eval(wconn, reviews)
             _count(report, changes, applied)
     if full and only is None:
@@ -185,10 +185,37 @@ def _decide_account(row, plan, now: datetime, tickets, days: tuple[int, int], ac
         stage = journey_stage(plan, activated=row.activated_at is not None,
                               all_steps_done=row.steps_done == len(plan.step_events),
                               renewal_date=row.renewal_date, now=now)
+    health = _health(row, plan, facts, scored, now)
     reviews.append(review)
-    if stage != row.stage:
-        stage_updates.append({"_id": row.id, "stage": stage})
+    if stage != row.stage or health.score != row.health or list(health.reasons) != (row.health_reasons or []):
+        stage_updates.append({"_id": row.id, "stage": stage, "health": health.score,
+                              "health_reasons": list(health.reasons)})
     return changes
+
+
+def _health(row, plan, facts: AccountFacts, scored, now: datetime):
+    """The account's health from the facts the scan already has (no extra query): its live
+    stalls as decided now, with their priorities."""
+    open_tickets = [t for t in facts.tickets if t.is_open]
+    return account_health(HealthFacts(
+        activated=row.activated_at is not None, steps_done=row.steps_done or 0, steps_total=len(plan.step_events),
+        stalls=[HealthStall(f.rule, s.priority, f.stalled_since) for f, s in scored],
+        active_days_recent=facts.active_days_recent, active_days_previous=facts.active_days_previous,
+        open_tickets=len(open_tickets), escalated_tickets=sum(escalated(t.priority) for t in open_tickets),
+        payment_failed=row.payment_failed_at is not None, renewal_days=days_until(row.renewal_date, now),
+    ), plan.rules.health, now)
+
+
+def _set_stage_and_health(conn, updates: list[dict]) -> None:
+    """The stage and the health of the accounts where either changed (a first scan: all of
+    them), as one executemany."""
+    if updates:
+        FastMany.of(
+            conn, "account.stage_health",
+            lambda c: update(ACCOUNT).where(ACCOUNT.c.id == bindparam("_id")).values(
+                stage=bindparam("stage"), health=bindparam("health"), health_reasons=bindparam("health_reasons")),
+            ("_id", "stage", "health", "health_reasons"), {"health_reasons": ACCOUNT.c.health_reasons.type},
+        ).run(conn, updates)
 
 
 def _count(report: ScanReport, changes: list[StallChange], applied: Applied) -> None:

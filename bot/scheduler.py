@@ -24,6 +24,9 @@ from rules.config import Rules
 
 log = logging.getLogger(__name__)
 ELECTION_SECONDS = 10
+# The snapshot runs this long before the digest, so the digest's chart ends on today's
+# snapshot (without it, the chart reads today's figures live).
+SNAPSHOT_BEFORE_DIGEST_MINUTES = 15
 
 
 class Scheduler:
@@ -49,6 +52,11 @@ class Scheduler:
 
         self.add_leader_job(self._tracking, IntervalTrigger(minutes=CHECK_MINUTES), "tracking_health")
         # --- end tracking health ---
+        # --- daily snapshots (bot/snapshots.py): a quarter of an hour before the digest ---
+        at = (clock.hour * 60 + clock.minute - SNAPSHOT_BEFORE_DIGEST_MINUTES) % (24 * 60)
+        self.add_leader_job(self._snapshot, CronTrigger(hour=at // 60, minute=at % 60,
+                                                        timezone=rules.digest.timezone), "snapshot")
+        # --- end daily snapshots ---
 
     def add_leader_job(self, func: Callable[[], object], trigger, job_id: str) -> None:
         """A job that runs only while this process is the leader."""
@@ -95,6 +103,11 @@ class Scheduler:
 
         log.info(check_tracking(self.engine, self.settings, self.rules, wakeups=self.wakeups).summary())
     # --- end tracking health ---
+    def _snapshot(self) -> None:
+        from bot.snapshots import take_snapshot
+        from storage.db import utcnow
+
+        take_snapshot(self.engine, self.rules, utcnow())  # logs what it wrote
 
     def _scan(self) -> None:
         from bot.scan import scan

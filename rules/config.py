@@ -319,6 +319,40 @@ class Tracking(_Strict):
     clear_after_hours: Hours = 24
 
 
+class Health(_Strict):
+    """`[health]`: the 0-100 account health score. Each factor takes points off 100; the
+    factors that took the most are the account's reasons. All optional, so older files stay valid."""
+
+    # Each live stall of the account, by its priority ...
+    stall_P0: NonNegative = 35
+    stall_P1: NonNegative = 25
+    stall_P2: NonNegative = 15
+    stall_P3: NonNegative = 8
+    # ... plus this much per day it has lasted, up to max_stall_day_points per stall.
+    per_stall_day: NonNegative = 1.0
+    max_stall_day_points: NonNegative = 10
+    # Not activated yet: this many points times the share of onboarding steps not done.
+    onboarding: NonNegative = 15
+    # Activated: this many points times the share of last week's active days lost this week ...
+    usage_drop: NonNegative = 20
+    # ... or, with no active day in either week, these.
+    no_usage: NonNegative = 15
+    per_open_ticket: NonNegative = 5
+    # Open tickets of priority "urgent" or "high" count this much more each.
+    per_escalated_ticket: NonNegative = 5
+    max_ticket_points: NonNegative = 20
+    payment_failed: NonNegative = 20
+    # A renewal within renewal_near_days: up to this many points, all of them on the day.
+    renewal_near: NonNegative = 10
+    renewal_near_days: Days = 60
+
+    @model_validator(mode="after")
+    def _stalls_descending(self) -> "Health":
+        if not (self.stall_P0 >= self.stall_P1 >= self.stall_P2 >= self.stall_P3):
+            raise ValueError("stall points must satisfy stall_P0 >= stall_P1 >= stall_P2 >= stall_P3")
+        return self
+
+
 class Rules(_Strict):
     version: Literal[1] = 1
     journey: Journey
@@ -331,6 +365,7 @@ class Rules(_Strict):
     schema_: dict[str, list[str]] = Field(default_factory=dict, alias="schema")
     outreach: Outreach = Outreach()
     tracking: Tracking = Tracking()
+    health: Health = Health()
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 

@@ -63,8 +63,38 @@ class Account(SQLModel, table=True):
     # When the scan must evaluate the account again (NULL: now). Ingest clears it whenever the
     # account changes; the scan sets it from rules.review.next_review.
     next_eval_at: Optional[datetime] = None
+    # Account health (rules/health.py), 0..100, and its reasons in words, heaviest first:
+    # written by the scan when it evaluates the account; NULL until it first did.
+    health: Optional[int] = None
+    health_reasons: Optional[list[str]] = Field(default=None, sa_column=Column(JSON, nullable=True))
     created_at: datetime
     updated_at: datetime
+
+
+class AccountHealthDay(SQLModel, table=True):
+    """Each account's health once a day (bot/health.py's snapshot job), kept for a rolling
+    HEALTH_DAYS_KEPT days: the week's trend in /journey, App Home and the digest."""
+
+    __tablename__ = "account_health_day"
+    __table_args__ = (Index("ix_account_health_day_day", "day"),)  # retention, a day's re-run
+
+    account_id: str = Field(primary_key=True, max_length=255)
+    day: date = Field(primary_key=True)
+    health: int
+
+
+class DailySnapshot(SQLModel, table=True):
+    """Company-level figures once a day (the digest's chart): open alerts and ARR at risk by
+    priority ({"P0": n, ...}), activation of the mature cohort by track ({"standard":
+    {"rate": 0.42, "accounts": 120}, ...}). A re-run the same day replaces the row."""
+
+    __tablename__ = "daily_snapshot"
+
+    day: date = Field(primary_key=True)
+    open_alerts: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    arr_at_risk: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    activation: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    created_at: datetime
 
 
 class Contact(SQLModel, table=True):

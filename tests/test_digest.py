@@ -147,6 +147,9 @@ def test_digest_posts_once_with_chart_and_ops(rig, fake_slack):
     assert complete.body.get("channel_id") == DIGEST
     [f] = fake_slack.files.values()
     assert f["content"][:8] == b"\x89PNG\r\n\x1a\n"
+    # What it shows, in its title and for screen readers (no snapshot yet: today's figures).
+    assert f["title"].startswith("Open alerts and ARR at risk by priority, activation by track: since ")
+    assert "Open alerts today: " in f["alt_txt"] and "ARR at risk today: " in f["alt_txt"]
 
     [ops] = posts(fake_slack, OPS)
     assert "Signed Up" in json.dumps(ops.body["blocks"]) and "plan" in json.dumps(ops.body["blocks"])

@@ -16,7 +16,6 @@ STALLWATCH_OPS_CHANNEL (only when it differs from the digest channel, which alre
 
 from __future__ import annotations
 
-import io
 import logging
 import statistics
 from dataclasses import dataclass, field, replace
@@ -25,16 +24,17 @@ from typing import Callable
 
 from sqlalchemy import Connection, Engine, func, select, update
 
+from bot.slack.chart import alt_text, chart_data, chart_title
+from bot.slack.chart import chart_png as draw_chart
 from bot.slack.outbox import enqueue, file_payload
 from bot.slack.render import digest_messages, digest_text, tracking_summary
-from bot.slack.render.format import money
 from bot.slack.render.packing import check_message
 from bot.slack.render.primitives import header_block, section_block
+from bot.snapshots import chart_history
 from bot.stalls.context import Wakeups
 from bot.stalls.notes import latest_by_account
 from bot.stalls.reads import funnel_data, stall_rows
-from bot.stalls.views import (AckTime, DigestData, OwnerTotal, PingedLine, StallRow, TrackingIssueLine, Trend,
-                              weakest_stage)
+from bot.stalls.views import AckTime, DigestData, OwnerTotal, PingedLine, StallRow, TrackingIssueLine, Trend
 from rules.config import Rules
 from rules.routing import budget_note, digest_day
 from storage.db import read_tx, utcnow, write_tx
@@ -133,6 +133,7 @@ def build_digest(engine: Engine, rules: Rules, now: datetime) -> DigestData:
                 .order_by(TRACKING.c.last_seen_at.desc(), TRACKING.c.id).limit(MAX_TRACKING_ISSUES))
         ]
         funnel = funnel_data(conn, rules, now, ACTIVATION_DAYS)
+        history = chart_history(conn, rules, now)
     return DigestData(
         day=day, new_stalls=int(new_stalls), arr_at_risk=float(arr.now or 0.0),
         resolved_since_yesterday=int(resolved),
@@ -140,7 +141,7 @@ def build_digest(engine: Engine, rules: Rules, now: datetime) -> DigestData:
         rows=rows, total_open=int(total_open), snoozed=int(snoozed), tracking_issues=issues, funnel=funnel,
         max_items=max_items, per_owner=rules.digest.per_owner, stalled=stalled, arr_trend=arr, new_trend=new_trend,
         resolved_trend=resolved_trend, escalated_trend=escalated_trend, pinged=pinged, owner_totals=totals,
-        backlog_accounts=int(backlog), handoffs=handoffs, ack_times=acks,
+        backlog_accounts=int(backlog), handoffs=handoffs, ack_times=acks, history=history,
     )
 
 
@@ -291,41 +292,10 @@ def _with_latest_notes(conn: Connection, rows: list[StallRow]) -> list[StallRow]
 
 
 def chart_png(d: DigestData) -> bytes | None:
-    """The funnel as a horizontal bar chart (conversion per stage, weakest in red); without
-    funnel data, ARR at risk per owner of the listed stalls. None when there is nothing to plot."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib.figure import Figure  # no pyplot: no global state, thread-safe
-
-    fig = Figure(figsize=(7, 3.5), dpi=100)
-    ax = fig.add_subplot(1, 1, 1)
-    f = d.funnel
-    if f is not None and any(s.entered for s in f.stages):
-        weakest = weakest_stage(f)
-        names = [s.name for s in f.stages][::-1]
-        values = [(s.conversion or 0.0) * 100 for s in f.stages][::-1]
-        colors = ["#d9534f" if s is weakest else "#4a90d9" for s in f.stages][::-1]
-        ax.barh(names, values, color=colors)
-        ax.set_xlim(0, 100)
-        ax.set_xlabel("% moving on to the next stage")
-        ax.set_title(f"Funnel, last {f.days} days" + (f" (weakest: {weakest.name})" if weakest else ""))
-        for y, v in enumerate(values):
-            ax.text(min(v + 1, 92), y, f"{v:.0f}%", va="center", fontsize=8)
-    else:
-        per_owner: dict[str, float] = {}
-        for r in d.rows:
-            per_owner[r.owner or "no owner"] = per_owner.get(r.owner or "no owner", 0.0) + max(r.arr, 0.0)
-        if not per_owner:
-            return None
-        top = sorted(per_owner.items(), key=lambda kv: -kv[1])[:10][::-1]
-        ax.barh([k for k, _ in top], [v for _, v in top], color="#d9534f")
-        ax.set_xlabel("ARR at risk ($)")
-        ax.set_title(f"ARR at risk by owner: {money(d.arr_at_risk)} in all")
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    return buf.getvalue()
+    """Eight weeks of open alerts and ARR at risk by priority and activation by track, from
+    the daily snapshots (bot/slack/chart.py). None when there is no history to plot."""
+    c = chart_data(d.history)
+    return None if c is None else draw_chart(c)
 
 
 # --------------------------------------------------------------------------- rendering
@@ -403,8 +373,10 @@ def post_digest(engine: Engine, settings, rules: Rules, now: datetime | None = N
             keys.append(key)
         if png is not None:
             key = f"digest:{day}:{channel}:chart"
+            c = chart_data(d.history)
             enqueue(conn, key=key, method="files_upload_v2", now=clock(), payload=file_payload(
-                png, channel=channel, filename=f"stallwatch-digest-{day}.png", title=f"Stall digest chart {day}"))
+                png, channel=channel, filename=f"stallwatch-digest-{day}.png", title=chart_title(c),
+                alt_txt=alt_text(c)))
             keys.append(key)
         if d.tracking_issues and ops and ops != channel:
             key = f"ops:{day}:{channel}"

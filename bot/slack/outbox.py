@@ -38,7 +38,7 @@ Methods (`method`, then the payload: slack_sdk's keyword arguments, JSON-safe):
                       from that row's result, once it is sent
   chat.postEphemeral  {"channel", "user", "text", ...}
   views.publish       {"user_id", "view"}
-  files_upload_v2     {"channel", "filename", "content_b64", "title", "initial_comment"}
+  files_upload_v2     {"channel", "filename", "content_b64", "title", "initial_comment", "alt_txt"}
                       (see `file_payload`)
   refresh             {"stall_id", "extra": [[channel, ts], ...]} (see `enqueue_refresh`): every
                       posted ping of the stall, and the extra messages, re-rendered from the
@@ -185,10 +185,11 @@ def _refresh_lane(conn: Connection, stall_id: int) -> str:
 
 
 def file_payload(content: bytes, *, channel: str, filename: str, title: str | None = None,
-                 initial_comment: str | None = None, thread_ts: str | None = None) -> dict:
-    """The payload of a files_upload_v2 row (the bytes travel base64-encoded in the JSON)."""
+                 initial_comment: str | None = None, thread_ts: str | None = None, alt_txt: str | None = None) -> dict:
+    """The payload of a files_upload_v2 row (the bytes travel base64-encoded in the JSON);
+    `alt_txt`: an image's description for screen readers."""
     payload = {"channel": channel, "filename": filename, "content_b64": base64.b64encode(content).decode("ascii")}
-    optional = {"title": title, "initial_comment": initial_comment, "thread_ts": thread_ts}
+    optional = {"title": title, "initial_comment": initial_comment, "thread_ts": thread_ts, "alt_txt": alt_txt}
     payload.update({k: v for k, v in optional.items() if v is not None})
     return payload
 

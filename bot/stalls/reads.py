@@ -31,6 +31,7 @@ from bot.stalls.views import (
     reason_text,
 )
 from bot.stalls import notes
+from bot.snapshots import health_week_ago
 from rules.config import Rules
 from storage.models import Account, Event, Stall, Ticket
 
@@ -50,11 +51,13 @@ _ROW_COLS = (
     STALL.c.snoozed_until, STALL.c.rule, STALL.c.step, STALL.c.detail, STALL.c.threshold_at, STALL.c.score,
     ACCOUNT.c.name, ACCOUNT.c.id.label("account_id"), ACCOUNT.c.arr, ACCOUNT.c.arr.label("account_arr"),
     ACCOUNT.c.owner_slack_id, ACCOUNT.c.owner_email, ACCOUNT.c.renewal_date, ACCOUNT.c.payment_failed_at,
+    ACCOUNT.c.health,
 )
 SNOOZED_LAST = case((STALL.c.status == "snoozed", 1), else_=0)
 
 
-def _row(r, now: datetime, rules: Rules | None = None, others: Sequence = (), open_tickets: int = 0) -> StallRow:
+def _row(r, now: datetime, rules: Rules | None = None, others: Sequence = (), open_tickets: int = 0,
+         week_ago: int | None = None) -> StallRow:
     why, because = r.why or "", None
     if rules is not None:  # the reasons and the priority in words, as of now
         why = " + ".join(reason_text(x, rules, now) for x in (r, *others))
@@ -64,6 +67,8 @@ def _row(r, now: datetime, rules: Rules | None = None, others: Sequence = (), op
         why=why, days_stalled=days_since(r.stalled_since, now),
         owner=r.owner_slack_id or r.owner_email, status=r.status, assignee=r.assignee,
         snoozed_until=aware(r.snoozed_until), reasons=len(others) + 1, because=because, account_id=r.account_id,
+        health=r.health,
+        health_trend=r.health - week_ago if r.health is not None and week_ago is not None else None,
     )
 
 
@@ -117,7 +122,9 @@ def _account_rows(conn: Connection, now: datetime, rules: Rules, joined, conds: 
                           .order_by(SNOOZED_LAST, STALL.c.priority, STALL.c.score.desc(), STALL.c.id)):
         by_account[r.account_id].append(r)
     tickets = open_tickets(conn, set(top))
-    rows = [_row(by_account[a][0], now, rules, by_account[a][1:], tickets.get(a, 0)) for a in top if by_account[a]]
+    week_ago = health_week_ago(conn, top, now.date())
+    rows = [_row(by_account[a][0], now, rules, by_account[a][1:], tickets.get(a, 0), week_ago.get(a))
+            for a in top if by_account[a]]
     return rows, total
 
 
@@ -170,6 +177,8 @@ def journey_data(conn: Connection, account_id: str, rules: Rules, now: datetime)
         owner=acc.owner_slack_id or acc.owner_email, track=acc.track, lifecycle=acc.status, plan=acc.plan,
         domain=acc.domain, renewal_date=acc.renewal_date, steps=steps, open_stalls=open_stalls,
         events=events, tickets=tickets, notes=notes.latest(conn, account_id, JOURNEY_NOTES),
+        health=acc.health, health_reasons=tuple(acc.health_reasons or ()),
+        health_week_ago=health_week_ago(conn, [acc.id], now.date()).get(acc.id),
     )
 
 

@@ -273,6 +273,8 @@ class StallRow:
     because: str | None = None  # the priority in words ("P0 because $69.5K ARR, ..."), shown beside `why`
     account_id: str | None = None
     latest_note: "NoteLine | None" = None  # a person's latest note on the account (the digest shows it)
+    health: int | None = None  # the account's health, 0..100 (None: not scored yet)
+    health_trend: int | None = None  # its change over the last week (None: no snapshot then)
 
 
 @dataclass(frozen=True)
@@ -331,6 +333,9 @@ class JourneyViewData:
     tickets: Sequence[TicketLine] = ()  # newest first
     journey_url: str | None = None
     notes: Sequence[NoteLine] = ()  # people's latest notes on the account, newest first
+    health: int | None = None  # 0..100 (None: not scored yet)
+    health_reasons: Sequence[str] = ()  # heaviest first
+    health_week_ago: int | None = None  # from the daily snapshots
 
 
 # --- /funnel ----------------------------------------------------------------------------------
@@ -449,3 +454,5 @@ class DigestData:
     backlog_accounts: int = 0  # live accounts that went into a backlog summary
     handoffs: Sequence[StallRow] = ()  # win-back handoffs of the last 7 days
     ack_times: Sequence[AckTime] = ()  # per CSM, pings of the last 7 days
+    # The chart's history: bot.snapshots.CompanyFigures of the last weeks, oldest first.
+    history: Sequence = ()

@@ -13,6 +13,7 @@ from bot.slack.render.primitives import context_block, header_block, section_blo
 from bot.slack.render.rows import row_text
 from bot.slack.text import md
 from bot.stalls.views import EventLine, JourneyViewData, StepLine, TicketLine
+from rules.health import trend_words
 
 JOURNEY_MAX_STALLS = 5
 JOURNEY_MAX_EVENTS = 10
@@ -30,6 +31,8 @@ def journey_blocks(j: JourneyViewData) -> list[Block]:
     """/journey: where the account is, its checklist, its open stalls with their buttons, and
     what happened lately. Stalls are added while they fit; the recent history always shows."""
     head: list[Block] = [header_block(j.name or j.account_id), section_block(_journey_facts(j), fields=_journey_fields(j))]
+    if j.health is not None:
+        head.append(section_block(health_line(j)))
     if j.steps:
         checklist = join_lines([_step_line(s) for s in j.steps], JOURNEY_CHECKLIST_MAX, "steps")
         head.append(section_block("*Journey*\n" + checklist))
@@ -76,6 +79,17 @@ def _notes_block(j: JourneyViewData) -> SectionBlock:
 def _journey_facts(j: JourneyViewData) -> str:
     domain = f" · {md(j.domain, SHORT_MAX)}" if j.domain else ""
     return f"*{md(j.name or j.account_id, NAME_MAX)}*{domain} · `{md(j.account_id, SHORT_MAX)}`"
+
+
+def health_line(j: JourneyViewData) -> str:
+    """"*Health 62* ↓ from 71 last week · onboarding stalled 4 days, 2 open tickets"."""
+    line = f"*Health {j.health}*"
+    trend = trend_words(j.health, j.health_week_ago)
+    if trend:
+        line += f" {trend}"
+    if j.health_reasons:
+        line += " · " + md(", ".join(j.health_reasons), SHORT_MAX * 3)
+    return line
 
 
 def _journey_fields(j: JourneyViewData) -> list[str]:

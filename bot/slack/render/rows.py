@@ -13,6 +13,7 @@ from bot.slack.render.packing import Packer
 from bot.slack.render.primitives import row_menu, section_block
 from bot.slack.text import md
 from bot.stalls.views import StallRow
+from rules.health import trend_mark
 
 ROW_PREFIX = "row-"  # a row's block id: never "stall-<id>-…", which names a ping's blocks
 STALLS_ROW_PREFIX = "stalls:"  # a /stalls row: "stalls:<filter label>:<stall id>"
@@ -22,6 +23,8 @@ def row_text(r: StallRow, *, show_owner: bool, brief: bool = False) -> str:
     """An account's row: name and ARR, then its reasons, (unless `brief`, as in the digest)
     its priority in words, and who has it."""
     head = f"{PRIORITY_EMOJI.get(r.priority, '⚪')} *{md(r.account_name, NAME_MAX)}* · {money(r.arr)} ARR"
+    if r.health is not None:
+        head += f" · health {health_text(r.health, r.health_trend)}"
     facts = [md(r.why, ROW_WHY_MAX) or f"{r.priority}, stalled {days_text(r.days_stalled)}"]
     if r.because and not brief:
         facts.append(md(r.because, ROW_WHY_MAX))
@@ -36,6 +39,12 @@ def row_text(r: StallRow, *, show_owner: bool, brief: bool = False) -> str:
     text = head + "\n" + " · ".join(facts)
     # A person's latest note (the digest's rows) on a line of its own: the facts line keeps its layout.
     return (text + "\n" + row_note_line(r.latest_note)) if r.latest_note else text
+
+
+def health_text(health: int, trend: int | None) -> str:
+    """"62 ↓9": the score and its change over the week, when known."""
+    mark = trend_mark(trend)
+    return f"{health} {mark}" if mark else str(health)
 
 
 def row_block(r: StallRow, *, show_owner: bool, digest: bool = False, block_prefix: str = ROW_PREFIX) -> SectionBlock:
