@@ -74,10 +74,12 @@ def take_snapshot(engine: Engine, rules: Rules, now: datetime) -> SnapshotReport
         figures = company_figures(conn, rules, now, day)
     with write_tx(engine) as conn:
         conn.execute(delete(HEALTH_DAY).where(HEALTH_DAY.c.day == day))
-        written = conn.execute(insert(HEALTH_DAY).from_select(
+        conn.execute(insert(HEALTH_DAY).from_select(
             ["account_id", "day", "health"],
             select(ACCOUNT.c.id, literal(day, Date()), ACCOUNT.c.health).where(ACCOUNT.c.health.is_not(None)),
-        )).rowcount
+        ))
+        # Counted, not the INSERT's rowcount: PostgreSQL's driver may answer -1 for INSERT ... SELECT.
+        written = conn.execute(select(func.count()).select_from(HEALTH_DAY).where(HEALTH_DAY.c.day == day)).scalar_one()
         pruned = conn.execute(delete(HEALTH_DAY).where(
             HEALTH_DAY.c.day <= day - timedelta(days=HEALTH_DAYS_KEPT))).rowcount
         conn.execute(delete(SNAPSHOT).where(SNAPSHOT.c.day == day))

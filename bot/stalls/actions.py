@@ -184,8 +184,10 @@ def resolve(services: Services, stall_id: int, user: str, *, source: str, reason
 
     def told(changed: int, row) -> tuple[str, str, dict]:
         if not changed:
-            # Someone closed them between our read and our write (PostgreSQL: no lock was held).
-            raise AlreadyResolved(None, "resolved")
+            # Someone closed them between our read and our write (PostgreSQL: no lock was held);
+            # `row` is the stall as they left it.
+            raise AlreadyResolved(row.resolved_by, row.status, at=row.resolved_at, resolution=row.resolution,
+                                  now=services.clock())
         detail = {} if reason is None else {"reason": reason, "note": note,
                                             "quiet_until": quiet.isoformat() if quiet else None}
         # The note is not repeated here: this text is shown as is, the ping shows it escaped.
@@ -273,6 +275,10 @@ def _change(services: Services, op: Op, stall_id: int, user: str, source: str, a
     with write_tx(services.engine) as conn:
         row, targets = alert_of(conn, services, op, stall_id, user, team=team)
         changed = [sid for sid in targets if apply(conn, sid, now)]
+        if not changed:
+            # Another change won the race (PostgreSQL: our guarded UPDATE waited for it, then
+            # matched nothing): say what it did, as now committed.
+            row = sql.subject_of(conn, stall_id) or row
         text, action, detail = told(len(changed), row)
         for sid in changed:
             sql.ack_alerts(conn, sid, user, now)
