@@ -273,19 +273,9 @@ def rules_check(file: Path) -> None:
 
 def track_lines(rules) -> list[str]:
     """How each track is routed and tuned, in words (`rules check`, `backtest`)."""
-    from rules.config import TRACKS
+    from rules.tracks import describe_tracks
 
-    journey = rules.journey
-    lines = []
-    for track in TRACKS:
-        own = rules.tracks.settings(track).thresholds
-        hours = sorted({s.stall_after_hours for s in journey.steps})
-        steps = f"{hours[0]:g} h" if len(hours) == 1 else f"{hours[0]:g}-{hours[-1]:g} h (per step)"
-        stall = f"{own.stall_after_hours:g} h" if own.stall_after_hours is not None else steps
-        checkpoint = own.checkpoint_days if own.checkpoint_days is not None else journey.checkpoint_days
-        routing = "pings in real time" if rules.tracks.pings_realtime(track) else "digest only (no ping)"
-        lines.append(f"{track}: {routing}; stalled after {stall} on a step, not activated at day {checkpoint:g}")
-    return lines
+    return describe_tracks(rules)
 
 
 @main.group()
@@ -614,7 +604,8 @@ def backtest_command(events: Path, rules_file: Path | None, against: Path | None
         doc = report_json(history, runs, labels, [path for _, path, _ in rule_sets])
         click.echo(orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode())
     else:
-        click.echo(render_text(history, runs, labels, rule_sets[0][0].routing.scan_interval_minutes), nl=False)
+        click.echo(render_text(history, runs, labels, rule_sets[0][0].routing.scan_interval_minutes,
+                               tracks=[track_lines(r) for r, _, _ in rule_sets]), nl=False)
 # --- end demo and backtest -----------------------------------------------------------------
 
 

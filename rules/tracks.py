@@ -35,3 +35,21 @@ def _holds(c: TrackCondition, arr: float | None, plan: str | None, seats: int | 
     if c.max_seats is not None and (seats is None or seats > c.max_seats):
         return False
     return True
+
+
+def describe_tracks(rules: Rules) -> list[str]:
+    """How each track is routed and tuned, one line each, in words (`rules check`, `backtest`):
+    "self_serve: digest only (no ping); stalled after 48 h on a step, not activated at day 14"."""
+    from .config import TRACKS
+
+    journey = rules.journey
+    hours = sorted({s.stall_after_hours for s in journey.steps})
+    steps = f"{hours[0]:g} h" if len(hours) == 1 else f"{hours[0]:g}-{hours[-1]:g} h (per step)"
+    lines = []
+    for track in TRACKS:
+        own = rules.tracks.settings(track).thresholds
+        stall = f"{own.stall_after_hours:g} h" if own.stall_after_hours is not None else steps
+        checkpoint = own.checkpoint_days if own.checkpoint_days is not None else journey.checkpoint_days
+        routing = "pings in real time" if rules.tracks.pings_realtime(track) else "digest only (no ping)"
+        lines.append(f"{track}: {routing}; stalled after {stall} on a step, not activated at day {checkpoint:g}")
+    return lines

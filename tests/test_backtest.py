@@ -278,6 +278,8 @@ def test_cli_table(tmp_path, cli):
     assert "accts" in out and "max/acct" in out and "avg/CSM" in out and "per acct" in out
     assert "accounts pinged (distinct)" in out and "stalls opened per account" in out
     assert "accounts pinged 2+ times the same day (account-days)" in out and "0 of 1" in out
+    # The tracks as the replayed rules route and tune them (self-serve: digest only by default).
+    assert "    self_serve: digest only (no ping); stalled after 48 h on a step, not activated at day 14" in out
 
 
 def test_cli_json_schema(tmp_path, cli):

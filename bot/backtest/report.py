@@ -128,7 +128,9 @@ def _noise_cell(noise: int, rate: float | None) -> str:
 
 
 def render_text(history: History, runs: Sequence[ReplayResult], labels: Sequence[str],
-                interval_minutes: float) -> str:
+                interval_minutes: float, *, tracks: Sequence[Sequence[str]] = ()) -> str:
+    """The report for people. `tracks`: per run, how its rules route and tune each track
+    (rules.tracks.describe_tracks), shown under the run's line."""
     summaries: list[Summary] = [r.summary() for r in runs]
     out: list[str] = []
     span = ""
@@ -145,6 +147,8 @@ def render_text(history: History, runs: Sequence[ReplayResult], labels: Sequence
         out.append(f"  {label}: {run.scans:,} scans ({run.scans_skipped:,} skipped: nothing due), "
                    f"{run.evaluations:,} event-driven evaluations, {run.duplicates:,} duplicates{failures}; "
                    f"replayed in {run.seconds:.1f} s")
+        for line in (tracks[labels.index(label)] if len(tracks) > labels.index(label) else ()):
+            out.append(f"    {line}")
     if not summaries or not summaries[0].days:
         out.append("")
         out.append("Nothing to report: the history has no usable records.")
