@@ -45,7 +45,7 @@ from bot.settings import Settings
 from bot.slack.outbox import OUTBOX, PENDING, SENDING, SENT, enqueue, enqueue_refresh
 from bot.slack.queries import PING, REASON
 from bot.slack.render import ping_blocks, ping_text
-from bot.slack.render.format import _is_user_id, person
+from bot.slack.render.format import is_user_id, person
 from bot.slack.render.limits import NAME_MAX
 from bot.slack.render.primitives import section_block
 from bot.slack.text import md
@@ -383,7 +383,7 @@ class OwnerResolver:
         for account_id, pings in by_account.items():
             lead = max(p.stall_id for p in pings)  # the router's lead (several only in old data)
             owner = pings[0].owner_slack_id
-            dms = [p for p in pings if p.stall_id == lead and _is_user_id(p.channel)]
+            dms = [p for p in pings if p.stall_id == lead and is_user_id(p.channel)]
             stale = [p for p in dms if p.channel != owner]
             if owner and stale and not any(p.channel == owner for p in dms):
                 todo[account_id] = (lead, owner)
@@ -431,7 +431,7 @@ class OwnerResolver:
                                    .where(ACCOUNT.c.id == account_id)).first()
             if not pings or current is None or current.owner_slack_id != owner:
                 return 0
-            stale = [p for p in pings if _is_user_id(p.channel) and p.channel != owner]
+            stale = [p for p in pings if is_user_id(p.channel) and p.channel != owner]
             has_owner = any(p.channel == owner for p in pings)
             if not stale and (owner is None or has_owner):
                 return 0
@@ -439,7 +439,7 @@ class OwnerResolver:
             for alert in stale:
                 self._retire(conn, lead, alert, to, current.name or account_id, now, clock)
             restored = bool(owner and not has_owner and self._give(conn, lead, owner, pings, stale, view, now, clock))
-            if restored or any(p.ts and not _is_user_id(p.channel) for p in pings):
+            if restored or any(p.ts and not is_user_id(p.channel) for p in pings):
                 # Every posted ping left (the alerts channel, a ping given back) shows the new owner.
                 enqueue_refresh(conn, lead, now=clock)
         log.info("slack owners: the open ping of account %r moved to %s", account_id, to)

@@ -58,12 +58,13 @@ def person(who: str | None, *, nobody: str = "no owner") -> str:
     """A Slack user id as a mention, anything else (an email) as escaped text."""
     if not who:
         return f"_{nobody}_"
-    if _is_user_id(who):
+    if is_user_id(who):
         return f"<@{who}>"
     return md(who, SHORT_MAX)
 
 
-def _is_user_id(who: str) -> bool:
+def is_user_id(who: str) -> bool:
+    """Whether `who` looks like a Slack user id (U… or W…), not an email or a name."""
     return 3 <= len(who) <= 32 and who[0] in "UW" and who.isalnum() and who.isupper()
 
 
