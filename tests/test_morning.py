@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 from datetime import timedelta
 
 import pytest
@@ -155,8 +156,34 @@ def test_a_second_run_the_same_day_sends_nothing(world, fake_slack):
     with engine.connect() as conn:
         keys = sorted(conn.execute(select(OUTBOX.c.key).where(OUTBOX.c.key.like("morning:%"))).scalars())
     assert keys == [f"morning:{outcome_day(rules, now)}:{BOB}", f"morning:{outcome_day(rules, now)}:{JANE}"]
-    # the next day: one more each
+    # the next day: one more each, and nothing changed in between
     assert sorted(send_morning(engine, rules, now + timedelta(days=1)).sent) == [BOB, JANE]
+    send(engine, settings)
+    _, jane = dms(fake_slack, JANE)
+    assert "Since yesterday: no change in your queue." in texts(jane)
+
+
+def test_two_threads_at_once_send_one_dm_each(world, fake_slack):
+    engine, settings, rules, now = world
+    barrier = threading.Barrier(4)
+    outcomes, errors = [], []
+
+    def run():
+        try:
+            barrier.wait(timeout=10)
+            outcomes.append(send_morning(engine, rules, now))
+        except Exception as e:  # pragma: no cover - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=run) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert not errors
+    assert sorted(u for o in outcomes for u in o.sent) == [BOB, JANE]
+    send(engine, settings)
+    assert len(dms(fake_slack, JANE)) == 1 and len(dms(fake_slack, BOB)) == 1
 
 
 def test_off_by_default(db_url, engine, fake_slack, tmp_path, world):
