@@ -322,12 +322,17 @@ def import_accounts(file: Path) -> None:
 @main.command("digest")
 @click.option("--dry-run", is_flag=True, help="Print the digest; store and post nothing.")
 @click.option("--now", "now_text", default=None, metavar="ISO", help="Build as of this time (default: now).")
-def digest_command(dry_run: bool, now_text: str | None) -> None:
-    """Post today's digest to STALLWATCH_DIGEST_CHANNEL (once per day and channel)."""
+@click.option("--morning", is_flag=True, help="Send today's per-CSM morning DMs instead (once per CSM and day).")
+def digest_command(dry_run: bool, now_text: str | None, morning: bool) -> None:
+    """Post today's digest to STALLWATCH_DIGEST_CHANNEL (once per day and channel), or with
+    --morning DM each CSM their own queue (once per CSM and day)."""
     from bot.slack.digest import post_digest
 
     now = _parse_now(now_text)
     settings = _settings()
+    if morning:
+        _morning_command(settings, now, dry_run)
+        return
     outcome = post_digest(_engine(settings), settings, _rules(settings), now, dry_run=dry_run)
     if dry_run:
         click.echo(outcome.text, nl=False)
@@ -338,6 +343,19 @@ def digest_command(dry_run: bool, now_text: str | None) -> None:
                    f"{len(outcome.keys)} outbox row(s){note}")
     else:
         click.echo(outcome.reason)
+
+
+def _morning_command(settings, now, dry_run: bool) -> None:
+    """`digest --morning`: run by hand, so it runs even while `[digest] morning_dm` is off."""
+    from bot.slack.morning import send_morning
+
+    outcome = send_morning(_engine(settings), _rules(settings), now, dry_run=dry_run, force=True)
+    if dry_run:
+        click.echo(outcome.text, nl=False)
+        return
+    note = "" if settings.slack_enabled or not outcome.sent else \
+        " (SLACK_BOT_TOKEN is not set: a running `serve` or `worker` with it sends them)"
+    click.echo(outcome.summary() + note)
 # --- end daily digest ---------------------------------------------------------------------
 
 

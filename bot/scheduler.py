@@ -47,6 +47,12 @@ class Scheduler:
         self.add_leader_job(self._digest, CronTrigger(hour=clock.hour, minute=clock.minute,
                                                       timezone=rules.digest.timezone), "digest")
         # --- end daily digest ---
+        # --- morning DM per CSM (bot/slack/morning.py): only when the rules file turns it on ---
+        if rules.digest.morning_dm:
+            morning = rules.digest.morning_clock
+            self.add_leader_job(self._morning, CronTrigger(hour=morning.hour, minute=morning.minute,
+                                                           timezone=rules.digest.timezone), "morning_dm")
+        # --- end morning DM ---
         # --- tracking health (bot/slack/tracking.py) ---
         from bot.slack.tracking import CHECK_MINUTES
 
@@ -96,6 +102,13 @@ class Scheduler:
         outcome = post_digest(self.engine, self.settings, self.rules, wakeups=self.wakeups)
         log.info("digest: %s", outcome.reason)
     # --- end daily digest ---
+
+    # --- morning DM per CSM (bot/slack/morning.py) ---
+    def _morning(self) -> None:
+        from bot.slack.morning import send_morning
+
+        log.info("morning DM: %s", send_morning(self.engine, self.rules, wakeups=self.wakeups).summary())
+    # --- end morning DM ---
 
     # --- tracking health (bot/slack/tracking.py) ---
     def _tracking(self) -> None:

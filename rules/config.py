@@ -266,8 +266,12 @@ class Digest(_Strict):
     # Stalled accounts listed in all (the rest counted per owner), and per owner.
     max_items: int = Field(default=150, ge=1, le=500)
     per_owner: int = Field(default=25, ge=1, le=200)
+    # The optional per-CSM morning DM (bot/slack/morning.py): off unless asked for, at
+    # `morning_time` in `timezone`.
+    morning_dm: bool = False
+    morning_time: str = "08:30"
 
-    @field_validator("time")
+    @field_validator("time", "morning_time")
     @classmethod
     def _check_time(cls, value: str) -> str:
         _clock(value)
@@ -290,6 +294,10 @@ class Digest(_Strict):
     @property
     def clock(self) -> time:
         return _clock(self.time)
+
+    @property
+    def morning_clock(self) -> time:
+        return _clock(self.morning_time)
 
 
 class Outreach(_Strict):
