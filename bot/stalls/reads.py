@@ -185,8 +185,9 @@ def journey_data(conn: Connection, account_id: str, rules: Rules, now: datetime)
 
 # --- /funnel ----------------------------------------------------------------------------------
 
-# An account that reaches a step this long after the window opens is not looked for (the read
-# stays one bounded query on signup_at).
+# How far before the window (and the longest checkpoint) signups are read: an account that
+# reaches a step later than that after signing up is left out, so the read stays one query
+# bounded on signup_at.
 FUNNEL_LOOKBACK = timedelta(days=90)
 
 
