@@ -26,6 +26,7 @@ from bot.slack.render import (
     priority_change_text,
     stalls_list_blocks,
 )
+from bot.slack.render.funnel import activation_line, funnel_summary
 from bot.slack.render.codec import Action, StallRef, decode_action
 from bot.slack.render.limits import MAX_BLOCKS, TEXT_BUDGET
 from bot.slack.render.packing import block_text_length, check_message
@@ -460,9 +461,35 @@ def test_funnel_shows_conversion_medians_weakest_and_tracks():
     text = all_text(as_dicts(funnel_blocks(funnel())))
     assert "Onboarding: 120 → 80 (67%)" in text and "median 2 days" in text
     assert "*Weakest stage:* Activation: only 38% move on" in text
-    assert "High touch" in text and "activation 62%" in text and "stall rate 10%" in text
+    assert "*Weakest stage:* Activation: only 38% move on (n=80)" in text
+    assert "*By track* · Activated" in text
+    assert "*High touch* (n=20)\\nactivated by day 14: 62% · stalled: 10%" in text
+    assert text.index("*High touch*") < text.index("*Standard*") < text.index("*Self serve*")
     explicit = all_text(as_dicts(funnel_blocks(funnel(weakest="Adoption"))))
     assert "*Weakest stage:* Adoption" in explicit
+
+
+def test_funnel_rates_show_their_sample_and_hide_below_five():
+    """Every rate carries its n; under five accounts it is "–", and such a stage is never the weakest."""
+    f = funnel(stages=[FunnelStage("Sign up", 40, 30, 1.0), FunnelStage("Create a project", 4, 0, None)],
+               tracks=[TrackRate("high_touch", 21, 0.619, 0.1, checkpoint_days=21),
+                       TrackRate("standard", 60, 0.48, 0.2), TrackRate("self_serve", 3, 1 / 3, 0.0)],
+               activation_name="Activated (Report Shared)")
+    dicts = assert_valid_message(funnel_blocks(f))
+    text = all_text(dicts)
+    assert "Create a project: 4 → 0 (–)" in text and "Sign up: 40 → 30 (75%)" in text
+    assert "*Weakest stage:* Sign up: only 75% move on (n=40)" in text  # not the 0 of 4
+    assert "*Self serve* (n=3)\\nactivated by day 14: – · stalled: –" in text
+    assert "*High touch* (n=21)\\nactivated by day 21: 62%" in text
+    assert activation_line(f) == ("Activated (Report Shared) by day 21: High touch 62% (n=21) · "
+                                  "Standard 48% (n=60, by day 14) · Self serve – (n=3, by day 14)")
+    assert funnel_summary(f) == ("*Funnel, last 30 days:* Sign up 75% (n=40) → Create a project – (n=4)\n"
+                                 "Weakest stage: *Sign up* (75% move on, n=40)")
+    same = funnel(tracks=[TrackRate("high_touch", 21, 0.619, 0.1), TrackRate("standard", 0, None, None)])
+    assert activation_line(same) == "Activated by day 14: High touch 62% (n=21) · Standard – (n=0)"
+    digest_text = all_text(as_dicts(digest_messages(digest([row(1)], funnel=f))[0]))
+    assert "Activated (Report Shared) by day 21: High touch 62% (n=21) ·" in digest_text
+    assert "Activation rate" not in digest_text
 
 
 def test_journey_shows_checklist_stalls_events_and_tickets():

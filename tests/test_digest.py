@@ -19,6 +19,7 @@ from bot.slack.client import web_client
 from rules.routing import next_digest_at
 from bot.slack.digest import build_digest, post_digest
 from bot.slack.outbox import OutboxSender
+from bot.slack.render.digest import digest_messages
 from storage.models import Account, DigestRun, SlackOutbox, Stall, TrackingIssue
 from tests.conftest import WRITE_KEY
 
@@ -113,9 +114,26 @@ def test_build_digest_numbers(rig):
     assert (d.total_open, d.snoozed) == (4, 1)
     assert [r.account_name for r in d.rows] == ["Account 3", "Acme Corp", "Account 4", "Account 2"]  # ranked
     assert all(r.status == "open" for r in d.rows)
-    assert d.activation_by_track["high_touch"] == 0.5  # acct-1 not, acct-3 activated (acct-6 is too old)
+    # Mature cohorts only: acct-1..5 are short of day 14, acct-6 passed it before the 14-day window.
+    assert d.activation_by_track == {"high_touch": None, "standard": None, "self_serve": None}
+    assert [(t.track, t.accounts) for t in d.funnel.tracks] == [("high_touch", 0), ("standard", 0), ("self_serve", 0)]
     assert [i.event_name for i in d.tracking_issues] == ["Signed Up"]
     assert d.funnel is not None and d.funnel.days == 14
+
+
+def test_digest_activation_line_counts_mature_cohorts_with_their_size(rig):
+    """Accounts past day 14 that signed up in the 14 days before it; the young ones of the seed are left out."""
+    engine, settings, rules, now = rig
+    mature = [account_row(10 + i, now, owner=None, arr=60_000, signup_days=20, steps_done=4, activated=i < 3,
+                          track="high_touch") for i in range(5)]
+    mature += [account_row(20 + i, now, owner=None, arr=9_000, signup_days=16, activated=i == 0) for i in range(2)]
+    with engine.begin() as conn:
+        conn.execute(insert(ACCOUNT), mature)
+    d = build_digest(engine, rules, now)
+    assert d.activation_by_track == {"high_touch": 3 / 5, "standard": 1 / 2, "self_serve": None}
+    blocks = json.dumps([b.to_dict() for b in digest_messages(d)[0]], ensure_ascii=False)
+    assert ("Activated (Report Shared) by day 14: High touch 60% (n=5) · Standard – (n=2) · Self serve – (n=0)"
+            in blocks)
 
 
 # ------------------------------------------------------------------ posting once

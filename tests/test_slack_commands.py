@@ -201,11 +201,13 @@ def test_funnel_conversion_weakest_step_and_tracks(slack):
     start = now - 10 * DAY
     rules = slack.rules
     events = []
-    for i in range(4):  # all sign up; 3 create a project; 1 connects the integration
+    for i in range(5):  # all sign up; 3 create a project; 1 connects the integration
         events += signup(f"f{i}", start, arr=50000 if i < 2 else 1000)
     for i in range(3):
         events.append(track(f"f{i}", PROJECT, start + (i + 1) * DAY))
     events.append(track("f0", INTEGRATION, start + 4 * DAY))
+    events += signup("fresh", now - HOUR)  # not yet due to create a project: left out
+    events += signup("mature", now - 20 * DAY, arr=50000)  # past day 14: the one account a track rate counts
     events += signup("old", now - 200 * DAY)  # outside the window
     store(slack.engine, rules, events, now=now)
     scan(slack.engine, rules, now)
@@ -214,15 +216,18 @@ def test_funnel_conversion_weakest_step_and_tracks(slack):
     answer = slack.answer(method)
     body = texts(answer["blocks"])
     assert "Funnel · last 30 days" in body
-    assert "Sign up: 4 → 3 (75%)" in body and "median 2 days" in body
-    assert "Create a project: 3 → 1 (33%)" in body
-    assert "Weakest stage:* Connect integration" in body or "Weakest stage:* Create a project" in body
-    assert "High touch" in body and "Self serve" in body and "stall rate" in body
+    assert "Sign up: 6 → 3 (50%)" in body and "median 2 days" in body
+    assert "Create a project: 3 → 1 (–)" in body  # too few to rate
+    assert "Weakest stage:* Sign up: only 50% move on (n=6)" in body
+    assert "*By track* · Activated (Report Shared)" in body
+    assert "*High touch* (n=1)\\nactivated by day 14: – · stalled: –" in body
+    assert "*Standard* (n=0)" in body and "*Self serve* (n=0)" in body
+    assert body.index("*High touch*") < body.index("*Standard*") < body.index("*Self serve*")
 
     res, _ = slack.command("/funnel", "forever", OWNER)
     assert "Usage" in res.json()["text"]
     _, method = slack.command("/funnel", "365", OWNER)
-    assert "Sign up: 5 →" in texts(slack.answer(method)["blocks"])
+    assert "Sign up: 7 →" in texts(slack.answer(method)["blocks"])
 
 
 def test_unexpected_errors_show_an_error_id(slack, monkeypatch, caplog):

@@ -32,7 +32,8 @@ from bot.stalls.views import (
 )
 from bot.stalls import notes
 from bot.snapshots import health_week_ago
-from rules.config import Rules
+from rules.config import TRACKS, Rules
+from rules.plan import plan_for
 from storage.models import Account, Event, Stall, Ticket
 
 ACCOUNT = Account.__table__
@@ -151,11 +152,11 @@ def journey_data(conn: Connection, account_id: str, rules: Rules, now: datetime)
     activation = rules.journey.activation_event
     activated = aware(acc.activated_at) or parse_time(reached.get(activation))
     if activated is not None:
-        steps.append(StepLine(f"Activated ({activation})", "done", activated))
+        steps.append(StepLine(activation_name(rules), "done", activated))
     elif acc.waiting_step == activation:
-        steps.append(StepLine(f"Activated ({activation})", "waiting", aware(acc.waiting_since)))
+        steps.append(StepLine(activation_name(rules), "waiting", aware(acc.waiting_since)))
     else:
-        steps.append(StepLine(f"Activated ({activation})", "todo"))
+        steps.append(StepLine(activation_name(rules), "todo"))
 
     # The milestone timeline through its partial index (the predicate must read "milestone").
     events = [
@@ -184,49 +185,74 @@ def journey_data(conn: Connection, account_id: str, rules: Rules, now: datetime)
 
 # --- /funnel ----------------------------------------------------------------------------------
 
+# How far before the window (and the longest checkpoint) signups are read: an account that
+# reaches a step later than that after signing up is left out, so the read stays one query
+# bounded on signup_at.
+FUNNEL_LOOKBACK = timedelta(days=90)
+
+
+def activation_name(rules: Rules) -> str:
+    """The activation milestone as /journey and /funnel name it: "Activated (Report Shared)"."""
+    return f"Activated ({rules.journey.activation_event})"
+
+
 def funnel_data(conn: Connection, rules: Rules, now: datetime, days: int) -> FunnelData:
-    """Accounts that signed up in the last `days`: per step, how many reached it and how many of
-    those reached the next one (the last step's next is activation), the median time between;
-    per track, activation rate and stall rate (share with any stall opened)."""
-    since = now - timedelta(days=days)
-    cohort = select(ACCOUNT.c.id).where(ACCOUNT.c.signup_at >= since, ACCOUNT.c.signup_at <= now)
+    """Rates on mature cohorts only, so that accounts still within their time do not drag them down.
+
+    Per track: of the accounts whose checkpoint (signup + the track's checkpoint_days) passed in
+    the last `days`, the share activated by it and the share with any stall. Per step: of the
+    accounts that reached it and whose time to move on ran out in the last `days` (the next
+    step's stall_after_hours, as the step_stall rule waits; for the last step, whose next is
+    activation, the checkpoint), how many reached the next one, and the median time between."""
+    plan = plan_for(rules)
+    start = now - timedelta(days=days)
+    earliest = start - max(plan.checkpoint_for(t) for t in TRACKS) - FUNNEL_LOOKBACK
     accounts = conn.execute(
         select(ACCOUNT.c.id, ACCOUNT.c.steps, ACCOUNT.c.track, ACCOUNT.c.signup_at, ACCOUNT.c.activated_at)
-        .where(ACCOUNT.c.signup_at >= since, ACCOUNT.c.signup_at <= now)).all()
-    stalled = {r[0] for r in conn.execute(
-        select(STALL.c.account_id).where(STALL.c.account_id.in_(cohort)).distinct())}
+        .where(ACCOUNT.c.signup_at >= earliest, ACCOUNT.c.signup_at <= now)).all()
+    stalled = {r[0] for r in conn.execute(select(STALL.c.account_id).where(
+        STALL.c.account_id.in_(select(ACCOUNT.c.id).where(ACCOUNT.c.signup_at >= earliest))).distinct())}
 
-    events = [s.event for s in rules.journey.steps]
-    names = [s.name for s in rules.journey.steps]
-    activation = rules.journey.activation_event
+    events = plan.step_events
     entered = [0] * len(events)
     converted = [0] * len(events)
     durations: list[list[float]] = [[] for _ in events]
-    per_track: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])  # accounts, activated, stalled
+    per_track: dict[str, list[int]] = {t: [0, 0, 0] for t in TRACKS}  # accounts, activated, stalled
     for acc in accounts:
+        track = acc.track or plan.default_track
+        signup_at = aware(acc.signup_at)
+        checkpoint_at = signup_at + plan.checkpoint_for(track)
         reached = acc.steps or {}
         times = [parse_time(reached.get(e)) for e in events]
-        if times and times[0] is None:
-            times[0] = aware(acc.signup_at)  # signed up is implied by signup_at
-        done = aware(acc.activated_at) or parse_time(reached.get(activation))
+        if times[0] is None:
+            times[0] = signup_at  # signed up is implied by signup_at
+        done = aware(acc.activated_at) or parse_time(reached.get(plan.activation_event))
+        # When each step's time to move on runs out: the next step's threshold, then the checkpoint.
+        allowance = plan.stall_after_for(track)[1:]
         nxt = times[1:] + [done]
         for i, (t, n) in enumerate(zip(times, nxt)):
             if t is None:
+                continue
+            ripe_at = t + allowance[i] if i < len(allowance) else max(checkpoint_at, t)
+            if not start < ripe_at <= now:
                 continue
             entered[i] += 1
             if n is not None:
                 converted[i] += 1
                 durations[i].append(max((n - t).total_seconds() / 86400, 0.0))
-        counts = per_track[acc.track or "standard"]
-        counts[0] += 1
-        counts[1] += done is not None
-        counts[2] += acc.id in stalled
+        if start < checkpoint_at <= now:
+            counts = per_track.setdefault(track, [0, 0, 0])
+            counts[0] += 1
+            counts[1] += done is not None and done <= checkpoint_at
+            counts[2] += acc.id in stalled
     stages = [
-        FunnelStage(name=names[i], entered=entered[i], converted=converted[i],
+        FunnelStage(name=plan.step_names[events[i]], entered=entered[i], converted=converted[i],
                     median_days=statistics.median(durations[i]) if durations[i] else None)
         for i in range(len(events))
     ]
-    tracks = [TrackRate(track=t, accounts=c[0], activation_rate=c[1] / c[0] if c[0] else None,
-                        stall_rate=c[2] / c[0] if c[0] else None)
-              for t, c in sorted(per_track.items())]
-    return FunnelData(days=days, stages=stages, tracks=tracks)
+    order = list(TRACKS) + sorted(t for t in per_track if t not in TRACKS)  # the natural order
+    tracks = [TrackRate(track=t, accounts=per_track[t][0], checkpoint_days=plan.checkpoint_for(t) / timedelta(days=1),
+                        activation_rate=per_track[t][1] / per_track[t][0] if per_track[t][0] else None,
+                        stall_rate=per_track[t][2] / per_track[t][0] if per_track[t][0] else None)
+              for t in order]
+    return FunnelData(days=days, stages=stages, tracks=tracks, activation_name=activation_name(rules))

@@ -340,10 +340,15 @@ class JourneyViewData:
 
 # --- /funnel ----------------------------------------------------------------------------------
 
+# A rate on fewer accounts than this is shown as "–" (with its n): one account more or less
+# would swing it by 20 points or more.
+MIN_SAMPLE = 5
+
+
 @dataclass(frozen=True)
 class FunnelStage:
     name: str
-    entered: int
+    entered: int  # accounts that reached the stage and had their time to move on (the rate's n)
     converted: int  # of those, how many reached the next stage
     median_days: float | None = None  # median time spent in the stage
 
@@ -355,23 +360,26 @@ class FunnelStage:
 @dataclass(frozen=True)
 class TrackRate:
     track: str
-    accounts: int
-    activation_rate: float | None  # 0..1
-    stall_rate: float | None  # 0..1
+    accounts: int  # the mature cohort: accounts whose checkpoint passed in the window (the rates' n)
+    activation_rate: float | None  # 0..1, activated by the checkpoint
+    stall_rate: float | None  # 0..1, any stall opened
+    checkpoint_days: float = 14  # the track's checkpoint (its own threshold or the journey's)
 
 
 @dataclass(frozen=True)
 class FunnelData:
     days: int
     stages: Sequence[FunnelStage]
-    tracks: Sequence[TrackRate] = ()
+    tracks: Sequence[TrackRate] = ()  # in the tracks' natural order (rules.config.TRACKS)
     weakest: str | None = None  # None: the stage with the lowest conversion
+    activation_name: str = "Activated"  # "Activated (Report Shared)"
 
 
 def weakest_stage(f: FunnelData) -> FunnelStage | None:
+    """The named weakest stage, else the lowest conversion among stages with MIN_SAMPLE accounts."""
     if f.weakest is not None:
         return next((s for s in f.stages if s.name == f.weakest), None)
-    measured = [s for s in f.stages if s.conversion is not None]
+    measured = [s for s in f.stages if s.conversion is not None and s.entered >= MIN_SAMPLE]
     return min(measured, key=lambda s: s.conversion) if measured else None
 
 
@@ -435,7 +443,7 @@ class DigestData:
     new_stalls: int
     arr_at_risk: float
     resolved_since_yesterday: int
-    activation_by_track: Mapping[str, float | None]  # last 14 days, 0..1
+    activation_by_track: Mapping[str, float | None]  # mature cohort (funnel.tracks), 0..1
     rows: Sequence[StallRow]  # the rest: stalled accounts not pinged today, not snoozed, ranked (may be a slice)
     total_open: int | None = None  # all open (stalled, not snoozed) accounts (None: len(rows))
     snoozed: int = 0

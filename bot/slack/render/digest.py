@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from slack_sdk.models.blocks import Block, DividerBlock, SectionBlock
 
 from bot.slack.render.format import PRIORITY_EMOJI, join_lines, label, money, percent, person
-from bot.slack.render.funnel import funnel_summary
+from bot.slack.render.funnel import activation_line, funnel_summary
 from bot.slack.render.notes import row_note_line
 from bot.slack.render.limits import NAME_MAX, ROW_WHY_MAX, SECTION_TEXT_MAX, SHORT_MAX, TEXT_BUDGET
 from bot.slack.render.packing import Packer, block_text_length, check_message
@@ -106,7 +106,9 @@ def _digest_overview(d: DigestData) -> list[list[Block]]:
     context = []
     if d.escalated_trend is not None and (d.escalated_trend.now or d.escalated_trend.day_ago):
         context.append(f"Escalated today: {d.escalated_trend.now:,.0f}{_delta(d.escalated_trend, inline=True)}")
-    if d.activation_by_track:
+    if d.funnel is not None and d.funnel.tracks:  # the mature cohort, with sample sizes
+        context.append(activation_line(d.funnel))
+    elif d.activation_by_track:
         rates = " · ".join(f"{label(track)} {percent(rate)}" for track, rate in d.activation_by_track.items())
         context.append(f"Activation rate, last 14 days: {rates}")
     if context:
