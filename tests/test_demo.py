@@ -218,6 +218,7 @@ def test_demo_end_to_end(tmp_path):
     assert f"from {SPIKE_STORY}" in text and f"P0 · {SPIKE_STORY}" in text
     assert f"from {LATE_STORY}" in text and f"Auto-resolved · {LATE_STORY}" in text
     assert "Integration Connected arrived late" in text
+    _assert_next_days(text, out / "stallwatch-demo.db")
     assert "Done in" in text
     # the folder: one Block Kit file per message, an index with Builder links, the history, the db
     index = (out / "README.md").read_text(encoding="utf-8")
@@ -235,6 +236,53 @@ def test_demo_end_to_end(tmp_path):
     assert sorted(f.name for f in (out / "messages").iterdir()) == [f.name for f in files]
 
 
+def _assert_next_days(text: str, db: Path) -> None:
+    """The scripted days: the spike's account reassigned through the CRM (its open ping moved
+    to the new owner), resolved as known until a date, and not reopened two days later, although
+    its spike is still there (without the decision, the same evaluation opens it)."""
+    from sqlalchemy import select, update
+
+    from bot.scan import evaluate_accounts
+    from storage.db import make_engine
+    from storage.models import Account, AuditEntry, Stall
+
+    assert f"The next days: {SPIKE_STORY} changes hands" in text
+    moved = re.search(r"audit account\.owner_changed: (\S+@\S+) → (\S+@\S+)\. .* (\d+) open ping moved: @(U\w+) gets "
+                      r"it by DM and the ping now shows owner @\4\.", text)
+    assert moved and moved.group(1) != moved.group(2) and moved.group(3) == "1", text
+    former, new, user = moved.group(1), moved.group(2), moved.group(4)
+    assert f"┌─ {user} · DM ·" in text and f"Owner: @{user}" in text  # the new owner's DM, the ping re-rendered
+    assert f"{user} resolves {SPIKE_STORY}: known, quiet until" in text
+    assert f"Resolved by @{user}" in text and "SSO fix ships" in text  # the ping edited with the decision
+    held = re.search(rf"{SPIKE_STORY}: resolved as known until (\w+ \d+) by @{user}; 2 days and (\d+) scans later "
+                     r"\(\w+ \d\d:\d\d UTC\): still closed, no ping\. (\d+) tickets still inside", text)
+    assert held and int(held.group(2)) == 2 * 24 * 12 and int(held.group(3)) >= 3, text
+
+    engine = make_engine(f"sqlite:///{db}")
+    try:
+        stall, account, audit = Stall.__table__, Account.__table__, AuditEntry.__table__
+        with engine.connect() as conn:
+            acct = conn.execute(select(account).where(account.c.name == SPIKE_STORY)).one()
+            assert (acct.owner_email, acct.owner_slack_id) == (new, user)
+            assert conn.execute(select(audit.c.detail).where(audit.c.account_id == acct.id,
+                                                             audit.c.action == "account.owner_changed")).scalar() \
+                == {"from": former, "to": new}
+            stalls = conn.execute(select(stall).where(stall.c.account_id == acct.id)).all()
+        spike = [s for s in stalls if s.rule == "ticket_spike"]
+        assert len(spike) == 1 and spike[0].open_key is None and spike[0].resolution_kind == "known"
+        assert spike[0].resolved_by == user and spike[0].quiet_until.day == int(held.group(1).split()[1])
+        assert all(s.open_key is None for s in stalls)  # nothing of the account reopened
+        # The decision is what keeps it closed: without it, the same evaluation opens the spike again.
+        resolved = spike[0].resolved_at
+        end = (resolved if resolved.tzinfo else resolved.replace(tzinfo=UTC)) + timedelta(days=2)
+        with engine.begin() as conn:
+            conn.execute(update(stall).where(stall.c.id == spike[0].id).values(decision_key=None))
+        report = evaluate_accounts(engine, load_rules(), [acct.id], now=end)
+        assert report.opened == 1
+    finally:
+        engine.dispose()
+
+
 def test_demo_default_size(tmp_path):
     result = cli("demo", "--out", str(tmp_path / "demo"), "--pings", "1")
     assert result.exit_code == 0
@@ -248,6 +296,7 @@ def test_demo_posts_to_slack_when_configured(tmp_path, fake_slack):
                  STALLWATCH_ALERTS_CHANNEL="C0ALERTS", STALLWATCH_DIGEST_CHANNEL="C0DIGEST")
     assert result.exit_code == 0, result.output
     assert "Posted to Slack:" in result.stdout
+    assert "The next days" not in result.stdout  # simulated days ahead of the real clock are never posted
     posted = fake_slack.messages("C0ALERTS")
     assert posted and any(f"P0 · {SPIKE_STORY}" in json.dumps(m, ensure_ascii=False) for m in posted)
     assert any(LATE_STORY in json.dumps(m) and "Auto-resolved" in json.dumps(m) for m in posted)  # edited in place

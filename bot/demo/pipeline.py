@@ -20,6 +20,12 @@ least an hour before the real clock; Stallwatch is "connected" an hour before it
    outbox rows are what Slack got: rendered in the terminal (bot/demo/show.py) and written
    as Block Kit JSON files with Block Kit Builder links.
 
+4. The next days (not when posting: they run ahead of the real clock): the CRM reassigns the
+   account the live ticket spike pinged (a Segment `group` call with a new `owner_email`), the
+   owner resolver's pass the route woke maps the owners (the simulated Slack answers
+   users.lookupByEmail) and moves the open ping; the new owner resolves it as known until a
+   date through the use-case; two days of scheduled scans follow (`_next_days`).
+
 No quiet hours fall in the demo's hour with the default rules, so the sender running on the
 real clock sends each row when the demo's clock made it, as it would live.
 """
@@ -111,6 +117,7 @@ class DemoResult:
     tracking_issues: int = 0
     steps: list[Step] = field(default_factory=list)
     messages: list[Message] = field(default_factory=list)
+    next_days: "NextDays | None" = None  # the scripted days after the live part (not when posting)
     posted: bool = False
     seconds: float = 0.0
 
@@ -119,6 +126,45 @@ class DemoResult:
 
     def messages_of(self, phase: str, kind: str | None = None) -> list[Message]:
         return [m for m in self.messages if m.phase == phase and (kind is None or m.kind == kind)]
+
+
+@dataclass
+class NextDays:
+    """The scripted part after "Minutes later, live": the CRM reassigns the account the live
+    ticket spike pinged, its new owner resolves it as known until a date, and two simulated
+    days of scheduled scans follow. What the real code did, read back from the database."""
+
+    account: str
+    account_id: str
+    stall_id: int  # the lead stall of its ping
+    former_owner: str | None
+    new_owner: str  # the email the CRM sent
+    new_owner_id: str | None = None  # the Slack user the resolver mapped it to
+    reassigned_at: datetime | None = None
+    audit: dict | None = None  # the account.owner_changed entry's detail ({"from", "to"})
+    mapped: int = 0  # owner emails the resolver pass mapped
+    moved: int = 0  # open pings the pass moved
+    resolved_at: datetime | None = None
+    told: str = ""  # what the use-case answered the CSM
+    resolution: str = ""  # the stall's resolution as stored
+    kind: str = ""  # its resolution_kind
+    quiet_until: datetime | None = None
+    scans: int = 0
+    days: int = 0
+    until: datetime | None = None  # the end of the simulated days
+    spike_tickets: int = 0  # the account's tickets still inside the spike window then
+    window_days: float = 0.0  # the spike window (rules)
+    evaluated: Any = None  # ScanReport of the account's evaluation at the end
+    reopened: int = 0  # the account's stalls opened after the resolve
+    pinged: int = 0  # Slack calls about the account after the resolve
+    opened_elsewhere: int = 0  # stalls the scans opened on other accounts meanwhile
+    messages_elsewhere: int = 0  # Slack calls for them
+
+
+NEXT_DAYS = 2  # simulated days of scans after the resolve
+QUIET_DAYS = 5  # "known: quiet until" this many days after the resolve
+REASSIGN_AFTER = timedelta(minutes=20)  # after the digest moment: the CRM's reassignment
+RESOLVE_AFTER = timedelta(minutes=30)  # the new owner resolves it
 
 
 def demo_now(rules, real_now: datetime) -> datetime:
@@ -233,6 +279,10 @@ def run_demo(*, out: Path, seed: int = 7, accounts: int | None = None, days: int
         asyncio.run(_timeline(app, settings, [r for r in company.records if r.at > connect], clock, engine,
                               rules, router, connect, now, routed_scan, post_digest, step, result))
         _stall_counts(engine, result)
+        if not slack_token:  # simulated days run ahead of the real clock: shown, never posted
+            status("the next days: a reassignment, a resolve that lasts")
+            result.next_days = asyncio.run(_next_days(app, settings, clock, engine, rules, router, now,
+                                                      routed_scan, step, result))
     finally:
         app.state.writer.close()
         engine.dispose()
@@ -392,6 +442,122 @@ async def _timeline(app, settings, records: list[Record], clock: _Clock, engine,
                 outcome = post_digest(engine, settings, rules, now)
                 step(now, f"daily digest: {outcome.reason}", "digest", (time.perf_counter() - t0) * 1000)
             tick += interval
+
+
+async def _next_days(app, settings, clock: _Clock, engine, rules, router, now: datetime, scan, step,
+                     result: DemoResult) -> "NextDays | None":
+    """After the live part: the account the ticket spike pinged is reassigned in the CRM (a
+    Segment `group` call with a new `owner_email`, through /v1/batch); the owner resolver runs
+    as the app's wake-up makes it run (bot.slack.owners: it maps the owner emails with
+    users.lookupByEmail, here the simulated Slack's, and moves the open ping); the new owner
+    resolves the alert as known until a date (bot.stalls.actions.resolve, then the pings are
+    re-rendered as the Slack listener does); then the scheduler's scans run for two simulated
+    days, and the account is evaluated once more at the end, as any new event of it would."""
+    from bot.demo.company import SPIKE_STORY, _group_traits, iso
+    from bot.scan import evaluate_accounts
+    from bot.slack.listeners.actions import refresh_pings
+    from bot.slack.owners import OWNER_CHANGED, OwnerResolver
+    from bot.slack.queries import PING
+    from bot.stalls import actions
+    from bot.stalls.context import Services
+    from storage.db import read_tx
+    from storage.models import Account, Alert, AuditEntry, Stall
+    from storage.stalls import tickets_by_account
+
+    account = next((a for a in result.company.accounts if a.name == SPIKE_STORY), None)
+    alert, stall, audit, acct = Alert.__table__, Stall.__table__, AuditEntry.__table__, Account.__table__
+    if account is None:
+        return None
+    with read_tx(engine) as conn:
+        lead = conn.execute(select(func.max(alert.c.stall_id)).select_from(alert.join(stall, stall.c.id == alert.c.stall_id))
+                            .where(stall.c.account_id == account.id, alert.c.kind == PING,
+                                   alert.c.closed_at.is_(None))).scalar()
+    others = [e for e in result.company.csms() if e != account.owner_email]
+    if lead is None or not others:
+        return None  # the spike was not pinged (a company too small for its story)
+    new_owner = others[0]
+    story = NextDays(account=account.name, account_id=account.id, stall_id=lead, former_owner=account.owner_email,
+                     new_owner=new_owner)
+
+    # 1. The CRM reassigns the account: a group call, through the route the backfill used.
+    at = now + REASSIGN_AFTER
+    clock.live = at
+    message = {"messageId": f"sw-demo-reassign-{account.id}", "timestamp": iso(at), "type": "group",
+               "userId": account.user_id, "groupId": account.id,
+               "traits": {**_group_traits(account), "owner_email": new_owner}}
+    t0 = time.perf_counter()
+    async with _client(app) as client:
+        await _post_segment(client, settings, [message])
+    story.reassigned_at = at
+    with read_tx(engine) as conn:
+        entry = conn.execute(select(audit.c.detail).where(audit.c.account_id == account.id,
+                                                          audit.c.action == OWNER_CHANGED)
+                             .order_by(audit.c.id.desc()).limit(1)).scalar()
+    story.audit = dict(entry) if entry else None
+    # The route set the owner resolver's wake-up (as in `serve`); its pass runs now. There is
+    # no Slack token: the simulated Slack answers users.lookupByEmail (bot.slack.simulated).
+    woken = app.state.wakeups.slack_owners.is_set()
+    app.state.wakeups.slack_owners.clear()
+    if woken:
+        lookup = SimulatedSlack()
+        owners = OwnerResolver(engine, settings.model_copy(update={"slack_bot_token": SimulatedSlack.token}), rules,
+                               client_factory=lambda: lookup, clock=lambda: at)
+        stats = owners.resolve_pending(at)
+        story.mapped, story.moved = stats.resolved, stats.moved
+    with read_tx(engine) as conn:
+        story.new_owner_id = conn.execute(select(acct.c.owner_slack_id).where(acct.c.id == account.id)).scalar()
+    step(at, f"the CRM reassigns {account.name} to {new_owner} (Segment group call to /v1/batch)", "next days",
+         (time.perf_counter() - t0) * 1000)
+
+    # 2. The new owner resolves it: known, quiet until a date, with a note.
+    at = now + RESOLVE_AFTER
+    services = Services(engine, settings, rules, clock=lambda: at)
+    until = (at + timedelta(days=QUIET_DAYS)).date()
+    user = story.new_owner_id or new_owner
+    t0 = time.perf_counter()
+    outcome = actions.resolve(services, lead, user, reason="known", until=until, source="demo",
+                              note=f"SSO fix ships {until:%b} {until.day}; the EU team signs in with passwords until then")
+    refresh_pings(services, lead)  # what the Slack listener does after the use-case
+    story.resolved_at, story.told = at, outcome.text
+    with read_tx(engine) as conn:
+        row = conn.execute(select(stall.c.resolution, stall.c.resolution_kind, stall.c.quiet_until)
+                           .where(stall.c.id == lead)).first()
+    story.resolution, story.kind = row.resolution or "", row.resolution_kind or ""
+    story.quiet_until = row.quiet_until
+    step(at, f"{user} resolves {account.name}: known, quiet until {until:%a %d %b}", "next days",
+         (time.perf_counter() - t0) * 1000)
+    mark = len(result.messages)
+
+    # 3. The scheduler's next two days: a scan (and the P0 escalation check) every interval.
+    interval = timedelta(minutes=rules.routing.scan_interval_minutes)
+    end = at + timedelta(days=NEXT_DAYS)
+    tick = at + interval
+    while tick <= end:
+        clock.live = tick
+        report = scan(engine, rules, tick)  # nothing arrives meanwhile: no thread needed
+        escalated = router.escalate_due(tick)
+        story.scans += 1
+        if report.opened or report.changed_ids or escalated:
+            step(tick, f"scheduled scan: {report.candidates} account(s) due, {report.opened} stall(s) opened",
+                 "next days")
+        tick += interval
+    # The account once more at the end, as a new event of it would have it evaluated.
+    story.days, story.until = NEXT_DAYS, end
+    story.evaluated = evaluate_accounts(engine, rules, [account.id], now=end, hooks=[router.handle])
+    step(end, f"{account.name} evaluated again", "next days")
+    with read_tx(engine) as conn:
+        story.window_days = rules.stall_rules.ticket_spike.window_days
+        window = timedelta(days=story.window_days)
+        story.spike_tickets = sum(t.created_at >= end - window
+                                  for t in tickets_by_account(conn, [account.id], end).get(account.id, ()))
+        opened_after = select(stall.c.account_id).where(stall.c.opened_at > story.resolved_at)
+        reopened = [a for (a,) in conn.execute(opened_after)]
+    story.reopened = sum(a == account.id for a in reopened)
+    story.opened_elsewhere = len(reopened) - story.reopened
+    later = result.messages[mark:]
+    story.pinged = sum(account.name in m.text for m in later)
+    story.messages_elsewhere = len(later) - story.pinged
+    return story
 
 
 # ---------------------------------------------------------------------- the outbox

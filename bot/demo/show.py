@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections import Counter
+from datetime import datetime
 from pathlib import Path
 from typing import Callable
 
@@ -35,6 +36,55 @@ def _title(m: Message) -> str:
 
 def _payload(m: Message) -> dict:
     return {"blocks": m.blocks} if m.blocks else {"text": m.text}
+
+
+def _day(at: datetime | None) -> str:
+    return f"{at:%b} {at.day}" if at else "?"
+
+
+def _next_days(result: DemoResult, echo: Callable[[str], None], rule, message) -> None:
+    """The scripted days after the live part: a reassignment that moves the open ping, a
+    resolve with a reason, and two days of scans that do not reopen it."""
+    nd = result.next_days
+    steps = result.phase("next days")
+    shown: list[dict] = []
+
+    def once(m: Message) -> None:  # a refresh edits every copy of a ping alike: each copy shown once
+        if _payload(m) in shown:
+            echo(f"[{_title(m)}: shows the same]")
+        else:
+            shown.append(_payload(m))
+            message(m)
+
+    reassign, resolve, *days = steps
+    who = f"@{nd.new_owner_id}" if nd.new_owner_id else nd.new_owner
+    echo(rule(f"The next days: {nd.account} changes hands, and a decision that lasts"))
+    echo(f"{reassign.at:%H:%M}  {reassign.what} → {_n(len(reassign.messages), 'Slack call')}")
+    audit = nd.audit or {}
+    echo(f"       audit account.owner_changed: {audit.get('from') or 'nobody'} → {audit.get('to') or 'nobody'}. "
+         f"The route woke the owner resolver (bot/slack/owners.py); no Slack token, so the simulated Slack answered "
+         f"users.lookupByEmail: {_n(nd.mapped, 'owner email')} mapped to Slack users, "
+         f"{_n(nd.moved, 'open ping')} moved: {who} gets it by DM and the ping now shows owner {who}.")
+    for m in reassign.messages:
+        once(m)
+    echo(f"{resolve.at:%H:%M}  {resolve.what} → {_n(len(resolve.messages), 'Slack call')}")
+    echo(f"       bot.stalls.actions.resolve answered \"{nd.told}\"; stored: {nd.resolution}")
+    for m in resolve.messages:
+        once(m)
+    held = (f"{nd.account}: resolved as {nd.kind} until {_day(nd.quiet_until)} by {who}; {nd.days} days and "
+            f"{nd.scans} scans later ({nd.until:%a %H:%M} UTC): ")
+    evaluated = nd.evaluated
+    if nd.reopened == 0 and nd.pinged == 0:
+        held += (f"still closed, no ping. {_n(nd.spike_tickets, 'ticket')} still inside its {nd.window_days:g}-day "
+                 f"spike window, and evaluated again then ({evaluated.candidates} account, {evaluated.opened} stalls opened) the "
+                 f"decision holds it until {_day(nd.quiet_until)}.")
+    else:
+        held += f"reopened: {_n(nd.reopened, 'stall')}, {_n(nd.pinged, 'Slack call')} about it."
+    echo(held)
+    echo(f"Meanwhile the synthetic company sends no more events, so other accounts stall as time passes: "
+         f"{_n(nd.opened_elsewhere, 'stall')} opened on them, {_n(nd.messages_elsewhere, 'Slack call')} "
+         f"(every one in {_rel(result.out / 'README.md')}).")
+    echo("")
 
 
 def show(result: DemoResult, echo: Callable[[str], None], *, color: bool = True, pings_shown: int = 10) -> None:
@@ -132,6 +182,9 @@ def show(result: DemoResult, echo: Callable[[str], None], *, color: bool = True,
             for m in s.messages:
                 message(m)
         echo("")
+
+    if result.next_days is not None:
+        _next_days(result, echo, rule, message)
 
     if result.posted:
         sent = sum(m.status == "sent" for m in result.messages)

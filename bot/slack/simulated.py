@@ -39,6 +39,13 @@ class SimulatedSlack:
     def views_publish(self, *, user_id: str, **_: Any) -> dict:
         return {"ok": True, "view": {"id": f"V{self._ts().replace('.', '')}"}}
 
+    def users_lookupByEmail(self, *, email: str, **_: Any) -> dict:
+        """Everyone is in this workspace: the user id is made from the email's name (stable, and
+        readable where the demo prints a mention: maya.chen@... is UMAYACHEN)."""
+        self.calls += 1
+        name = "".join(c for c in email.split("@", 1)[0].upper() if c.isalnum())[:30] or "USER"
+        return {"ok": True, "user": {"id": f"U{name}", "profile": {"email": email}}}
+
     def conversations_history(self, **_: Any) -> dict:
         return {"ok": True, "messages": [], "has_more": False}
 
