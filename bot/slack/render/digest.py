@@ -31,7 +31,7 @@ def digest_text(d: DigestData) -> str:
 
 MAX_MESSAGES = 3  # a digest a manager reads: at most three Slack messages
 FOOTER_CHARS = 400  # room kept for the footer in the last message
-ROWS_PER_MESSAGE = 40  # rows of one block each, beside headings, under Slack's 50 blocks
+ROWS_PER_MESSAGE = 45  # rows of one block each, beside headings, under Slack's 50 blocks
 
 
 def digest_messages(d: DigestData, *, text_budget: int = TEXT_BUDGET) -> list[list[Block]]:
@@ -43,8 +43,11 @@ def digest_messages(d: DigestData, *, text_budget: int = TEXT_BUDGET) -> list[li
     When it would take more messages, fewer rows per owner are listed."""
     # Start from what three messages can hold (about 40 rows each) shared among the owners,
     # so that the usual digest renders once or twice.
-    owners = len({r.owner for r in d.rows[: max(d.max_items, 0)]}) or 1
-    limit = max(1, min(d.per_owner, ROWS_PER_MESSAGE * MAX_MESSAGES // owners))
+    groups = _group_by_owner(d.rows[: max(d.max_items, 0)])
+    capacity = ROWS_PER_MESSAGE * MAX_MESSAGES
+    limit = max(d.per_owner, 1)
+    if sum(min(len(rows), limit) for _, rows in groups) > capacity:
+        limit = max(1, min(limit, capacity // (len(groups) or 1)))
     while True:
         messages, complete = _render(d, limit, text_budget)
         if complete or limit == 1:
