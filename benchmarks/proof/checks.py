@@ -82,9 +82,10 @@ def outbox_state(db: Database) -> OutboxState:
 
 
 def post_keys(state: OutboxState) -> set[str]:
-    """The keys of the outbox rows that are posts (ping, reprio, escalation, digest messages)."""
-    return {k for k in state.keys if k.split(":", 1)[0] in ("ping", "reprio", "escalation", "digest", "ops")
-            and not k.endswith(":chart")}
+    """The keys of the outbox rows that are posts (pings, their thread replies, backlog summaries,
+    escalations, digest messages)."""
+    posts = ("ping", "reprio", "news", "backlog", "escalation", "digest", "ops")
+    return {k for k in state.keys if k.split(":", 1)[0] in posts and not k.endswith(":chart")}
 
 
 def stored_ids(db: Database) -> set[tuple[str, str]]:
@@ -107,21 +108,34 @@ def live_stalls(db: Database) -> list:
 
 
 def expected_pings(db: Database, alerts_channel: str, realtime=("P0", "P1")) -> set[str]:
-    """One ping per live real-time stall and destination: the alerts channel, and the owner's DM
-    when the owner's Slack user is known."""
-    keys = set()
+    """One ping per account with a live real-time stall, per destination: the alerts channel,
+    and the owner's DM when the owner's Slack user is known. One alert per account: the ping's
+    key names the account's lead stall (the one its open Alert of kind "ping" sits on); an
+    account never pinged is named after one of its stalls, so it shows as missing. Stalls that
+    went into a backlog summary are owed no ping."""
+    leads = {r.account_id: r.stall_id for r in db.rows(
+        "SELECT s.account_id, a.stall_id FROM alert a JOIN stall s ON s.id = a.stall_id "
+        "WHERE a.kind = 'ping' AND a.closed_at IS NULL ORDER BY a.id")}
+    backlog = {r.stall_id for r in db.rows("SELECT stall_id FROM alert WHERE kind = 'backlog'")}
+    owed = {}
     for s in live_stalls(db):
-        if s.priority in realtime and s.status == "open":
-            keys.add(f"ping:{s.id}:{alerts_channel}")
-            if s.owner_slack_id:
-                keys.add(f"ping:{s.id}:{s.owner_slack_id}")
+        if s.priority in realtime and s.status == "open" and s.id not in backlog:
+            owed.setdefault(s.account_id, s)
+    keys = set()
+    for account, s in owed.items():
+        lead = leads.get(account, s.id)
+        keys.add(f"ping:{lead}:{alerts_channel}")
+        if s.owner_slack_id:
+            keys.add(f"ping:{lead}:{s.owner_slack_id}")
     return keys
 
 
 def unrouted_stalls(db: Database, realtime=("P0", "P1")) -> list:
-    """Live real-time stalls that no router ever pinged (no "ping" Alert row at all)."""
+    """Live real-time stalls that no router ever looked at: no Alert row of theirs says they
+    were pinged, joined their account's ping as a reason, or went into a backlog summary."""
     return [s for s in live_stalls(db) if s.priority in realtime and s.status == "open"
-            and not db.scalar("SELECT count(*) FROM alert WHERE stall_id = :id AND kind = 'ping'", id=s.id)]
+            and not db.scalar("SELECT count(*) FROM alert WHERE stall_id = :id AND kind IN ('ping', 'reason', "
+                              "'backlog')", id=s.id)]
 
 
 def routed_pings(db: Database, alerts_channel: str, realtime=("P0", "P1")) -> set[str]:

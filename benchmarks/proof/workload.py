@@ -105,10 +105,11 @@ def track_message(message_id: str, account: str, event: str, at: datetime, user:
 
 
 def spike_tickets(account: str, now: datetime, tag: str = "") -> list[dict]:
-    """Three open tickets within a week, two on one topic: a ticket spike."""
+    """Three open tickets within hours, two on one topic: a ticket spike, and news (tickets days
+    older than the account's first sighting would be a backfill's backlog, never pinged)."""
     return [{"id": f"{account}-T{n}{tag}", "account_id": account, "status": "open", "topic": topic,
-             "subject": f"{topic} problem {n}", "created_at": iso(now - timedelta(days=days))}
-            for n, (topic, days) in enumerate((("SSO", 5), ("Billing", 3), ("sso", 1)))]
+             "subject": f"{topic} problem {n}", "created_at": iso(now - timedelta(hours=hours))}
+            for n, (topic, hours) in enumerate((("SSO", 5), ("Billing", 3), ("sso", 1)))]
 
 
 def payment_failed_event(run: str, account: str, now: datetime) -> dict:
