@@ -317,7 +317,7 @@ def test_concurrent_resolves_resolve_once(ping):
     assert row.resolved_by == entry.actor and row.status == "resolved"
     refused = [r.json()["errors"]["reason"] for r in results if r.content]
     assert len(refused) == 2
-    assert all(t.startswith(f"Already resolved by <@{entry.actor}>") for t in refused)
+    assert all(t.startswith(f"Already resolved by <@{entry.actor}>") for t in refused), refused
 
 
 def test_double_assign_is_harmless(ping):

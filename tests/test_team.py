@@ -30,6 +30,7 @@ from bot.stalls.permissions import PERMISSIONS, Op, Role
 from bot.stalls.team import TeamRoster
 from bot.stalls.views import ping_view
 from storage.db import utcnow
+from storage.lookup import forget_names
 from storage.models import Alert, SlackOutbox
 
 from factories import ACCOUNT, DAY, HOUR, PROJECT, STALL, T0, audits, signup, stalls, store, track
@@ -391,6 +392,7 @@ def test_view_journey_and_journey_follow_the_same_rule(fake_slack, engine, db_ur
 def test_an_outsider_gets_no_suggestions_or_picks_of_accounts_they_cannot_see(fake_slack, engine, db_url):
     with harness(fake_slack, engine, db_url, "") as slack:
         seed_two(slack)
+        forget_names()  # the name index is per process: one an earlier test filled would be stale
         _, method = slack.command("/journey", "globx", OUTSIDER)  # a typo: would suggest Globex
         answer = slack.answer(method)
         assert "No account matches" in answer["text"] and "Globex" not in json.dumps(answer)

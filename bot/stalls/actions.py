@@ -302,6 +302,9 @@ def alert_of(conn: Connection, services: Services, op: Op, stall_id: int, user: 
         raise NotFound()
     live = sql.live_stalls_of(conn, row.account_id)
     if not live:
+        # Read again: on PostgreSQL each statement sees what was committed when it began, so the
+        # row read above may predate the resolve that emptied the alert.
+        row = sql.subject_of(conn, stall_id) or row
         raise AlreadyResolved(row.resolved_by, row.status, at=row.resolved_at, resolution=row.resolution,
                               now=services.clock())
     assignee = row.assignee or next((s.assignee for s in live if s.assignee), None)
