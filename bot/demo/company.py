@@ -373,7 +373,8 @@ def _account(rng: random.Random, number: int, name: str, arr: float, plan: str, 
     )
 
 
-def _group_traits(acc: DemoAccount) -> dict[str, Any]:
+def group_traits(acc: DemoAccount) -> dict[str, Any]:
+    """A demo account's Segment group traits (the CRM's view of it: name, ARR, owner...)."""
     traits: dict[str, Any] = {"name": acc.name, "domain": acc.domain, "plan": acc.plan, "arr": acc.arr,
                               "employees": max(5, int(acc.arr / 900)), "seats": max(3, int(acc.arr / 1800))}
     if acc.owner_email:
@@ -388,7 +389,7 @@ def _identify_and_group(b: _Builder, acc: DemoAccount, at: datetime, received: d
                    "traits": {"email": acc.email, "name": acc.contact_name}, "context": {"groupId": acc.id}},
               received)
     b.segment(at + timedelta(seconds=2), {"type": "group", "userId": acc.user_id, "groupId": acc.id,
-                                          "traits": _group_traits(acc)}, received)
+                                          "traits": group_traits(acc)}, received)
 
 
 def _price(acc: DemoAccount) -> dict[str, Any]:

@@ -453,7 +453,7 @@ async def _next_days(app, settings, clock: _Clock, engine, rules, router, now: d
     resolves the alert as known until a date (bot.stalls.actions.resolve, then the pings are
     re-rendered as the Slack listener does); then the scheduler's scans run for two simulated
     days, and the account is evaluated once more at the end, as any new event of it would."""
-    from bot.demo.company import SPIKE_STORY, _group_traits, iso
+    from bot.demo.company import SPIKE_STORY, group_traits, iso
     from bot.scan import evaluate_accounts
     from bot.slack.listeners.actions import refresh_pings
     from bot.slack.owners import OWNER_CHANGED, OwnerResolver
@@ -484,7 +484,7 @@ async def _next_days(app, settings, clock: _Clock, engine, rules, router, now: d
     clock.live = at
     message = {"messageId": f"sw-demo-reassign-{account.id}", "timestamp": iso(at), "type": "group",
                "userId": account.user_id, "groupId": account.id,
-               "traits": {**_group_traits(account), "owner_email": new_owner}}
+               "traits": {**group_traits(account), "owner_email": new_owner}}
     t0 = time.perf_counter()
     async with _client(app) as client:
         await _post_segment(client, settings, [message])
