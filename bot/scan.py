@@ -103,6 +103,7 @@ def scan(engine: Engine, rules: Rules, now: datetime | None = None, *, only: Seq
             reviews: list[dict] = []
             changes = _decide(conn, rows, rules, now, stage_updates, reviews, report)
             with write_tx(engine) as wconn:
+                _lock_accounts(wconn, [r.id for r in rows])
                 applied = apply_changes(wconn, changes, now)
                 _set_stage_and_health(wconn, stage_updates)
                 set_next_eval(wconn, reviews)
@@ -204,6 +205,16 @@ def _health(row, plan, facts: AccountFacts, scored, now: datetime):
         open_tickets=len(open_tickets), escalated_tickets=sum(escalated(t.priority) for t in open_tickets),
         payment_failed=row.payment_failed_at is not None, renewal_days=days_until(row.renewal_date, now),
     ), plan.rules.health, now)
+
+
+def _lock_accounts(conn, account_ids: list[str]) -> None:
+    """PostgreSQL: lock the batch's account rows first, in id order. Several processes may
+    evaluate overlapping accounts at once (two servers' event-driven evaluations, the leader's
+    scan), and this transaction updates account rows in more than one statement; taken in one
+    order up front, the locks cannot deadlock. (SQLite has one writer at a time.)"""
+    if account_ids and conn.dialect.name == "postgresql":
+        conn.execute(select(ACCOUNT.c.id).where(ACCOUNT.c.id.in_(sorted(set(account_ids))))
+                     .order_by(ACCOUNT.c.id).with_for_update())
 
 
 def _set_stage_and_health(conn, updates: list[dict]) -> None:
