@@ -28,7 +28,7 @@ from rules.review import next_review
 from rules.scoring import score
 from rules.stalls import evaluate
 from bot import metrics
-from storage.db import read_tx, utcnow, write_tx
+from storage.db import read_tx, retry_conflicts, utcnow, write_tx
 from storage.ingest import journey_columns, rules_version
 from storage.models import Account
 from storage.sql import FastMany
@@ -102,11 +102,16 @@ def scan(engine: Engine, rules: Rules, now: datetime | None = None, *, only: Seq
             stage_updates: list[dict] = []
             reviews: list[dict] = []
             changes = _decide(conn, rows, rules, now, stage_updates, reviews, report)
-            with write_tx(engine) as wconn:
-                _lock_accounts(wconn, [r.id for r in rows])
-                applied = apply_changes(wconn, changes, now)
-                _set_stage_and_health(wconn, stage_updates)
-                set_next_eval(wconn, reviews)
+            def write(changes=changes, stage_updates=stage_updates, reviews=reviews) -> Applied:
+                with write_tx(engine) as wconn:
+                    applied = apply_changes(wconn, changes, now)
+                    _set_stage_and_health(wconn, stage_updates)
+                    set_next_eval(wconn, reviews)
+                return applied
+
+            # Concurrent evaluations of overlapping accounts (two servers and a worker) can
+            # deadlock on PostgreSQL; the aborted one is run again (its writes are guarded).
+            applied = retry_conflicts(write, log=log, what="a scan's batch")
             _count(report, changes, applied)
     if full and only is None:
         set_meta(engine, "scan_rules", fingerprint)
@@ -205,16 +210,6 @@ def _health(row, plan, facts: AccountFacts, scored, now: datetime):
         open_tickets=len(open_tickets), escalated_tickets=sum(escalated(t.priority) for t in open_tickets),
         payment_failed=row.payment_failed_at is not None, renewal_days=days_until(row.renewal_date, now),
     ), plan.rules.health, now)
-
-
-def _lock_accounts(conn, account_ids: list[str]) -> None:
-    """PostgreSQL: lock the batch's account rows first, in id order. Several processes may
-    evaluate overlapping accounts at once (two servers' event-driven evaluations, the leader's
-    scan), and this transaction updates account rows in more than one statement; taken in one
-    order up front, the locks cannot deadlock. (SQLite has one writer at a time.)"""
-    if account_ids and conn.dialect.name == "postgresql":
-        conn.execute(select(ACCOUNT.c.id).where(ACCOUNT.c.id.in_(sorted(set(account_ids))))
-                     .order_by(ACCOUNT.c.id).with_for_update())
 
 
 def _set_stage_and_health(conn, updates: list[dict]) -> None:

@@ -158,3 +158,29 @@ def read_tx(engine: Engine) -> Iterator[Connection]:
     with engine.connect() as conn:
         with conn.begin():
             yield conn
+
+
+# PostgreSQL's answers that mean "another transaction got in the way, run it again": a
+# deadlock (one of the two is aborted) and a serialization failure.
+CONFLICT_STATES = frozenset({"40P01", "40001"})
+
+
+def is_conflict(exc: BaseException) -> bool:
+    """Whether `exc` is a transaction conflict that a retry of the whole transaction resolves."""
+    orig = getattr(exc, "orig", exc)
+    return getattr(orig, "sqlstate", None) in CONFLICT_STATES
+
+
+def retry_conflicts(run, *, attempts: int = 4, log=None, what: str = "a transaction"):
+    """`run()` (one whole write transaction), run again when PostgreSQL aborts it as a deadlock
+    or a serialization failure; other errors, and the last conflict, are raised."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return run()
+        except Exception as exc:  # noqa: BLE001 - re-raised unless a conflict to retry
+            if attempt == attempts or not is_conflict(exc):
+                raise
+            if log is not None:
+                log.warning("%s conflicted with another (%s); retrying (%d)", what, type(getattr(exc, "orig", exc)).__name__,
+                            attempt)
+            time.sleep(0.02 * attempt)

@@ -23,6 +23,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError, TimeoutError
 
 from rules.config import Rules
+from storage.db import retry_conflicts
 from storage.ingest import StoreResult, store_batches
 
 if TYPE_CHECKING:
@@ -82,7 +83,9 @@ class BatchWriter:
     def _store(self, group: list) -> None:
         now = max(now for _, now, _ in group)
         try:
-            results = store_batches(self.engine, [events for events, _, _ in group], self.rules, now)
+            # A deadlock with a concurrent writer or scan (PostgreSQL) is run again, whole.
+            results = retry_conflicts(lambda: store_batches(self.engine, [events for events, _, _ in group],
+                                                            self.rules, now), log=log, what="storing a batch")
         except Exception as exc:
             if len(group) > 1:
                 for item in group:  # isolate the failing batch
