@@ -58,10 +58,11 @@ from bot.slack.render import (backlog_blocks, backlog_text, escalation_blocks, e
                               escalation_text, followup_note, news_text, ping_blocks, ping_text, winback_blocks,
                               winback_text)
 from bot.stalls.context import Wakeups
-from bot.stalls.views import LIVE, PRIORITY_RANK, PingView, ping_views
+from bot.stalls.views import PRIORITY_RANK, PingView, ping_views
 from rules.config import TRACKS, Rules
 from rules.outreach import followup
-from rules.routing import CLOSED, StallView, escalation_due, is_backlog, quiet_hours_end, route
+from rules.reconcile import LIVE  # the statuses of a live stall
+from rules.routing import StallView, escalation_due, is_backlog, quiet_hours_end, route
 from storage.db import read_tx, utcnow, write_tx
 from storage.models import Account, Alert, Stall
 from storage.sql import insert_ignore

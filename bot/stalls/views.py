@@ -18,7 +18,8 @@ from typing import Literal
 from sqlalchemy import Connection, func, select
 
 from rules import wording
-from rules.config import Rules
+from rules.config import PRIORITIES, Rules
+from rules.reconcile import LIVE  # the statuses of a live stall
 from storage.models import Account, Draft, Stall, Ticket
 
 STALL = Stall.__table__
@@ -28,8 +29,7 @@ DRAFT = Draft.__table__
 
 CLOSED_TICKETS = ("solved", "closed", "resolved")
 SYSTEM = "system"  # Stall.resolved_by of a resolution by the scan
-LIVE = ("open", "snoozed")
-PRIORITY_RANK = {"P0": 0, "P1": 1, "P2": 2, "P3": 3}
+PRIORITY_RANK = {p: n for n, p in enumerate(PRIORITIES)}  # "P0" first
 
 
 # --- the ping (and the escalation and win-back messages built from it) -----------------------

@@ -229,11 +229,10 @@ async def on_resolve_submit(services: Services, ack, view, client, context):
     alert is resolved with that decision (bot.stalls.actions.resolve) and shown where it was
     clicked. Field errors keep the modal open."""
     user = context["user_id"]
-    try:
-        stall_id, body = _origin(view)
-    except (ValueError, TypeError, KeyError, AttributeError):
-        await ack(response_action="errors", errors={REASON: BadRequest.message})
+    origin = await _checked_origin(view, ack, REASON)
+    if origin is None:
         return
+    stall_id, body = origin
     asked = resolve_values(view, services.clock())
     if asked.errors:
         await ack(response_action="errors", errors=asked.errors)
@@ -246,17 +245,26 @@ async def on_resolve_submit(services: Services, ack, view, client, context):
 async def on_snooze_submit(services: Services, ack, view, client, context):
     """The snooze modal's submission: 1 to 30 days, or until a date (at most 30 days ahead)."""
     user = context["user_id"]
-    try:
-        stall_id, body = _origin(view)
-    except (ValueError, TypeError, KeyError, AttributeError):
-        await ack(response_action="errors", errors={SNOOZE_FOR: BadRequest.message})
+    origin = await _checked_origin(view, ack, SNOOZE_FOR)
+    if origin is None:
         return
+    stall_id, body = origin
     asked = snooze_values(view, services.clock())
     if asked.errors:
         await ack(response_action="errors", errors=asked.errors)
         return
     await _submit(services, ack, client, user, stall_id, body, SNOOZE_FOR, lambda: asyncio.to_thread(
         actions.snooze, services, stall_id, user, asked.days, until=asked.until, source=Action.SNOOZE.value))
+
+
+async def _checked_origin(view, ack, field: str) -> tuple[int, dict] | None:
+    """The stall and the click a modal was opened from (its private metadata); None, with the
+    modal told why on `field`, when the metadata is not ours."""
+    try:
+        return _origin(view)
+    except (ValueError, TypeError, KeyError, AttributeError):
+        await ack(response_action="errors", errors={field: BadRequest.message})
+        return None
 
 
 async def _submit(services: Services, ack, client, user: str, stall_id: int, body: dict, field: str, run) -> None:

@@ -101,7 +101,7 @@ def _digest_overview(d: DigestData) -> list[list[Block]]:
         header_block(f"Daily stall digest · {d.day:%a %d %b %Y}"),
         section_block(None, fields=[
             f"*Stalled accounts*\n{total:,} ({d.snoozed:,} snoozed){_delta(d.stalled)}",
-            f"*ARR at risk*\n{money(d.arr_at_risk)}{_delta(d.arr_trend, money=True)}",
+            f"*ARR at risk*\n{money(d.arr_at_risk)}{_delta(d.arr_trend, as_money=True)}",
             f"*New stalls*\n{d.new_stalls:,}{_delta(d.new_trend)}",
             f"*Resolved since yesterday*\n{d.resolved_since_yesterday:,}{_delta(d.resolved_trend)}",
         ]),
@@ -124,7 +124,7 @@ def _digest_overview(d: DigestData) -> list[list[Block]]:
     return units
 
 
-def _delta(t: Trend | None, *, money: bool = False, inline: bool = False) -> str:
+def _delta(t: Trend | None, *, as_money: bool = False, inline: bool = False) -> str:
     """"+3 since yesterday, -5 since last week" on a line of its own (`inline`: in brackets):
     only the parts known (Stallwatch was running then) and non-zero."""
     if t is None:
@@ -136,7 +136,7 @@ def _delta(t: Trend | None, *, money: bool = False, inline: bool = False) -> str
         change = t.now - then
         if change:
             sign = "+" if change > 0 else "-"
-            amount = _money(abs(change)) if money else f"{abs(change):,.0f}"
+            amount = money(abs(change)) if as_money else f"{abs(change):,.0f}"
             parts.append(f"{sign}{amount} since {since}")
     if not parts:
         return ""
@@ -187,10 +187,6 @@ def _minutes(value: float | None) -> str:
     if value < 60:
         return f"{value:.0f} min"
     return f"{value / 60:.1f} h" if value < 48 * 60 else f"{value / 1440:.0f} days"
-
-
-def _money(amount: float) -> str:
-    return money(amount)
 
 
 def tracking_summary(issues: Sequence[TrackingIssueLine]) -> str:

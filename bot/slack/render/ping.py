@@ -13,7 +13,7 @@ from bot.slack.render.limits import NAME_MAX, NOTE_MAX, SHORT_MAX, WHY_MAX
 from bot.slack.render.packing import check_message
 from bot.slack.render.primitives import context_block, header_block, section_block, stall_actions
 from bot.slack.text import clip, md
-from bot.stalls.views import DraftLine, PingView, not_sent_phrase
+from bot.stalls.views import PRIORITY_RANK, DraftLine, PingView, not_sent_phrase
 from rules.wording import headline
 
 
@@ -47,7 +47,7 @@ def ping_text(p: PingView) -> str:
 
 def priority_change_text(p: PingView, previous: str) -> str:
     """The one thread reply that goes with an in-place edit after a priority change."""
-    direction = "raised" if _rank(p.priority) < _rank(previous) else "lowered"
+    direction = "raised" if PRIORITY_RANK.get(p.priority, 9) < PRIORITY_RANK.get(previous, 9) else "lowered"
     return f"Priority {direction} from {previous} to {p.priority}: {md(p.why, WHY_MAX)}"
 
 
@@ -56,7 +56,7 @@ def news_text(p: PingView, *, new_reasons: Sequence[int] = (), previous: str | N
     reasons and, when it changed, its priority."""
     parts = []
     if previous is not None and previous != p.priority:
-        direction = "raised" if _rank(p.priority) < _rank(previous) else "lowered"
+        direction = "raised" if PRIORITY_RANK.get(p.priority, 9) < PRIORITY_RANK.get(previous, 9) else "lowered"
         parts.append(f"Priority {direction} from {previous} to {p.priority}")
     added = [r for r in p.reasons if r.stall_id in set(new_reasons)]
     if added:
@@ -84,10 +84,6 @@ def draft_text(d: DraftLine) -> str:
     if d.status == "blocked":
         return f"Recovery email{attempt} {md(not_sent_phrase(d.blocked_reason), 200)}"
     return f"Recovery email {d.status}{attempt}"
-
-
-def _rank(priority: str) -> int:
-    return {"P0": 0, "P1": 1, "P2": 2, "P3": 3}.get(priority, 9)
 
 
 def _ping_title(p: PingView) -> str:
