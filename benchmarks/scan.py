@@ -36,14 +36,15 @@ def account_name(i: int) -> str:
     return f"{rnd.choice(WORDS).title()} {rnd.choice(WORDS).title()} {i}"
 
 
-def build(path: Path, accounts: int, per_account: int) -> None:
+def build(url: str, accounts: int, per_account: int) -> None:
+    """The data set through the real storage path, at `url` (SQLite or PostgreSQL)."""
     from bot.ingest.records import IncomingEvent, TicketUpdate
     from bot.settings import load_rules
     from storage import migrate
     from storage.db import make_engine
     from storage.ingest import store_batches
 
-    engine = make_engine(f"sqlite:///{path}")
+    engine = make_engine(url)
     migrate.upgrade(engine)
     rules = load_rules()
     rnd = random.Random(42)
@@ -95,8 +96,10 @@ def build(path: Path, accounts: int, per_account: int) -> None:
     flush()
     print(f"\r  built {accounts:,} accounts and {total:,} events in {time.perf_counter() - started:.0f} s" + " " * 20)
     with engine.connect() as conn:
-        conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+        if engine.dialect.name == "sqlite":
+            conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
         conn.exec_driver_sql("ANALYZE")
+        conn.commit()
     engine.dispose()
 
 
@@ -185,7 +188,7 @@ def main() -> None:
         for suffix in ("", "-wal", "-shm"):
             Path(f"{args.db}{suffix}").unlink(missing_ok=True)
         print(f"building {args.accounts:,} accounts x {args.events_per_account} events at {args.db}")
-        build(args.db, args.accounts, args.events_per_account)
+        build(f"sqlite:///{args.db}", args.accounts, args.events_per_account)
     url = f"sqlite:///{args.db}"
     print(f"scan over {args.accounts:,} accounts, {args.accounts * args.events_per_account:,} events, SQLite, "
           f"{os.cpu_count()} cores (each scan in a fresh process)")
