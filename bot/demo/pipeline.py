@@ -7,8 +7,9 @@ least an hour before the real clock; Stallwatch is "connected" an hour before it
    (`bot.app.create_app`) over an in-process ASGI transport: Segment batches to `/v1/batch`
    (write key), Stripe events to `/ingest/stripe` (signed), tickets to `/ingest/zendesk`
    (one Zendesk trigger webhook per ticket, signed as Zendesk signs), into a fresh SQLite
-   database in the output folder. During this backfill, event-driven evaluation waits for the first scan (evaluating an account whose history is
-   half loaded would ping stalls the rest of it closes). Then the first scan runs and the
+   database in the output folder. During this backfill, event-driven evaluation waits for
+   the first scan (evaluating an account whose history is half loaded would ping stalls the
+   rest of it closes). Then the first scan runs and the
    real router (the scans' change hook, as in `serve`) turns what it opened into
    pings in the Slack outbox.
 2. The scheduler's hour: every `scan_interval_minutes` a scan and the P0 escalation check;
