@@ -1,4 +1,4 @@
-"""The ingest HTTP routes of the contract: Segment tracking API, Segment webhook, Stripe, tickets.
+"""The ingest HTTP routes of the contract: Segment tracking API, Segment webhook, Stripe, tickets, Zendesk.
 
 Every route verifies before it parses (raw bytes, constant-time comparisons), parses in a
 worker thread (never on the event loop), stores the
