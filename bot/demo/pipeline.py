@@ -5,10 +5,11 @@ least an hour before the real clock; Stallwatch is "connected" an hour before it
 
 1. Connected: the history up to then goes through the real ingest routes of the real app
    (`bot.app.create_app`) over an in-process ASGI transport: Segment batches to `/v1/batch`
-   (write key), Stripe events to `/ingest/stripe` (signed), tickets to `/ingest/tickets`
-   (signed), into a fresh SQLite database in the output folder. During this backfill,
-   event-driven evaluation waits for the first scan (evaluating an account whose history is
-   half loaded would ping stalls the rest of it closes). Then the first scan runs and the
+   (write key), Stripe events to `/ingest/stripe` (signed), tickets to `/ingest/zendesk`
+   (one Zendesk trigger webhook per ticket, signed as Zendesk signs), into a fresh SQLite
+   database in the output folder. During this backfill, event-driven evaluation waits for
+   the first scan (evaluating an account whose history is half loaded would ping stalls the
+   rest of it closes). Then the first scan runs and the
    real router (the scans' change hook, as in `serve`) turns what it opened into
    pings in the Slack outbox.
 2. The scheduler's hour: every `scan_interval_minutes` a scan and the P0 escalation check;
@@ -219,6 +220,7 @@ def run_demo(*, out: Path, seed: int = 7, accounts: int | None = None, days: int
         _env_file=None, DATABASE_URL=f"sqlite:///{db_path}", STALLWATCH_RULES=None,
         STALLWATCH_WRITE_KEY=secrets.token_hex(16), SEGMENT_SHARED_SECRET=secrets.token_hex(16),
         STRIPE_WEBHOOK_SECRET="whsec_" + secrets.token_hex(16), TICKETS_SHARED_SECRET=secrets.token_hex(16),
+        ZENDESK_WEBHOOK_SECRET=secrets.token_hex(16),
         SLACK_BOT_TOKEN=slack_token, SLACK_SIGNING_SECRET=None, SLACK_APP_TOKEN=None, SLACK_API_URL=slack_api_url,
         STALLWATCH_ALERTS_CHANNEL=alerts, STALLWATCH_DIGEST_CHANNEL=digest, STALLWATCH_OPS_CHANNEL=ops_channel,
         STALLWATCH_ADMINS="", OPENAI_API_KEY=None, SMTP_URL=None,
@@ -372,13 +374,38 @@ async def _post_stripe(client, settings, event: dict) -> int:
 
 
 async def _post_tickets(client, settings, tickets: list[dict]) -> int:
-    from bot.ingest.tickets import sign
+    """The tickets as Zendesk delivers them: one trigger webhook each, with the recommended
+    body (bot.ingest.zendesk.TRIGGER_BODY) as Zendesk renders it, signed as Zendesk signs."""
+    from bot.ingest.zendesk import sign
 
-    body = orjson.dumps(tickets if len(tickets) > 1 else tickets[0])
-    response = await client.post("/ingest/tickets", content=body,
-                                 headers={"X-Stallwatch-Signature": sign(body, settings.tickets_shared_secret),
-                                          "Content-Type": "application/json"})
-    return _accepted(response, "/ingest/tickets")
+    accepted = 0
+    for ticket in tickets:
+        body = orjson.dumps({"ticket": _zendesk_trigger_body(ticket)})
+        timestamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")  # the route checks it against the real clock
+        response = await client.post("/ingest/zendesk", content=body, headers={
+            "X-Zendesk-Webhook-Signature": sign(body, settings.zendesk_webhook_secret, timestamp),
+            "X-Zendesk-Webhook-Signature-Timestamp": timestamp, "Content-Type": "application/json"})
+        accepted += _accepted(response, "/ingest/zendesk")
+    return accepted
+
+
+def _zendesk_trigger_body(ticket: dict) -> dict:
+    """A demo ticket as Zendesk renders the trigger body's placeholders: every value a string
+    (blank when the ticket has none), the tags space-separated, status and priority by their
+    titles; the organization's external id is the account id."""
+    tags = ticket.get("tags") or ([ticket["topic"]] if ticket.get("topic") else [])
+    return {
+        "id": str(ticket["id"]),
+        "status": str(ticket["status"]).capitalize(),
+        "subject": ticket.get("subject") or "",
+        "description": ticket.get("body") or "",
+        "tags": " ".join(tags),
+        "priority": str(ticket.get("priority") or "").capitalize(),
+        "requester_email": ticket.get("requester_email") or "",
+        "organization_external_id": ticket.get("account_id") or "",
+        "created_at": ticket["created_at"],
+        "updated_at": ticket.get("updated_at") or "",
+    }
 
 
 def _accepted(response, route: str) -> int:

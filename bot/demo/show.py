@@ -109,7 +109,7 @@ def show(result: DemoResult, echo: Callable[[str], None], *, color: bool = True,
     ingested = result.ingested
     echo(f"  Connected  {result.connected:%a %d %b %H:%M} UTC: {sum(ingested.values()):,} events backfilled through the "
          f"real routes in {result.ingest_seconds:.1f} s ({ingested['segment']:,} Segment to /v1/batch, "
-         f"{ingested['stripe']:,} Stripe to /ingest/stripe, {ingested['tickets']:,} tickets to /ingest/tickets)")
+         f"{ingested['stripe']:,} Stripe to /ingest/stripe, {ingested['tickets']:,} tickets to /ingest/zendesk)")
     first = result.first_scan
     by_p = " · ".join(f"{p} {result.stalls_by_priority.get(p, 0)}" for p in PRIORITIES)
     by_rule = ", ".join(f"{n} {r.replace('_', ' ')}" for r, n in result.stalls_by_rule.most_common())

@@ -1,4 +1,4 @@
-"""The ingest HTTP routes of the contract: Segment tracking API, Segment webhook, Stripe, tickets.
+"""The ingest HTTP routes of the contract: Segment tracking API, Segment webhook, Stripe, tickets, Zendesk.
 
 Every route verifies before it parses (raw bytes, constant-time comparisons), parses in a
 worker thread (never on the event loop), stores the
@@ -24,7 +24,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from bot import metrics
-from bot.ingest import segment, stripe, tickets
+from bot.ingest import segment, stripe, tickets, zendesk
 from bot.ingest.records import (BadRequest, IncomingEvent, MessageError, TooLarge, Unauthorized, check_depth,
                                 load_json)
 from bot.ingest.timewindow import apply_window
@@ -303,6 +303,19 @@ async def ingest_tickets(request: Request) -> Response:
     return await _answer(result, rejected, request, segment_style=False, urgent=True)
 
 
+# --- Zendesk (webhooks as Zendesk sends them: bot/ingest/zendesk.py) -------------------------
+
+@handles_errors("zendesk")
+async def ingest_zendesk(request: Request) -> Response:
+    secret, body = await _secured_body(request, request.app.state.settings.zendesk_webhook_secret,
+                                       "ZENDESK_WEBHOOK_SECRET")
+    zendesk.verify_signature(body, request.headers.get("x-zendesk-webhook-signature"),
+                             request.headers.get("x-zendesk-webhook-signature-timestamp"), secret, now=time.time())
+    events, rejected = await run_in_threadpool(lambda: _sorted_out(zendesk.parse_delivery(body)))
+    result = await _store(request, events, rejected, "zendesk")
+    return await _answer(result, rejected, request, segment_style=False, urgent=True)
+
+
 def routes() -> list[Route]:
     v1 = [Route("/v1/batch", tracking_route(None), methods=["POST"])]
     v1 += [Route(f"/v1/{kind}", tracking_route(kind), methods=["POST"])
@@ -311,4 +324,5 @@ def routes() -> list[Route]:
         Route("/ingest/segment", ingest_segment, methods=["POST"]),
         Route("/ingest/stripe", ingest_stripe, methods=["POST"]),
         Route("/ingest/tickets", ingest_tickets, methods=["POST"]),
+        Route("/ingest/zendesk", ingest_zendesk, methods=["POST"]),
     ]
