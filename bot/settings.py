@@ -26,6 +26,7 @@ class Settings(BaseSettings):
     segment_shared_secret: str | None = Field(default=None, alias="SEGMENT_SHARED_SECRET")
     stripe_webhook_secret: str | None = Field(default=None, alias="STRIPE_WEBHOOK_SECRET")
     tickets_shared_secret: str | None = Field(default=None, alias="TICKETS_SHARED_SECRET")
+    intercom_client_secret: str | None = Field(default=None, alias="INTERCOM_CLIENT_SECRET")
     openai_api_key: str | None = Field(default=None, alias="OPENAI_API_KEY")
     openai_base_url: str | None = Field(default=None, alias="OPENAI_BASE_URL")
     llm_model: str = Field(default="gpt-4o-mini", alias="STALLWATCH_LLM_MODEL")
@@ -43,6 +44,7 @@ class Settings(BaseSettings):
         "segment_shared_secret", "stripe_webhook_secret", "tickets_shared_secret", "openai_api_key",
         "openai_base_url", "smtp_url", "mail_from", "alerts_channel", "digest_channel", "ops_channel_setting",
         "rules_path",
+        "intercom_client_secret",
         mode="before",
     )
     @classmethod
