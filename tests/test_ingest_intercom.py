@@ -38,7 +38,7 @@ from bot.ingest import intercom
 from bot.settings import Settings
 from tests.conftest import SEGMENT_SECRET, STRIPE_SECRET, TICKETS_SECRET, WRITE_KEY, LiveServer
 from tests.fuzz import examples
-from tests.helpers import (CONTACT, EVENT, STALL, TICKET, ago, count, counts, dumps, group_call, identify_call,
+from tests.helpers import (EVENT, STALL, TICKET, ago, count, counts, dumps, group_call, identify_call,
                            live_stalls, one, post_v1, rows)
 
 CLIENT_SECRET = "intercom-client-secret"
