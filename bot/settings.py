@@ -27,6 +27,7 @@ class Settings(BaseSettings):
     stripe_webhook_secret: str | None = Field(default=None, alias="STRIPE_WEBHOOK_SECRET")
     tickets_shared_secret: str | None = Field(default=None, alias="TICKETS_SHARED_SECRET")
     zendesk_webhook_secret: str | None = Field(default=None, alias="ZENDESK_WEBHOOK_SECRET")
+    intercom_client_secret: str | None = Field(default=None, alias="INTERCOM_CLIENT_SECRET")
     openai_api_key: str | None = Field(default=None, alias="OPENAI_API_KEY")
     openai_base_url: str | None = Field(default=None, alias="OPENAI_BASE_URL")
     llm_model: str = Field(default="gpt-4o-mini", alias="STALLWATCH_LLM_MODEL")
@@ -42,9 +43,8 @@ class Settings(BaseSettings):
     @field_validator(
         "slack_bot_token", "slack_signing_secret", "slack_app_token", "write_key", "client_key",
         "segment_shared_secret", "stripe_webhook_secret", "tickets_shared_secret", "zendesk_webhook_secret",
-        "openai_api_key",
-        "openai_base_url", "smtp_url", "mail_from", "alerts_channel", "digest_channel", "ops_channel_setting",
-        "rules_path",
+        "intercom_client_secret", "openai_api_key", "openai_base_url", "smtp_url", "mail_from", "alerts_channel",
+        "digest_channel", "ops_channel_setting", "rules_path",
         mode="before",
     )
     @classmethod

@@ -258,7 +258,7 @@ def _apply(conn, fresh: list["IncomingEvent"], rules: Rules, now: datetime, resu
             delta.payment = (ev.occurred_at, ev.payment_failed)
         if ev.stripe_customer_id:
             delta.stripe_customer_id = ev.stripe_customer_id
-        if ev.source in ("stripe", "tickets"):
+        if ev.source == "stripe" or ev.ticket is not None:  # payments and tickets of any helpdesk
             delta.event_driven = True
 
     if contacts:

@@ -383,6 +383,7 @@ KNOWN = {  # path -> methods it serves
     "/v1/b": {"POST", "OPTIONS"},
     "/ingest/segment": {"POST"}, "/ingest/stripe": {"POST"}, "/ingest/tickets": {"POST"},
     "/ingest/zendesk": {"POST"},
+    "/ingest/intercom": {"POST", "HEAD"},
 }
 METHODS = st.sampled_from(["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"])
 PATH_CHARS = st.characters(min_codepoint=0x21, max_codepoint=0x7E, exclude_characters="#?%/")

@@ -24,7 +24,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from bot import metrics
-from bot.ingest import segment, stripe, tickets, zendesk
+from bot.ingest import intercom, segment, stripe, tickets, zendesk
 from bot.ingest.records import (BadRequest, IncomingEvent, MessageError, TooLarge, Unauthorized, check_depth,
                                 load_json)
 from bot.ingest.timewindow import apply_window
@@ -316,6 +316,25 @@ async def ingest_zendesk(request: Request) -> Response:
     return await _answer(result, rejected, request, segment_style=False, urgent=True)
 
 
+# --- Intercom ---------------------------------------------------------------------------------
+
+@handles_errors("intercom")
+async def ingest_intercom(request: Request) -> Response:
+    secret = request.app.state.settings.intercom_client_secret
+    if request.method == "HEAD":  # Intercom checks the endpoint URL with a HEAD request when it is saved
+        if not secret:
+            raise Unauthorized("INTERCOM_CLIENT_SECRET is not configured on this server")
+        return Response(status_code=200)
+    secret, body = await _secured_body(request, secret, "INTERCOM_CLIENT_SECRET")
+    intercom.verify_signature(body, request.headers.get("x-hub-signature"), secret)
+    notification = await run_in_threadpool(intercom.parse_notification, body)
+    if notification.ignored:  # ping, or a topic Stallwatch does not use: a 200, so Intercom keeps sending
+        return JSONResponse({"accepted": 0, "duplicates": 0, "rejected": [], "ignored": notification.topic})
+    events, rejected = _sorted_out(notification.entries)
+    result = await _store(request, events, rejected, "intercom")
+    return await _answer(result, rejected, request, segment_style=False, urgent=True)
+
+
 def routes() -> list[Route]:
     v1 = [Route("/v1/batch", tracking_route(None), methods=["POST"])]
     v1 += [Route(f"/v1/{kind}", tracking_route(kind), methods=["POST"])
@@ -325,4 +344,5 @@ def routes() -> list[Route]:
         Route("/ingest/stripe", ingest_stripe, methods=["POST"]),
         Route("/ingest/tickets", ingest_tickets, methods=["POST"]),
         Route("/ingest/zendesk", ingest_zendesk, methods=["POST"]),
+        Route("/ingest/intercom", ingest_intercom, methods=["POST", "HEAD"]),
     ]

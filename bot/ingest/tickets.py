@@ -127,13 +127,13 @@ def parse_tickets(body: bytes) -> list[IncomingEvent | MessageError]:
 def parse_ticket(item: Any) -> IncomingEvent:
     """Validate and normalize one ticket object; raise `MessageError` if it is unusable."""
     if not isinstance(item, dict):
-        raise MessageError(f"a ticket must be a JSON object, got {_json_type(item)}")
+        raise MessageError(f"a ticket must be a JSON object, got {json_type(item)}")
 
-    ticket_id = _identifier(item.get("id"), "id", MAX_ID_LENGTH)
+    ticket_id = identifier_field(item.get("id"), "id", MAX_ID_LENGTH)
     if ticket_id is None:
         raise MessageError("id is required (a string or an integer)")
 
-    status = _string(item.get("status"), "status", MAX_STATUS_LENGTH)
+    status = string_field(item.get("status"), "status", MAX_STATUS_LENGTH)
     if status is None:
         raise MessageError("status is required (a non-empty string)")
     status = status.lower()
@@ -145,32 +145,28 @@ def parse_ticket(item: Any) -> IncomingEvent:
         raise MessageError("created_at is required (an ISO 8601 timestamp)")
     updated_at = _timestamp(item.get("updated_at"), "updated_at")
 
-    account_id = _identifier(item.get("account_id"), "account_id", MAX_ACCOUNT_ID_LENGTH)
-    requester_email = _email(item.get("requester_email"))
+    account_id = identifier_field(item.get("account_id"), "account_id", MAX_ACCOUNT_ID_LENGTH)
+    requester_email = email_field(item.get("requester_email"))
     if account_id is None and requester_email is None:
         raise MessageError("account_id or requester_email is required")
 
-    topic = _string(item.get("topic"), "topic", MAX_TOPIC_LENGTH)
+    topic = string_field(item.get("topic"), "topic", MAX_TOPIC_LENGTH)
     tags = _tags(item.get("tags"))
     if topic is None and tags:
         topic = tags[0]
         if len(topic) > MAX_TOPIC_LENGTH:
             raise MessageError(f"tags[0] is longer than {MAX_TOPIC_LENGTH} characters")
 
-    subject = _string(item.get("subject"), "subject", MAX_SUBJECT_LENGTH)
+    subject = string_field(item.get("subject"), "subject", MAX_SUBJECT_LENGTH)
     body_field = "body" if item.get("body") is not None else "description"
-    body = _string(item.get(body_field), body_field, None)
+    body = string_field(item.get(body_field), body_field, None)
     if body is not None:
         body = body[:MAX_BODY_KEPT]
-    priority = _identifier(item.get("priority"), "priority", MAX_PRIORITY_LENGTH)
+    priority = identifier_field(item.get("priority"), "priority", MAX_PRIORITY_LENGTH)
 
-    try:
-        canonical = orjson.dumps(item, option=orjson.OPT_SORT_KEYS)
-    except TypeError as exc:  # orjson.JSONEncodeError; only for dicts not decoded from JSON
-        raise MessageError(f"ticket is not JSON-serializable: {exc}") from None
-    message_id = f"{ticket_id}:{hashlib.sha256(canonical).hexdigest()}"[:255]
+    message_id = ticket_message_id(ticket_id, item)
 
-    properties = _small_properties(item)
+    properties = small_properties(item)
     properties.update(
         {
             "id": ticket_id,
@@ -213,9 +209,22 @@ def parse_ticket(item: Any) -> IncomingEvent:
 
 
 # --------------------------------------------------------------------------- field helpers
+# Public: the native helpdesk parsers (bot/ingest/intercom.py) build tickets with the same
+# ids, bounds and error wording.
 
 
-def _json_type(value: Any) -> str:
+def ticket_message_id(ticket_id: str, item: Any) -> str:
+    """`f"{ticket_id}:{sha256 of the item's canonical JSON}"`: an identical redelivery is a
+    duplicate, any change to the item a new event."""
+    try:
+        canonical = orjson.dumps(item, option=orjson.OPT_SORT_KEYS)
+    except TypeError as exc:  # orjson.JSONEncodeError; only for dicts not decoded from JSON
+        raise MessageError(f"ticket is not JSON-serializable: {exc}") from None
+    return f"{ticket_id}:{hashlib.sha256(canonical).hexdigest()}"[:255]
+
+
+
+def json_type(value: Any) -> str:
     if value is None:
         return "null"
     if isinstance(value, bool):
@@ -229,35 +238,35 @@ def _json_type(value: Any) -> str:
     return "an object"
 
 
-def _string(value: Any, field: str, limit: int | None) -> str | None:
+def string_field(value: Any, field: str, limit: int | None) -> str | None:
     """An optional string field: None when absent, null or blank."""
     if value is None:
         return None
     if not isinstance(value, str):
-        raise MessageError(f"{field} must be a string, got {_json_type(value)}")
+        raise MessageError(f"{field} must be a string, got {json_type(value)}")
     value = value.strip()
     if limit is not None and len(value) > limit:
         raise MessageError(f"{field} is longer than {limit} characters ({len(value)})")
     return value or None
 
 
-def _identifier(value: Any, field: str, limit: int) -> str | None:
+def identifier_field(value: Any, field: str, limit: int) -> str | None:
     """An optional string-or-integer field, as a string."""
     if value is None:
         return None
     if isinstance(value, int) and not isinstance(value, bool):
         value = str(value)
     if not isinstance(value, str):
-        raise MessageError(f"{field} must be a string or an integer, got {_json_type(value)}")
-    return _string(value, field, limit)
+        raise MessageError(f"{field} must be a string or an integer, got {json_type(value)}")
+    return string_field(value, field, limit)
 
 
-def _email(value: Any) -> str | None:
-    email = _string(value, "requester_email", MAX_EMAIL_LENGTH)
+def email_field(value: Any, field: str = "requester_email") -> str | None:
+    email = string_field(value, field, MAX_EMAIL_LENGTH)
     if email is None:
         return None
     if not _EMAIL_RE.fullmatch(email):
-        raise MessageError(f"requester_email {email[:100]!r} is not an e-mail address")
+        raise MessageError(f"{field} {email[:100]!r} is not an e-mail address")
     return email.lower()
 
 
@@ -265,7 +274,7 @@ def _timestamp(value: Any, field: str) -> datetime | None:
     if value is None or value == "":
         return None
     if not isinstance(value, str):
-        raise MessageError(f"{field} must be an ISO 8601 string, got {_json_type(value)}")
+        raise MessageError(f"{field} must be an ISO 8601 string, got {json_type(value)}")
     text = value.strip()
     try:
         if len(text) > 64:
@@ -298,7 +307,7 @@ def _small(value: Any) -> bool:
     return False
 
 
-def _small_properties(item: dict[str, Any]) -> dict[str, Any]:
+def small_properties(item: dict[str, Any]) -> dict[str, Any]:
     kept: dict[str, Any] = {}
     for key, value in item.items():
         if len(kept) >= MAX_PROPERTIES:

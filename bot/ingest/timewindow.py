@@ -24,7 +24,7 @@ CLOCK_SKEW = timedelta(minutes=5)
 RENEWAL_PAST_YEARS = 5
 RENEWAL_AHEAD_YEARS = 10
 # The name of the message's own time field, per source, for the tracking issue.
-TIME_FIELD = {"segment": "timestamp", "stripe": "created", "tickets": "updated_at"}
+TIME_FIELD = {"segment": "timestamp", "stripe": "created", "tickets": "updated_at", "intercom": "updated_at"}
 
 
 def renewal_window(received_at: datetime) -> tuple[date, date]:
