@@ -74,6 +74,18 @@ class Notification:
     topic: str
     entries: list[IncomingEvent | MessageError] = field(default_factory=list)
     ignored: bool = False  # ping, or a topic Stallwatch does not use: nothing to store
+    reason: str | None = None  # why a conversation topic stored nothing
+
+
+# An anonymous visitor's chat is routine in Intercom, not a failed delivery: answering it with
+# an error would count towards Intercom pausing the whole subscription (1,000 errors in 15
+# minutes), so it is a 200 that says why nothing was stored.
+ANONYMOUS = ("an anonymous visitor's conversation: no customer e-mail, company_id or external_id "
+             "to tie it to an account")
+
+
+class Anonymous(Exception):
+    """The conversation has nobody Stallwatch could tie to an account."""
 
 
 # --------------------------------------------------------------------------- signature
@@ -123,6 +135,8 @@ def parse_notification(body: bytes) -> Notification:
         if not isinstance(wrapper, dict) or not isinstance(wrapper.get("item"), dict):
             raise MessageError(f"data.item must be an object (the conversation), got {_type_of(wrapper, 'item')}")
         return Notification(topic, [parse_conversation(wrapper["item"], topic, data)])
+    except Anonymous:
+        return Notification(topic, ignored=True, reason=ANONYMOUS)
     except MessageError as exc:
         return Notification(topic, [exc])
 
@@ -156,8 +170,7 @@ def parse_conversation(item: dict[str, Any], topic: str, notification: dict[str,
     contact_id = (identifier_field(contact.get("external_id"), "contacts[0].external_id", MAX_ACCOUNT_ID_LENGTH)
                   or identifier_field(user.get("user_id"), "user.user_id", MAX_ACCOUNT_ID_LENGTH))
     if account_id is None and email is None and contact_id is None:
-        raise MessageError("no customer e-mail, company_id or external_id: the conversation cannot be tied "
-                           "to an account")
+        raise Anonymous()
 
     topic_tag = _first_tag(item)
     subject = _text(source.get("subject"), "source.subject") or _text(item.get("title"), "title")

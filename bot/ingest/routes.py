@@ -329,7 +329,8 @@ async def ingest_intercom(request: Request) -> Response:
     intercom.verify_signature(body, request.headers.get("x-hub-signature"), secret)
     notification = await run_in_threadpool(intercom.parse_notification, body)
     if notification.ignored:  # ping, or a topic Stallwatch does not use: a 200, so Intercom keeps sending
-        return JSONResponse({"accepted": 0, "duplicates": 0, "rejected": [], "ignored": notification.topic})
+        ignored = {"ignored": notification.topic, **({"reason": notification.reason} if notification.reason else {})}
+        return JSONResponse({"accepted": 0, "duplicates": 0, "rejected": [], **ignored})
     events, rejected = _sorted_out(notification.entries)
     result = await _store(request, events, rejected, "intercom")
     return await _answer(result, rejected, request, segment_style=False, urgent=True)
