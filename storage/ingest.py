@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Engine, bindparam, func, select, update
 
 from rules.config import Rules
+from rules.domains import company_domain
 from rules.model import JourneyState
 from rules.journey import compute_journey, merge_step_times, parse_step_times
 from rules.plan import RulePlan, plan_for
@@ -141,6 +142,7 @@ def _resolve_accounts(conn, batch: list["IncomingEvent"]) -> None:
             .where(CONTACT.c.email.in_(sorted(emails)), CONTACT.c.account_id.is_not(None))
         )
         by_email = {email: aid for email, aid in rows}
+    by_email.update(_accounts_by_domain(conn, emails - by_email.keys()))
     customers = {ev.stripe_customer_id for ev in batch if ev.account_id is None and ev.stripe_customer_id}
     by_customer: dict[str, str] = {}
     if customers:
@@ -155,6 +157,20 @@ def _resolve_accounts(conn, batch: list["IncomingEvent"]) -> None:
                 or by_email.get(ev.requester_email or "")
                 or by_customer.get(ev.stripe_customer_id or "")
             )
+
+
+def _accounts_by_domain(conn, emails: set[str]) -> dict[str, str]:
+    """A requester no contact matches, tied to the one account with their company's domain
+    (`ops@acme.com` -> the account whose domain is acme.com). Free-mail addresses say nothing
+    about the company, and a domain two accounts share is ambiguous: neither is guessed."""
+    domains = {email: d for email in emails if (d := company_domain(email))}
+    if not domains:
+        return {}
+    owners: dict[str, list[str]] = {}
+    for chunk in chunks(sorted(set(domains.values()))):
+        for domain, aid in conn.execute(select(ACCOUNT.c.domain, ACCOUNT.c.id).where(ACCOUNT.c.domain.in_(chunk))):
+            owners.setdefault(domain, []).append(aid)
+    return {email: owners[d][0] for email, d in domains.items() if len(owners.get(d, ())) == 1}
 
 
 EVENT_KEYS = ("source", "message_id", "kind", "name", "account_id", "contact_id", "occurred_at", "received_at",

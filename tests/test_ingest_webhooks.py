@@ -307,6 +307,25 @@ def test_ticket_requester_email_resolves_account(client, engine):
     assert one(engine, EVENT, EVENT.c.source == "tickets")["account_id"] == "initech"
 
 
+def test_ticket_requester_domain_resolves_account(client, engine):
+    """A requester no contact matches belongs to the one account with their company's domain;
+    never by a free-mail domain, never when two accounts share the domain."""
+    answer(post_v1(client, "/v1/batch", {"batch": [
+        group_call("initech", {"name": "Initech", "domain": "initech.com"}, user="u-1"),
+        group_call("hooli", {"name": "Hooli", "domain": "hooli.xyz"}, user="u-2"),
+        group_call("hooli-eu", {"name": "Hooli EU", "domain": "hooli.xyz"}, user="u-3"),
+        group_call("mailer", {"name": "Mailer", "domain": "gmail.com"}, user="u-4"),
+    ]}), accepted=4)
+    created = ago(hours=3)
+    answer(post_tickets(client, [
+        _ticket("T-21", None, "login", created, requester_email="Peter@INITECH.com"),
+        _ticket("T-22", None, "login", created, requester_email="gavin@hooli.xyz"),
+        _ticket("T-23", None, "login", created, requester_email="someone@gmail.com"),
+    ]), accepted=3)
+    stored = {r["id"]: r["account_id"] for r in rows(engine, TICKET)}
+    assert stored == {"T-21": "initech", "T-22": None, "T-23": None}
+
+
 def test_ticket_list_with_bad_items(client, engine):
     created = ago(days=2)
     items = [

@@ -75,6 +75,7 @@ from datetime import date, datetime, timezone
 from typing import Any
 
 from bot.ingest.records import BadRequest, IncomingEvent, MessageError, Unauthorized, load_json
+from rules.domains import company_domain
 
 __all__ = [
     "HANDLED_TYPES",
@@ -125,15 +126,9 @@ _ZERO_DECIMAL = frozenset(
 )
 _THREE_DECIMAL = frozenset("bhd jod kwd omr tnd".split())
 
-_FREEMAIL = frozenset(
-    """gmail.com googlemail.com yahoo.com ymail.com hotmail.com outlook.com live.com msn.com
-    icloud.com me.com mac.com aol.com proton.me protonmail.com gmx.com gmx.net gmx.de
-    mail.com yandex.com yandex.ru qq.com 163.com web.de hey.com fastmail.com zoho.com""".split()
-)
 
 _TIMESTAMP_RE = re.compile(r"[0-9]{1,15}")
 _HEX64_RE = re.compile(r"[0-9a-fA-F]{64}")
-_DOMAIN_RE = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)+")
 
 
 # --------------------------------------------------------------------------- signature
@@ -313,16 +308,6 @@ def _utc_from_unix(value: Any) -> datetime | None:
         return None
 
 
-def _email_domain(email: Any) -> str | None:
-    if not isinstance(email, str):
-        return None
-    local, sep, domain = email.strip().rpartition("@")
-    if not sep or not local:
-        return None
-    domain = domain.lower().rstrip(".")
-    if len(domain) > 253 or not _DOMAIN_RE.fullmatch(domain) or domain in _FREEMAIL:
-        return None
-    return domain
 
 
 def _price_of(item: dict[str, Any]) -> dict[str, Any]:
@@ -477,7 +462,7 @@ def _parse_customer(event_type: str, customer: dict[str, Any]) -> dict[str, Any]
     if customer_id is None:
         raise MessageError(f"{event_type}: the customer object has no id")
     name = _text(customer.get("name"), 255)
-    domain = _email_domain(customer.get("email"))
+    domain = company_domain(customer.get("email"))
     traits: dict[str, Any] = {}
     if event_type != "customer.deleted":
         if name:
