@@ -68,12 +68,26 @@ class _AccountDelta:
     first_seen: datetime | None = None
     last_seen: datetime | None = None
     traits: dict[str, Any] = field(default_factory=dict)
-    traits_at: datetime | None = None
+    trait_times: dict[str, datetime] = field(default_factory=dict)  # each fact's own time
     lifecycle: tuple[datetime, str] | None = None
     payment: tuple[datetime, bool] | None = None
     stripe_customer_id: str | None = None
     event_driven: bool = False
     progressed: bool = False
+
+    def take_facts(self, at: datetime, traits: dict[str, Any] | None, lifecycle: str | None,
+                   payment_failed: bool | None) -> None:
+        """Fold in the facts one message carries, each only if it is not older than what
+        the batch already says about that fact."""
+        for key, value in (traits or {}).items():
+            known = self.trait_times.get(key)
+            if known is None or at >= known:
+                self.traits[key] = value
+                self.trait_times[key] = at
+        if lifecycle and (self.lifecycle is None or at >= self.lifecycle[0]):
+            self.lifecycle = (at, lifecycle)
+        if payment_failed is not None and (self.payment is None or at >= self.payment[0]):
+            self.payment = (at, payment_failed)
 
     def seen(self, at: datetime) -> None:
         self.first_seen = at if self.first_seen is None or at < self.first_seen else self.first_seen
@@ -249,13 +263,7 @@ def _apply(conn, fresh: list["IncomingEvent"], rules: Rules, now: datetime, resu
             if ev.name in journey_events:
                 delta.steps.append((ev.name, ev.occurred_at))
                 delta.progressed = True
-        if ev.account_traits and (delta.traits_at is None or ev.occurred_at >= delta.traits_at):
-            delta.traits.update(ev.account_traits)
-            delta.traits_at = ev.occurred_at
-        if ev.lifecycle and (delta.lifecycle is None or ev.occurred_at >= delta.lifecycle[0]):
-            delta.lifecycle = (ev.occurred_at, ev.lifecycle)
-        if ev.payment_failed is not None and (delta.payment is None or ev.occurred_at >= delta.payment[0]):
-            delta.payment = (ev.occurred_at, ev.payment_failed)
+        delta.take_facts(ev.occurred_at, ev.account_traits, ev.lifecycle, ev.payment_failed)
         if ev.stripe_customer_id:
             delta.stripe_customer_id = ev.stripe_customer_id
         if ev.source in ("stripe", "tickets"):
@@ -336,7 +344,7 @@ ACCOUNT_STATE = (
     "id", "name", "name_lower", "domain", "plan", "arr", "seats", "employees", "owner_email", "owner_slack_id",
     "renewal_date", "status", "track", "steps", "first_seen_at", "last_seen_at", "payment_failed_at", "stripe_customer_id", "stage",
     "signup_at", "activated_at", "waiting_step", "waiting_since", "stalled_at", "checkpoint_at", "steps_done",
-    "journey_version", "next_eval_at", "traits_at", "lifecycle_at", "payment_at",
+    "journey_version", "next_eval_at", "traits_at", "lifecycle_at", "payment_at", "fact_times",
 )
 # last_seen_at moves at most once per UTC day: the journey and the digest need no finer
 # grain, and it spares an account-row write for every event of an active account (the exact
@@ -426,7 +434,7 @@ def _new_account(aid: str, now: datetime) -> dict[str, Any]:
         "stripe_customer_id": None, "stage": "Onboarding", "signup_at": None, "activated_at": None,
         "waiting_step": None, "waiting_since": None, "stalled_at": None, "checkpoint_at": None, "steps_done": 0,
         "journey_version": "", "next_eval_at": None, "traits_at": None, "lifecycle_at": None, "payment_at": None,
-        "created_at": now, "updated_at": now,
+        "fact_times": None, "created_at": now, "updated_at": now,
     }
 
 
@@ -446,14 +454,21 @@ def _unchanged(known: tuple, delta: _AccountDelta, version: str) -> bool:
 
 def _account_update(row: dict, delta: _AccountDelta, rules: Rules, now: datetime) -> dict[str, Any]:
     # Facts from a message older than what is stored (a late redelivery, Stripe's unordered
-    # webhooks) must not overwrite newer ones: each kind of fact keeps the time it is from.
+    # webhooks) must not overwrite newer ones: each fact keeps the time it is from, and a
+    # message changes only the facts it carries (a name-only group call leaves ARR alone).
     values = {name: row[name] for name in ACCOUNT_FIELDS}
     traits_at, lifecycle_at, payment_at = row.get("traits_at"), row.get("lifecycle_at"), row.get("payment_at")
-    if delta.traits and _not_older(delta.traits_at, traits_at):
+    fact_times = row.get("fact_times")
+    if delta.traits:
+        times = dict(fact_times or {})
         for key, value in delta.traits.items():
-            if key in values:
+            at = delta.trait_times[key]
+            if key in values and _not_older(at, _stamp(times.get(key))):
                 values[key] = value
-        traits_at = delta.traits_at
+                times[key] = at.astimezone(timezone.utc).isoformat()
+                traits_at = _max(traits_at, at)
+        if times != (fact_times or {}):
+            fact_times = times
     plan = plan_for(rules)
     steps = merge_step_times(row["steps"] or {}, delta.steps, plan.tracked_events) if delta.steps else dict(row["steps"] or {})
     first_seen = _min(row["first_seen_at"], delta.first_seen)
@@ -484,6 +499,7 @@ def _account_update(row: dict, delta: _AccountDelta, rules: Rules, now: datetime
         "last_seen_at": last_seen,
         "payment_failed_at": payment_failed_at,
         "traits_at": traits_at,
+        "fact_times": fact_times,
         "lifecycle_at": lifecycle_at,
         "payment_at": payment_at,
         "stripe_customer_id": delta.stripe_customer_id or row["stripe_customer_id"],
@@ -629,6 +645,11 @@ def _not_older(at: datetime | None, stored: datetime | None) -> bool:
     return stored is None or at is None or at >= stored
 
 
+def _stamp(text: str | None) -> datetime | None:
+    """A fact time as stored in fact_times (ISO 8601 with its offset)."""
+    return datetime.fromisoformat(text) if text else None
+
+
 def _later_day(new: datetime, old) -> bool:
     if isinstance(old, str):
         return new.astimezone(timezone.utc).date().isoformat() > old[:10]
@@ -656,6 +677,6 @@ def apply_account_traits(engine: Engine, traits: dict[str, dict[str, Any]], rule
             existing.update(r[0] for r in conn.execute(select(ACCOUNT.c.id).where(ACCOUNT.c.id.in_(chunk))))
         deltas: dict[str, _AccountDelta] = {}
         for aid, values in traits.items():
-            deltas[aid] = _AccountDelta(traits=dict(values), traits_at=now)
+            deltas[aid] = _AccountDelta(traits=dict(values), trait_times=dict.fromkeys(values, now))
         _update_accounts(conn, deltas, rules, now, source=source)
     return len(traits) - len(existing), len(existing)
