@@ -16,7 +16,7 @@ from functools import lru_cache
 from datetime import date, datetime, timezone
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Engine, bindparam, func, select, update
+from sqlalchemy import Engine, bindparam, delete, func, select, text, update
 
 from rules.config import Rules
 from rules.model import JourneyState
@@ -24,8 +24,8 @@ from rules.journey import compute_journey, merge_step_times, parse_step_times
 from rules.plan import RulePlan, plan_for
 from rules.tracks import assign_track
 from storage.db import write_tx
-from storage.models import (Account, ActiveDay, AuditEntry, Contact, Event, EventVolume, EventVolumeHour, Stall, Ticket,
-                            TrackingIssue)
+from storage.models import (Account, ActiveDay, AuditEntry, Contact, Event, EventVolume, EventVolumeHour, Stall,
+                            StripePending, Ticket, TrackingIssue)
 from storage.sql import FastMany, chunks, insert_ignore, select_in, upsert
 
 if TYPE_CHECKING:
@@ -41,6 +41,7 @@ TRACKING = TrackingIssue.__table__
 VOLUME = EventVolume.__table__
 VOLUME_HOUR = EventVolumeHour.__table__
 AUDIT = AuditEntry.__table__
+PENDING = StripePending.__table__
 
 PRODUCT_KINDS = frozenset({"track", "page", "screen"})
 ACCOUNT_FIELDS = ("name", "domain", "plan", "arr", "owner_email", "renewal_date", "employees", "seats")
@@ -155,13 +156,19 @@ def _resolve_accounts(conn, batch: list["IncomingEvent"]) -> None:
             .where(CONTACT.c.email.in_(sorted(emails)), CONTACT.c.account_id.is_not(None))
         )
         by_email = {email: aid for email, aid in rows}
+    _lock_customers(conn, batch)
+    # A customer the batch itself links to an account (its customer event, a checkout
+    # session) resolves the batch's other events of that customer, whatever their order.
+    batch_links = {ev.stripe_customer_id: ev.account_id for ev in batch if ev.account_id and ev.stripe_customer_id}
     customers = {ev.stripe_customer_id for ev in batch if ev.account_id is None and ev.stripe_customer_id}
     by_customer: dict[str, str] = {}
-    if customers:
+    if customers - batch_links.keys():
         rows = conn.execute(
-            select(ACCOUNT.c.stripe_customer_id, ACCOUNT.c.id).where(ACCOUNT.c.stripe_customer_id.in_(sorted(customers)))
+            select(ACCOUNT.c.stripe_customer_id, ACCOUNT.c.id)
+            .where(ACCOUNT.c.stripe_customer_id.in_(sorted(customers - batch_links.keys())))
         )
         by_customer = {cust: aid for cust, aid in rows}
+    by_customer.update(batch_links)
     for ev in batch:
         if ev.account_id is None:
             ev.account_id = (
@@ -169,6 +176,51 @@ def _resolve_accounts(conn, batch: list["IncomingEvent"]) -> None:
                 or by_email.get(ev.requester_email or "")
                 or by_customer.get(ev.stripe_customer_id or "")
             )
+
+
+def _lock_customers(conn, batch: list["IncomingEvent"]) -> None:
+    """PostgreSQL: serialize the transactions that touch one Stripe customer (a few per
+    webhook, never a Segment batch), so an event stored as unattributed and the link that
+    would attribute it cannot pass each other unseen; SQLite's writers are serial already.
+    The two-key advisory lock space is apart from the scheduler leader's one-key lock."""
+    if conn.dialect.name != "postgresql":
+        return
+    for customer in sorted({ev.stripe_customer_id for ev in batch if ev.stripe_customer_id}):
+        conn.execute(text("SELECT pg_advisory_xact_lock(1937010544, hashtext(current_schema() || ':' || :c))"),
+                     {"c": customer})
+
+
+def _hold_unattributed(conn, events: list["IncomingEvent"], now: datetime) -> None:
+    """Keep the facts of Stripe events whose customer has no account yet, until it has one."""
+    rows = [{"message_id": ev.message_id, "customer_id": ev.stripe_customer_id, "occurred_at": ev.occurred_at,
+             "facts": {"traits": {k: v.isoformat() if isinstance(v, date) else v
+                                  for k, v in (ev.account_traits or {}).items()},
+                       "lifecycle": ev.lifecycle, "payment_failed": ev.payment_failed},
+             "created_at": now} for ev in events]
+    conn.execute(insert_ignore(conn, PENDING, "message_id"), rows)
+
+
+def _attribute_held(conn, links: dict[str, str], deltas: dict[str, "_AccountDelta"]) -> None:
+    """The customers this batch links to an account: their held events get the account, and
+    their facts apply with their own times, as if they had arrived after the link."""
+    held = []
+    for chunk in chunks(sorted(links)):
+        held.extend(conn.execute(select(PENDING.c.message_id, PENDING.c.customer_id, PENDING.c.occurred_at,
+                                        PENDING.c.facts).where(PENDING.c.customer_id.in_(chunk))))
+    if not held:
+        return
+    for message_id, customer, at, facts in sorted(held, key=lambda r: r[0]):
+        delta = deltas[links[customer]]
+        traits = dict(facts.get("traits") or {})
+        if isinstance(traits.get("renewal_date"), str):
+            traits["renewal_date"] = date.fromisoformat(traits["renewal_date"])
+        delta.take_facts(at, traits, facts.get("lifecycle"), facts.get("payment_failed"))
+        delta.event_driven = True
+    conn.execute(update(EVENT).where(EVENT.c.source == "stripe", EVENT.c.message_id == bindparam("mid"))
+                 .values(account_id=bindparam("aid")),
+                 [{"mid": r[0], "aid": links[r[1]]} for r in held])
+    for chunk in chunks(sorted(r[0] for r in held)):
+        conn.execute(delete(PENDING).where(PENDING.c.message_id.in_(chunk)))
 
 
 EVENT_KEYS = ("source", "message_id", "kind", "name", "account_id", "contact_id", "occurred_at", "received_at",
@@ -230,6 +282,8 @@ def _apply(conn, fresh: list["IncomingEvent"], rules: Rules, now: datetime, resu
     out_of_window: dict[tuple[str, str], list] = {}
     volume: dict[tuple[str, date], list[int]] = defaultdict(lambda: [0, 0])
     hourly: dict[tuple[str, str], int] = defaultdict(int)  # (source, track name or "") this hour
+    links: dict[str, str] = {}  # Stripe customer -> the account this batch names for it
+    unattributed: list["IncomingEvent"] = []  # Stripe events of a customer with no account yet
 
     for ev in fresh:
         ev.missing_properties = []  # a retried store (storage.writer) must not count twice
@@ -255,6 +309,8 @@ def _apply(conn, fresh: list["IncomingEvent"], rules: Rules, now: datetime, resu
         if ev.ticket is not None:
             _merge_ticket(tickets, ev)
         if not ev.account_id:
+            if ev.stripe_customer_id:  # held until the customer's account is known
+                unattributed.append(ev)
             continue
         delta = deltas[ev.account_id]
         if ev.kind in PRODUCT_KINDS:
@@ -266,9 +322,14 @@ def _apply(conn, fresh: list["IncomingEvent"], rules: Rules, now: datetime, resu
         delta.take_facts(ev.occurred_at, ev.account_traits, ev.lifecycle, ev.payment_failed)
         if ev.stripe_customer_id:
             delta.stripe_customer_id = ev.stripe_customer_id
+            links[ev.stripe_customer_id] = ev.account_id  # its held events are this account's
         if ev.source in ("stripe", "tickets"):
             delta.event_driven = True
 
+    if links:
+        _attribute_held(conn, links, deltas)
+    if unattributed:
+        _hold_unattributed(conn, unattributed, now)
     if contacts:
         _upsert_contacts(conn, contacts, now)
     if deltas:
