@@ -4,6 +4,7 @@ redelivery, Stripe's unordered webhooks, a queued Segment client) never overwrit
 from __future__ import annotations
 
 import itertools
+import json
 from datetime import date, datetime, timedelta
 
 from hypothesis import HealthCheck, given, settings
@@ -125,3 +126,30 @@ def test_any_arrival_order_ends_at_the_same_account(engine, rules, updates, data
     assert got == expected
     assert row.status == status
     assert (row.payment_failed_at is not None) == bool(failed_last)
+
+
+def test_migration_gives_each_stored_fact_the_old_traits_time(tmp_path):
+    """0008 backfills fact_times from traits_at, for the facts that hold a value only: a fact
+    never set has no time, so a late message may still set it."""
+    from sqlalchemy import text
+
+    from storage import migrate
+    from storage.db import make_engine
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'old.db'}")
+    migrate.upgrade(engine, "0007_health")
+    columns = ("id, name, name_lower, arr, track, status, steps, stage, steps_done, journey_version, traits_at, "
+               "created_at, updated_at, owner_email")
+    with engine.begin() as conn:
+        conn.execute(text(f"INSERT INTO account ({columns}) VALUES "
+                          "('acme', 'Acme Inc', 'acme inc', 0, 'standard', 'trialing', '{}', 'Onboarding', 0, '', "
+                          "'2026-01-01 00:00:05.000000', '2026-01-01 00:00:00', '2026-01-01 00:00:00', 'ana@cs.example'), "
+                          "('bare', 'bare', 'bare', 0, 'standard', 'trialing', '{}', 'Onboarding', 0, '', NULL, "
+                          "'2026-01-01 00:00:00', '2026-01-01 00:00:00', NULL)"))
+    migrate.upgrade(engine)
+    with engine.connect() as conn:
+        times = dict(conn.execute(text("SELECT id, fact_times FROM account")).all())
+    engine.dispose()
+    stamp = (T0 + 5 * SECOND).isoformat()
+    assert json.loads(times["acme"]) == {"name": stamp, "owner_email": stamp}  # ARR 0: never set
+    assert times["bare"] is None
