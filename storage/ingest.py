@@ -156,19 +156,20 @@ def _resolve_accounts(conn, batch: list["IncomingEvent"]) -> None:
             .where(CONTACT.c.email.in_(sorted(emails)), CONTACT.c.account_id.is_not(None))
         )
         by_email = {email: aid for email, aid in rows}
-    _lock_customers(conn, batch)
-    # A customer the batch itself links to an account (its customer event, a checkout
-    # session) resolves the batch's other events of that customer, whatever their order.
-    batch_links = {ev.stripe_customer_id: ev.account_id for ev in batch if ev.account_id and ev.stripe_customer_id}
-    customers = {ev.stripe_customer_id for ev in batch if ev.account_id is None and ev.stripe_customer_id}
+    billing = [ev for ev in batch if ev.stripe_customer_id]
     by_customer: dict[str, str] = {}
-    if customers - batch_links.keys():
-        rows = conn.execute(
-            select(ACCOUNT.c.stripe_customer_id, ACCOUNT.c.id)
-            .where(ACCOUNT.c.stripe_customer_id.in_(sorted(customers - batch_links.keys())))
-        )
-        by_customer = {cust: aid for cust, aid in rows}
-    by_customer.update(batch_links)
+    if billing:
+        _lock_customers(conn, billing)
+        # A customer the batch itself links to an account (its customer event, a checkout
+        # session) resolves the batch's other events of that customer, whatever their order.
+        batch_links = {ev.stripe_customer_id: ev.account_id for ev in billing if ev.account_id}
+        customers = {ev.stripe_customer_id for ev in billing if ev.account_id is None} - batch_links.keys()
+        if customers:
+            rows = conn.execute(
+                select(ACCOUNT.c.stripe_customer_id, ACCOUNT.c.id).where(ACCOUNT.c.stripe_customer_id.in_(sorted(customers)))
+            )
+            by_customer = {cust: aid for cust, aid in rows}
+        by_customer.update(batch_links)
     for ev in batch:
         if ev.account_id is None:
             ev.account_id = (
@@ -178,14 +179,14 @@ def _resolve_accounts(conn, batch: list["IncomingEvent"]) -> None:
             )
 
 
-def _lock_customers(conn, batch: list["IncomingEvent"]) -> None:
+def _lock_customers(conn, billing: list["IncomingEvent"]) -> None:
     """PostgreSQL: serialize the transactions that touch one Stripe customer (a few per
     webhook, never a Segment batch), so an event stored as unattributed and the link that
     would attribute it cannot pass each other unseen; SQLite's writers are serial already.
     The two-key advisory lock space is apart from the scheduler leader's one-key lock."""
     if conn.dialect.name != "postgresql":
         return
-    for customer in sorted({ev.stripe_customer_id for ev in batch if ev.stripe_customer_id}):
+    for customer in sorted({ev.stripe_customer_id for ev in billing}):
         conn.execute(text("SELECT pg_advisory_xact_lock(1937010544, hashtext(current_schema() || ':' || :c))"),
                      {"c": customer})
 
@@ -319,7 +320,8 @@ def _apply(conn, fresh: list["IncomingEvent"], rules: Rules, now: datetime, resu
             if ev.name in journey_events:
                 delta.steps.append((ev.name, ev.occurred_at))
                 delta.progressed = True
-        delta.take_facts(ev.occurred_at, ev.account_traits, ev.lifecycle, ev.payment_failed)
+        if ev.account_traits or ev.lifecycle or ev.payment_failed is not None:
+            delta.take_facts(ev.occurred_at, ev.account_traits, ev.lifecycle, ev.payment_failed)
         if ev.stripe_customer_id:
             delta.stripe_customer_id = ev.stripe_customer_id
             links[ev.stripe_customer_id] = ev.account_id  # its held events are this account's
@@ -706,9 +708,9 @@ def _not_older(at: datetime | None, stored: datetime | None) -> bool:
     return stored is None or at is None or at >= stored
 
 
-def _stamp(text: str | None) -> datetime | None:
+def _stamp(stored: str | None) -> datetime | None:
     """A fact time as stored in fact_times (ISO 8601 with its offset)."""
-    return datetime.fromisoformat(text) if text else None
+    return datetime.fromisoformat(stored) if stored else None
 
 
 def _later_day(new: datetime, old) -> bool:
