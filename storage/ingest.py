@@ -16,7 +16,7 @@ from functools import lru_cache
 from datetime import date, datetime, timezone
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Engine, bindparam, func, select, update
+from sqlalchemy import Engine, bindparam, delete, func, select, text, update
 
 from rules.config import Rules
 from rules.domains import company_domain
@@ -25,8 +25,8 @@ from rules.journey import compute_journey, merge_step_times, parse_step_times
 from rules.plan import RulePlan, plan_for
 from rules.tracks import assign_track
 from storage.db import write_tx
-from storage.models import (Account, ActiveDay, AuditEntry, Contact, Event, EventVolume, EventVolumeHour, Stall, Ticket,
-                            TrackingIssue)
+from storage.models import (Account, ActiveDay, AuditEntry, Contact, Event, EventVolume, EventVolumeHour, Stall,
+                            StripePending, Ticket, TrackingIssue)
 from storage.sql import FastMany, chunks, insert_ignore, select_in, upsert
 
 if TYPE_CHECKING:
@@ -42,6 +42,7 @@ TRACKING = TrackingIssue.__table__
 VOLUME = EventVolume.__table__
 VOLUME_HOUR = EventVolumeHour.__table__
 AUDIT = AuditEntry.__table__
+PENDING = StripePending.__table__
 
 PRODUCT_KINDS = frozenset({"track", "page", "screen"})
 ACCOUNT_FIELDS = ("name", "domain", "plan", "arr", "owner_email", "renewal_date", "employees", "seats")
@@ -69,12 +70,26 @@ class _AccountDelta:
     first_seen: datetime | None = None
     last_seen: datetime | None = None
     traits: dict[str, Any] = field(default_factory=dict)
-    traits_at: datetime | None = None
+    trait_times: dict[str, datetime] = field(default_factory=dict)  # each fact's own time
     lifecycle: tuple[datetime, str] | None = None
     payment: tuple[datetime, bool] | None = None
     stripe_customer_id: str | None = None
     event_driven: bool = False
     progressed: bool = False
+
+    def take_facts(self, at: datetime, traits: dict[str, Any] | None, lifecycle: str | None,
+                   payment_failed: bool | None) -> None:
+        """Fold in the facts one message carries, each only if it is not older than what
+        the batch already says about that fact."""
+        for key, value in (traits or {}).items():
+            known = self.trait_times.get(key)
+            if known is None or at >= known:
+                self.traits[key] = value
+                self.trait_times[key] = at
+        if lifecycle and (self.lifecycle is None or at >= self.lifecycle[0]):
+            self.lifecycle = (at, lifecycle)
+        if payment_failed is not None and (self.payment is None or at >= self.payment[0]):
+            self.payment = (at, payment_failed)
 
     def seen(self, at: datetime) -> None:
         self.first_seen = at if self.first_seen is None or at < self.first_seen else self.first_seen
@@ -143,13 +158,20 @@ def _resolve_accounts(conn, batch: list["IncomingEvent"]) -> None:
         )
         by_email = {email: aid for email, aid in rows}
     by_email.update(_accounts_by_domain(conn, emails - by_email.keys()))
-    customers = {ev.stripe_customer_id for ev in batch if ev.account_id is None and ev.stripe_customer_id}
+    billing = [ev for ev in batch if ev.stripe_customer_id]
     by_customer: dict[str, str] = {}
-    if customers:
-        rows = conn.execute(
-            select(ACCOUNT.c.stripe_customer_id, ACCOUNT.c.id).where(ACCOUNT.c.stripe_customer_id.in_(sorted(customers)))
-        )
-        by_customer = {cust: aid for cust, aid in rows}
+    if billing:
+        _lock_customers(conn, billing)
+        # A customer the batch itself links to an account (its customer event, a checkout
+        # session) resolves the batch's other events of that customer, whatever their order.
+        batch_links = {ev.stripe_customer_id: ev.account_id for ev in billing if ev.account_id}
+        customers = {ev.stripe_customer_id for ev in billing if ev.account_id is None} - batch_links.keys()
+        if customers:
+            rows = conn.execute(
+                select(ACCOUNT.c.stripe_customer_id, ACCOUNT.c.id).where(ACCOUNT.c.stripe_customer_id.in_(sorted(customers)))
+            )
+            by_customer = {cust: aid for cust, aid in rows}
+        by_customer.update(batch_links)
     for ev in batch:
         if ev.account_id is None:
             ev.account_id = (
@@ -171,6 +193,51 @@ def _accounts_by_domain(conn, emails: set[str]) -> dict[str, str]:
         for domain, aid in conn.execute(select(ACCOUNT.c.domain, ACCOUNT.c.id).where(ACCOUNT.c.domain.in_(chunk))):
             owners.setdefault(domain, []).append(aid)
     return {email: owners[d][0] for email, d in domains.items() if len(owners.get(d, ())) == 1}
+
+
+def _lock_customers(conn, billing: list["IncomingEvent"]) -> None:
+    """PostgreSQL: serialize the transactions that touch one Stripe customer (a few per
+    webhook, never a Segment batch), so an event stored as unattributed and the link that
+    would attribute it cannot pass each other unseen; SQLite's writers are serial already.
+    The two-key advisory lock space is apart from the scheduler leader's one-key lock."""
+    if conn.dialect.name != "postgresql":
+        return
+    for customer in sorted({ev.stripe_customer_id for ev in billing}):
+        conn.execute(text("SELECT pg_advisory_xact_lock(1937010544, hashtext(current_schema() || ':' || :c))"),
+                     {"c": customer})
+
+
+def _hold_unattributed(conn, events: list["IncomingEvent"], now: datetime) -> None:
+    """Keep the facts of Stripe events whose customer has no account yet, until it has one."""
+    rows = [{"message_id": ev.message_id, "customer_id": ev.stripe_customer_id, "occurred_at": ev.occurred_at,
+             "facts": {"traits": {k: v.isoformat() if isinstance(v, date) else v
+                                  for k, v in (ev.account_traits or {}).items()},
+                       "lifecycle": ev.lifecycle, "payment_failed": ev.payment_failed},
+             "created_at": now} for ev in events]
+    conn.execute(insert_ignore(conn, PENDING, "message_id"), rows)
+
+
+def _attribute_held(conn, links: dict[str, str], deltas: dict[str, "_AccountDelta"]) -> None:
+    """The customers this batch links to an account: their held events get the account, and
+    their facts apply with their own times, as if they had arrived after the link."""
+    held = []
+    for chunk in chunks(sorted(links)):
+        held.extend(conn.execute(select(PENDING.c.message_id, PENDING.c.customer_id, PENDING.c.occurred_at,
+                                        PENDING.c.facts).where(PENDING.c.customer_id.in_(chunk))))
+    if not held:
+        return
+    for message_id, customer, at, facts in sorted(held, key=lambda r: r[0]):
+        delta = deltas[links[customer]]
+        traits = dict(facts.get("traits") or {})
+        if isinstance(traits.get("renewal_date"), str):
+            traits["renewal_date"] = date.fromisoformat(traits["renewal_date"])
+        delta.take_facts(at, traits, facts.get("lifecycle"), facts.get("payment_failed"))
+        delta.event_driven = True
+    conn.execute(update(EVENT).where(EVENT.c.source == "stripe", EVENT.c.message_id == bindparam("mid"))
+                 .values(account_id=bindparam("aid")),
+                 [{"mid": r[0], "aid": links[r[1]]} for r in held])
+    for chunk in chunks(sorted(r[0] for r in held)):
+        conn.execute(delete(PENDING).where(PENDING.c.message_id.in_(chunk)))
 
 
 EVENT_KEYS = ("source", "message_id", "kind", "name", "account_id", "contact_id", "occurred_at", "received_at",
@@ -232,6 +299,8 @@ def _apply(conn, fresh: list["IncomingEvent"], rules: Rules, now: datetime, resu
     out_of_window: dict[tuple[str, str], list] = {}
     volume: dict[tuple[str, date], list[int]] = defaultdict(lambda: [0, 0])
     hourly: dict[tuple[str, str], int] = defaultdict(int)  # (source, track name or "") this hour
+    links: dict[str, str] = {}  # Stripe customer -> the account this batch names for it
+    unattributed: list["IncomingEvent"] = []  # Stripe events of a customer with no account yet
 
     for ev in fresh:
         ev.missing_properties = []  # a retried store (storage.writer) must not count twice
@@ -257,6 +326,8 @@ def _apply(conn, fresh: list["IncomingEvent"], rules: Rules, now: datetime, resu
         if ev.ticket is not None:
             _merge_ticket(tickets, ev)
         if not ev.account_id:
+            if ev.stripe_customer_id:  # held until the customer's account is known
+                unattributed.append(ev)
             continue
         delta = deltas[ev.account_id]
         if ev.kind in PRODUCT_KINDS:
@@ -265,18 +336,18 @@ def _apply(conn, fresh: list["IncomingEvent"], rules: Rules, now: datetime, resu
             if ev.name in journey_events:
                 delta.steps.append((ev.name, ev.occurred_at))
                 delta.progressed = True
-        if ev.account_traits and (delta.traits_at is None or ev.occurred_at >= delta.traits_at):
-            delta.traits.update(ev.account_traits)
-            delta.traits_at = ev.occurred_at
-        if ev.lifecycle and (delta.lifecycle is None or ev.occurred_at >= delta.lifecycle[0]):
-            delta.lifecycle = (ev.occurred_at, ev.lifecycle)
-        if ev.payment_failed is not None and (delta.payment is None or ev.occurred_at >= delta.payment[0]):
-            delta.payment = (ev.occurred_at, ev.payment_failed)
+        if ev.account_traits or ev.lifecycle or ev.payment_failed is not None:
+            delta.take_facts(ev.occurred_at, ev.account_traits, ev.lifecycle, ev.payment_failed)
         if ev.stripe_customer_id:
             delta.stripe_customer_id = ev.stripe_customer_id
+            links[ev.stripe_customer_id] = ev.account_id  # its held events are this account's
         if ev.source == "stripe" or ev.ticket is not None:  # payments and tickets of any helpdesk
             delta.event_driven = True
 
+    if links:
+        _attribute_held(conn, links, deltas)
+    if unattributed:
+        _hold_unattributed(conn, unattributed, now)
     if contacts:
         _upsert_contacts(conn, contacts, now)
     if deltas:
@@ -352,7 +423,7 @@ ACCOUNT_STATE = (
     "id", "name", "name_lower", "domain", "plan", "arr", "seats", "employees", "owner_email", "owner_slack_id",
     "renewal_date", "status", "track", "steps", "first_seen_at", "last_seen_at", "payment_failed_at", "stripe_customer_id", "stage",
     "signup_at", "activated_at", "waiting_step", "waiting_since", "stalled_at", "checkpoint_at", "steps_done",
-    "journey_version", "next_eval_at", "traits_at", "lifecycle_at", "payment_at",
+    "journey_version", "next_eval_at", "traits_at", "lifecycle_at", "payment_at", "fact_times",
 )
 # last_seen_at moves at most once per UTC day: the journey and the digest need no finer
 # grain, and it spares an account-row write for every event of an active account (the exact
@@ -442,7 +513,7 @@ def _new_account(aid: str, now: datetime) -> dict[str, Any]:
         "stripe_customer_id": None, "stage": "Onboarding", "signup_at": None, "activated_at": None,
         "waiting_step": None, "waiting_since": None, "stalled_at": None, "checkpoint_at": None, "steps_done": 0,
         "journey_version": "", "next_eval_at": None, "traits_at": None, "lifecycle_at": None, "payment_at": None,
-        "created_at": now, "updated_at": now,
+        "fact_times": None, "created_at": now, "updated_at": now,
     }
 
 
@@ -462,14 +533,21 @@ def _unchanged(known: tuple, delta: _AccountDelta, version: str) -> bool:
 
 def _account_update(row: dict, delta: _AccountDelta, rules: Rules, now: datetime) -> dict[str, Any]:
     # Facts from a message older than what is stored (a late redelivery, Stripe's unordered
-    # webhooks) must not overwrite newer ones: each kind of fact keeps the time it is from.
+    # webhooks) must not overwrite newer ones: each fact keeps the time it is from, and a
+    # message changes only the facts it carries (a name-only group call leaves ARR alone).
     values = {name: row[name] for name in ACCOUNT_FIELDS}
     traits_at, lifecycle_at, payment_at = row.get("traits_at"), row.get("lifecycle_at"), row.get("payment_at")
-    if delta.traits and _not_older(delta.traits_at, traits_at):
+    fact_times = row.get("fact_times")
+    if delta.traits:
+        times = dict(fact_times or {})
         for key, value in delta.traits.items():
-            if key in values:
+            at = delta.trait_times[key]
+            if key in values and _not_older(at, _stamp(times.get(key))):
                 values[key] = value
-        traits_at = delta.traits_at
+                times[key] = at.astimezone(timezone.utc).isoformat()
+                traits_at = _max(traits_at, at)
+        if times != (fact_times or {}):
+            fact_times = times
     plan = plan_for(rules)
     steps = merge_step_times(row["steps"] or {}, delta.steps, plan.tracked_events) if delta.steps else dict(row["steps"] or {})
     first_seen = _min(row["first_seen_at"], delta.first_seen)
@@ -500,6 +578,7 @@ def _account_update(row: dict, delta: _AccountDelta, rules: Rules, now: datetime
         "last_seen_at": last_seen,
         "payment_failed_at": payment_failed_at,
         "traits_at": traits_at,
+        "fact_times": fact_times,
         "lifecycle_at": lifecycle_at,
         "payment_at": payment_at,
         "stripe_customer_id": delta.stripe_customer_id or row["stripe_customer_id"],
@@ -645,6 +724,11 @@ def _not_older(at: datetime | None, stored: datetime | None) -> bool:
     return stored is None or at is None or at >= stored
 
 
+def _stamp(stored: str | None) -> datetime | None:
+    """A fact time as stored in fact_times (ISO 8601 with its offset)."""
+    return datetime.fromisoformat(stored) if stored else None
+
+
 def _later_day(new: datetime, old) -> bool:
     if isinstance(old, str):
         return new.astimezone(timezone.utc).date().isoformat() > old[:10]
@@ -672,6 +756,6 @@ def apply_account_traits(engine: Engine, traits: dict[str, dict[str, Any]], rule
             existing.update(r[0] for r in conn.execute(select(ACCOUNT.c.id).where(ACCOUNT.c.id.in_(chunk))))
         deltas: dict[str, _AccountDelta] = {}
         for aid, values in traits.items():
-            deltas[aid] = _AccountDelta(traits=dict(values), traits_at=now)
+            deltas[aid] = _AccountDelta(traits=dict(values), trait_times=dict.fromkeys(values, now))
         _update_accounts(conn, deltas, rules, now, source=source)
     return len(traits) - len(existing), len(existing)

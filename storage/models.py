@@ -57,9 +57,13 @@ class Account(SQLModel, table=True):
     payment_failed_at: Optional[datetime] = None
     # The time of the message each kind of fact came from: an older message arriving late
     # (Stripe does not order its webhooks) does not overwrite a newer fact.
-    traits_at: Optional[datetime] = None
+    traits_at: Optional[datetime] = None  # the newest of fact_times
     lifecycle_at: Optional[datetime] = None
     payment_at: Optional[datetime] = None
+    # Each account fact's own time ({"arr": ISO time, "name": ...}): a message updates only
+    # the facts it carries, each only if it is not older than that fact's time, so a
+    # name-only group call does not block an older Stripe event's ARR (storage/ingest.py).
+    fact_times: Optional[dict[str, str]] = Field(default=None, sa_column=Column(JSON, nullable=True))
     # When the scan must evaluate the account again (NULL: now). Ingest clears it whenever the
     # account changes; the scan sets it from rules.review.next_review.
     next_eval_at: Optional[datetime] = None
@@ -138,6 +142,22 @@ class Event(SQLModel, table=True):
     received_at: datetime
     milestone: bool = False  # a journey step, activation, identify/group, billing or ticket event
     properties: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+
+
+class StripePending(SQLModel, table=True):
+    """A Stripe event stored before its customer's account was known (Stripe does not order
+    its webhooks): the facts it carries, applied with their own time, and the event's
+    account filled in, in the transaction that first links the customer to an account."""
+
+    __tablename__ = "stripe_pending"
+    __table_args__ = (Index("ix_stripe_pending_customer", "customer_id"),)  # the link's look-up
+
+    message_id: str = Field(primary_key=True, max_length=255)  # the Stripe event id (source "stripe")
+    customer_id: str = Field(max_length=255)
+    occurred_at: datetime
+    # {"traits": {...}, "lifecycle": str | None, "payment_failed": bool | None}, JSON-ready
+    facts: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    created_at: datetime
 
 
 class EventVolume(SQLModel, table=True):

@@ -60,10 +60,11 @@ def group(account: str, at: datetime, **traits: Any) -> IncomingEvent:
 
 
 def stripe(account: str, at: datetime, *, lifecycle: str | None = None,
-           payment_failed: bool | None = None, kind: str = "customer.subscription.updated") -> IncomingEvent:
+           payment_failed: bool | None = None, kind: str = "customer.subscription.updated",
+           traits: dict[str, Any] | None = None) -> IncomingEvent:
     return IncomingEvent(
         source="stripe", message_id=_mid("evt"), kind="stripe", name=kind, occurred_at=at, account_id=account,
-        contact_id=None, lifecycle=lifecycle, payment_failed=payment_failed,
+        contact_id=None, lifecycle=lifecycle, payment_failed=payment_failed, account_traits=traits,
     )
 
 

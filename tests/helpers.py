@@ -116,6 +116,16 @@ def post_tickets(client: httpx.Client, payload: Any = None, *, raw: bytes | None
                        headers={"Content-Type": "application/json", "X-Stallwatch-Signature": header})
 
 
+def all_rejected(response: httpx.Response, *, rejected: int) -> dict:
+    """The answer to a delivery where every message is refused: a 400 (so the sender's
+    webhook log shows it) with `code` "rejected", `message` = `error`, and the `rejected` list."""
+    assert response.status_code == 400, response.text
+    body = response.json()
+    assert body["code"] == "rejected" and body["message"] == body["error"] and "success" not in body, body
+    assert (body["accepted"], body["duplicates"], len(body["rejected"])) == (0, 0, rejected), body
+    return body
+
+
 # --------------------------------------------------------------------------- messages
 
 

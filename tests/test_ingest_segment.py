@@ -16,7 +16,7 @@ from bot.app import create_app
 from storage.db import make_engine
 from tests.conftest import WRITE_KEY, LiveServer
 from tests.helpers import (
-    ACCOUNT, CONTACT, EVENT, TRACKING, account, ago, as_utc, basic, count, counts, dumps, events_by_message, gz,
+    ACCOUNT, CONTACT, EVENT, TRACKING, account, ago, all_rejected, as_utc, basic, count, counts, dumps, events_by_message, gz,
     group_call, identify_call, one, post_segment_webhook, post_v1, rows, track, utc_now,
 )
 
@@ -37,6 +37,8 @@ def refused(response: httpx.Response, status: int, context: object = "") -> dict
     assert response.status_code == status, f"{context}: {response.status_code} {response.text}"
     body = response.json()
     assert isinstance(body.get("error"), str) and body["error"]
+    # Segment-compatible clients read `code` and `message` (RudderStack's SDKs raise without them).
+    assert isinstance(body.get("code"), str) and body["code"] and body["message"] == body["error"], body
     return body
 
 
@@ -261,7 +263,7 @@ def test_single_route_bad_message_is_reported_not_stored(client, engine):
         ("/v1/track", track("Button Clicked", message_id="mismatch", timestamp="not a time"), "timestamp"),
         ("/v1/track", {"type": "track", "event": "E", "messageId": "mismatch"}, "userId"),
     ]:
-        body = ok(post_v1(client, path, message), accepted=0, rejected=1)
+        body = all_rejected(post_v1(client, path, message), rejected=1)
         assert body["rejected"][0]["index"] == 0
         assert word in body["rejected"][0]["error"], (path, body)
     assert counts(engine) == NOTHING
@@ -636,5 +638,5 @@ def test_edge_values_are_rejected_not_server_errors(client, engine):
     for path, message in [("/v1/track", track("A", timestamp="9999-12-31T23:59:59-05:00")),
                           ("/v1/identify", identify_call("u\x00", {})),
                           ("/v1/group", group({"employees": 10 ** 10}))]:
-        ok(post_v1(client, path, message), accepted=0, rejected=1)
+        all_rejected(post_v1(client, path, message), rejected=1)
     assert count(engine, EVENT) == 4

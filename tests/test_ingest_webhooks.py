@@ -13,7 +13,7 @@ from bot.ingest import stripe as stripe_ingest
 from bot.ingest import tickets as tickets_ingest
 from tests.conftest import STRIPE_SECRET, TICKETS_SECRET, LiveServer
 from tests.helpers import (
-    CONTACT, EVENT, STALL, TICKET, account, ago, as_utc, count, counts, dumps, events_by_message, group_call,
+    CONTACT, EVENT, STALL, TICKET, account, ago, all_rejected, as_utc, count, counts, dumps, events_by_message, group_call,
     identify_call, iso, live_stalls, one, post_segment_webhook, post_stripe, post_tickets, post_v1, rows,
     segment_signature, track,
 )
@@ -32,6 +32,7 @@ def refused(response: httpx.Response, status: int, context: object = "") -> dict
     assert response.status_code == status, f"{context}: {response.status_code} {response.text}"
     body = response.json()
     assert isinstance(body.get("error"), str) and body["error"]
+    assert isinstance(body.get("code"), str) and body["code"] and body["message"] == body["error"], body
     return body
 
 
@@ -74,8 +75,8 @@ def test_segment_webhook_signature(client, engine):
 
 
 def test_segment_webhook_invalid_single_message_is_rejected(client, engine):
-    body = answer(post_segment_webhook(client, {"type": "track", "userId": "u1", "messageId": "x"}),
-                  accepted=0, rejected=1)
+    body = all_rejected(post_segment_webhook(client, {"type": "track", "userId": "u1", "messageId": "x"}),
+                        rejected=1)
     assert body["rejected"][0]["index"] == 0 and "event" in body["rejected"][0]["error"]
     assert counts(engine) == NOTHING
 
@@ -232,7 +233,7 @@ def test_stripe_ignored_type_and_bad_envelopes(client, engine):
     # A handled event whose object cannot be used is reported, not stored.
     unusable = {"id": "evt_cus", "object": "event", "type": "customer.created", "created": int(time.time()),
                 "data": {"object": {"object": "customer", "name": "No Id"}}}
-    body = answer(post_stripe(client, unusable), accepted=0, rejected=1)
+    body = all_rejected(post_stripe(client, unusable), rejected=1)
     assert body["rejected"][0]["index"] == 0 and "id" in body["rejected"][0]["error"]
     assert counts(engine) == NOTHING
 
@@ -384,10 +385,10 @@ def test_webhook_values_the_database_cannot_hold(client, engine):
                                                                   "T-67": "Help with sso"}
 
     sub = _subscription_event("evt_nul_1", "acme\x00")
-    assert answer(post_stripe(client, sub), accepted=0, rejected=1)["rejected"][0]["index"] == 0
-    answer(post_stripe(client, {**_subscription_event("evt_nul_2", "acme"), "id": "evt\x00"}), accepted=0, rejected=1)
+    assert all_rejected(post_stripe(client, sub), rejected=1)["rejected"][0]["index"] == 0
+    all_rejected(post_stripe(client, {**_subscription_event("evt_nul_2", "acme"), "id": "evt\x00"}), rejected=1)
     customer = {"id": "evt_nul_3", "object": "event", "type": "customer.updated", "created": int(time.time()),
                 "data": {"object": {"id": "cus_x", "name": "Hoo\x00li", "metadata": {"account_id": "hooli"}}}}
-    answer(post_stripe(client, customer), accepted=0, rejected=1)
+    all_rejected(post_stripe(client, customer), rejected=1)
     assert count(engine, EVENT, EVENT.c.source == "stripe") == 0
     assert count(engine, EVENT) == 3

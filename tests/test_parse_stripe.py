@@ -551,6 +551,7 @@ def test_handled_types_are_the_documented_ones():
         "invoice.paid",
         "invoice.payment_succeeded",
         "invoice.payment_failed",
+        "checkout.session.completed",
     }
 
 

@@ -23,9 +23,8 @@ The shapes are the ones the SDKs send:
 
 from __future__ import annotations
 
-import orjson
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
 from bot.ingest.routes import tracking_route
@@ -40,7 +39,6 @@ CORS_HEADERS = {
     "Access-Control-Allow-Headers": "Content-Type, Authorization, AnonymousId",
     "Access-Control-Max-Age": "7200",  # Chromium's cap
 }
-ERROR_CODES = {400: "bad_request", 401: "unauthorized", 413: "too_large"}
 
 
 async def preflight(request: Request) -> Response:
@@ -49,12 +47,7 @@ async def preflight(request: Request) -> Response:
 
 def _with_cors(endpoint):
     async def browser_endpoint(request: Request) -> Response:
-        response = await endpoint(request)
-        if response.status_code in ERROR_CODES:
-            # SDK consoles show `message`; `code` is stable for scripts; `error` as on every route.
-            message = orjson.loads(response.body)["error"]
-            response = JSONResponse({"error": message, "code": ERROR_CODES[response.status_code],
-                                     "message": message}, status_code=response.status_code)
+        response = await endpoint(request)  # error bodies carry code and message (routes.error)
         response.headers.update(CORS_HEADERS)
         return response
 

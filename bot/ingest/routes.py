@@ -70,8 +70,14 @@ async def read_body(request: Request, limit: int = MAX_RAW_BYTES) -> bytes:
     return data
 
 
-def error(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status)
+# Every error body carries `code` (stable, for scripts) and `message` (what SDKs show; the
+# RudderStack SDKs read both) besides `error`.
+ERROR_CODES = {400: "bad_request", 401: "unauthorized", 413: "too_large"}
+
+
+def error(status: int, message: str, code: str | None = None, **extra: Any) -> JSONResponse:
+    return JSONResponse({"error": message, "code": code or ERROR_CODES.get(status, "error"), "message": message,
+                         **extra}, status_code=status)
 
 
 def handles_errors(source: str) -> Callable:
@@ -114,6 +120,11 @@ async def _store(request: Request, events: list[IncomingEvent], rejected: list[d
 async def _answer(result: StoreResult, rejected: list[dict], request: Request, *, segment_style: bool,
                   urgent: bool) -> JSONResponse:
     body: dict[str, Any] = {"accepted": result.accepted, "duplicates": result.duplicates, "rejected": rejected}
+    if rejected and not result.accepted and not result.duplicates:
+        # Every message refused: a 400, so the sender's webhook log shows the failure (a
+        # delivery with something stored, or only duplicates, is a 200 with its `rejected`).
+        return error(400, f"every message was rejected ({len(rejected)}); first: {rejected[0]['error']}",
+                     "rejected", **body)
     if segment_style:
         body = {"success": True, **body}
     task = None

@@ -34,6 +34,9 @@ TYPES = frozenset({"track", "identify", "group", "page", "screen", "alias"})
 BROWSER_TYPES = frozenset({"track", "page", "screen", "identify"})
 # A browser clock may lag this much before its timestamp is replaced by the receive time.
 BROWSER_SKEW = timedelta(minutes=10)
+# A sending device's offset (receivedAt - sentAt) under this is network latency as much as
+# clock skew: the time is kept exactly as sent (a healthy server's timestamps stay exact).
+SENT_AT_SLACK = timedelta(seconds=2)
 # Browser message ids live apart from server ones: a page could otherwise claim the id of a
 # server-side call before it arrives, and the real call would be dropped as a duplicate.
 BROWSER_ID_PREFIX = "browser:"
@@ -146,7 +149,7 @@ def parse_message(msg: Any, *, kind: str | None, received_at: datetime, batch: d
         message_id = BROWSER_ID_PREFIX + message_id
         if len(message_id) > MAX_ID:
             raise MessageError(f"messageId is longer than {MAX_ID - len(BROWSER_ID_PREFIX)} characters")
-    occurred_at = _timestamp(msg, received_at)
+    occurred_at = _timestamp(msg, received_at, (batch or {}).get("sentAt"))
     if not trusted and occurred_at < received_at - BROWSER_SKEW:
         # A browser's clock is the user's to set: a step "reached" days ago would rewrite
         # the journey (close a stall as if it never was, fill a quiet usage week).
@@ -189,21 +192,43 @@ def _object(msg: dict, key: str) -> dict:
     return value
 
 
-def _timestamp(msg: dict, received_at: datetime) -> datetime:
+def _timestamp(msg: dict, received_at: datetime, batch_sent_at: Any = None) -> datetime:
+    """The message's time, corrected for the sending device's clock skew as Segment does
+    (https://segment.com/docs/connections/spec/common/#timestamps):
+    `timestamp = receivedAt - (sentAt - originalTimestamp)`, where `originalTimestamp` is
+    the device's time of the call (the `timestamp` a library sends) and `sentAt` the
+    device's time of sending (per message, else the batch's). A device clock 3 hours fast
+    shifts both alike, and the difference is what counts. Without `sentAt`, or with an offset
+    under SENT_AT_SLACK (latency, not skew), the time is taken as sent. A message that carries `receivedAt`, or both `timestamp` and
+    `originalTimestamp`, has been through a Segment-compatible pipeline (the webhook
+    destination, a replay): its `timestamp` is corrected already and stays as is."""
     raw = msg.get("timestamp") or msg.get("originalTimestamp")
     if raw is None:
         return received_at
+    ts = _moment(raw, "timestamp")
+    corrected = "receivedAt" in msg or ("timestamp" in msg and "originalTimestamp" in msg)
+    sent_raw = msg.get("sentAt") or batch_sent_at
+    if not corrected and isinstance(sent_raw, str):
+        try:
+            offset = received_at - _moment(sent_raw, "sentAt")
+            if abs(offset) >= SENT_AT_SLACK:
+                ts = ts + offset  # = receivedAt - (sentAt - originalTimestamp)
+        except (MessageError, OverflowError):
+            pass  # an unreadable sentAt: the time is taken as sent (as without one)
+    # A time in the future or far in the past is clamped (and reported) by the ingest time
+    # window, bot/ingest/timewindow.py, the same for every source: after this correction.
+    return ts
+
+
+def _moment(raw: Any, name: str) -> datetime:
     if not isinstance(raw, str):
-        raise MessageError("timestamp must be an ISO 8601 string")
+        raise MessageError(f"{name} must be an ISO 8601 string")
     try:
         ts = datetime.fromisoformat(raw)
         # astimezone overflows for moments at the ends of the range (e.g. year 1 at +01:00).
-        ts = ts.replace(tzinfo=timezone.utc) if ts.tzinfo is None else ts.astimezone(timezone.utc)
+        return ts.replace(tzinfo=timezone.utc) if ts.tzinfo is None else ts.astimezone(timezone.utc)
     except (ValueError, OverflowError):
-        raise MessageError(f"timestamp {raw[:40]!r} is not an ISO 8601 time in range") from None
-    # A time in the future or far in the past is clamped (and reported) by the ingest time
-    # window, bot/ingest/timewindow.py, the same for every source.
-    return ts
+        raise MessageError(f"{name} {raw[:40]!r} is not an ISO 8601 time in range") from None
 
 
 def _text(traits: dict, key: str, limit: int) -> str | None:

@@ -63,6 +63,16 @@ expanded `customer` object on subscriptions / invoices), the subscription, or on
 `subscription_details.metadata` (`parent.subscription_details.metadata` on API versions
 >= 2025-03-31) then the invoice's own `metadata`. When none is set `account_id` is None and
 the store resolves the account through `stripe_customer_id`.
+
+`checkout.session.completed` (https://docs.stripe.com/api/checkout/sessions/object) names
+the account by the session's `metadata.account_id`, else its `client_reference_id` (the
+reference the integration passed when it created the session), and links the session's
+`customer` to it. Stripe does not order its webhooks
+(https://stripe.com/docs/webhooks/best-practices#event-ordering): a subscription or invoice event that
+arrives before its customer is linked is stored without an account, its facts held
+(storage.ingest), and attributed, facts applied with their own times, in the transaction
+that first links the customer (a customer event's metadata, a checkout session, a
+subscription's metadata).
 """
 
 from __future__ import annotations
@@ -104,7 +114,8 @@ _SUBSCRIPTION_TYPES = frozenset(
     }
 )
 _INVOICE_TYPES = frozenset({"invoice.paid", "invoice.payment_succeeded", "invoice.payment_failed"})
-HANDLED_TYPES = _CUSTOMER_TYPES | _SUBSCRIPTION_TYPES | _INVOICE_TYPES
+_CHECKOUT_TYPES = frozenset({"checkout.session.completed"})
+HANDLED_TYPES = _CUSTOMER_TYPES | _SUBSCRIPTION_TYPES | _INVOICE_TYPES | _CHECKOUT_TYPES
 
 _STATUS_LIFECYCLE = {
     "trialing": "trialing",
@@ -271,6 +282,22 @@ def _metadata_account(holder: Any) -> str | None:
     value = value.strip()
     if len(value) > MAX_ID_LENGTH:
         raise MessageError(f"metadata.account_id is longer than {MAX_ID_LENGTH} characters")
+    return value or None
+
+
+def _reference_account(session: dict[str, Any]) -> str | None:
+    """A Checkout Session's account: `metadata.account_id`, else `client_reference_id`."""
+    account = _metadata_account(session)
+    if account:
+        return account
+    value = session.get("client_reference_id")
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise MessageError(f"client_reference_id must be a string, got {type(value).__name__}")
+    value = value.strip()
+    if len(value) > MAX_ID_LENGTH:
+        raise MessageError(f"client_reference_id is longer than {MAX_ID_LENGTH} characters")
     return value or None
 
 
@@ -523,6 +550,26 @@ def _parse_invoice(event_type: str, invoice: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _parse_checkout(session: dict[str, Any]) -> dict[str, Any]:
+    """`checkout.session.completed`: it links the session's customer to an account (the
+    customer Checkout created, or the one it was given), nothing more. The subscription it
+    started sends its own events, and those carry the facts."""
+    currency = _text(session.get("currency"), 10)
+    properties = {
+        "session_id": _id_of(session.get("id"), "checkout session id"),
+        "mode": _text(session.get("mode"), 40),
+        "payment_status": _text(session.get("payment_status"), 40),
+        "subscription_id": _id_of(session.get("subscription"), "checkout session subscription"),
+        "amount": _major(session.get("amount_total"), currency),
+        "currency": currency,
+    }
+    return {
+        "account_id": _reference_account(session),
+        "stripe_customer_id": _id_of(session.get("customer"), "checkout session customer"),
+        "properties": properties,
+    }
+
+
 # --------------------------------------------------------------------------- events
 
 
@@ -559,6 +606,8 @@ def parse_event(body: bytes) -> IncomingEvent | None:
         fields = _parse_customer(event_type, obj)
     elif event_type in _SUBSCRIPTION_TYPES:
         fields = _parse_subscription(event_type, obj)
+    elif event_type in _CHECKOUT_TYPES:
+        fields = _parse_checkout(obj)
     else:
         fields = _parse_invoice(event_type, obj)
 
