@@ -69,12 +69,13 @@ def retry_after_seconds(value: str | None, now: Callable[[], datetime] | None = 
 
 
 class HubSpotClient:
-    """One HubSpot account's API. `sleep`, `backoff_first` and `search_cap` are parameters for tests."""
+    """One HubSpot account's API. `sleep`, `backoff_first` and `search_cap` are parameters for
+    tests; `transport` serves a simulated HubSpot in-process (bot.crm.simulated, the demo)."""
 
     def __init__(self, token: str, base_url: str = DEFAULT_API_URL, *, timeout: float = TIMEOUT_SECONDS,
                  sleep: Callable[[float], object] = time.sleep, max_attempts: int = MAX_ATTEMPTS,
                  backoff_first: float = FIRST_BACKOFF_SECONDS, search_cap: int = SEARCH_CAP,
-                 page_size: int = PAGE_SIZE):
+                 page_size: int = PAGE_SIZE, transport: httpx.BaseTransport | None = None):
         self.base_url = (base_url or DEFAULT_API_URL).strip().rstrip("/") or DEFAULT_API_URL
         self.sleep = sleep
         self.max_attempts = max(1, max_attempts)
@@ -84,7 +85,7 @@ class HubSpotClient:
         self.calls = 0  # HTTP requests made (retries included)
         self.retries = 0
         self._owners: dict[str, str | None] = {}
-        self._http = httpx.Client(timeout=timeout, headers={
+        self._http = httpx.Client(timeout=timeout, transport=transport, headers={
             "Authorization": f"Bearer {token}", "Accept": "application/json", "User-Agent": "stallwatch"})
 
     @classmethod
