@@ -338,6 +338,11 @@ def sync_hubspot_command() -> None:
     try:
         with HubSpotClient.from_settings(settings) as client:
             report = sync_hubspot(engine, rules, client)
+            notes = None
+            if rules.hubspot.notes:  # [hubspot] notes: the notes due go out too (bot/crm/notes.py)
+                from bot.crm.notes import run_notes
+
+                notes = run_notes(engine, rules, client)
     except HubSpotError as exc:
         raise click.ClickException(f"hubspot: {exc} (what was synced before it is kept; the next sync "
                                    "goes on from there)") from None
@@ -346,6 +351,8 @@ def sync_hubspot_command() -> None:
     if report.problem_count > len(report.problems):
         click.echo(f"... and {report.problem_count - len(report.problems)} more (in the log)", err=True)
     click.echo(report.summary())
+    if notes is not None:
+        click.echo(notes.summary())
     if report.owners_changed and settings.slack_enabled:
         # As import-accounts: the new owners mapped to Slack users and open pings moved now.
         from bot.slack.owners import OwnerResolver

@@ -67,6 +67,8 @@ class Scheduler:
         if settings.hubspot_token:
             self.add_leader_job(self._hubspot_sync, IntervalTrigger(minutes=rules.hubspot.interval_minutes),
                                 "hubspot_sync")
+            if rules.hubspot.notes:  # notes on the companies (bot/crm/notes.py)
+                self.add_leader_job(self._hubspot_notes, IntervalTrigger(minutes=1), "hubspot_notes")
         # --- end CRM sync ---
 
     def add_leader_job(self, func: Callable[[], object], trigger, job_id: str) -> None:
@@ -128,6 +130,13 @@ class Scheduler:
 
         with HubSpotClient.from_settings(self.settings) as client:
             sync_hubspot(self.engine, self.rules, client, wakeups=self.wakeups)  # logs what it did
+
+    def _hubspot_notes(self) -> None:
+        from bot.crm.hubspot import HubSpotClient
+        from bot.crm.notes import run_notes
+
+        with HubSpotClient.from_settings(self.settings) as client:
+            run_notes(self.engine, self.rules, client)  # logs what it sent
     # --- end CRM sync ---
 
     def _snapshot(self) -> None:

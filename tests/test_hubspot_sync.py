@@ -369,3 +369,12 @@ def test_the_mapper_never_raises_and_either_maps_or_says_why(company):
         assert set(mapped.facts) <= {"name", "domain", "arr", "renewal_date"}
         assert mapped.facts.get("arr", 0) >= 0
         assert isinstance(mapped.facts.get("renewal_date", date.today()), date)
+
+
+def test_many_companies_at_the_cursors_moment_keep_the_stored_cursor_within_the_meta_limit(engine, rules, fake_hubspot):
+    for n in range(1, 251):
+        fake_hubspot.add_company(str(10_000_000 + n), modified=T, stallwatch_account_id=f"acct-{n}", arr="1")
+    assert run(engine, rules, fake_hubspot).synced == 250
+    assert len(get_meta(engine, CURSOR_KEY)) <= 2000
+    again = run(engine, rules, fake_hubspot)
+    assert again.changed == 0 and again.synced < 250  # those the cursor could not keep: taken again, unchanged

@@ -10,7 +10,9 @@ Auth: a private app's token, `Authorization: Bearer <HUBSPOT_TOKEN>`.
 Retries: HubSpot answers 429 with `Retry-After` (seconds) past its per-second and per-10-second
 limits; the call waits that long (at most MAX_RETRY_AFTER) and is made again. A 5xx or a
 dropped connection is retried after the project's exponential backoff (bot.claims.backoff).
-At most MAX_ATTEMPTS attempts in all, then `HubSpotError`. Any other answer is final.
+At most MAX_ATTEMPTS attempts in all, then `HubSpotError`. Any other answer is final. A call
+that creates something (a note) is retried on 429 only: after a 5xx or a dropped connection
+it may have been done, and the caller (bot.crm.notes) looks before making it again.
 """
 
 from __future__ import annotations
@@ -135,8 +137,25 @@ class HubSpotClient:
         self._owners[owner_id] = email
         return email
 
+    def find_company(self, property_name: str, value: str) -> list[str]:
+        """The ids of the companies whose property equals `value` (at most two: one is wanted)."""
+        body = {"filterGroups": [{"filters": [{"propertyName": property_name, "operator": "EQ", "value": value}]}],
+                "properties": ["hs_object_id"], "limit": 2}
+        page = self.request("POST", "/crm/v3/objects/companies/search", json=body)
+        return [str(r.get("id")) for r in page.get("results") or [] if isinstance(r, dict) and r.get("id")]
+
+    def find_note(self, token: str) -> str | None:
+        """The id of a note whose body holds the word `token` (how a note whose creation may or
+        may not have happened is found again)."""
+        body = {"filterGroups": [{"filters": [{"propertyName": "hs_note_body", "operator": "CONTAINS_TOKEN",
+                                               "value": token}]}],
+                "properties": ["hs_note_body"], "limit": 1}
+        page = self.request("POST", "/crm/v3/objects/notes/search", json=body)
+        found = [r for r in page.get("results") or [] if isinstance(r, dict) and r.get("id")]
+        return str(found[0]["id"]) if found else None
+
     def create_note(self, company_id: str, body: str, at: datetime) -> str:
-        """A note on a company's timeline; returns the note's id."""
+        """A note on a company's timeline; returns the note's id. Retried on 429 only."""
         payload = {
             "properties": {"hs_timestamp": at.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z",
                            "hs_note_body": body},
@@ -144,13 +163,15 @@ class HubSpotClient:
                               "types": [{"associationCategory": "HUBSPOT_DEFINED",
                                          "associationTypeId": NOTE_TO_COMPANY}]}],
         }
-        note = self.request("POST", "/crm/v3/objects/notes", json=payload)
+        note = self.request("POST", "/crm/v3/objects/notes", json=payload, once=True)
         return str(note.get("id") or "")
 
     # ------------------------------------------------------------------ HTTP
 
-    def request(self, method: str, path: str, *, json: Any = None, params: dict | None = None) -> dict:
-        """One API call with the retries of the module doc; the JSON object it answered."""
+    def request(self, method: str, path: str, *, json: Any = None, params: dict | None = None,
+                once: bool = False) -> dict:
+        """One API call with the retries of the module doc; the JSON object it answered.
+        `once`: a call that must not be made twice (retried on 429 only)."""
         url = self.base_url + path
         content = orjson.dumps(json) if json is not None else None
         headers = {"Content-Type": "application/json"} if content is not None else {}
@@ -160,7 +181,7 @@ class HubSpotClient:
             try:
                 status, retry_after, raw = self._send(method, url, content, headers, params)
             except httpx.TransportError as exc:
-                if last:
+                if last or once:
                     raise HubSpotError(f"HubSpot unreachable ({method} {path}): {type(exc).__name__}") from None
                 self._wait(backoff(attempt, first=self.backoff_first, cap=MAX_BACKOFF_SECONDS).total_seconds(),
                            f"{method} {path}: {type(exc).__name__}")
@@ -168,7 +189,7 @@ class HubSpotClient:
             if status == 429 and not last:
                 self._wait(retry_after_seconds(retry_after), f"{method} {path}: 429, Retry-After {retry_after}")
                 continue
-            if status >= 500 and not last:
+            if status >= 500 and not last and not once:
                 self._wait(backoff(attempt, first=self.backoff_first, cap=MAX_BACKOFF_SECONDS).total_seconds(),
                            f"{method} {path}: {status}")
                 continue

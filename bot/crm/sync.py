@@ -213,8 +213,18 @@ def load_cursor(engine: Engine) -> Cursor:
         return Cursor()
 
 
+MAX_CURSOR_TEXT = 1900  # storage.meta values are at most 2,000 characters
+
+
 def save_cursor(engine: Engine, cursor: Cursor) -> None:
-    set_meta(engine, CURSOR_KEY, orjson.dumps({"at": cursor.at_ms, "ids": sorted(cursor.ids)}).decode())
+    """The cursor, with as many of the ids at its moment as fit (one left out is taken again by
+    the next run, its facts unchanged: synced, not changed)."""
+    ids = sorted(cursor.ids, key=lambda i: (len(i), i))
+    text = orjson.dumps({"at": cursor.at_ms, "ids": ids}).decode()
+    while len(text) > MAX_CURSOR_TEXT and ids:
+        ids = ids[: len(ids) // 2]
+        text = orjson.dumps({"at": cursor.at_ms, "ids": ids}).decode()
+    set_meta(engine, CURSOR_KEY, text)
 
 
 def sync_hubspot(engine: Engine, rules: Rules, client: HubSpotClient, now: datetime | None = None, *,

@@ -25,6 +25,8 @@ Payloads as HubSpot documents them:
   (https://developers.hubspot.com/docs/api-reference/crm-notes-v3/guide): `{"properties":
   {"hs_timestamp", "hs_note_body"}, "associations": [{"to": {"id"}, "types":
   [{"associationCategory", "associationTypeId"}]}]}`, answered 201 with the note object.
+- notes search, `POST /crm/v3/objects/notes/search`: `CONTAINS_TOKEN` on `hs_note_body` (a
+  whole word of the body); companies search also takes `EQ` filters on any property.
 - errors: `{"status": "error", "message", "correlationId", "category"}`; 401 without
   `Authorization: Bearer <token>`; 429 with `Retry-After` (seconds) from `fail_next`.
 
@@ -37,6 +39,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 import threading
 import uuid
 from dataclasses import dataclass, field
@@ -221,6 +224,8 @@ class FakeHubSpot:
             return 200, owner
         if method == "POST" and path == "/crm/v3/objects/notes":
             return 201, self._create_note(body)
+        if method == "POST" and path == "/crm/v3/objects/notes/search":
+            return 200, self._search_notes(body)
         raise HubSpotHTTPError(404, f"No route for {method} {path}", "OBJECT_NOT_FOUND")
 
     def _search(self, body: Any) -> dict:
@@ -259,13 +264,30 @@ class FakeHubSpot:
         for group in groups:  # groups are ORed, the filters of a group ANDed
             ok = True
             for f in group.get("filters") or []:
+                if f.get("operator") == "EQ":  # string properties compare case-insensitively at HubSpot
+                    ok = ok and str(company.properties.get(f.get("propertyName")) or "").lower() == str(f.get("value")).lower()
+                    continue
                 if f.get("propertyName") != "hs_lastmodifieddate" or f.get("operator") not in ("GTE", "GT"):
-                    raise HubSpotHTTPError(400, "this fake filters on hs_lastmodifieddate GTE/GT only")
+                    raise HubSpotHTTPError(400, "this fake filters on EQ, and hs_lastmodifieddate GTE/GT")
                 bound = _epoch_ms(str(f.get("value")))
                 ok = ok and (company.modified_ms >= bound if f["operator"] == "GTE" else company.modified_ms > bound)
             if ok:
                 return True
         return False
+
+    def _search_notes(self, body: Any) -> dict:
+        """The notes search, CONTAINS_TOKEN on hs_note_body: a whole word of the body."""
+        if not isinstance(body, dict):
+            raise HubSpotHTTPError(400, "Invalid input JSON")
+        tokens = [f.get("value") for g in body.get("filterGroups") or [] for f in g.get("filters") or []
+                  if f.get("propertyName") == "hs_note_body" and f.get("operator") == "CONTAINS_TOKEN"]
+        with self._lock:
+            found = [n for n in self.notes
+                     if all(t in re.findall(r"[A-Za-z0-9]+", str(n.properties.get("hs_note_body") or "")) for t in tokens)]
+        limit = int(body.get("limit") or 10)
+        return {"total": len(found), "results": [{"id": n.id, "properties": {"hs_note_body": n.properties.get("hs_note_body"),
+                                                                             "hs_object_id": n.id},
+                                                  "archived": False} for n in found[:limit]]}
 
     def _create_note(self, body: Any) -> dict:
         if not isinstance(body, dict) or not isinstance(body.get("properties"), dict):
