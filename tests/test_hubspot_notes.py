@@ -58,7 +58,7 @@ def resolved_stall(engine, settings, rules, note: str = "spoke to them") -> int:
 def mail_sent(engine, account: str = "acme") -> None:
     """The entry the mail outbox writes when a recovery email went out (bot/mail/outbox.py _write_sent)."""
     with write_tx(engine) as conn:
-        audit(conn, now=NOW, actor=OWNER, action="mail.sent", stall_id=None, account_id=account, source="mail",
+        audit(conn, now=NOW, actor=OWNER, action="mail.sent", stall_id=None, account_id=account, source="mail_outbox",
               detail={"recipient": "dana@acme.example", "subject": "Need a hand with the integration?"})
 
 
