@@ -318,6 +318,48 @@ def import_accounts(file: Path) -> None:
         click.echo(OwnerResolver(engine, settings, rules).resolve_pending().summary())
 
 
+# --- CRM sync (bot/crm) -------------------------------------------------------------------
+@main.group("sync")
+def sync_group() -> None:
+    """Pull account facts (ARR, owner, renewal date) from a CRM."""
+
+
+@sync_group.command("hubspot")
+def sync_hubspot_command() -> None:
+    """Pull the companies changed in HubSpot since the last sync (HUBSPOT_TOKEN; [hubspot] in the rules)."""
+    from bot.crm.hubspot import HubSpotClient, HubSpotError
+    from bot.crm.sync import sync_hubspot
+
+    settings = _settings()
+    if not settings.hubspot_token:
+        raise click.ClickException("HUBSPOT_TOKEN is not set: create a HubSpot private app (scopes "
+                                   "crm.objects.companies.read, crm.objects.owners.read) and set its token")
+    engine, rules = _engine(settings), _rules(settings)
+    try:
+        with HubSpotClient.from_settings(settings) as client:
+            report = sync_hubspot(engine, rules, client)
+            notes = None
+            if rules.hubspot.notes:  # [hubspot] notes: the notes due go out too (bot/crm/notes.py)
+                from bot.crm.notes import run_notes
+
+                notes = run_notes(engine, rules, client)
+    except HubSpotError as exc:
+        raise click.ClickException(f"hubspot: {exc} (what was synced before it is kept; the next sync "
+                                   "goes on from there)") from None
+    for problem in report.problems:
+        click.echo(problem, err=True)
+    if report.problem_count > len(report.problems):
+        click.echo(f"... and {report.problem_count - len(report.problems)} more (in the log)", err=True)
+    click.echo(report.summary())
+    if notes is not None:
+        click.echo(notes.summary())
+    if report.owners_changed and settings.slack_enabled:
+        # As import-accounts: the new owners mapped to Slack users and open pings moved now.
+        from bot.slack.owners import OwnerResolver
+
+        click.echo(OwnerResolver(engine, settings, rules).resolve_pending().summary())
+
+
 # --- daily digest (bot/slack/digest.py) ---------------------------------------------------
 @main.command("digest")
 @click.option("--dry-run", is_flag=True, help="Print the digest; store and post nothing.")

@@ -37,7 +37,7 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
-__all__ = ["COLUMNS", "AccountRow", "CsvError", "parse_accounts_csv", "load_accounts_csv"]
+__all__ = ["COLUMNS", "AccountRow", "CsvError", "parse_accounts_csv", "load_accounts_csv", "parse_cell"]
 
 COLUMNS: tuple[str, ...] = ("account_id", "name", "domain", "plan", "arr", "owner_email", "renewal_date")
 HEADER = ",".join(COLUMNS)
@@ -181,6 +181,12 @@ _PARSERS = {
     "renewal_date": _parse_renewal,
 }
 _REQUIRED = ("account_id", "name")
+
+
+def parse_cell(column: str, value: str) -> Any:
+    """One non-empty, stripped value of `column` read as a cell of the file is (the CRM sync
+    reads its properties with the same rules); raises ValueError saying what is wrong."""
+    return _PARSERS[column](value)
 
 
 # --------------------------------------------------------------------------- the file

@@ -237,8 +237,10 @@ def _count(report: ScanReport, changes: list[StallChange], applied: Applied) -> 
 
 
 def rules_fingerprint(rules: Rules) -> str:
-    """Everything a verdict depends on: a change to any of it calls for a full scan."""
-    return hashlib.sha1(rules.model_dump_json().encode()).hexdigest()[:16]
+    """Everything a verdict depends on: a change to any of it calls for a full scan. The
+    `[hubspot]` table (which CRM properties the sync reads) decides no verdict: left out, so
+    the fingerprint of a file is the same as before the table existed."""
+    return hashlib.sha1(rules.model_dump_json(exclude={"hubspot"}).encode()).hexdigest()[:16]
 
 
 def refresh_journeys(engine: Engine, rules: Rules, now: datetime, report: ScanReport | None = None,

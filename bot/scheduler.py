@@ -63,6 +63,13 @@ class Scheduler:
         self.add_leader_job(self._snapshot, CronTrigger(hour=at // 60, minute=at % 60,
                                                         timezone=rules.digest.timezone), "snapshot")
         # --- end daily snapshots ---
+        # --- CRM sync (bot/crm/sync.py): only with HUBSPOT_TOKEN ---
+        if settings.hubspot_token:
+            self.add_leader_job(self._hubspot_sync, IntervalTrigger(minutes=rules.hubspot.interval_minutes),
+                                "hubspot_sync")
+            if rules.hubspot.notes:  # notes on the companies (bot/crm/notes.py)
+                self.add_leader_job(self._hubspot_notes, IntervalTrigger(minutes=1), "hubspot_notes")
+        # --- end CRM sync ---
 
     def add_leader_job(self, func: Callable[[], object], trigger, job_id: str) -> None:
         """A job that runs only while this process is the leader."""
@@ -116,6 +123,22 @@ class Scheduler:
 
         log.info(check_tracking(self.engine, self.settings, self.rules, wakeups=self.wakeups).summary())
     # --- end tracking health ---
+    # --- CRM sync (bot/crm/sync.py) ---
+    def _hubspot_sync(self) -> None:
+        from bot.crm.hubspot import HubSpotClient
+        from bot.crm.sync import sync_hubspot
+
+        with HubSpotClient.from_settings(self.settings) as client:
+            sync_hubspot(self.engine, self.rules, client, wakeups=self.wakeups)  # logs what it did
+
+    def _hubspot_notes(self) -> None:
+        from bot.crm.hubspot import HubSpotClient
+        from bot.crm.notes import run_notes
+
+        with HubSpotClient.from_settings(self.settings) as client:
+            run_notes(self.engine, self.rules, client)  # logs what it sent
+    # --- end CRM sync ---
+
     def _snapshot(self) -> None:
         from bot.snapshots import take_snapshot
         from storage.db import utcnow

@@ -38,13 +38,15 @@ class Settings(BaseSettings):
     ops_channel_setting: str | None = Field(default=None, alias="STALLWATCH_OPS_CHANNEL")
     admins: str = Field(default="", alias="STALLWATCH_ADMINS")
     team: str = Field(default="", alias="STALLWATCH_TEAM")  # user group ids (S...) and/or user ids
+    hubspot_token: str | None = Field(default=None, alias="HUBSPOT_TOKEN")  # private app token: CRM sync
+    hubspot_api_url: str = Field(default="https://api.hubapi.com", alias="HUBSPOT_API_URL")
     port: int = Field(default=3000, alias="PORT")
 
     @field_validator(
         "slack_bot_token", "slack_signing_secret", "slack_app_token", "write_key", "client_key",
         "segment_shared_secret", "stripe_webhook_secret", "tickets_shared_secret", "zendesk_webhook_secret",
-        "intercom_client_secret", "openai_api_key", "openai_base_url", "smtp_url", "mail_from", "alerts_channel",
-        "digest_channel", "ops_channel_setting", "rules_path",
+        "intercom_client_secret", "hubspot_token", "openai_api_key", "openai_base_url", "smtp_url", "mail_from",
+        "alerts_channel", "digest_channel", "ops_channel_setting", "rules_path",
         mode="before",
     )
     @classmethod
@@ -75,6 +77,10 @@ class Settings(BaseSettings):
     @property
     def slack_enabled(self) -> bool:
         return bool(self.slack_bot_token)
+
+    @property
+    def hubspot_enabled(self) -> bool:
+        return bool(self.hubspot_token)
 
     @cached_property
     def rules(self) -> Rules:

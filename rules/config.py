@@ -361,6 +361,47 @@ class Health(_Strict):
         return self
 
 
+# A HubSpot property's internal name (Settings > Properties > "Internal name"): lower-case
+# letters, digits and underscores.
+_PROPERTY_NAME = re.compile(r"[a-z0-9_]{1,100}")
+
+
+class HubSpot(_Strict):
+    """`[hubspot]`: which HubSpot company properties `stallwatch sync hubspot` reads (the sync
+    runs only with HUBSPOT_TOKEN set). All optional, so older files stay valid."""
+
+    # The company property holding our account id; a company without it is matched to an
+    # existing account by its domain (when match_by_domain), else skipped.
+    account_id_property: str = "stallwatch_account_id"
+    match_by_domain: StrictBool = True
+    # ARR in dollars a year. Not `annualrevenue`: that is the company's own revenue (its size).
+    arr_property: str = "arr"
+    # Read when arr_property is empty on a company; "" reads nothing else.
+    arr_fallback_property: str = "amount"
+    renewal_date_property: str = "renewal_date"
+    # Minutes between two scheduled syncs (leader only).
+    interval_minutes: Minutes = 15
+    # A note on the HubSpot company for each recovery email sent and each alert resolved.
+    notes: StrictBool = False
+
+    @field_validator("account_id_property", "arr_property", "renewal_date_property", mode="before")
+    @classmethod
+    def _property_name(cls, value: object) -> object:
+        if not isinstance(value, str):
+            raise ValueError("must be a string (a HubSpot property's internal name)")
+        if not _PROPERTY_NAME.fullmatch(value):
+            raise ValueError(f"{value[:80]!r} is not a HubSpot internal property name "
+                             "(lower-case letters, digits and _, like \"arr\")")
+        return value
+
+    @field_validator("arr_fallback_property", mode="before")
+    @classmethod
+    def _optional_property_name(cls, value: object) -> object:
+        if isinstance(value, str) and value == "":
+            return value
+        return cls._property_name(value)
+
+
 class Rules(_Strict):
     version: Literal[1] = 1
     journey: Journey
@@ -374,6 +415,7 @@ class Rules(_Strict):
     outreach: Outreach = Outreach()
     tracking: Tracking = Tracking()
     health: Health = Health()
+    hubspot: HubSpot = HubSpot()
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 

@@ -432,6 +432,33 @@ class MailOutbox(SQLModel, table=True):
     created_at: datetime
 
 
+class HubspotNoteOutbox(SQLModel, table=True):
+    """Notes for HubSpot companies (`[hubspot] notes`: bot/crm/notes.py), stored before they are
+    sent. `key` names what the note is about (the audit entry of a recovery email sent or an
+    alert resolved): each one is enqueued once, whatever pass sees it again."""
+
+    __tablename__ = "hubspot_note_outbox"
+    __table_args__ = (
+        UniqueConstraint("key", name="uq_hubspot_note_outbox_key"),
+        Index("ix_hubspot_note_outbox_due", "status", "next_attempt_at"),
+    )
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    key: str = Field(max_length=100)  # e.g. "audit:42"
+    account_id: str = Field(max_length=255)
+    body: str
+    at: datetime  # the note's hs_timestamp: when it happened
+    status: str = Field(default="pending", max_length=20)  # pending | sending | sent | failed
+    attempts: int = 0
+    maybe_sent: bool = False  # an attempt may have reached HubSpot: look for the note before creating it
+    next_attempt_at: datetime
+    claimed_at: Optional[datetime] = None
+    note_id: Optional[str] = Field(default=None, max_length=64)
+    error: Optional[str] = Field(default=None, max_length=1000)
+    sent_at: Optional[datetime] = None
+    created_at: datetime
+
+
 class Lease(SQLModel, table=True):
     """Leader lease for databases without advisory locks (SQLite)."""
 

@@ -7,7 +7,9 @@ least an hour before the real clock; Stallwatch is "connected" an hour before it
    (`bot.app.create_app`) over an in-process ASGI transport: Segment batches to `/v1/batch`
    (write key), Stripe events to `/ingest/stripe` (signed), tickets to `/ingest/zendesk`
    (one Zendesk trigger webhook per ticket, signed as Zendesk signs), into a fresh SQLite
-   database in the output folder. During this backfill, event-driven evaluation waits for
+   database in the output folder; the accounts' ARR and owners come from the CRM: the real
+   HubSpot sync against a simulated HubSpot (bot/demo/crm.py), run after the backfill and
+   then as the scheduler runs it. During this backfill, event-driven evaluation waits for
    the first scan (evaluating an account whose history is half loaded would ping stalls the
    rest of it closes). Then the first scan runs and the
    real router (the scans' change hook, as in `serve`) turns what it opened into
@@ -22,8 +24,8 @@ least an hour before the real clock; Stallwatch is "connected" an hour before it
    as Block Kit JSON files with Block Kit Builder links.
 
 4. The next days (not when posting: they run ahead of the real clock): the CRM reassigns the
-   account the live ticket spike pinged (a Segment `group` call with a new `owner_email`), the
-   owner resolver's pass the route woke maps the owners (the simulated Slack answers
+   account the live ticket spike pinged (its HubSpot company gets another owner; the HubSpot
+   sync takes it), the owner resolver's pass the sync woke maps the owners (the simulated Slack answers
    users.lookupByEmail) and moves the open ping; the new owner resolves it as known until a
    date through the use-case; two days of scheduled scans follow (`_next_days`).
 
@@ -109,6 +111,7 @@ class DemoResult:
     ingested: Counter = field(default_factory=Counter)
     ingest_seconds: float = 0.0
     first_scan: Any = None  # bot.scan.ScanReport
+    crm_sync: Any = None  # bot.crm.sync.SyncReport: ARR and owners from the (simulated) HubSpot
     scans: int = 0
     stalls_by_priority: Counter = field(default_factory=Counter)
     stalls_by_rule: Counter = field(default_factory=Counter)
@@ -237,6 +240,9 @@ def run_demo(*, out: Path, seed: int = 7, accounts: int | None = None, days: int
     engine = make_engine(settings.database_url)
     migrate.upgrade(engine)
     clock = _Clock()
+    from bot.demo.crm import DemoCRM
+
+    crm = DemoCRM(company, engine, rules, connect)  # ARR and owners: the HubSpot sync (bot/demo/crm.py)
 
     def on_events_stored(account_ids) -> None:
         if clock.live is None:
@@ -272,6 +278,8 @@ def run_demo(*, out: Path, seed: int = 7, accounts: int | None = None, days: int
         t0 = time.perf_counter()
         result.ingested = asyncio.run(_backfill(app, settings, backfill))
         result.ingest_seconds = time.perf_counter() - t0
+        status("the HubSpot sync: ARR and owners")
+        result.crm_sync = crm.sync(connect)
         status("the first scan")
         report = routed_scan(engine, rules, connect)
         result.first_scan = report
@@ -279,12 +287,12 @@ def run_demo(*, out: Path, seed: int = 7, accounts: int | None = None, days: int
              "first scan")
         status("the first hour, the digest, and live events")
         asyncio.run(_timeline(app, settings, [r for r in company.records if r.at > connect], clock, engine,
-                              rules, router, connect, now, routed_scan, post_digest, step, result))
+                              rules, router, connect, now, routed_scan, post_digest, step, result, crm=crm))
         _stall_counts(engine, result)
         if not slack_token:  # simulated days run ahead of the real clock: shown, never posted
             status("the next days: a reassignment, a resolve that lasts")
             result.next_days = asyncio.run(_next_days(app, settings, clock, engine, rules, router, now,
-                                                      routed_scan, step, result))
+                                                      routed_scan, step, result, crm=crm))
     finally:
         app.state.writer.close()
         engine.dispose()
@@ -356,7 +364,9 @@ async def _backfill(app, settings, records: list[Record]) -> Counter:
 
 
 async def _post_segment(client, settings, messages: list[dict]) -> int:
-    body = orjson.dumps({"batch": messages})
+    from bot.demo.crm import without_crm_traits  # ARR and owners come from the CRM (bot/demo/crm.py)
+
+    body = orjson.dumps({"batch": [without_crm_traits(m) for m in messages]})
     auth = "Basic " + base64.b64encode(f"{settings.write_key}:".encode()).decode()
     response = await client.post("/v1/batch", content=body,
                                  headers={"Authorization": auth, "Content-Type": "application/json"})
@@ -418,7 +428,7 @@ def _accepted(response, route: str) -> int:
 
 
 async def _timeline(app, settings, records: list[Record], clock: _Clock, engine, rules, router, connect: datetime,
-                    now: datetime, scan, post_digest, step, result: DemoResult) -> None:
+                    now: datetime, scan, post_digest, step, result: DemoResult, *, crm=None) -> None:
     """From the first scan on, as the scheduler runs it: every `scan_interval_minutes` a scan
     and the escalation check, the digest at its time; between them, the records at their
     arrival through the routes (tickets and payments evaluated at once)."""
@@ -426,6 +436,7 @@ async def _timeline(app, settings, records: list[Record], clock: _Clock, engine,
 
     interval = timedelta(minutes=rules.routing.scan_interval_minutes)
     tick = connect + interval
+    next_sync = connect + timedelta(minutes=rules.hubspot.interval_minutes)
     last = max([now, *(r.at for r in records)])
     pending = list(records)
     async with _client(app) as client:
@@ -456,6 +467,9 @@ async def _timeline(app, settings, records: list[Record], clock: _Clock, engine,
                 step(record.at, what, phase, (time.perf_counter() - t0) * 1000)
             clock.live = tick
             phase = "live" if tick > now else "first hour"
+            if crm is not None and tick >= next_sync:  # the scheduler's HubSpot sync job
+                next_sync = tick + timedelta(minutes=rules.hubspot.interval_minutes)
+                await asyncio.to_thread(crm.sync, tick)
             t0 = time.perf_counter()
             report = await asyncio.to_thread(scan, engine, rules, tick)
             escalated = router.escalate_due(tick)
@@ -472,15 +486,15 @@ async def _timeline(app, settings, records: list[Record], clock: _Clock, engine,
 
 
 async def _next_days(app, settings, clock: _Clock, engine, rules, router, now: datetime, scan, step,
-                     result: DemoResult) -> "NextDays | None":
-    """After the live part: the account the ticket spike pinged is reassigned in the CRM (a
-    Segment `group` call with a new `owner_email`, through /v1/batch); the owner resolver runs
-    as the app's wake-up makes it run (bot.slack.owners: it maps the owner emails with
+                     result: DemoResult, *, crm) -> "NextDays | None":
+    """After the live part: the account the ticket spike pinged is reassigned in the CRM (its
+    HubSpot company gets another owner, taken by the HubSpot sync: bot/demo/crm.py); the owner
+    resolver runs as the sync's wake-up makes it run (bot.slack.owners: it maps the owner emails with
     users.lookupByEmail, here the simulated Slack's, and moves the open ping); the new owner
     resolves the alert as known until a date (bot.stalls.actions.resolve, then the pings are
     re-rendered as the Slack listener does); then the scheduler's scans run for two simulated
     days, and the account is evaluated once more at the end, as any new event of it would."""
-    from bot.demo.company import SPIKE_STORY, group_traits, iso
+    from bot.demo.company import SPIKE_STORY
     from bot.scan import evaluate_accounts
     from bot.slack.listeners.actions import refresh_pings
     from bot.slack.owners import OWNER_CHANGED, OwnerResolver
@@ -506,22 +520,19 @@ async def _next_days(app, settings, clock: _Clock, engine, rules, router, now: d
     story = NextDays(account=account.name, account_id=account.id, stall_id=lead, former_owner=account.owner_email,
                      new_owner=new_owner)
 
-    # 1. The CRM reassigns the account: a group call, through the route the backfill used.
+    # 1. The CRM reassigns the account: its HubSpot company's owner, taken by the next sync.
     at = now + REASSIGN_AFTER
     clock.live = at
-    message = {"messageId": f"sw-demo-reassign-{account.id}", "timestamp": iso(at), "type": "group",
-               "userId": account.user_id, "groupId": account.id,
-               "traits": {**group_traits(account), "owner_email": new_owner}}
     t0 = time.perf_counter()
-    async with _client(app) as client:
-        await _post_segment(client, settings, [message])
+    crm.reassign(account.id, new_owner, at)
+    await asyncio.to_thread(crm.sync, at, wakeups=app.state.wakeups)
     story.reassigned_at = at
     with read_tx(engine) as conn:
         entry = conn.execute(select(audit.c.detail).where(audit.c.account_id == account.id,
                                                           audit.c.action == OWNER_CHANGED)
                              .order_by(audit.c.id.desc()).limit(1)).scalar()
     story.audit = dict(entry) if entry else None
-    # The route set the owner resolver's wake-up (as in `serve`); its pass runs now. There is
+    # The sync set the owner resolver's wake-up (as in `serve`); its pass runs now. There is
     # no Slack token: the simulated Slack answers users.lookupByEmail (bot.slack.simulated).
     woken = app.state.wakeups.slack_owners.is_set()
     app.state.wakeups.slack_owners.clear()
@@ -533,7 +544,7 @@ async def _next_days(app, settings, clock: _Clock, engine, rules, router, now: d
         story.mapped, story.moved = stats.resolved, stats.moved
     with read_tx(engine) as conn:
         story.new_owner_id = conn.execute(select(acct.c.owner_slack_id).where(acct.c.id == account.id)).scalar()
-    step(at, f"the CRM reassigns {account.name} to {new_owner} (Segment group call to /v1/batch)", "next days",
+    step(at, f"the CRM reassigns {account.name} to {new_owner} (HubSpot company owner, taken by the sync)", "next days",
          (time.perf_counter() - t0) * 1000)
 
     # 2. The new owner resolves it: known, quiet until a date, with a note.

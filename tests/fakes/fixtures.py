@@ -33,3 +33,14 @@ def smtp_server():
     with FakeSMTP() as server:
         yield server
 # --- end mail outbox ---
+
+
+# --- HubSpot CRM sync (tests/fakes/hubspot_api.py) ---
+@pytest.fixture
+def fake_hubspot():
+    """A fresh fake HubSpot CRM v3 API on a loopback port; `fake_hubspot.url` is HUBSPOT_API_URL."""
+    from tests.fakes.hubspot_api import FakeHubSpot
+
+    with FakeHubSpot() as fake:
+        yield fake
+# --- end HubSpot CRM sync ---

@@ -1,0 +1,1 @@
+"""CRM integrations: account facts (ARR, owner, renewal date) pulled from the CRM."""
