@@ -12,6 +12,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import httpx
+import stripe as stripe_sdk
 from sqlalchemy import Engine, func, select
 
 from bot.ingest import stripe as stripe_ingest
@@ -99,11 +100,23 @@ def post_segment_webhook(client: httpx.Client, payload: Any = None, *, raw: byte
     return client.post("/ingest/segment", content=body, headers=hdrs)
 
 
+def stripe_signature(body: bytes, timestamp: int, secret: str = STRIPE_SECRET) -> str:
+    """The `Stripe-Signature` header, made by Stripe's own library (its
+    `WebhookSignature.generate_signature_header`, "useful for signing payloads in unit tests").
+    Stripe only ever sends UTF-8 JSON; a fuzzed body that is not UTF-8 is signed the same way
+    over its bytes (bot.ingest.stripe.sign)."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        return stripe_ingest.sign(body, secret, timestamp)
+    return stripe_sdk.WebhookSignature.generate_signature_header(text, secret, timestamp)
+
+
 def post_stripe(client: httpx.Client, event: Any = None, *, raw: bytes | None = None,
                 timestamp: float | None = None, signature: str | None = None) -> httpx.Response:
     body = raw if raw is not None else dumps(event)
-    header = signature if signature is not None else stripe_ingest.sign(
-        body, STRIPE_SECRET, int(timestamp if timestamp is not None else time.time()))
+    header = signature if signature is not None else stripe_signature(
+        body, int(timestamp if timestamp is not None else time.time()))
     return client.post("/ingest/stripe", content=body,
                        headers={"Content-Type": "application/json", "Stripe-Signature": header})
 

@@ -34,6 +34,19 @@ def test_sign_matches_stripe_scheme():
     verify_signature(BODY, header, SECRET, now=NOW)
 
 
+def test_stripe_library_agrees_both_ways():
+    """Stripe's own library (stripe-python's WebhookSignature, https://docs.stripe.com/webhooks#verify-manually):
+    the header it generates verifies here, and the header `sign` makes (the demo's) verifies there."""
+    import stripe
+
+    theirs = stripe.WebhookSignature.generate_signature_header(BODY.decode(), SECRET, NOW)
+    verify_signature(BODY, theirs, SECRET, now=NOW)
+    assert stripe.WebhookSignature.verify_header(BODY.decode(), sign(BODY, SECRET, NOW), SECRET, tolerance=None)
+    with pytest.raises(Unauthorized):
+        verify_signature(BODY, stripe.WebhookSignature.generate_signature_header(BODY.decode(), "whsec_x", NOW),
+                         SECRET, now=NOW)
+
+
 def test_valid_with_several_v1_and_other_schemes():
     good = _v1(BODY, SECRET, NOW)
     old = _v1(BODY, "whsec_old_secret", NOW)
