@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Engine, func
+from sqlalchemy import Engine
 
+from storage.ingest import accounts_with_domains
 from storage.models import Account
 from storage.sql import select_in
 
@@ -24,15 +25,6 @@ def account_facts(engine: Engine, ids: list[str]) -> dict[str, dict[str, Any]]:
 
 
 def accounts_by_domain(engine: Engine, domains: list[str]) -> dict[str, list[str]]:
-    """The ids of the accounts with each of these (normalized, lower-case) domains."""
-    wanted = sorted({d.lower() for d in domains if d})
-    if not wanted:
-        return {}
-    found: dict[str, list[str]] = {}
+    """The ids of the accounts with each of these domains (storage.ingest.accounts_with_domains)."""
     with engine.connect() as conn:
-        for start in range(0, len(wanted), 500):
-            chunk = wanted[start:start + 500]
-            for aid, domain in conn.execute(ACCOUNT.select().with_only_columns(ACCOUNT.c.id, func.lower(ACCOUNT.c.domain))
-                                            .where(func.lower(ACCOUNT.c.domain).in_(chunk)).order_by(ACCOUNT.c.id)):
-                found.setdefault(domain, []).append(aid)
-    return found
+        return accounts_with_domains(conn, domains)

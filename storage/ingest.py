@@ -186,13 +186,19 @@ def _accounts_by_domain(conn, emails: set[str]) -> dict[str, str]:
     (`ops@acme.com` -> the account whose domain is acme.com). Free-mail addresses say nothing
     about the company, and a domain two accounts share is ambiguous: neither is guessed."""
     domains = {email: d for email in emails if (d := company_domain(email))}
-    if not domains:
-        return {}
-    owners: dict[str, list[str]] = {}
-    for chunk in chunks(sorted(set(domains.values()))):
-        for domain, aid in conn.execute(select(ACCOUNT.c.domain, ACCOUNT.c.id).where(ACCOUNT.c.domain.in_(chunk))):
-            owners.setdefault(domain, []).append(aid)
+    owners = accounts_with_domains(conn, list(domains.values()))
     return {email: owners[d][0] for email, d in domains.items() if len(owners.get(d, ())) == 1}
+
+
+def accounts_with_domains(conn, domains: list[str]) -> dict[str, list[str]]:
+    """The ids of the accounts with each of these domains (stored normalized, lower-case:
+    the index on account.domain answers)."""
+    found: dict[str, list[str]] = {}
+    for chunk in chunks(sorted({d.lower() for d in domains if d})):
+        for domain, aid in conn.execute(select(ACCOUNT.c.domain, ACCOUNT.c.id)
+                                        .where(ACCOUNT.c.domain.in_(chunk)).order_by(ACCOUNT.c.id)):
+            found.setdefault(domain, []).append(aid)
+    return found
 
 
 def _lock_customers(conn, billing: list["IncomingEvent"]) -> None:
