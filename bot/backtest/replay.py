@@ -36,16 +36,18 @@ from __future__ import annotations
 import logging
 import tempfile
 import time
+from functools import lru_cache
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from typing import Callable, Sequence
 
-from sqlalchemy import Engine, event, select
+from sqlalchemy import Engine, bindparam, event, select
 
 from bot.backtest.history import History
 from rules.backtest import DigestFact, PingFact, StallFact, Summary, summarize
 from rules.config import Rules
 from rules.routing import next_digest_at
+from storage.ingest import rules_version
 
 log = logging.getLogger(__name__)
 UTC = timezone.utc
@@ -178,6 +180,10 @@ class _Replay:
         self.opened: dict[int, StallFact] = {}
         self.resolves = sorted(resolves, key=lambda r: r.at)
         self.settings = settings
+        # Until a whole scan has run (the first: a full one), scans go through `scan` as the
+        # scheduler calls it; after that, see _scan.
+        self.full_pending = True
+        self.journey_version = rules_version(rules)
 
     # ------------------------------------------------------------------ the clock
 
@@ -259,6 +265,17 @@ class _Replay:
             earliest = datetime.fromisoformat(earliest)
         return _aware(earliest)
 
+    def _due_ids(self, now: datetime) -> list[str]:
+        """The accounts a scan at `now` evaluates (storage.stalls.due_condition), by id."""
+        with self.engine.connect() as conn:
+            return list(conn.execute(_due_ids_stmt(), {"now": now}).scalars())
+
+    def _journeys_stale(self) -> bool:
+        """Whether an account's stored journey was computed under other rules (or never): the
+        scan's `refresh_journeys` would recompute it."""
+        with self.engine.connect() as conn:
+            return conn.execute(_stale_stmt(), {"version": self.journey_version}).first() is not None
+
     # ------------------------------------------------------------------ the pipeline
 
     def _store(self, events: list, lines: list[int], now: datetime) -> None:
@@ -319,11 +336,20 @@ class _Replay:
         self._route(report)
 
     def _scan(self, now: datetime) -> None:
+        """The scheduler's scan at `now`. Once the first (full) scan is done, and while no
+        account waits for its journey to be recomputed (`refresh_journeys`: one ingest created
+        without its journey), a scan is the evaluation of the due accounts and nothing else:
+        the replay names them (`only`, the very rows `due_condition` selects), which skips the
+        scan's own look-ups (rules fingerprint, journey refresh, candidate query) per tick."""
         from bot.scan import scan
 
         self.result.scans += 1
         try:
-            report = scan(self.engine, self.rules, now)
+            if self.full_pending or self._journeys_stale():
+                report = scan(self.engine, self.rules, now)
+                self.full_pending = False
+            else:
+                report = scan(self.engine, self.rules, now, only=self._due_ids(now))
         except Exception:  # live: the scheduler logs it and scans again at the next interval
             log.debug("backtest: scan failed at %s", now, exc_info=True)
             self.result.scan_failures += 1
@@ -422,6 +448,24 @@ class _Replay:
             went_out.append(PingFact(stall_id=p.stall_id, owner=p.owner_email or None, at=at, priority=p.priority,
                                      account_id=p.account_id))
         self.result.pings = sorted(went_out, key=lambda p: (p.at, p.stall_id))
+
+
+@lru_cache(maxsize=None)
+def _due_ids_stmt():
+    from storage.models import Account
+    from storage.stalls import due_condition
+
+    account = Account.__table__
+    return select(account.c.id).where(due_condition(bindparam("now", type_=account.c.next_eval_at.type)))
+
+
+@lru_cache(maxsize=None)
+def _stale_stmt():
+    from storage.models import Account
+
+    account = Account.__table__
+    # refresh_journeys' own condition
+    return select(account.c.id).where(account.c.journey_version != bindparam("version")).limit(1)
 
 
 def _no_slack():
