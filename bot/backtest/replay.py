@@ -265,16 +265,13 @@ class _Replay:
             earliest = datetime.fromisoformat(earliest)
         return _aware(earliest)
 
-    def _due_ids(self, now: datetime) -> list[str]:
-        """The accounts a scan at `now` evaluates (storage.stalls.due_condition), by id."""
+    def _due_ids(self, now: datetime) -> tuple[list[str], bool]:
+        """The accounts a scan at `now` evaluates (storage.stalls.due_condition), by id, and
+        whether an account's stored journey was computed under other rules (or never): the
+        scan's `refresh_journeys` would recompute it first. One statement."""
         with self.engine.connect() as conn:
-            return list(conn.execute(_due_ids_stmt(), {"now": now}).scalars())
-
-    def _journeys_stale(self) -> bool:
-        """Whether an account's stored journey was computed under other rules (or never): the
-        scan's `refresh_journeys` would recompute it."""
-        with self.engine.connect() as conn:
-            return conn.execute(_stale_stmt(), {"version": self.journey_version}).first() is not None
+            rows = conn.execute(_due_ids_stmt(), {"now": now, "version": self.journey_version}).all()
+        return [r[0] for r in rows if r[1]], any(r[2] for r in rows)
 
     # ------------------------------------------------------------------ the pipeline
 
@@ -345,11 +342,12 @@ class _Replay:
 
         self.result.scans += 1
         try:
-            if self.full_pending or self._journeys_stale():
+            due, stale = (None, True) if self.full_pending else self._due_ids(now)
+            if stale:
                 report = scan(self.engine, self.rules, now)
                 self.full_pending = False
             else:
-                report = scan(self.engine, self.rules, now, only=self._due_ids(now))
+                report = scan(self.engine, self.rules, now, only=due)
         except Exception:  # live: the scheduler logs it and scans again at the next interval
             log.debug("backtest: scan failed at %s", now, exc_info=True)
             self.result.scan_failures += 1
@@ -452,20 +450,16 @@ class _Replay:
 
 @lru_cache(maxsize=None)
 def _due_ids_stmt():
+    from sqlalchemy import case, or_
+
     from storage.models import Account
     from storage.stalls import due_condition
 
     account = Account.__table__
-    return select(account.c.id).where(due_condition(bindparam("now", type_=account.c.next_eval_at.type)))
-
-
-@lru_cache(maxsize=None)
-def _stale_stmt():
-    from storage.models import Account
-
-    account = Account.__table__
-    # refresh_journeys' own condition
-    return select(account.c.id).where(account.c.journey_version != bindparam("version")).limit(1)
+    due = due_condition(bindparam("now", type_=account.c.next_eval_at.type))
+    stale = account.c.journey_version != bindparam("version")  # refresh_journeys' own condition
+    return (select(account.c.id, case((due, 1), else_=0), case((stale, 1), else_=0))
+            .where(or_(due, stale)).order_by(account.c.id))
 
 
 def _no_slack():
