@@ -224,9 +224,9 @@ class _Replay:
             if not self.skip_idle:
                 self.next_send = tick  # give the sender its turn at every tick too
             self._deliver()
-            due = self._due_at()
-            if first_scan or not self.skip_idle or (due is not None and due <= tick):
-                self._scan(tick)
+            due_ids, stale, due = self._due(tick)
+            if first_scan or not self.skip_idle or due_ids:
+                self._scan(tick, due_ids, stale)
                 first_scan = False
                 due = self._due_at()
             else:
@@ -265,13 +265,22 @@ class _Replay:
             earliest = datetime.fromisoformat(earliest)
         return _aware(earliest)
 
-    def _due_ids(self, now: datetime) -> tuple[list[str], bool]:
-        """The accounts a scan at `now` evaluates (storage.stalls.due_condition), by id, and
-        whether an account's stored journey was computed under other rules (or never): the
-        scan's `refresh_journeys` would recompute it first. One statement."""
+    def _due(self, now: datetime) -> tuple[list[str], bool, datetime | None]:
+        """In one statement: the accounts a scan at `now` evaluates (storage.stalls.due_condition),
+        by id; whether an account's stored journey was computed under other rules (or never),
+        which the scan's `refresh_journeys` would recompute first; and, when none is due, the
+        earliest review moment (_due_at's answer then)."""
+        sql, order, binds = _due_sql(self.engine)
+        values = {"now": now, "version": self.journey_version}
+        args = tuple(binds[name](values[name]) if name in binds else values[name] for name in order)
         with self.engine.connect() as conn:
-            rows = conn.execute(_due_ids_stmt(), {"now": now, "version": self.journey_version}).all()
-        return [r[0] for r in rows if r[1]], any(r[2] for r in rows)
+            rows = conn.exec_driver_sql(sql, args).all()
+        ids = sorted(r[0] for r in rows if r[0] is not None and r[1])
+        stale = any(r[2] for r in rows if r[0] is not None)
+        earliest = next(r[3] for r in rows if r[0] is None)  # min(next_eval_at) of every account
+        if isinstance(earliest, str):  # SQLite's stored text, UTC
+            earliest = datetime.fromisoformat(earliest)
+        return ids, stale, (EPOCH if ids else _aware(earliest))
 
     # ------------------------------------------------------------------ the pipeline
 
@@ -332,7 +341,7 @@ class _Replay:
             return
         self._route(report)
 
-    def _scan(self, now: datetime) -> None:
+    def _scan(self, now: datetime, due_ids: list[str], stale: bool) -> None:
         """The scheduler's scan at `now`. Once the first (full) scan is done, and while no
         account waits for its journey to be recomputed (`refresh_journeys`: one ingest created
         without its journey), a scan is the evaluation of the due accounts and nothing else:
@@ -342,12 +351,11 @@ class _Replay:
 
         self.result.scans += 1
         try:
-            due, stale = (None, True) if self.full_pending else self._due_ids(now)
-            if stale:
+            if self.full_pending or stale:
                 report = scan(self.engine, self.rules, now)
                 self.full_pending = False
             else:
-                report = scan(self.engine, self.rules, now, only=due)
+                report = scan(self.engine, self.rules, now, only=due_ids)
         except Exception:  # live: the scheduler logs it and scans again at the next interval
             log.debug("backtest: scan failed at %s", now, exc_info=True)
             self.result.scan_failures += 1
@@ -449,8 +457,8 @@ class _Replay:
 
 
 @lru_cache(maxsize=None)
-def _due_ids_stmt():
-    from sqlalchemy import case, or_
+def _due_statement():
+    from sqlalchemy import case, func, literal_column, null, or_, union_all
 
     from storage.models import Account
     from storage.stalls import due_condition
@@ -458,8 +466,27 @@ def _due_ids_stmt():
     account = Account.__table__
     due = due_condition(bindparam("now", type_=account.c.next_eval_at.type))
     stale = account.c.journey_version != bindparam("version")  # refresh_journeys' own condition
-    return (select(account.c.id, case((due, 1), else_=0), case((stale, 1), else_=0))
-            .where(or_(due, stale)).order_by(account.c.id))
+    one, zero = literal_column("1"), literal_column("0")
+    return union_all(
+        select(account.c.id, case((due, one), else_=zero), case((stale, one), else_=zero), null())
+        .where(or_(due, stale)),
+        select(null(), zero, zero, func.min(account.c.next_eval_at)))  # id NULL: this row
+
+
+def _due_sql(engine: Engine) -> tuple[str, tuple[str, ...], dict]:
+    """_due_statement compiled once for the engine's dialect (its SQL text, the order of its
+    parameters, their bind processors): run as plain DB-API, once per simulated tick."""
+    key = engine.dialect.name
+    found = _DUE_SQL.get(key)
+    if found is None:
+        compiled = _due_statement().compile(dialect=engine.dialect)
+        procs = compiled._bind_processors
+        order = tuple(compiled.positiontup)
+        found = _DUE_SQL[key] = (compiled.string, order, {k: procs[k] for k in order if k in procs})
+    return found
+
+
+_DUE_SQL: dict = {}
 
 
 def _no_slack():
