@@ -10,7 +10,11 @@ roughly is), and at each step, in this order:
    routes do (`evaluate_accounts`), and so are accounts whose progress may close a stall;
 2. the scan runs (`bot.scan.scan`), exactly as the scheduler runs it. A scan is skipped when
    no account is due (none changed since the last one, none at a moment `rules.review`
-   named): such a scan evaluates nobody and changes nothing, so the result is the same;
+   named): such a scan evaluates nobody and changes nothing, so the result is the same.
+   After the first (full) scan, a scan evaluates exactly the due accounts, so the replay
+   names them (`scan(..., only=due)`, one statement per tick finds them) instead of letting
+   each scan query for them, read the last full scan's rules and look for journeys to
+   refresh (see `_scan`);
 3. every stall the scan or an evaluation opened or changed goes through the real router
    (`bot.slack.router.Router`, with an alerts channel and no Slack token), so pings respect
    quiet hours, the hourly budget and "never twice"; the real outbox sender delivers the
@@ -36,9 +40,9 @@ from __future__ import annotations
 import logging
 import tempfile
 import time
-from functools import lru_cache
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
+from functools import lru_cache
 from typing import Callable, Sequence
 
 from sqlalchemy import Engine, bindparam, event, select
@@ -346,7 +350,8 @@ class _Replay:
         account waits for its journey to be recomputed (`refresh_journeys`: one ingest created
         without its journey), a scan is the evaluation of the due accounts and nothing else:
         the replay names them (`only`, the very rows `due_condition` selects), which skips the
-        scan's own look-ups (rules fingerprint, journey refresh, candidate query) per tick."""
+        scan's own look-ups per tick (the last full scan's rules, journeys to refresh, the
+        candidate query)."""
         from bot.scan import scan
 
         self.result.scans += 1
