@@ -127,8 +127,19 @@ def _sqlite_datetime_bind(type_):
     return process
 
 
+_converters: dict = {}
+
+
 def _sqlite_converter(type_):
-    """How SQLite's stored text becomes the Python value SQLAlchemy would return."""
+    """How SQLite's stored text becomes the Python value SQLAlchemy would return (worked out
+    once per column type: the hot look-ups ask for every column of every call)."""
+    found = _converters.get(id(type_))
+    if found is None or found[0] is not type_:
+        found = _converters[id(type_)] = (type_, _make_sqlite_converter(type_))
+    return found[1]
+
+
+def _make_sqlite_converter(type_):
     from datetime import date, datetime, timezone
 
     import orjson

@@ -10,7 +10,11 @@ roughly is), and at each step, in this order:
    routes do (`evaluate_accounts`), and so are accounts whose progress may close a stall;
 2. the scan runs (`bot.scan.scan`), exactly as the scheduler runs it. A scan is skipped when
    no account is due (none changed since the last one, none at a moment `rules.review`
-   named): such a scan evaluates nobody and changes nothing, so the result is the same;
+   named): such a scan evaluates nobody and changes nothing, so the result is the same.
+   After the first (full) scan, a scan evaluates exactly the due accounts, so the replay
+   names them (`scan(..., only=due)`, one statement per tick finds them) instead of letting
+   each scan query for them, read the last full scan's rules and look for journeys to
+   refresh (see `_scan`);
 3. every stall the scan or an evaluation opened or changed goes through the real router
    (`bot.slack.router.Router`, with an alerts channel and no Slack token), so pings respect
    quiet hours, the hourly budget and "never twice"; the real outbox sender delivers the
@@ -38,14 +42,16 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
+from functools import lru_cache
 from typing import Callable, Sequence
 
-from sqlalchemy import Engine, event, select
+from sqlalchemy import Engine, bindparam, event, select
 
 from bot.backtest.history import History
 from rules.backtest import DigestFact, PingFact, StallFact, Summary, summarize
 from rules.config import Rules
 from rules.routing import next_digest_at
+from storage.ingest import rules_version
 
 log = logging.getLogger(__name__)
 UTC = timezone.utc
@@ -178,6 +184,10 @@ class _Replay:
         self.opened: dict[int, StallFact] = {}
         self.resolves = sorted(resolves, key=lambda r: r.at)
         self.settings = settings
+        # Until a whole scan has run (the first: a full one), scans go through `scan` as the
+        # scheduler calls it; after that, see _scan.
+        self.full_pending = True
+        self.journey_version = rules_version(rules)
 
     # ------------------------------------------------------------------ the clock
 
@@ -218,9 +228,9 @@ class _Replay:
             if not self.skip_idle:
                 self.next_send = tick  # give the sender its turn at every tick too
             self._deliver()
-            due = self._due_at()
-            if first_scan or not self.skip_idle or (due is not None and due <= tick):
-                self._scan(tick)
+            due_ids, stale, due = self._due(tick)
+            if first_scan or not self.skip_idle or due_ids:
+                self._scan(tick, due_ids, stale)
                 first_scan = False
                 due = self._due_at()
             else:
@@ -258,6 +268,23 @@ class _Replay:
         if isinstance(earliest, str):  # SQLite's stored text, UTC
             earliest = datetime.fromisoformat(earliest)
         return _aware(earliest)
+
+    def _due(self, now: datetime) -> tuple[list[str], bool, datetime | None]:
+        """In one statement: the accounts a scan at `now` evaluates (storage.stalls.due_condition),
+        by id; whether an account's stored journey was computed under other rules (or never),
+        which the scan's `refresh_journeys` would recompute first; and, when none is due, the
+        earliest review moment (_due_at's answer then)."""
+        sql, order, binds = _due_sql(self.engine)
+        values = {"now": now, "version": self.journey_version}
+        args = tuple(binds[name](values[name]) if name in binds else values[name] for name in order)
+        with self.engine.connect() as conn:
+            rows = conn.exec_driver_sql(sql, args).all()
+        ids = sorted(r[0] for r in rows if r[0] is not None and r[1])
+        stale = any(r[2] for r in rows if r[0] is not None)
+        earliest = next(r[3] for r in rows if r[0] is None)  # min(next_eval_at) of every account
+        if isinstance(earliest, str):  # SQLite's stored text, UTC
+            earliest = datetime.fromisoformat(earliest)
+        return ids, stale, (EPOCH if ids else _aware(earliest))
 
     # ------------------------------------------------------------------ the pipeline
 
@@ -318,12 +345,22 @@ class _Replay:
             return
         self._route(report)
 
-    def _scan(self, now: datetime) -> None:
+    def _scan(self, now: datetime, due_ids: list[str], stale: bool) -> None:
+        """The scheduler's scan at `now`. Once the first (full) scan is done, and while no
+        account waits for its journey to be recomputed (`refresh_journeys`: one ingest created
+        without its journey), a scan is the evaluation of the due accounts and nothing else:
+        the replay names them (`only`, the very rows `due_condition` selects), which skips the
+        scan's own look-ups per tick (the last full scan's rules, journeys to refresh, the
+        candidate query)."""
         from bot.scan import scan
 
         self.result.scans += 1
         try:
-            report = scan(self.engine, self.rules, now)
+            if self.full_pending or stale:
+                report = scan(self.engine, self.rules, now)
+                self.full_pending = False
+            else:
+                report = scan(self.engine, self.rules, now, only=due_ids)
         except Exception:  # live: the scheduler logs it and scans again at the next interval
             log.debug("backtest: scan failed at %s", now, exc_info=True)
             self.result.scan_failures += 1
@@ -422,6 +459,39 @@ class _Replay:
             went_out.append(PingFact(stall_id=p.stall_id, owner=p.owner_email or None, at=at, priority=p.priority,
                                      account_id=p.account_id))
         self.result.pings = sorted(went_out, key=lambda p: (p.at, p.stall_id))
+
+
+@lru_cache(maxsize=None)
+def _due_statement():
+    from sqlalchemy import case, func, literal_column, null, or_, union_all
+
+    from storage.models import Account
+    from storage.stalls import due_condition
+
+    account = Account.__table__
+    due = due_condition(bindparam("now", type_=account.c.next_eval_at.type))
+    stale = account.c.journey_version != bindparam("version")  # refresh_journeys' own condition
+    one, zero = literal_column("1"), literal_column("0")
+    return union_all(
+        select(account.c.id, case((due, one), else_=zero), case((stale, one), else_=zero), null())
+        .where(or_(due, stale)),
+        select(null(), zero, zero, func.min(account.c.next_eval_at)))  # id NULL: this row
+
+
+def _due_sql(engine: Engine) -> tuple[str, tuple[str, ...], dict]:
+    """_due_statement compiled once for the engine's dialect (its SQL text, the order of its
+    parameters, their bind processors): run as plain DB-API, once per simulated tick."""
+    key = engine.dialect.name
+    found = _DUE_SQL.get(key)
+    if found is None:
+        compiled = _due_statement().compile(dialect=engine.dialect)
+        procs = compiled._bind_processors
+        order = tuple(compiled.positiontup)
+        found = _DUE_SQL[key] = (compiled.string, order, {k: procs[k] for k in order if k in procs})
+    return found
+
+
+_DUE_SQL: dict = {}
 
 
 def _no_slack():
