@@ -36,27 +36,11 @@ def account_name(i: int) -> str:
     return f"{rnd.choice(WORDS).title()} {rnd.choice(WORDS).title()} {i}"
 
 
-def build(path: Path, accounts: int, per_account: int) -> None:
+def account_events(accounts: int, per_account: int, seed: int = 42):
+    """The data set's events, one list per account (seeded: the same every time)."""
     from bot.ingest.records import IncomingEvent, TicketUpdate
-    from bot.settings import load_rules
-    from storage import migrate
-    from storage.db import make_engine
-    from storage.ingest import store_batches
 
-    engine = make_engine(f"sqlite:///{path}")
-    migrate.upgrade(engine)
-    rules = load_rules()
-    rnd = random.Random(42)
-    pending: list = []
-    total = 0
-    started = time.perf_counter()
-
-    def flush():
-        nonlocal pending
-        if pending:
-            store_batches(engine, [pending], rules, NOW)
-            pending = []
-
+    rnd = random.Random(seed)
     for i in range(accounts):
         aid = f"acct-{i:06d}"
         signup = NOW - timedelta(days=45 * rnd.random())
@@ -86,13 +70,42 @@ def build(path: Path, accounts: int, per_account: int) -> None:
                 created = NOW - timedelta(days=rnd.random() * 6)
                 events.append(IncomingEvent("tickets", f"{aid}-t{t}", "ticket", "Ticket open", created, aid, None, {},
                                             ticket=TicketUpdate(f"{aid}-t{t}", "open", created, topic="billing")))
-        pending.extend(events[:per_account])
-        total += min(len(events), per_account)
+        yield events[:per_account]
+
+
+def store_all(engine, accounts: int, per_account: int, rules, progress=None) -> int:
+    """Store the data set through the real storage path (store_batches), 20,000 events at a time."""
+    from storage.ingest import store_batches
+
+    pending: list = []
+    total = 0
+    for i, events in enumerate(account_events(accounts, per_account)):
+        pending.extend(events)
+        total += len(events)
         if len(pending) >= 20_000:
-            flush()
-            rate = total / (time.perf_counter() - started)
-            print(f"\r  building: {i + 1:,}/{accounts:,} accounts, {total:,} events ({rate:,.0f}/s)", end="", flush=True)
-    flush()
+            store_batches(engine, [pending], rules, NOW)
+            pending = []
+            if progress is not None:
+                progress(i + 1, total)
+    if pending:
+        store_batches(engine, [pending], rules, NOW)
+    return total
+
+
+def build(path: Path, accounts: int, per_account: int) -> None:
+    from bot.settings import load_rules
+    from storage import migrate
+    from storage.db import make_engine
+
+    engine = make_engine(f"sqlite:///{path}")
+    migrate.upgrade(engine)
+    started = time.perf_counter()
+
+    def progress(done: int, total: int) -> None:
+        rate = total / (time.perf_counter() - started)
+        print(f"\r  building: {done:,}/{accounts:,} accounts, {total:,} events ({rate:,.0f}/s)", end="", flush=True)
+
+    total = store_all(engine, accounts, per_account, load_rules(), progress)
     print(f"\r  built {accounts:,} accounts and {total:,} events in {time.perf_counter() - started:.0f} s" + " " * 20)
     with engine.connect() as conn:
         conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
