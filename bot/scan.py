@@ -12,11 +12,11 @@ import logging
 import traceback
 from collections import Counter
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Callable, Sequence
 
-from sqlalchemy import Engine, bindparam, select, update
+from sqlalchemy import Engine, bindparam, case, select, update
 
 from rules.config import Rules
 from rules.health import HealthFacts, HealthStall, account_health, escalated
@@ -176,15 +176,17 @@ def _decide_account(row, plan, now: datetime, tickets, days: tuple[int, int], ac
         active_days_recent=recent, active_days_previous=previous, payment_failed_at=row.payment_failed_at,
     )
     findings = evaluate(facts, plan, now, journey=journey, open_stalls=account_stalls)
-    scored = [(f, score(f, facts, plan, now, explain=False)) for f in findings]
+    scored = [(f, score(f, facts, plan, now, explain=False)) for f in findings] if findings else []
     changes: list[StallChange] = []
-    for change in reconcile(row.id, row.status, account_stalls, scored, now, decisions):
-        if change.finding is not None:  # the words for a stall that opens or changes
-            change = replace(change, score=score(change.finding, facts, plan, now))
-        changes.append(change)
-    review = {"_id": row.id, "_updated_at": row.updated_at, "next_eval_at": next_review(
-        facts, journey, scored, plan, now, snoozed_until=[s.snoozed_until for s in account_stalls],
-        quiet_until=[d.quiet_until for d in decisions])}
+    if account_stalls or scored or decisions:  # else reconcile has nothing to say (most accounts)
+        for change in reconcile(row.id, row.status, account_stalls, scored, now, decisions):
+            if change.finding is not None:  # the words for a stall that opens or changes
+                change = StallChange(change.action, change.account_id, change.rule, change.stall_id, change.finding,
+                                     score(change.finding, facts, plan, now), change.reason)
+            changes.append(change)
+    next_at = next_review(facts, journey, scored, plan, now,
+                          snoozed_until=[s.snoozed_until for s in account_stalls] if account_stalls else (),
+                          quiet_until=[d.quiet_until for d in decisions] if decisions else ())
     if findings:
         stage = findings[0].stage
     else:
@@ -192,10 +194,19 @@ def _decide_account(row, plan, now: datetime, tickets, days: tuple[int, int], ac
                               all_steps_done=row.steps_done == len(plan.step_events),
                               renewal_date=row.renewal_date, now=now)
     health = _health(row, plan, facts, scored, now)
-    reviews.append(review)
+    # Only what changed is written: an unchanged next review (the guarded update would write
+    # the same value) and an unchanged stage and health are left alone; when both changed,
+    # one statement writes them (see _write_accounts).
+    review = None if next_at == row.next_eval_at else {
+        "_id": row.id, "_updated_at": row.updated_at, "next_eval_at": next_at}
     if stage != row.stage or health.score != row.health or list(health.reasons) != (row.health_reasons or []):
-        stage_updates.append({"_id": row.id, "stage": stage, "health": health.score,
-                              "health_reasons": list(health.reasons)})
+        update = {"_id": row.id, "stage": stage, "health": health.score, "health_reasons": list(health.reasons)}
+        if review is not None:
+            update["_updated_at"], update["next_eval_at"] = row.updated_at, next_at
+            review = None
+        stage_updates.append(update)
+    if review is not None:
+        reviews.append(review)
     return changes
 
 
@@ -214,14 +225,28 @@ def _health(row, plan, facts: AccountFacts, scored, now: datetime):
 
 def _set_stage_and_health(conn, updates: list[dict]) -> None:
     """The stage and the health of the accounts where either changed (a first scan: all of
-    them), as one executemany."""
-    if updates:
+    them), as one executemany each: with the next review as well where that changed too
+    (written as set_next_eval writes it: unless ingest changed the account meanwhile)."""
+    alone = [u for u in updates if "next_eval_at" not in u]
+    both = [u for u in updates if "next_eval_at" in u] if len(alone) != len(updates) else []
+    if alone:
         FastMany.of(
             conn, "account.stage_health",
             lambda c: update(ACCOUNT).where(ACCOUNT.c.id == bindparam("_id")).values(
                 stage=bindparam("stage"), health=bindparam("health"), health_reasons=bindparam("health_reasons")),
             ("_id", "stage", "health", "health_reasons"), {"health_reasons": ACCOUNT.c.health_reasons.type},
-        ).run(conn, updates)
+        ).run(conn, alone)
+    if both:
+        FastMany.of(
+            conn, "account.stage_health_next_eval",
+            lambda c: update(ACCOUNT).where(ACCOUNT.c.id == bindparam("_id")).values(
+                stage=bindparam("stage"), health=bindparam("health"), health_reasons=bindparam("health_reasons"),
+                next_eval_at=case((ACCOUNT.c.updated_at == bindparam("_updated_at"), bindparam("next_eval_at")),
+                                  else_=ACCOUNT.c.next_eval_at)),
+            ("_id", "stage", "health", "health_reasons", "_updated_at", "next_eval_at"),
+            {"health_reasons": ACCOUNT.c.health_reasons.type, "_updated_at": ACCOUNT.c.updated_at.type,
+             "next_eval_at": ACCOUNT.c.next_eval_at.type},
+        ).run(conn, both)
 
 
 def _count(report: ScanReport, changes: list[StallChange], applied: Applied) -> None:

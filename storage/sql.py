@@ -116,9 +116,12 @@ def _sqlite_datetime_bind(type_):
     def process(value):
         text = seen.get(value)
         if text is None:
-            if value.tzinfo is None:
+            if value.tzinfo is utc:  # the common case: "...+00:00" dropped is the same text
+                text = value.isoformat(" ", "microseconds")[:-6]
+            elif value.tzinfo is None:
                 raise ValueError("datetimes must be timezone-aware")
-            text = value.astimezone(utc).replace(tzinfo=None).isoformat(" ", "microseconds")
+            else:
+                text = value.astimezone(utc).replace(tzinfo=None).isoformat(" ", "microseconds")
             if len(seen) > 4096:
                 seen.clear()
             seen[value] = text

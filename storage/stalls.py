@@ -25,7 +25,7 @@ TICKET = Ticket.__table__
 FACT_COLUMNS = (
     "id", "name", "arr", "status", "track", "plan", "seats", "signup_at", "activated_at", "renewal_date",
     "payment_failed_at", "stage", "waiting_step", "waiting_since", "stalled_at", "checkpoint_at", "steps_done",
-    "updated_at", "health", "health_reasons",
+    "updated_at", "health", "health_reasons", "next_eval_at",
 )
 TICKET_LOOKBACK = timedelta(days=30)
 
