@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import multiprocessing
+import os
+import threading
 import traceback
 from collections import Counter
 import time
@@ -16,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Callable, Sequence
 
-from sqlalchemy import Engine, bindparam, case, select, update
+from sqlalchemy import Engine, bindparam, case, func, select, update
 
 from rules.config import Rules
 from rules.health import HealthFacts, HealthStall, account_health, escalated
@@ -58,6 +61,7 @@ class ScanReport:
     seconds: float = 0.0
     opened_ids: list[int] = field(default_factory=list)
     changed_ids: list[int] = field(default_factory=list)
+    actions: Counter = field(default_factory=Counter, repr=False)  # a worker process's changes, for the metrics
 
     def summary(self) -> str:
         kind = "full scan" if self.full else "scan"
@@ -73,7 +77,7 @@ ChangeHook = Callable[[ScanReport], None]
 
 
 def scan(engine: Engine, rules: Rules, now: datetime | None = None, *, only: Sequence[str] | None = None,
-         full: bool | None = None, hooks: Sequence[ChangeHook] = ()) -> ScanReport:
+         full: bool | None = None, hooks: Sequence[ChangeHook] = (), workers: int | None = None) -> ScanReport:
     """Evaluate the due accounts (or only the given ones) at `now`; then, when stalls opened
     or changed, call each of `hooks` with the report.
 
@@ -86,6 +90,11 @@ def scan(engine: Engine, rules: Rules, now: datetime | None = None, *, only: Seq
     in its own short transaction, so memory stays bounded and ingest is never blocked for
     long. Writes are guarded (see storage.stalls.apply_changes), so a concurrent evaluation
     of the same account cannot double-open or re-close a stall.
+
+    A full scan of many accounts (at least PARALLEL_MIN_ACCOUNTS, on 2 cores or more) is
+    split in two by account id: this process evaluates the first half while a forked worker
+    process evaluates the second (`workers=1` keeps it in this process, `workers=2` splits
+    whatever the size). See _scan_two.
     """
     started = time.perf_counter()
     now = now or utcnow()
@@ -96,12 +105,35 @@ def scan(engine: Engine, rules: Rules, now: datetime | None = None, *, only: Seq
         if full is None:
             full = get_meta(engine, "scan_rules") != fingerprint
     report.full = bool(full)
+    split = _split_point(engine, workers) if full and only is None else None
+    if split is None:
+        _scan_range(engine, rules, now, only, bool(full), report)
+    else:
+        _scan_two(engine, rules, now, split, report)
+    if full and only is None:
+        set_meta(engine, "scan_rules", fingerprint)
+    report.seconds = time.perf_counter() - started
+    metrics.SCAN_SECONDS.observe(report.seconds)
+    if report.opened_ids or report.changed_ids:
+        for hook in list(hooks):  # a copy: the process may add or remove hooks meanwhile
+            hook(report)
+    return report
+
+
+def _scan_range(engine: Engine, rules: Rules, now: datetime, only: Sequence[str] | None, full: bool,
+                report: ScanReport, after: str | None = None, upto: str | None = None, write_lock=None,
+                on_batch: Callable[[str, ScanReport], None] | None = None) -> None:
+    """Evaluate the candidates (of ids in (after, upto] when given) batch by batch: each
+    batch decided from one read snapshot, then written in its own transaction. `on_batch`
+    gets each written batch's last id and its own report (a worker sends them on)."""
     with read_tx(engine) as conn:
-        for rows in iter_candidates(conn, rules, now, only, full=bool(full)):
-            report.candidates += len(rows)
+        for rows in iter_candidates(conn, rules, now, only, full=full, after=after, upto=upto):
+            part = ScanReport(now=now, full=report.full) if on_batch is not None else report
+            part.candidates += len(rows)
             stage_updates: list[dict] = []
             reviews: list[dict] = []
-            changes = _decide(conn, rows, rules, now, stage_updates, reviews, report)
+            changes = _decide(conn, rows, rules, now, stage_updates, reviews, part)
+
             def write(changes=changes, stage_updates=stage_updates, reviews=reviews) -> Applied:
                 with write_tx(engine) as wconn:
                     applied = apply_changes(wconn, changes, now)
@@ -111,16 +143,132 @@ def scan(engine: Engine, rules: Rules, now: datetime | None = None, *, only: Seq
 
             # Concurrent evaluations of overlapping accounts (two servers and a worker) can
             # deadlock on PostgreSQL; the aborted one is run again (its writes are guarded).
-            applied = retry_conflicts(write, log=log, what="a scan's batch")
-            _count(report, changes, applied)
-    if full and only is None:
-        set_meta(engine, "scan_rules", fingerprint)
-    report.seconds = time.perf_counter() - started
-    metrics.SCAN_SECONDS.observe(report.seconds)
-    if report.opened_ids or report.changed_ids:
-        for hook in list(hooks):  # a copy: the process may add or remove hooks meanwhile
-            hook(report)
-    return report
+            if write_lock is None:
+                applied = retry_conflicts(write, log=log, what="a scan's batch")
+            else:
+                with write_lock:  # the other half's process queues here, not on SQLite's busy handler
+                    applied = retry_conflicts(write, log=log, what="a scan's batch")
+            _count(part, changes, applied)
+            if on_batch is not None:
+                _merge(report, part)
+                on_batch(rows[-1].id, part)
+
+
+# A full scan of at least this many accounts is split over two processes (below it, starting
+# the second process costs more than it saves).
+PARALLEL_MIN_ACCOUNTS = 20_000
+_IN_WORKER = False  # set in a scan's worker process: its metrics are counted by the parent
+
+
+def _split_point(engine: Engine, workers: int | None) -> str | None:
+    """The last account id of the first half, when the scan is to be split in two; else None."""
+    if workers is not None and workers < 2:
+        return None
+    if workers is None:
+        if _IN_WORKER or (os.cpu_count() or 1) < 2:
+            return None
+        if engine.url.get_backend_name() == "sqlite" and engine.url.database in (None, "", ":memory:"):
+            return None  # an in-memory database is this process's alone
+    with read_tx(engine) as conn:
+        count = conn.execute(select(func.count()).select_from(ACCOUNT)).scalar_one()
+        if count < 2 or (workers is None and count < PARALLEL_MIN_ACCOUNTS):
+            return None
+        return conn.execute(select(ACCOUNT.c.id).order_by(ACCOUNT.c.id).offset(count // 2 - 1).limit(1)).scalar()
+
+
+def _scan_two(engine: Engine, rules: Rules, now: datetime, split: str, report: ScanReport) -> None:
+    """A full scan in two halves at once: ids up to `split` here, the rest in a forked
+    worker process with its own engine (the writes of both queue on one lock on SQLite; on
+    PostgreSQL the halves touch different rows). The worker sends each batch's report as
+    it is written; whatever it did not finish (it failed or died) is then evaluated here, so
+    the scan's outcome is the same as in one process, and its errors surface here."""
+    ctx = multiprocessing.get_context("fork")
+    write_lock = ctx.Lock() if engine.url.get_backend_name() == "sqlite" else None
+    receive, send = ctx.Pipe(duplex=False)
+    url = engine.url.render_as_string(hide_password=False)
+    worker = ctx.Process(target=_worker, args=(url, rules, now, split, write_lock, send), daemon=True,
+                         name="stallwatch-scan-worker")
+    worker.start()
+    send.close()
+    messages: list = []
+    reader = threading.Thread(target=_drain, args=(receive, messages), daemon=True)
+    reader.start()
+    try:
+        _scan_range(engine, rules, now, None, True, report, upto=split, write_lock=write_lock)
+    finally:
+        reader.join()
+        worker.join()
+        receive.close()
+    last, done = split, False
+    for message in messages:
+        if message[0] == "batch":
+            last = message[1]
+            _merge(report, message[2], count_metrics=True)
+        elif message[0] == "done":
+            done = True
+        else:
+            log.warning("scan: the worker process failed (%s); its remaining accounts are evaluated here", message[1])
+    if not done:
+        if not messages or messages[-1][0] == "batch":
+            log.warning("scan: the worker process ended early (exit code %s); its remaining accounts are "
+                        "evaluated here", worker.exitcode)
+        _scan_range(engine, rules, now, None, True, report, after=last)
+
+
+def _drain(receive, messages: list) -> None:
+    while True:
+        try:
+            messages.append(receive.recv())
+        except (EOFError, OSError):
+            return
+
+
+def _worker(url: str, rules: Rules, now: datetime, after: str, write_lock, send) -> None:
+    """The second half of a split full scan, in a forked process: a fresh engine (nothing of
+    the parent's connections or locks is used), no metrics (the parent counts them)."""
+    global _IN_WORKER
+    _IN_WORKER = True
+    code = 0
+    try:
+        from storage.db import make_engine
+
+        engine = make_engine(url)
+        report = ScanReport(now=now, full=True)
+        _scan_range(engine, rules, now, None, True, report, after=after, write_lock=write_lock,
+                    on_batch=lambda last, part: send.send(("batch", last, part)))
+        send.send(("done",))
+        engine.dispose()
+    except BaseException as exc:  # noqa: BLE001 - reported to the parent, which finishes the range
+        code = 1
+        try:  # the error's type only: its text may quote customer data
+            send.send(("failed", type(exc).__name__))
+        except Exception:  # noqa: BLE001
+            pass
+    finally:
+        try:
+            send.close()
+        finally:
+            os._exit(code)  # no atexit handlers or finalizers of the parent's objects in the child
+
+
+def _merge(report: ScanReport, part: ScanReport, count_metrics: bool = False) -> None:
+    """Add a batch's report (of this process, or of the worker's: then its metrics too)."""
+    if part is report:
+        return
+    report.candidates += part.candidates
+    report.opened += part.opened
+    report.updated += part.updated
+    report.unsnoozed += part.unsnoozed
+    report.auto_resolved += part.auto_resolved
+    report.suppressed += part.suppressed
+    report.failed += part.failed
+    report.opened_ids.extend(part.opened_ids)
+    report.changed_ids.extend(part.changed_ids)
+    if count_metrics:
+        for action, n in part.actions.items():
+            metrics.STALL_CHANGES.labels(action).inc(n)
+        if part.failed:
+            metrics.SCAN_ACCOUNT_FAILURES.inc(part.failed)
 
 
 def evaluate_accounts(engine: Engine, rules: Rules, account_ids: Sequence[str], now: datetime | None = None, *,
@@ -157,7 +305,8 @@ def _skip_failed(report: ScanReport, account_id: str, exc: Exception, doing: str
     log.error("scan: %s account %r failed (%s at %s:%s); skipped, retried later", doing, account_id,
               type(exc).__name__, frame.filename.rsplit("/", 1)[-1], frame.lineno)
     report.failed += 1
-    metrics.SCAN_ACCOUNT_FAILURES.inc()
+    if not _IN_WORKER:
+        metrics.SCAN_ACCOUNT_FAILURES.inc()
 
 
 def _decide_account(row, plan, now: datetime, tickets, days: tuple[int, int], account_stalls,
@@ -251,7 +400,10 @@ def _set_stage_and_health(conn, updates: list[dict]) -> None:
 
 def _count(report: ScanReport, changes: list[StallChange], applied: Applied) -> None:
     for action, n in Counter(c.action for c in changes).items():
-        metrics.STALL_CHANGES.labels(action).inc(n)
+        if _IN_WORKER:
+            report.actions[action] += n
+        else:
+            metrics.STALL_CHANGES.labels(action).inc(n)
     report.opened += len(applied.opened)
     report.updated += sum(c.action == "update" for c in changes)
     report.unsnoozed += sum(c.action == "unsnooze" for c in changes)

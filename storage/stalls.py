@@ -77,9 +77,11 @@ def usage_window(now: datetime) -> tuple[date, date]:
 
 
 def iter_candidates(conn: Connection, rules: Rules, now: datetime, only: Sequence[str] | None = None,
-                    batch: int = 5000, full: bool = True) -> Iterator[list]:
+                    batch: int = 5000, full: bool = True, *, after: str | None = None,
+                    upto: str | None = None) -> Iterator[list]:
     """Candidate account rows, in batches, ordered by id (bounded memory): the given ones,
-    every account a rule could fire on (`full`), or only the due ones."""
+    every account a rule could fire on (`full`), or only the due ones; of ids in
+    (`after`, `upto`] when given (a scan split over processes)."""
     cols = [ACCOUNT.c[c] for c in FACT_COLUMNS]
     if only is not None:
         for chunk in chunks(sorted(set(only)), 900):
@@ -87,6 +89,10 @@ def iter_candidates(conn: Connection, rules: Rules, now: datetime, only: Sequenc
         return
     condition = candidate_condition(rules, now) if full else due_condition(now)
     stmt = select(*cols).where(condition).order_by(ACCOUNT.c.id)
+    if after is not None:
+        stmt = stmt.where(ACCOUNT.c.id > after)
+    if upto is not None:
+        stmt = stmt.where(ACCOUNT.c.id <= upto)
     yield from stream_rows(conn, stmt, batch)
 
 
