@@ -223,15 +223,12 @@ def _open(conn: Connection, rows: list[dict]) -> list[int]:
     if conn.dialect.name != "sqlite":
         stmt = insert_ignore(conn, STALL, "open_key").returning(STALL.c.id)
         return [r[0] for chunk in chunks(rows, 500) for r in conn.execute(stmt, chunk)]
-    # SQLite: this transaction holds the write lock, so what is live now stays so until commit.
-    keys = [r["open_key"] for r in rows]
-    live = {r.open_key for r in select_in(conn, STALL, ("open_key",), "open_key", keys)}
-    rows = [r for r in rows if r["open_key"] not in live]
-    if not rows:
-        return []
+    # SQLite: this transaction holds the write lock, so the rows with ids above the highest
+    # before the insert are those it inserted (a live open_key's row is skipped by the insert).
+    before = conn.exec_driver_sql('SELECT coalesce(max(id), 0) FROM "stall"').scalar()
     FastMany.of(conn, "stall.open", lambda c: upsert(c, STALL).on_conflict_do_nothing(), tuple(rows[0]),
                 {c.name: c.type for c in STALL.columns}).run(conn, rows)
-    return sorted(r.id for r in select_in(conn, STALL, ("id",), "open_key", [r["open_key"] for r in rows]))
+    return [r[0] for r in conn.exec_driver_sql('SELECT id FROM "stall" WHERE id > ? ORDER BY id', (before,))]
 
 
 def _open_row(change: StallChange, now: datetime) -> dict:
