@@ -159,6 +159,7 @@ def _scan_range(engine: Engine, rules: Rules, now: datetime, only: Sequence[str]
 # the second process costs more than it saves).
 PARALLEL_MIN_ACCOUNTS = 20_000
 HALF_CACHE_KB = 8192
+WORKER_SILENT = 300.0  # seconds without a batch written: the worker is ended (see _await)
 _IN_WORKER = False  # set in a scan's worker process: its metrics are counted by the parent
 
 
@@ -202,8 +203,8 @@ def _scan_two(engine: Engine, rules: Rules, now: datetime, split: str, report: S
     finally:
         if half is not engine:
             half.dispose()
+        _await(worker, messages)
         reader.join()
-        worker.join()
         receive.close()
         gc.unfreeze()
     last, done = split, False
@@ -220,6 +221,21 @@ def _scan_two(engine: Engine, rules: Rules, now: datetime, split: str, report: S
             log.warning("scan: the worker process ended early (exit code %s); its remaining accounts are "
                         "evaluated here", worker.exitcode)
         _scan_range(engine, rules, now, None, True, report, after=last)
+
+
+def _await(worker, messages: list) -> None:
+    """Wait for the worker to finish; one that sent nothing for WORKER_SILENT (it hangs: a
+    lock some other thread of this process held when it forked, say) is ended, and what it
+    did not do is evaluated here."""
+    seen, since = len(messages), time.monotonic()
+    while worker.is_alive():
+        worker.join(0.5)
+        if len(messages) != seen:
+            seen, since = len(messages), time.monotonic()
+        elif worker.is_alive() and time.monotonic() - since > WORKER_SILENT:
+            log.warning("scan: the worker process sent nothing for %.0f s; ended", WORKER_SILENT)
+            worker.kill()
+            worker.join()
 
 
 def _half_engine(url: str) -> Engine:
