@@ -359,11 +359,23 @@ def _decide_account(row, plan, now: datetime, tickets, days: tuple[int, int], ac
         active_days_recent=recent, active_days_previous=previous, payment_failed_at=row.payment_failed_at,
     )
     findings = evaluate(facts, plan, now, journey=journey, open_stalls=account_stalls)
-    scored = [(f, score(f, facts, plan, now, explain=False)) for f in findings] if findings else []
+    scored = []
+    worded: set[int] = set()  # the scores computed with their words (why) already
+    if findings:
+        # A finding of a rule with no live stall and no decision opens one: its score is
+        # computed with the words at once (the same score, the why line too), not twice.
+        live_rules = {stall.rule for stall in account_stalls}
+        for f in findings:
+            if decisions or f.rule in live_rules:
+                scored.append((f, score(f, facts, plan, now, explain=False)))
+            else:
+                worded_score = score(f, facts, plan, now)
+                worded.add(id(worded_score))
+                scored.append((f, worded_score))
     changes: list[StallChange] = []
     if account_stalls or scored or decisions:  # else reconcile has nothing to say (most accounts)
         for change in reconcile(row.id, row.status, account_stalls, scored, now, decisions):
-            if change.finding is not None:  # the words for a stall that opens or changes
+            if change.finding is not None and id(change.score) not in worded:  # the words for a stall that opens or changes
                 change = StallChange(change.action, change.account_id, change.rule, change.stall_id, change.finding,
                                      score(change.finding, facts, plan, now), change.reason)
             changes.append(change)
