@@ -140,7 +140,17 @@ def _sqlite_converter(type_):
     impl = getattr(type_, "impl", type_)
     if isinstance(impl, DateTime):
         utc = timezone.utc
-        return lambda v: datetime.fromisoformat(v).replace(tzinfo=utc)
+        parse = datetime.fromisoformat
+
+        def to_datetime(v):
+            # SQLAlchemy's text has no offset: parsed with "+00:00" it is the same aware UTC
+            # value (tzinfo is timezone.utc), several times faster than .replace(tzinfo=...).
+            try:
+                return parse(v + "+00:00")
+            except ValueError:
+                return parse(v).replace(tzinfo=utc)
+
+        return to_datetime
     if isinstance(impl, Date):
         return date.fromisoformat
     if isinstance(impl, JSON):
