@@ -228,7 +228,7 @@ def _open(conn: Connection, rows: list[dict]) -> list[int]:
     before = conn.exec_driver_sql('SELECT coalesce(max(id), 0) FROM "stall"').scalar()
     FastMany.of(conn, "stall.open", lambda c: upsert(c, STALL).on_conflict_do_nothing(), tuple(rows[0]),
                 {c.name: c.type for c in STALL.columns}).run(conn, rows)
-    return [r[0] for r in conn.exec_driver_sql('SELECT id FROM "stall" WHERE id > ? ORDER BY id', (before,))]
+    return [r[0] for r in conn.exec_driver_sql('SELECT id FROM "stall" WHERE id > ? ORDER BY id', (before,)).fetchall()]
 
 
 def _open_row(change: StallChange, now: datetime) -> dict:
