@@ -165,13 +165,12 @@ _IN_WORKER = False  # set in a scan's worker process: its metrics are counted by
 
 def _split_point(engine: Engine, workers: int | None) -> str | None:
     """The last account id of the first half, when the scan is to be split in two; else None."""
-    if workers is not None and workers < 2:
+    if (workers is not None and workers < 2) or _IN_WORKER:
         return None
-    if workers is None:
-        if _IN_WORKER or (os.cpu_count() or 1) < 2:
-            return None
-        if engine.url.get_backend_name() == "sqlite" and engine.url.database in (None, "", ":memory:"):
-            return None  # an in-memory database is this process's alone
+    if engine.url.get_backend_name() == "sqlite" and engine.url.database in (None, "", ":memory:"):
+        return None  # an in-memory database is this process's alone
+    if workers is None and (os.cpu_count() or 1) < 2:
+        return None
     with read_tx(engine) as conn:
         count = conn.execute(select(func.count()).select_from(ACCOUNT)).scalar_one()
         if count < 2 or (workers is None and count < PARALLEL_MIN_ACCOUNTS):
