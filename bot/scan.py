@@ -15,6 +15,7 @@ import os
 import threading
 import traceback
 from collections import Counter
+from contextlib import contextmanager
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -129,30 +130,51 @@ def _scan_range(engine: Engine, rules: Rules, now: datetime, only: Sequence[str]
     gets each written batch's last id and its own report (a worker sends them on)."""
     with read_tx(engine) as conn:
         for rows in iter_candidates(conn, rules, now, only, full=full, after=after, upto=upto):
-            part = ScanReport(now=now, full=report.full) if on_batch is not None else report
-            part.candidates += len(rows)
-            stage_updates: list[dict] = []
-            reviews: list[dict] = []
-            changes = _decide(conn, rows, rules, now, stage_updates, reviews, part)
+            with _no_gc():
+                _scan_batch(engine, conn, rows, rules, now, report, write_lock, on_batch)
 
-            def write(changes=changes, stage_updates=stage_updates, reviews=reviews) -> Applied:
-                with write_tx(engine) as wconn:
-                    applied = apply_changes(wconn, changes, now)
-                    _set_stage_and_health(wconn, stage_updates)
-                    set_next_eval(wconn, reviews)
-                return applied
 
-            # Concurrent evaluations of overlapping accounts (two servers and a worker) can
-            # deadlock on PostgreSQL; the aborted one is run again (its writes are guarded).
-            if write_lock is None:
-                applied = retry_conflicts(write, log=log, what="a scan's batch")
-            else:
-                with write_lock:  # the other half's process queues here, not on SQLite's busy handler
-                    applied = retry_conflicts(write, log=log, what="a scan's batch")
-            _count(part, changes, applied)
-            if on_batch is not None:
-                _merge(report, part)
-                on_batch(rows[-1].id, part)
+@contextmanager
+def _no_gc():
+    """No cyclic garbage collection while a batch is decided and written: its many small
+    objects (mostly freed by reference counting anyway) made the collector run thousands of
+    times per batch, ~15% of the deciding. It runs again between batches."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _scan_batch(engine: Engine, conn, rows: list, rules: Rules, now: datetime, report: ScanReport, write_lock,
+                on_batch: Callable[[str, ScanReport], None] | None) -> None:
+    """Decide one batch of candidate rows and write its decisions in one transaction."""
+    part = ScanReport(now=now, full=report.full) if on_batch is not None else report
+    part.candidates += len(rows)
+    stage_updates: list[dict] = []
+    reviews: list[dict] = []
+    changes = _decide(conn, rows, rules, now, stage_updates, reviews, part)
+
+    def write(changes=changes, stage_updates=stage_updates, reviews=reviews) -> Applied:
+        with write_tx(engine) as wconn:
+            applied = apply_changes(wconn, changes, now)
+            _set_stage_and_health(wconn, stage_updates)
+            set_next_eval(wconn, reviews)
+        return applied
+
+    # Concurrent evaluations of overlapping accounts (two servers and a worker) can
+    # deadlock on PostgreSQL; the aborted one is run again (its writes are guarded).
+    if write_lock is None:
+        applied = retry_conflicts(write, log=log, what="a scan's batch")
+    else:
+        with write_lock:  # the other half's process queues here, not on SQLite's busy handler
+            applied = retry_conflicts(write, log=log, what="a scan's batch")
+    _count(part, changes, applied)
+    if on_batch is not None:
+        _merge(report, part)
+        on_batch(rows[-1].id, part)
 
 
 # A full scan of at least this many accounts is split over two processes (below it, starting
