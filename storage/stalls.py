@@ -85,7 +85,9 @@ def iter_candidates(conn: Connection, rules: Rules, now: datetime, only: Sequenc
     cols = [ACCOUNT.c[c] for c in FACT_COLUMNS]
     if only is not None:
         for chunk in chunks(sorted(set(only)), 900):
-            yield select_in(conn, ACCOUNT, FACT_COLUMNS, "id", chunk)
+            # In id order, as the other paths: PostgreSQL returns an IN look-up's rows in
+            # whatever order its plan gives, and the order stalls open in numbers them.
+            yield sorted(select_in(conn, ACCOUNT, FACT_COLUMNS, "id", chunk), key=lambda r: r.id)
         return
     condition = candidate_condition(rules, now) if full else due_condition(now)
     stmt = select(*cols).where(condition).order_by(ACCOUNT.c.id)
