@@ -7,16 +7,21 @@ the decisions. With the same `now` and data, a second run changes nothing.
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import logging
+import multiprocessing
+import os
+import threading
 import traceback
 from collections import Counter
+from contextlib import contextmanager
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Callable, Sequence
 
-from sqlalchemy import Engine, bindparam, select, update
+from sqlalchemy import Engine, bindparam, case, event, func, select, update
 
 from rules.config import Rules
 from rules.health import HealthFacts, HealthStall, account_health, escalated
@@ -58,6 +63,7 @@ class ScanReport:
     seconds: float = 0.0
     opened_ids: list[int] = field(default_factory=list)
     changed_ids: list[int] = field(default_factory=list)
+    actions: Counter = field(default_factory=Counter, repr=False)  # a worker process's changes, for the metrics
 
     def summary(self) -> str:
         kind = "full scan" if self.full else "scan"
@@ -73,7 +79,7 @@ ChangeHook = Callable[[ScanReport], None]
 
 
 def scan(engine: Engine, rules: Rules, now: datetime | None = None, *, only: Sequence[str] | None = None,
-         full: bool | None = None, hooks: Sequence[ChangeHook] = ()) -> ScanReport:
+         full: bool | None = None, hooks: Sequence[ChangeHook] = (), workers: int | None = None) -> ScanReport:
     """Evaluate the due accounts (or only the given ones) at `now`; then, when stalls opened
     or changed, call each of `hooks` with the report.
 
@@ -86,6 +92,11 @@ def scan(engine: Engine, rules: Rules, now: datetime | None = None, *, only: Seq
     in its own short transaction, so memory stays bounded and ingest is never blocked for
     long. Writes are guarded (see storage.stalls.apply_changes), so a concurrent evaluation
     of the same account cannot double-open or re-close a stall.
+
+    A full scan of many accounts (at least PARALLEL_MIN_ACCOUNTS, on 2 cores or more) is
+    split in two by account id: this process evaluates the first half while a forked worker
+    process evaluates the second (`workers=1` keeps it in this process, `workers=2` splits
+    whatever the size). See _scan_two.
     """
     started = time.perf_counter()
     now = now or utcnow()
@@ -96,23 +107,11 @@ def scan(engine: Engine, rules: Rules, now: datetime | None = None, *, only: Seq
         if full is None:
             full = get_meta(engine, "scan_rules") != fingerprint
     report.full = bool(full)
-    with read_tx(engine) as conn:
-        for rows in iter_candidates(conn, rules, now, only, full=bool(full)):
-            report.candidates += len(rows)
-            stage_updates: list[dict] = []
-            reviews: list[dict] = []
-            changes = _decide(conn, rows, rules, now, stage_updates, reviews, report)
-            def write(changes=changes, stage_updates=stage_updates, reviews=reviews) -> Applied:
-                with write_tx(engine) as wconn:
-                    applied = apply_changes(wconn, changes, now)
-                    _set_stage_and_health(wconn, stage_updates)
-                    set_next_eval(wconn, reviews)
-                return applied
-
-            # Concurrent evaluations of overlapping accounts (two servers and a worker) can
-            # deadlock on PostgreSQL; the aborted one is run again (its writes are guarded).
-            applied = retry_conflicts(write, log=log, what="a scan's batch")
-            _count(report, changes, applied)
+    split = _split_point(engine, workers) if full and only is None else None
+    if split is None:
+        _scan_range(engine, rules, now, only, bool(full), report)
+    else:
+        _scan_two(engine, rules, now, split, report)
     if full and only is None:
         set_meta(engine, "scan_rules", fingerprint)
     report.seconds = time.perf_counter() - started
@@ -121,6 +120,210 @@ def scan(engine: Engine, rules: Rules, now: datetime | None = None, *, only: Seq
         for hook in list(hooks):  # a copy: the process may add or remove hooks meanwhile
             hook(report)
     return report
+
+
+def _scan_range(engine: Engine, rules: Rules, now: datetime, only: Sequence[str] | None, full: bool,
+                report: ScanReport, after: str | None = None, upto: str | None = None, write_lock=None,
+                on_batch: Callable[[str, ScanReport], None] | None = None) -> None:
+    """Evaluate the candidates (of ids in (after, upto] when given) batch by batch: each
+    batch decided from one read snapshot, then written in its own transaction. `on_batch`
+    gets each written batch's last id and its own report (a worker sends them on)."""
+    with read_tx(engine) as conn:
+        for rows in iter_candidates(conn, rules, now, only, full=full, after=after, upto=upto):
+            with _no_gc():
+                _scan_batch(engine, conn, rows, rules, now, report, write_lock, on_batch)
+
+
+@contextmanager
+def _no_gc():
+    """No cyclic garbage collection while a batch is decided and written: its many small
+    objects (mostly freed by reference counting anyway) made the collector run thousands of
+    times per batch, ~15% of the deciding. It runs again between batches."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _scan_batch(engine: Engine, conn, rows: list, rules: Rules, now: datetime, report: ScanReport, write_lock,
+                on_batch: Callable[[str, ScanReport], None] | None) -> None:
+    """Decide one batch of candidate rows and write its decisions in one transaction."""
+    part = ScanReport(now=now, full=report.full) if on_batch is not None else report
+    part.candidates += len(rows)
+    stage_updates: list[dict] = []
+    reviews: list[dict] = []
+    changes = _decide(conn, rows, rules, now, stage_updates, reviews, part)
+
+    def write(changes=changes, stage_updates=stage_updates, reviews=reviews) -> Applied:
+        with write_tx(engine) as wconn:
+            applied = apply_changes(wconn, changes, now)
+            _set_stage_and_health(wconn, stage_updates)
+            set_next_eval(wconn, reviews)
+        return applied
+
+    # Concurrent evaluations of overlapping accounts (two servers and a worker) can
+    # deadlock on PostgreSQL; the aborted one is run again (its writes are guarded).
+    if write_lock is None:
+        applied = retry_conflicts(write, log=log, what="a scan's batch")
+    else:
+        with write_lock:  # the other half's process queues here, not on SQLite's busy handler
+            applied = retry_conflicts(write, log=log, what="a scan's batch")
+    _count(part, changes, applied)
+    if on_batch is not None:
+        _merge(report, part)
+        on_batch(rows[-1].id, part)
+
+
+# A full scan of at least this many accounts is split over two processes (below it, starting
+# the second process costs more than it saves).
+PARALLEL_MIN_ACCOUNTS = 20_000
+HALF_CACHE_KB = 8192
+WORKER_SILENT = 300.0  # seconds without a batch written: the worker is ended (see _await)
+_IN_WORKER = False  # set in a scan's worker process: its metrics are counted by the parent
+
+
+def _split_point(engine: Engine, workers: int | None) -> str | None:
+    """The last account id of the first half, when the scan is to be split in two; else None."""
+    if (workers is not None and workers < 2) or _IN_WORKER:
+        return None
+    if engine.url.get_backend_name() == "sqlite" and engine.url.database in (None, "", ":memory:"):
+        return None  # an in-memory database is this process's alone
+    if workers is None and (os.cpu_count() or 1) < 2:
+        return None
+    with read_tx(engine) as conn:
+        count = conn.execute(select(func.count()).select_from(ACCOUNT)).scalar_one()
+        if count < 2 or (workers is None and count < PARALLEL_MIN_ACCOUNTS):
+            return None
+        return conn.execute(select(ACCOUNT.c.id).order_by(ACCOUNT.c.id).offset(count // 2 - 1).limit(1)).scalar()
+
+
+def _scan_two(engine: Engine, rules: Rules, now: datetime, split: str, report: ScanReport) -> None:
+    """A full scan in two halves at once: ids up to `split` here, the rest in a forked
+    worker process with its own engine (the writes of both queue on one lock on SQLite; on
+    PostgreSQL the halves touch different rows). The worker sends each batch's report as
+    it is written; whatever it did not finish (it failed or died) is then evaluated here, so
+    the scan's outcome is the same as in one process, and its errors surface here."""
+    ctx = multiprocessing.get_context("fork")
+    write_lock = ctx.Lock() if engine.url.get_backend_name() == "sqlite" else None
+    receive, send = ctx.Pipe(duplex=False)
+    url = engine.url.render_as_string(hide_password=False)
+    gc.freeze()  # the parent's objects stay out of the worker's collections: fewer copied pages
+    worker = ctx.Process(target=_worker, args=(url, rules, now, split, write_lock, send), daemon=True,
+                         name="stallwatch-scan-worker")
+    worker.start()
+    send.close()
+    messages: list = []
+    reader = threading.Thread(target=_drain, args=(receive, messages), daemon=True)
+    reader.start()
+    half = _half_engine(url) if write_lock is not None else engine
+    try:
+        _scan_range(half, rules, now, None, True, report, upto=split, write_lock=write_lock)
+    finally:
+        if half is not engine:
+            half.dispose()
+        _await(worker, messages)
+        reader.join()
+        receive.close()
+        gc.unfreeze()
+    last, done = split, False
+    for message in messages:
+        if message[0] == "batch":
+            last = message[1]
+            _merge(report, message[2], count_metrics=True)
+        elif message[0] == "done":
+            done = True
+        else:
+            log.warning("scan: the worker process failed (%s); its remaining accounts are evaluated here", message[1])
+    if not done:
+        if not messages or messages[-1][0] == "batch":
+            log.warning("scan: the worker process ended early (exit code %s); its remaining accounts are "
+                        "evaluated here", worker.exitcode)
+        _scan_range(engine, rules, now, None, True, report, after=last)
+
+
+def _await(worker, messages: list) -> None:
+    """Wait for the worker to finish; one that sent nothing for WORKER_SILENT (it hangs: a
+    lock some other thread of this process held when it forked, say) is ended, and what it
+    did not do is evaluated here."""
+    seen, since = len(messages), time.monotonic()
+    while worker.is_alive():
+        worker.join(0.5)
+        if len(messages) != seen:
+            seen, since = len(messages), time.monotonic()
+        elif worker.is_alive() and time.monotonic() - since > WORKER_SILENT:
+            log.warning("scan: the worker process sent nothing for %.0f s; ended", WORKER_SILENT)
+            worker.kill()
+            worker.join()
+
+
+def _half_engine(url: str) -> Engine:
+    """An engine of its own for one half of a split scan. On SQLite with a small page cache:
+    each half reads and writes its accounts once (the OS caches the file anyway), and the
+    scan's memory is the two processes' together."""
+    from storage.db import make_engine
+
+    engine = make_engine(url)
+    if engine.url.get_backend_name() == "sqlite":
+        event.listen(engine, "connect", lambda dbapi_conn, _record: dbapi_conn.execute(
+            f"PRAGMA cache_size=-{HALF_CACHE_KB}"))
+    return engine
+
+
+def _drain(receive, messages: list) -> None:
+    while True:
+        try:
+            messages.append(receive.recv())
+        except (EOFError, OSError):
+            return
+
+
+def _worker(url: str, rules: Rules, now: datetime, after: str, write_lock, send) -> None:
+    """The second half of a split full scan, in a forked process: a fresh engine (nothing of
+    the parent's connections or locks is used), no metrics (the parent counts them)."""
+    global _IN_WORKER
+    _IN_WORKER = True
+    code = 0
+    try:
+        engine = _half_engine(url)
+        report = ScanReport(now=now, full=True)
+        _scan_range(engine, rules, now, None, True, report, after=after, write_lock=write_lock,
+                    on_batch=lambda last, part: send.send(("batch", last, part)))
+        send.send(("done",))
+        engine.dispose()
+    except BaseException as exc:  # noqa: BLE001 - reported to the parent, which finishes the range
+        code = 1
+        try:  # the error's type only: its text may quote customer data
+            send.send(("failed", type(exc).__name__))
+        except Exception:  # noqa: BLE001
+            pass
+    finally:
+        try:
+            send.close()
+        finally:
+            os._exit(code)  # no atexit handlers or finalizers of the parent's objects in the child
+
+
+def _merge(report: ScanReport, part: ScanReport, count_metrics: bool = False) -> None:
+    """Add a batch's report (of this process, or of the worker's: then its metrics too)."""
+    if part is report:
+        return
+    report.candidates += part.candidates
+    report.opened += part.opened
+    report.updated += part.updated
+    report.unsnoozed += part.unsnoozed
+    report.auto_resolved += part.auto_resolved
+    report.suppressed += part.suppressed
+    report.failed += part.failed
+    report.opened_ids.extend(part.opened_ids)
+    report.changed_ids.extend(part.changed_ids)
+    if count_metrics:
+        for action, n in part.actions.items():
+            metrics.STALL_CHANGES.labels(action).inc(n)
+        if part.failed:
+            metrics.SCAN_ACCOUNT_FAILURES.inc(part.failed)
 
 
 def evaluate_accounts(engine: Engine, rules: Rules, account_ids: Sequence[str], now: datetime | None = None, *,
@@ -157,7 +360,8 @@ def _skip_failed(report: ScanReport, account_id: str, exc: Exception, doing: str
     log.error("scan: %s account %r failed (%s at %s:%s); skipped, retried later", doing, account_id,
               type(exc).__name__, frame.filename.rsplit("/", 1)[-1], frame.lineno)
     report.failed += 1
-    metrics.SCAN_ACCOUNT_FAILURES.inc()
+    if not _IN_WORKER:
+        metrics.SCAN_ACCOUNT_FAILURES.inc()
 
 
 def _decide_account(row, plan, now: datetime, tickets, days: tuple[int, int], account_stalls,
@@ -176,15 +380,29 @@ def _decide_account(row, plan, now: datetime, tickets, days: tuple[int, int], ac
         active_days_recent=recent, active_days_previous=previous, payment_failed_at=row.payment_failed_at,
     )
     findings = evaluate(facts, plan, now, journey=journey, open_stalls=account_stalls)
-    scored = [(f, score(f, facts, plan, now, explain=False)) for f in findings]
+    scored = []
+    worded: set[int] = set()  # the scores computed with their words (why) already
+    if findings:
+        # A finding of a rule with no live stall and no decision opens one: its score is
+        # computed with the words at once (the same score, the why line too), not twice.
+        live_rules = {stall.rule for stall in account_stalls}
+        for f in findings:
+            if decisions or f.rule in live_rules:
+                scored.append((f, score(f, facts, plan, now, explain=False)))
+            else:
+                worded_score = score(f, facts, plan, now)
+                worded.add(id(worded_score))
+                scored.append((f, worded_score))
     changes: list[StallChange] = []
-    for change in reconcile(row.id, row.status, account_stalls, scored, now, decisions):
-        if change.finding is not None:  # the words for a stall that opens or changes
-            change = replace(change, score=score(change.finding, facts, plan, now))
-        changes.append(change)
-    review = {"_id": row.id, "_updated_at": row.updated_at, "next_eval_at": next_review(
-        facts, journey, scored, plan, now, snoozed_until=[s.snoozed_until for s in account_stalls],
-        quiet_until=[d.quiet_until for d in decisions])}
+    if account_stalls or scored or decisions:  # else reconcile has nothing to say (most accounts)
+        for change in reconcile(row.id, row.status, account_stalls, scored, now, decisions):
+            if change.finding is not None and id(change.score) not in worded:  # the words for a stall that opens or changes
+                change = StallChange(change.action, change.account_id, change.rule, change.stall_id, change.finding,
+                                     score(change.finding, facts, plan, now), change.reason)
+            changes.append(change)
+    next_at = next_review(facts, journey, scored, plan, now,
+                          snoozed_until=[s.snoozed_until for s in account_stalls] if account_stalls else (),
+                          quiet_until=[d.quiet_until for d in decisions] if decisions else ())
     if findings:
         stage = findings[0].stage
     else:
@@ -192,10 +410,19 @@ def _decide_account(row, plan, now: datetime, tickets, days: tuple[int, int], ac
                               all_steps_done=row.steps_done == len(plan.step_events),
                               renewal_date=row.renewal_date, now=now)
     health = _health(row, plan, facts, scored, now)
-    reviews.append(review)
+    # Only what changed is written: an unchanged next review (the guarded update would write
+    # the same value) and an unchanged stage and health are left alone; when both changed,
+    # one statement writes them (see _write_accounts).
+    review = None if next_at == row.next_eval_at else {
+        "_id": row.id, "_updated_at": row.updated_at, "next_eval_at": next_at}
     if stage != row.stage or health.score != row.health or list(health.reasons) != (row.health_reasons or []):
-        stage_updates.append({"_id": row.id, "stage": stage, "health": health.score,
-                              "health_reasons": list(health.reasons)})
+        update = {"_id": row.id, "stage": stage, "health": health.score, "health_reasons": list(health.reasons)}
+        if review is not None:
+            update["_updated_at"], update["next_eval_at"] = row.updated_at, next_at
+            review = None
+        stage_updates.append(update)
+    if review is not None:
+        reviews.append(review)
     return changes
 
 
@@ -214,19 +441,36 @@ def _health(row, plan, facts: AccountFacts, scored, now: datetime):
 
 def _set_stage_and_health(conn, updates: list[dict]) -> None:
     """The stage and the health of the accounts where either changed (a first scan: all of
-    them), as one executemany."""
-    if updates:
+    them), as one executemany each: with the next review as well where that changed too
+    (written as set_next_eval writes it: unless ingest changed the account meanwhile)."""
+    alone = [u for u in updates if "next_eval_at" not in u]
+    both = [u for u in updates if "next_eval_at" in u] if len(alone) != len(updates) else []
+    if alone:
         FastMany.of(
             conn, "account.stage_health",
             lambda c: update(ACCOUNT).where(ACCOUNT.c.id == bindparam("_id")).values(
                 stage=bindparam("stage"), health=bindparam("health"), health_reasons=bindparam("health_reasons")),
             ("_id", "stage", "health", "health_reasons"), {"health_reasons": ACCOUNT.c.health_reasons.type},
-        ).run(conn, updates)
+        ).run(conn, alone)
+    if both:
+        FastMany.of(
+            conn, "account.stage_health_next_eval",
+            lambda c: update(ACCOUNT).where(ACCOUNT.c.id == bindparam("_id")).values(
+                stage=bindparam("stage"), health=bindparam("health"), health_reasons=bindparam("health_reasons"),
+                next_eval_at=case((ACCOUNT.c.updated_at == bindparam("_updated_at"), bindparam("next_eval_at")),
+                                  else_=ACCOUNT.c.next_eval_at)),
+            ("_id", "stage", "health", "health_reasons", "_updated_at", "next_eval_at"),
+            {"health_reasons": ACCOUNT.c.health_reasons.type, "_updated_at": ACCOUNT.c.updated_at.type,
+             "next_eval_at": ACCOUNT.c.next_eval_at.type},
+        ).run(conn, both)
 
 
 def _count(report: ScanReport, changes: list[StallChange], applied: Applied) -> None:
     for action, n in Counter(c.action for c in changes).items():
-        metrics.STALL_CHANGES.labels(action).inc(n)
+        if _IN_WORKER:
+            report.actions[action] += n
+        else:
+            metrics.STALL_CHANGES.labels(action).inc(n)
     report.opened += len(applied.opened)
     report.updated += sum(c.action == "update" for c in changes)
     report.unsnoozed += sum(c.action == "unsnooze" for c in changes)

@@ -116,9 +116,12 @@ def _sqlite_datetime_bind(type_):
     def process(value):
         text = seen.get(value)
         if text is None:
-            if value.tzinfo is None:
+            if value.tzinfo is utc:  # the common case: "...+00:00" dropped is the same text
+                text = value.isoformat(" ", "microseconds")[:-6]
+            elif value.tzinfo is None:
                 raise ValueError("datetimes must be timezone-aware")
-            text = value.astimezone(utc).replace(tzinfo=None).isoformat(" ", "microseconds")
+            else:
+                text = value.astimezone(utc).replace(tzinfo=None).isoformat(" ", "microseconds")
             if len(seen) > 4096:
                 seen.clear()
             seen[value] = text
@@ -148,7 +151,17 @@ def _make_sqlite_converter(type_):
     impl = getattr(type_, "impl", type_)
     if isinstance(impl, DateTime):
         utc = timezone.utc
-        return lambda v: datetime.fromisoformat(v).replace(tzinfo=utc)
+        parse = datetime.fromisoformat
+
+        def to_datetime(v):
+            # SQLAlchemy's text has no offset: parsed with "+00:00" it is the same aware UTC
+            # value (tzinfo is timezone.utc), several times faster than .replace(tzinfo=...).
+            try:
+                return parse(v + "+00:00")
+            except ValueError:
+                return parse(v).replace(tzinfo=utc)
+
+        return to_datetime
     if isinstance(impl, Date):
         return date.fromisoformat
     if isinstance(impl, JSON):

@@ -25,7 +25,7 @@ TICKET = Ticket.__table__
 FACT_COLUMNS = (
     "id", "name", "arr", "status", "track", "plan", "seats", "signup_at", "activated_at", "renewal_date",
     "payment_failed_at", "stage", "waiting_step", "waiting_since", "stalled_at", "checkpoint_at", "steps_done",
-    "updated_at", "health", "health_reasons",
+    "updated_at", "health", "health_reasons", "next_eval_at",
 )
 TICKET_LOOKBACK = timedelta(days=30)
 
@@ -77,16 +77,24 @@ def usage_window(now: datetime) -> tuple[date, date]:
 
 
 def iter_candidates(conn: Connection, rules: Rules, now: datetime, only: Sequence[str] | None = None,
-                    batch: int = 5000, full: bool = True) -> Iterator[list]:
+                    batch: int = 5000, full: bool = True, *, after: str | None = None,
+                    upto: str | None = None) -> Iterator[list]:
     """Candidate account rows, in batches, ordered by id (bounded memory): the given ones,
-    every account a rule could fire on (`full`), or only the due ones."""
+    every account a rule could fire on (`full`), or only the due ones; of ids in
+    (`after`, `upto`] when given (a scan split over processes)."""
     cols = [ACCOUNT.c[c] for c in FACT_COLUMNS]
     if only is not None:
         for chunk in chunks(sorted(set(only)), 900):
-            yield select_in(conn, ACCOUNT, FACT_COLUMNS, "id", chunk)
+            # In id order, as the other paths: PostgreSQL returns an IN look-up's rows in
+            # whatever order its plan gives, and the order stalls open in numbers them.
+            yield sorted(select_in(conn, ACCOUNT, FACT_COLUMNS, "id", chunk), key=lambda r: r.id)
         return
     condition = candidate_condition(rules, now) if full else due_condition(now)
     stmt = select(*cols).where(condition).order_by(ACCOUNT.c.id)
+    if after is not None:
+        stmt = stmt.where(ACCOUNT.c.id > after)
+    if upto is not None:
+        stmt = stmt.where(ACCOUNT.c.id <= upto)
     yield from stream_rows(conn, stmt, batch)
 
 
@@ -217,15 +225,12 @@ def _open(conn: Connection, rows: list[dict]) -> list[int]:
     if conn.dialect.name != "sqlite":
         stmt = insert_ignore(conn, STALL, "open_key").returning(STALL.c.id)
         return [r[0] for chunk in chunks(rows, 500) for r in conn.execute(stmt, chunk)]
-    # SQLite: this transaction holds the write lock, so what is live now stays so until commit.
-    keys = [r["open_key"] for r in rows]
-    live = {r.open_key for r in select_in(conn, STALL, ("open_key",), "open_key", keys)}
-    rows = [r for r in rows if r["open_key"] not in live]
-    if not rows:
-        return []
+    # SQLite: this transaction holds the write lock, so the rows with ids above the highest
+    # before the insert are those it inserted (a live open_key's row is skipped by the insert).
+    before = conn.exec_driver_sql('SELECT coalesce(max(id), 0) FROM "stall"').scalar()
     FastMany.of(conn, "stall.open", lambda c: upsert(c, STALL).on_conflict_do_nothing(), tuple(rows[0]),
                 {c.name: c.type for c in STALL.columns}).run(conn, rows)
-    return sorted(r.id for r in select_in(conn, STALL, ("id",), "open_key", [r["open_key"] for r in rows]))
+    return [r[0] for r in conn.exec_driver_sql('SELECT id FROM "stall" WHERE id > ? ORDER BY id', (before,)).fetchall()]
 
 
 def _open_row(change: StallChange, now: datetime) -> dict:
