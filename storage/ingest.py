@@ -26,7 +26,7 @@ from rules.tracks import assign_track
 from storage.db import write_tx
 from storage.models import (Account, ActiveDay, AuditEntry, Contact, Event, EventVolume, EventVolumeHour, Stall, Ticket,
                             TrackingIssue)
-from storage.sql import FastMany, chunks, insert_ignore, select_in, upsert
+from storage.sql import FastMany, chunks, insert_ignore, select_in, sqlite_datetime_text, upsert
 
 if TYPE_CHECKING:
     from storage.records import IncomingEvent
@@ -162,24 +162,29 @@ EVENT_KEYS = ("source", "message_id", "kind", "name", "account_id", "contact_id"
 
 
 def _insert_events(conn, batch: list["IncomingEvent"], now: datetime, milestones: frozenset[str]) -> list["IncomingEvent"]:
-    """Insert the batch, skipping (source, message_id) pairs already stored; return the new ones."""
-    rows = {
-        (ev.source, ev.message_id): {
-            "source": ev.source, "message_id": ev.message_id, "kind": ev.kind, "name": ev.name,
-            "account_id": ev.account_id, "contact_id": ev.contact_id, "occurred_at": ev.occurred_at,
-            "received_at": now, "properties": ev.properties,
-            "milestone": ev.kind not in PRODUCT_KINDS or ev.name in milestones,
-        }
-        for ev in batch
-    }
+    """Insert the batch (unique (source, message_id) pairs: store_batches), skipping the pairs
+    already stored; return the new ones."""
     if conn.dialect.name == "sqlite":
         # SQLite has one writer and we hold its lock (BEGIN IMMEDIATE): a look-up of the ids
         # already stored is exact, and the insert can skip RETURNING.
-        stored = _stored_ids(conn, list(rows))
-        fresh = [ev for ev in batch if (ev.source, ev.message_id) not in stored]
-        FastMany.of(conn, "event.insert", lambda c: upsert(c, EVENT).on_conflict_do_nothing(), EVENT_KEYS, _types(EVENT)).run(
-            conn, [rows[(ev.source, ev.message_id)] for ev in fresh])
+        stored = _stored_ids(conn, [(ev.source, ev.message_id) for ev in batch])
+        fresh = [ev for ev in batch if (ev.source, ev.message_id) not in stored] if stored else batch
+        insert = FastMany.of(conn, "event.insert", lambda c: upsert(c, EVENT).on_conflict_do_nothing(), EVENT_KEYS,
+                             _types(EVENT))
+        procs, in_order = insert.sqlite_params(conn)
+        if not in_order:  # a changed table definition: the generic path still stores it right
+            insert.run(conn, [_event_row(ev, now, milestones) for ev in fresh])
+            return fresh
+        # The hottest insert: one tuple per event, converted as the columns' own bind
+        # processors would (storage.sql), with no dict per row and `now` converted once.
+        as_json, received = procs["properties"], sqlite_datetime_text(now)
+        insert.run_tuples(conn, [
+            (ev.source, ev.message_id, ev.kind, ev.name, ev.account_id, ev.contact_id,
+             sqlite_datetime_text(ev.occurred_at), received, ev.kind not in PRODUCT_KINDS or ev.name in milestones,
+             as_json(ev.properties))
+            for ev in fresh])
         return fresh
+    rows = {(ev.source, ev.message_id): _event_row(ev, now, milestones) for ev in batch}
     # Elsewhere concurrent transactions may race on the same ids: the database decides,
     # and RETURNING tells which rows were ours. Rows go in key order, so two batches sharing
     # ids wait on each other in one order instead of deadlocking.
@@ -188,6 +193,15 @@ def _insert_events(conn, batch: list["IncomingEvent"], now: datetime, milestones
     for chunk in chunks([rows[key] for key in sorted(rows)], 500):
         inserted.update(tuple(r) for r in conn.execute(stmt, chunk))
     return [ev for ev in batch if (ev.source, ev.message_id) in inserted]
+
+
+def _event_row(ev: "IncomingEvent", now: datetime, milestones: frozenset[str]) -> dict[str, Any]:
+    return {
+        "source": ev.source, "message_id": ev.message_id, "kind": ev.kind, "name": ev.name,
+        "account_id": ev.account_id, "contact_id": ev.contact_id, "occurred_at": ev.occurred_at,
+        "received_at": now, "properties": ev.properties,
+        "milestone": ev.kind not in PRODUCT_KINDS or ev.name in milestones,
+    }
 
 
 def _stored_ids(conn, keys: list[tuple[str, str]]) -> set[tuple[str, str]]:
@@ -376,20 +390,29 @@ def _update_accounts(conn, deltas: dict[str, _AccountDelta], rules: Rules, now: 
             rows.update((aid, _new_account(aid, now)) for aid in missing)
     values_of = {aid: _account_update(rows[aid], deltas[aid], rules, now) for aid in changing}
     owners = _owner_changes(conn, rows, values_of, now, source)
-    updates = []
+    # Each row SETs only the columns whose value changes (and updated_at; next_eval_at when it
+    # is to be cleared): an UPDATE rewrites the entry of every index on a column it SETs, the
+    # account table has eight, and a typical update moves a few journey columns. Rows that
+    # change the same columns go in one executemany.
+    shapes: dict[tuple[str, ...], list[dict[str, Any]]] = defaultdict(list)
     for aid in changing:
         row, values = rows[aid], values_of[aid]
-        changed = any(values[k] != row.get(k) for k in values if k not in ("_id", "updated_at", "next_eval_at"))
-        if changed or (deltas[aid].event_driven and row.get("next_eval_at") is not None):
-            updates.append(values)
-    if updates:
-        keys = tuple(updates[0])
+        changed = tuple(k for k in values if k not in _ALWAYS_SET and values[k] != row.get(k))
+        clear_eval = ("next_eval_at",) if row.get("next_eval_at") is not None else ()
+        if changed or (deltas[aid].event_driven and clear_eval):
+            keys = ("_id", *changed, "updated_at", *clear_eval)
+            shapes[keys].append({k: values[k] for k in keys})
+    for keys, updates in sorted(shapes.items()):
         FastMany.of(
             conn, "account.update",
-            lambda c: update(ACCOUNT).where(ACCOUNT.c.id == bindparam("_id")).values({k: bindparam(k) for k in keys if k != "_id"}),
+            lambda c, keys=keys: update(ACCOUNT).where(ACCOUNT.c.id == bindparam("_id")).values(
+                {k: bindparam(k) for k in keys if k != "_id"}),
             keys, _types(ACCOUNT),
         ).run(conn, updates)
     return owners
+
+
+_ALWAYS_SET = frozenset({"_id", "updated_at", "next_eval_at"})  # not compared: see _update_accounts
 
 
 def _owner_changes(conn, rows: dict[str, dict], values_of: dict[str, dict], now: datetime, source: str) -> set[str]:
@@ -619,10 +642,8 @@ def _fingerprint_hash(fingerprint: str) -> str:
 def _earlier(at: datetime, stored) -> bool:
     if not isinstance(stored, str):
         return at < stored
-    day, stored_day = at.astimezone(timezone.utc).date().isoformat(), stored[:10]
-    if day != stored_day:
-        return day < stored_day
-    return at.astimezone(timezone.utc).replace(tzinfo=None).isoformat(" ", "microseconds") < stored
+    # The stored text is fixed-width, so its order is the times' order.
+    return sqlite_datetime_text(at) < stored
 
 
 def _not_older(at: datetime | None, stored: datetime | None) -> bool:
@@ -631,7 +652,7 @@ def _not_older(at: datetime | None, stored: datetime | None) -> bool:
 
 def _later_day(new: datetime, old) -> bool:
     if isinstance(old, str):
-        return new.astimezone(timezone.utc).date().isoformat() > old[:10]
+        return sqlite_datetime_text(new)[:10] > old[:10]
     return new.astimezone(timezone.utc).date() > old.astimezone(timezone.utc).date()
 
 
