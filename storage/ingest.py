@@ -165,25 +165,31 @@ def _insert_events(conn, batch: list["IncomingEvent"], now: datetime, milestones
     """Insert the batch (unique (source, message_id) pairs: store_batches), skipping the pairs
     already stored; return the new ones."""
     if conn.dialect.name == "sqlite":
-        # SQLite has one writer and we hold its lock (BEGIN IMMEDIATE): a look-up of the ids
-        # already stored is exact, and the insert can skip RETURNING.
-        stored = _stored_ids(conn, [(ev.source, ev.message_id) for ev in batch])
-        fresh = [ev for ev in batch if (ev.source, ev.message_id) not in stored] if stored else batch
+        # SQLite has one writer and we hold its lock (BEGIN IMMEDIATE): no other transaction
+        # inserts meanwhile, so the insert can skip RETURNING.
         insert = FastMany.of(conn, "event.insert", lambda c: upsert(c, EVENT).on_conflict_do_nothing(), EVENT_KEYS,
                              _types(EVENT))
         procs, in_order = insert.sqlite_params(conn)
         if not in_order:  # a changed table definition: the generic path still stores it right
+            stored = _stored_ids(conn, [(ev.source, ev.message_id) for ev in batch])
+            fresh = [ev for ev in batch if (ev.source, ev.message_id) not in stored]
             insert.run(conn, [_event_row(ev, now, milestones) for ev in fresh])
             return fresh
+        last_id = conn.exec_driver_sql("SELECT max(id) FROM event").scalar() or 0
         # The hottest insert: one tuple per event, converted as the columns' own bind
         # processors would (storage.sql), with no dict per row and `now` converted once.
         as_json, received = procs["properties"], sqlite_datetime_text(now)
-        insert.run_tuples(conn, [
+        inserted = insert.run_tuples(conn, [
             (ev.source, ev.message_id, ev.kind, ev.name, ev.account_id, ev.contact_id,
              sqlite_datetime_text(ev.occurred_at), received, ev.kind not in PRODUCT_KINDS or ev.name in milestones,
              as_json(ev.properties))
-            for ev in fresh])
-        return fresh
+            for ev in batch])
+        if inserted == len(batch):  # the common case: nothing was a redelivery
+            return batch
+        # Some were already stored (ON CONFLICT DO NOTHING skipped them). New rows take ids
+        # past the largest one before (an INTEGER PRIMARY KEY counts up), so they are ours.
+        new = {(s, m) for s, m in conn.exec_driver_sql("SELECT source, message_id FROM event WHERE id > ?", (last_id,))}
+        return [ev for ev in batch if (ev.source, ev.message_id) in new]
     rows = {(ev.source, ev.message_id): _event_row(ev, now, milestones) for ev in batch}
     # Elsewhere concurrent transactions may race on the same ids: the database decides,
     # and RETURNING tells which rows were ours. Rows go in key order, so two batches sharing

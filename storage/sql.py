@@ -91,11 +91,13 @@ class FastMany:
         compiled, procs = self._compiled(conn)
         return procs, tuple(compiled.positiontup) == tuple(self.keys)
 
-    def run_tuples(self, conn: Connection, params: list[tuple]) -> None:
+    def run_tuples(self, conn: Connection, params: list[tuple]) -> int:
         """SQLite only: run with rows already converted (bind processors applied) and in
-        `keys` order, as `sqlite_params` allows; saves building a dict per row to pick from."""
-        if params:
-            conn.exec_driver_sql(self._compiled(conn)[0].string, params)
+        `keys` order, as `sqlite_params` allows; saves building a dict per row to pick from.
+        Returns the number of rows changed (-1 when the driver cannot tell)."""
+        if not params:
+            return 0
+        return conn.exec_driver_sql(self._compiled(conn)[0].string, params).rowcount
 
     def _compiled(self, conn: Connection):
         key = ("compiled", id(self))
