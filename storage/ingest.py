@@ -236,6 +236,7 @@ def _apply(conn, fresh: list["IncomingEvent"], rules: Rules, now: datetime, resu
     out_of_window: dict[tuple[str, str], list] = {}
     volume: dict[tuple[str, date], list[int]] = defaultdict(lambda: [0, 0])
     hourly: dict[tuple[str, str], int] = defaultdict(int)  # (source, track name or "") this hour
+    today, schema = now.date(), rules.schema_  # looked up once, not per event
 
     for ev in fresh:
         ev.missing_properties = []  # a retried store (storage.writer) must not count twice
@@ -243,15 +244,15 @@ def _apply(conn, fresh: list["IncomingEvent"], rules: Rules, now: datetime, resu
             entry = out_of_window.setdefault(((ev.name or ev.kind)[:200], prop), [0, ev.message_id, detail])
             entry[0] += 1
         if ev.kind == "track" and ev.name:
-            volume[(ev.name, now.date())][0] += 1
+            volume[(ev.name, today)][0] += 1
             hourly[(ev.source, ev.name)] += 1
         else:
             hourly[(ev.source, "")] += 1
-        if ev.kind == "track" and ev.name in rules.schema_:
-            for prop in rules.schema_[ev.name]:
+        if ev.kind == "track" and ev.name in schema:
+            for prop in schema[ev.name]:
                 if ev.properties.get(prop) in (None, ""):
                     ev.missing_properties.append(prop)
-                    volume[(ev.name, now.date())][1] += 1
+                    volume[(ev.name, today)][1] += 1
                     entry = missing.setdefault((ev.name, prop), [0, ev.occurred_at, ev.occurred_at, ev.message_id])
                     entry[0] += 1
                     entry[1] = min(entry[1], ev.occurred_at)
@@ -290,9 +291,7 @@ def _apply(conn, fresh: list["IncomingEvent"], rules: Rules, now: datetime, resu
             conn, [aid for aid, d in deltas.items() if d.progressed and not d.event_driven]
         )
     if active_days:
-        FastMany.of(conn, "active_day.insert", lambda c: upsert(c, ACTIVE_DAY).on_conflict_do_nothing(),
-                    ("account_id", "day"), _types(ACTIVE_DAY)).run(
-            conn, [{"account_id": a, "day": d} for a, d in sorted(active_days)])
+        _insert_active_days(conn, sorted(active_days))
     if volume:
         _count_volume(conn, volume)
     if hourly:
@@ -306,6 +305,17 @@ def _apply(conn, fresh: list["IncomingEvent"], rules: Rules, now: datetime, resu
         result.missing_properties = sum(v[0] for v in missing.values())
     if out_of_window:
         _record_issues(conn, "time_out_of_window", {key: tuple(v) for key, v in out_of_window.items()}, now)
+
+
+def _insert_active_days(conn, days: list[tuple[str, date]]) -> None:
+    insert = FastMany.of(conn, "active_day.insert", lambda c: upsert(c, ACTIVE_DAY).on_conflict_do_nothing(),
+                         ("account_id", "day"), _types(ACTIVE_DAY))
+    procs, in_order = insert.sqlite_params(conn) if conn.dialect.name == "sqlite" else ({}, False)
+    if in_order:  # one per account and batch: tuples, the day converted by the column's own processor
+        as_day = procs["day"]
+        insert.run_tuples(conn, [(a, as_day(d)) for a, d in days])
+    else:
+        insert.run(conn, [{"account_id": a, "day": d} for a, d in days])
 
 
 def _merge_contact(contacts: dict[str, dict[str, Any]], ev: "IncomingEvent") -> None:
