@@ -10,7 +10,9 @@ each and Stallwatch's ratio to each floor:
 - raw (benchmarks/raw_server.py): stdlib `json` + one raw `sqlite3` executemany per request
   into a table shaped like our `event` table (same columns, unique key and partial index).
 
-Both floors run on uvicorn + Starlette, like Stallwatch, with SQLite in WAL mode. Events are realistic: track calls (step events and feature usage)
+Both floors run on uvicorn + Starlette, like Stallwatch, with SQLite in WAL mode, and by
+default with uvicorn's h11 HTTP parser, which `stallwatch serve` runs (bot/serving.py: header
+limits httptools lacks); `--floor-http httptools` gives them uvicorn's C parser instead. Events are realistic: track calls (step events and feature usage)
 spread over 10,000 accounts, with identify and group calls mixed in.
 """
 
@@ -146,21 +148,24 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--batch", type=int, default=100)
+    parser.add_argument("--floor-http", choices=("h11", "httptools", "auto"), default="h11",
+                        help="the floors' HTTP parser: h11 (default), what `stallwatch serve` runs (bot/serving.py "
+                             "chose it for its header limits), or httptools/auto, uvicorn's faster C parser")
     args = parser.parse_args()
     batches = make_batches(args.events + 8 * args.batch, args.batch)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         print(f"ingest benchmark: {args.events} events, {args.batch}-event batches, {args.clients} concurrent clients, "
-              f"SQLite, one process each, {os.cpu_count()} cores")
+              f"SQLite, one process each, {os.cpu_count()} cores; floors on uvicorn --http {args.floor_http}")
         sw = run("stallwatch", [sys.executable, "-m", "bot.cli", "serve", "--no-scheduler", "--host", "127.0.0.1",
                                 "--port", "3901"],
                  {"DATABASE_URL": f"sqlite:///{tmp / 'sw.db'}", "STALLWATCH_WRITE_KEY": WRITE_KEY},
                  3901, batches, args.clients, args.batch)
         bare = run("bare", [sys.executable, "-m", "uvicorn", "benchmarks.bare_server:app", "--host", "127.0.0.1",
-                            "--port", "3902", "--log-level", "warning", "--no-access-log"],
+                            "--port", "3902", "--log-level", "warning", "--no-access-log", "--http", args.floor_http],
                    {"DATABASE_URL": f"sqlite:///{tmp / 'bare.db'}"}, 3902, batches, args.clients, args.batch)
         raw = run("raw", [sys.executable, "-m", "uvicorn", "benchmarks.raw_server:app", "--host", "127.0.0.1",
-                          "--port", "3903", "--log-level", "warning", "--no-access-log"],
+                          "--port", "3903", "--log-level", "warning", "--no-access-log", "--http", args.floor_http],
                   {"DATABASE_URL": f"sqlite:///{tmp / 'raw.db'}"}, 3903, batches, args.clients, args.batch)
         print(f"floors: bare (SQLAlchemy) {bare:,.0f} events/s, raw (stdlib json + sqlite3) {raw:,.0f} events/s")
         print(f"ratio stallwatch/bare: {sw / bare:.2f}   ratio stallwatch/raw: {sw / raw:.2f}   "

@@ -53,18 +53,19 @@ def main() -> None:
         store(parse(account_batches()))
         bodies = make_batches(args.events, 100)
         profiler = cProfile.Profile()
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         if args.profile == "parse":
             profiler.enable()
         parsed = parse(bodies)
         profiler.disable()
-        parse_s = time.perf_counter() - started
+        parse_s, parse_cpu = time.perf_counter() - started, time.process_time() - cpu
         started, cpu = time.perf_counter(), time.process_time()
         if args.profile == "store":
             profiler.enable()
         store(parsed)
         profiler.disable()
         store_s, store_cpu = time.perf_counter() - started, time.process_time() - cpu
+        print(f"CPU per event: parse {1e6 * parse_cpu / args.events:.1f} us, store {1e6 * store_cpu / args.events:.1f} us")
         print(f"parse {args.events / parse_s:>9,.0f} events/s   store {args.events / store_s:>9,.0f} events/s "
               f"({args.events / store_cpu:,.0f} per CPU second)   "
               f"both {args.events / (parse_s + store_s):>9,.0f} events/s  (one thread, {args.group} batches a transaction)")
