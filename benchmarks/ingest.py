@@ -1,10 +1,18 @@
-"""Ingest throughput through POST /v1/batch, compared with a bare server on the same stack.
+"""Ingest throughput through POST /v1/batch, compared with two floors on the same stack.
 
     python -m benchmarks.ingest [--events 100000] [--clients 4] [--batch 100]
 
 Starts each server as its own process (one uvicorn worker, SQLite in a temp dir), sends the
 same pre-built batches from `--clients` concurrent HTTP clients, and prints events/s for
-both and their ratio. Events are realistic: track calls (step events and feature usage)
+each and Stallwatch's ratio to each floor:
+
+- bare (benchmarks/bare_server.py): orjson + one SQLAlchemy Core executemany per request;
+- raw (benchmarks/raw_server.py): stdlib `json` + one raw `sqlite3` executemany per request
+  into a table shaped like our `event` table (same columns, unique key and partial index).
+
+Both floors run on uvicorn + Starlette, like Stallwatch, with SQLite in WAL mode, and by
+default with uvicorn's h11 HTTP parser, which `stallwatch serve` runs (bot/serving.py: header
+limits httptools lacks); `--floor-http httptools` gives them uvicorn's C parser instead. Events are realistic: track calls (step events and feature usage)
 spread over 10,000 accounts, with identify and group calls mixed in.
 """
 
@@ -113,13 +121,26 @@ def run(label: str, argv: list[str], env: dict, port: int, batches: list[bytes],
         # Not timed: the accounts the stream is about, and a warm-up of connections and caches.
         asyncio.run(blast(f"http://127.0.0.1:{port}/v1/batch", account_batches(), clients))
         asyncio.run(blast(f"http://127.0.0.1:{port}/v1/batch", batches[:8], clients))
+        cpu = cpu_seconds(proc.pid)
         seconds, done = asyncio.run(blast(f"http://127.0.0.1:{port}/v1/batch", batches[8:], clients))
+        cpu = cpu_seconds(proc.pid) - cpu
     finally:
         proc.terminate()
         proc.wait(timeout=30)
     rate = done * batch_size / seconds
-    print(f"{label:<12} {done * batch_size:>8} events in {seconds:6.2f} s  = {rate:>9,.0f} events/s")
+    # The server's own CPU time per event is steadier than events/s on a shared machine.
+    print(f"{label:<12} {done * batch_size:>8} events in {seconds:6.2f} s  = {rate:>9,.0f} events/s"
+          f"   server CPU {1e6 * cpu / (done * batch_size):6.1f} us/event")
     return rate
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc; 0 elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def main() -> None:
@@ -127,20 +148,28 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--batch", type=int, default=100)
+    parser.add_argument("--floor-http", choices=("h11", "httptools", "auto"), default="h11",
+                        help="the floors' HTTP parser: h11 (default), what `stallwatch serve` runs (bot/serving.py "
+                             "chose it for its header limits), or httptools/auto, uvicorn's faster C parser")
     args = parser.parse_args()
     batches = make_batches(args.events + 8 * args.batch, args.batch)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         print(f"ingest benchmark: {args.events} events, {args.batch}-event batches, {args.clients} concurrent clients, "
-              f"SQLite, one process each, {os.cpu_count()} cores")
+              f"SQLite, one process each, {os.cpu_count()} cores; floors on uvicorn --http {args.floor_http}")
         sw = run("stallwatch", [sys.executable, "-m", "bot.cli", "serve", "--no-scheduler", "--host", "127.0.0.1",
                                 "--port", "3901"],
                  {"DATABASE_URL": f"sqlite:///{tmp / 'sw.db'}", "STALLWATCH_WRITE_KEY": WRITE_KEY},
                  3901, batches, args.clients, args.batch)
         bare = run("bare", [sys.executable, "-m", "uvicorn", "benchmarks.bare_server:app", "--host", "127.0.0.1",
-                            "--port", "3902", "--log-level", "warning", "--no-access-log"],
+                            "--port", "3902", "--log-level", "warning", "--no-access-log", "--http", args.floor_http],
                    {"DATABASE_URL": f"sqlite:///{tmp / 'bare.db'}"}, 3902, batches, args.clients, args.batch)
-        print(f"ratio stallwatch/bare: {sw / bare:.2f}  (target >= 0.3, aim 0.5; stallwatch target >= 10,000 events/s)")
+        raw = run("raw", [sys.executable, "-m", "uvicorn", "benchmarks.raw_server:app", "--host", "127.0.0.1",
+                          "--port", "3903", "--log-level", "warning", "--no-access-log", "--http", args.floor_http],
+                  {"DATABASE_URL": f"sqlite:///{tmp / 'raw.db'}"}, 3903, batches, args.clients, args.batch)
+        print(f"floors: bare (SQLAlchemy) {bare:,.0f} events/s, raw (stdlib json + sqlite3) {raw:,.0f} events/s")
+        print(f"ratio stallwatch/bare: {sw / bare:.2f}   ratio stallwatch/raw: {sw / raw:.2f}   "
+              f"(target >= 0.4 of raw, aim 0.5; stallwatch >= 10,000 events/s)")
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ from rules.tracks import assign_track
 from storage.db import write_tx
 from storage.models import (Account, ActiveDay, AuditEntry, Contact, Event, EventVolume, EventVolumeHour, Stall,
                             StripePending, Ticket, TrackingIssue)
-from storage.sql import FastMany, chunks, insert_ignore, select_in, upsert
+from storage.sql import FastMany, chunks, insert_ignore, select_in, sqlite_datetime_text, upsert
 
 if TYPE_CHECKING:
     from storage.records import IncomingEvent
@@ -251,24 +251,35 @@ EVENT_KEYS = ("source", "message_id", "kind", "name", "account_id", "contact_id"
 
 
 def _insert_events(conn, batch: list["IncomingEvent"], now: datetime, milestones: frozenset[str]) -> list["IncomingEvent"]:
-    """Insert the batch, skipping (source, message_id) pairs already stored; return the new ones."""
-    rows = {
-        (ev.source, ev.message_id): {
-            "source": ev.source, "message_id": ev.message_id, "kind": ev.kind, "name": ev.name,
-            "account_id": ev.account_id, "contact_id": ev.contact_id, "occurred_at": ev.occurred_at,
-            "received_at": now, "properties": ev.properties,
-            "milestone": ev.kind not in PRODUCT_KINDS or ev.name in milestones,
-        }
-        for ev in batch
-    }
+    """Insert the batch (unique (source, message_id) pairs: store_batches), skipping the pairs
+    already stored; return the new ones."""
     if conn.dialect.name == "sqlite":
-        # SQLite has one writer and we hold its lock (BEGIN IMMEDIATE): a look-up of the ids
-        # already stored is exact, and the insert can skip RETURNING.
-        stored = _stored_ids(conn, list(rows))
-        fresh = [ev for ev in batch if (ev.source, ev.message_id) not in stored]
-        FastMany.of(conn, "event.insert", lambda c: upsert(c, EVENT).on_conflict_do_nothing(), EVENT_KEYS, _types(EVENT)).run(
-            conn, [rows[(ev.source, ev.message_id)] for ev in fresh])
-        return fresh
+        # SQLite has one writer and we hold its lock (BEGIN IMMEDIATE): no other transaction
+        # inserts meanwhile, so the insert can skip RETURNING.
+        insert = FastMany.of(conn, "event.insert", lambda c: upsert(c, EVENT).on_conflict_do_nothing(), EVENT_KEYS,
+                             _types(EVENT))
+        procs, in_order = insert.sqlite_params(conn)
+        if not in_order:  # a changed table definition: the generic path still stores it right
+            stored = _stored_ids(conn, [(ev.source, ev.message_id) for ev in batch])
+            fresh = [ev for ev in batch if (ev.source, ev.message_id) not in stored]
+            insert.run(conn, [_event_row(ev, now, milestones) for ev in fresh])
+            return fresh
+        last_id = conn.exec_driver_sql("SELECT max(id) FROM event").scalar() or 0
+        # The hottest insert: one tuple per event, converted as the columns' own bind
+        # processors would (storage.sql), with no dict per row and `now` converted once.
+        as_json, received = procs["properties"], sqlite_datetime_text(now)
+        inserted = insert.run_tuples(conn, [
+            (ev.source, ev.message_id, ev.kind, ev.name, ev.account_id, ev.contact_id,
+             sqlite_datetime_text(ev.occurred_at), received, ev.kind not in PRODUCT_KINDS or ev.name in milestones,
+             as_json(ev.properties))
+            for ev in batch])
+        if inserted == len(batch):  # the common case: nothing was a redelivery
+            return batch
+        # Some were already stored (ON CONFLICT DO NOTHING skipped them). New rows take ids
+        # past the largest one before (an INTEGER PRIMARY KEY counts up), so they are ours.
+        new = {(s, m) for s, m in conn.exec_driver_sql("SELECT source, message_id FROM event WHERE id > ?", (last_id,))}
+        return [ev for ev in batch if (ev.source, ev.message_id) in new]
+    rows = {(ev.source, ev.message_id): _event_row(ev, now, milestones) for ev in batch}
     # Elsewhere concurrent transactions may race on the same ids: the database decides,
     # and RETURNING tells which rows were ours. Rows go in key order, so two batches sharing
     # ids wait on each other in one order instead of deadlocking.
@@ -277,6 +288,15 @@ def _insert_events(conn, batch: list["IncomingEvent"], now: datetime, milestones
     for chunk in chunks([rows[key] for key in sorted(rows)], 500):
         inserted.update(tuple(r) for r in conn.execute(stmt, chunk))
     return [ev for ev in batch if (ev.source, ev.message_id) in inserted]
+
+
+def _event_row(ev: "IncomingEvent", now: datetime, milestones: frozenset[str]) -> dict[str, Any]:
+    return {
+        "source": ev.source, "message_id": ev.message_id, "kind": ev.kind, "name": ev.name,
+        "account_id": ev.account_id, "contact_id": ev.contact_id, "occurred_at": ev.occurred_at,
+        "received_at": now, "properties": ev.properties,
+        "milestone": ev.kind not in PRODUCT_KINDS or ev.name in milestones,
+    }
 
 
 def _stored_ids(conn, keys: list[tuple[str, str]]) -> set[tuple[str, str]]:
@@ -307,6 +327,7 @@ def _apply(conn, fresh: list["IncomingEvent"], rules: Rules, now: datetime, resu
     hourly: dict[tuple[str, str], int] = defaultdict(int)  # (source, track name or "") this hour
     links: dict[str, str] = {}  # Stripe customer -> the account this batch names for it
     unattributed: list["IncomingEvent"] = []  # Stripe events of a customer with no account yet
+    today, schema = now.date(), rules.schema_  # looked up once, not per event
 
     for ev in fresh:
         ev.missing_properties = []  # a retried store (storage.writer) must not count twice
@@ -314,15 +335,15 @@ def _apply(conn, fresh: list["IncomingEvent"], rules: Rules, now: datetime, resu
             entry = out_of_window.setdefault(((ev.name or ev.kind)[:200], prop), [0, ev.message_id, detail])
             entry[0] += 1
         if ev.kind == "track" and ev.name:
-            volume[(ev.name, now.date())][0] += 1
+            volume[(ev.name, today)][0] += 1
             hourly[(ev.source, ev.name)] += 1
         else:
             hourly[(ev.source, "")] += 1
-        if ev.kind == "track" and ev.name in rules.schema_:
-            for prop in rules.schema_[ev.name]:
+        if ev.kind == "track" and ev.name in schema:
+            for prop in schema[ev.name]:
                 if ev.properties.get(prop) in (None, ""):
                     ev.missing_properties.append(prop)
-                    volume[(ev.name, now.date())][1] += 1
+                    volume[(ev.name, today)][1] += 1
                     entry = missing.setdefault((ev.name, prop), [0, ev.occurred_at, ev.occurred_at, ev.message_id])
                     entry[0] += 1
                     entry[1] = min(entry[1], ev.occurred_at)
@@ -363,9 +384,7 @@ def _apply(conn, fresh: list["IncomingEvent"], rules: Rules, now: datetime, resu
             conn, [aid for aid, d in deltas.items() if d.progressed and not d.event_driven]
         )
     if active_days:
-        FastMany.of(conn, "active_day.insert", lambda c: upsert(c, ACTIVE_DAY).on_conflict_do_nothing(),
-                    ("account_id", "day"), _types(ACTIVE_DAY)).run(
-            conn, [{"account_id": a, "day": d} for a, d in sorted(active_days)])
+        _insert_active_days(conn, sorted(active_days))
     if volume:
         _count_volume(conn, volume)
     if hourly:
@@ -379,6 +398,17 @@ def _apply(conn, fresh: list["IncomingEvent"], rules: Rules, now: datetime, resu
         result.missing_properties = sum(v[0] for v in missing.values())
     if out_of_window:
         _record_issues(conn, "time_out_of_window", {key: tuple(v) for key, v in out_of_window.items()}, now)
+
+
+def _insert_active_days(conn, days: list[tuple[str, date]]) -> None:
+    insert = FastMany.of(conn, "active_day.insert", lambda c: upsert(c, ACTIVE_DAY).on_conflict_do_nothing(),
+                         ("account_id", "day"), _types(ACTIVE_DAY))
+    procs, in_order = insert.sqlite_params(conn) if conn.dialect.name == "sqlite" else ({}, False)
+    if in_order:  # one per account and batch: tuples, the day converted by the column's own processor
+        as_day = procs["day"]
+        insert.run_tuples(conn, [(a, as_day(d)) for a, d in days])
+    else:
+        insert.run(conn, [{"account_id": a, "day": d} for a, d in days])
 
 
 def _merge_contact(contacts: dict[str, dict[str, Any]], ev: "IncomingEvent") -> None:
@@ -469,20 +499,29 @@ def _update_accounts(conn, deltas: dict[str, _AccountDelta], rules: Rules, now: 
             rows.update((aid, _new_account(aid, now)) for aid in missing)
     values_of = {aid: _account_update(rows[aid], deltas[aid], rules, now) for aid in changing}
     owners = _owner_changes(conn, rows, values_of, now, source)
-    updates = []
+    # Each row SETs only the columns whose value changes (and updated_at; next_eval_at when it
+    # is to be cleared): an UPDATE rewrites the entry of every index on a column it SETs, the
+    # account table has eight, and a typical update moves a few journey columns. Rows that
+    # change the same columns go in one executemany.
+    shapes: dict[tuple[str, ...], list[dict[str, Any]]] = defaultdict(list)
     for aid in changing:
         row, values = rows[aid], values_of[aid]
-        changed = any(values[k] != row.get(k) for k in values if k not in ("_id", "updated_at", "next_eval_at"))
-        if changed or (deltas[aid].event_driven and row.get("next_eval_at") is not None):
-            updates.append(values)
-    if updates:
-        keys = tuple(updates[0])
+        changed = tuple(k for k in values if k not in _ALWAYS_SET and values[k] != row.get(k))
+        clear_eval = ("next_eval_at",) if row.get("next_eval_at") is not None else ()
+        if changed or (deltas[aid].event_driven and clear_eval):
+            keys = ("_id", *changed, "updated_at", *clear_eval)
+            shapes[keys].append({k: values[k] for k in keys})
+    for keys, updates in sorted(shapes.items()):
         FastMany.of(
             conn, "account.update",
-            lambda c: update(ACCOUNT).where(ACCOUNT.c.id == bindparam("_id")).values({k: bindparam(k) for k in keys if k != "_id"}),
+            lambda c, keys=keys: update(ACCOUNT).where(ACCOUNT.c.id == bindparam("_id")).values(
+                {k: bindparam(k) for k in keys if k != "_id"}),
             keys, _types(ACCOUNT),
         ).run(conn, updates)
     return owners
+
+
+_ALWAYS_SET = frozenset({"_id", "updated_at", "next_eval_at"})  # not compared: see _update_accounts
 
 
 def _owner_changes(conn, rows: dict[str, dict], values_of: dict[str, dict], now: datetime, source: str) -> set[str]:
@@ -720,10 +759,8 @@ def _fingerprint_hash(fingerprint: str) -> str:
 def _earlier(at: datetime, stored) -> bool:
     if not isinstance(stored, str):
         return at < stored
-    day, stored_day = at.astimezone(timezone.utc).date().isoformat(), stored[:10]
-    if day != stored_day:
-        return day < stored_day
-    return at.astimezone(timezone.utc).replace(tzinfo=None).isoformat(" ", "microseconds") < stored
+    # The stored text is fixed-width, so its order is the times' order.
+    return sqlite_datetime_text(at) < stored
 
 
 def _not_older(at: datetime | None, stored: datetime | None) -> bool:
@@ -737,7 +774,7 @@ def _stamp(stored: str | None) -> datetime | None:
 
 def _later_day(new: datetime, old) -> bool:
     if isinstance(old, str):
-        return new.astimezone(timezone.utc).date().isoformat() > old[:10]
+        return sqlite_datetime_text(new)[:10] > old[:10]
     return new.astimezone(timezone.utc).date() > old.astimezone(timezone.utc).date()
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timezone
 from operator import itemgetter
 
 from sqlalchemy import Connection, Table, func
@@ -83,6 +84,21 @@ class FastMany:
             params = [pick(r) for r in rows]
         conn.exec_driver_sql(compiled.string, params)
 
+    def sqlite_params(self, conn: Connection) -> tuple[dict, bool]:
+        """For callers that build the DB-API parameters themselves (the hottest inserts): the
+        bind processors by column name, and whether the statement takes its parameters in
+        `keys` order (else `run_tuples` cannot be used)."""
+        compiled, procs = self._compiled(conn)
+        return procs, tuple(compiled.positiontup) == tuple(self.keys)
+
+    def run_tuples(self, conn: Connection, params: list[tuple]) -> int:
+        """SQLite only: run with rows already converted (bind processors applied) and in
+        `keys` order, as `sqlite_params` allows; saves building a dict per row to pick from.
+        Returns the number of rows changed (-1 when the driver cannot tell)."""
+        if not params:
+            return 0
+        return conn.exec_driver_sql(self._compiled(conn)[0].string, params).rowcount
+
     def _compiled(self, conn: Connection):
         key = ("compiled", id(self))
         found = self._cache.get(key)
@@ -94,51 +110,72 @@ class FastMany:
             procs = {}
             for name, type_ in self.types.items():
                 proc = _sqlite_datetime_bind(type_) or type_.dialect_impl(conn.dialect).bind_processor(conn.dialect)
+                proc = _sqlite_date_bind(type_, proc)
                 if proc is not None:
                     procs[name] = proc
             found = self._cache[key] = (compiled, procs)
         return found
 
 
+_UTC = timezone.utc
+
+
 def _sqlite_datetime_bind(type_):
     """SQLAlchemy's own SQLite DATETIME format ("YYYY-MM-DD HH:MM:SS.ffffff", UTC), written
     by isoformat instead of SQLAlchemy's %-formatting: same text, a fraction of the cost."""
-    from datetime import timezone
-
     from sqlalchemy import DateTime
 
     impl = getattr(type_, "impl", type_)
     if not isinstance(impl, DateTime):
         return None
-    utc = timezone.utc
-    seen: dict = {}  # batches repeat values (received_at, opened_at = now): convert each once
+    return sqlite_datetime_text
 
-    def process(value):
-        text = seen.get(value)
-        if text is None:
-            if value.tzinfo is utc:  # the common case: "...+00:00" dropped is the same text
-                text = value.isoformat(" ", "microseconds")[:-6]
-            elif value.tzinfo is None:
-                raise ValueError("datetimes must be timezone-aware")
-            else:
-                text = value.astimezone(utc).replace(tzinfo=None).isoformat(" ", "microseconds")
-            if len(seen) > 4096:
-                seen.clear()
-            seen[value] = text
-        return text
+
+def _sqlite_date_bind(type_, proc):
+    """SQLAlchemy's SQLite DATE format is "YYYY-MM-DD" (a 4-digit year), which is what
+    date.isoformat writes, at a fraction of the cost; anything but a plain date (a datetime
+    passed for a date column) keeps SQLAlchemy's own processor."""
+    from datetime import date
+
+    from sqlalchemy import Date, DateTime
+
+    impl = getattr(type_, "impl", type_)
+    if proc is None or not isinstance(impl, Date) or isinstance(impl, DateTime):
+        return proc
+
+    def process(value, iso=date.isoformat):
+        return iso(value) if type(value) is date else proc(value)
 
     return process
 
 
-_converters: dict = {}
+_type_converters: dict = {}  # column type -> its SQLite converter (_sqlite_converter)
+_seen_datetimes: dict = {}  # batches repeat values (received_at, opened_at = now): convert each once
+
+
+def sqlite_datetime_text(value) -> str:
+    """An aware datetime as SQLAlchemy stores it on SQLite: "YYYY-MM-DD HH:MM:SS.ffffff", UTC."""
+    text = _seen_datetimes.get(value)
+    if text is None:
+        tz = value.tzinfo
+        if tz is None:
+            raise ValueError("datetimes must be timezone-aware")
+        if tz is _UTC:  # every parsed time is UTC already: cut the "+00:00" off instead of converting
+            text = value.isoformat(" ", "microseconds")[:-6]
+        else:
+            text = value.astimezone(_UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
+        if len(_seen_datetimes) > 4096:
+            _seen_datetimes.clear()
+        _seen_datetimes[value] = text
+    return text
 
 
 def _sqlite_converter(type_):
     """How SQLite's stored text becomes the Python value SQLAlchemy would return (worked out
     once per column type: the hot look-ups ask for every column of every call)."""
-    found = _converters.get(id(type_))
+    found = _type_converters.get(id(type_))
     if found is None or found[0] is not type_:
-        found = _converters[id(type_)] = (type_, _make_sqlite_converter(type_))
+        found = _type_converters[id(type_)] = (type_, _make_sqlite_converter(type_))
     return found[1]
 
 
@@ -233,13 +270,26 @@ def select_in(conn: Connection, table: Table, columns: tuple[str, ...], key: str
                 stmt = stmt.where(text(where))
             out.extend(Row._make(r) for r in conn.execute(stmt))
         return out
-    converters = [] if raw else [(i, conv) for i, c in enumerate(cols) if (conv := _sqlite_converter(c.type)) is not None]
+    converters = [] if raw else _converters(table, columns)
     head = f'SELECT {", ".join(columns)} FROM "{table.name}" WHERE {key} IN '
     tail = f" AND ({where})" if where else ""
     for chunk in chunks(list(values), 900):
         sql = head + "(" + ",".join("?" * len(chunk)) + ")" + tail
         out.extend(_convert(conn.exec_driver_sql(sql, tuple(chunk)).fetchall(), converters, Row._make))
     return out
+
+
+_converters_of: dict = {}
+
+
+def _converters(table: Table, columns: tuple[str, ...]) -> list:
+    """select_in's column converters, worked out once per table and columns (hot path)."""
+    key = (table.name, columns)
+    found = _converters_of.get(key)
+    if found is None:
+        found = _converters_of[key] = [(i, conv) for i, name in enumerate(columns)
+                                       if (conv := _sqlite_converter(table.c[name].type)) is not None]
+    return found
 
 
 def _convert(raw: list, converters: list, make) -> list:
