@@ -194,7 +194,7 @@ def ingest(url: str, batches: list[bytes], clients: int) -> None:
     print(f"  ingest: {stored * 100:,} events in {seconds:.1f} s = {stored * 100 / seconds:,.0f} events/s "
           f"(2 serve processes x {clients} clients, worker running)")
     busy = ", ".join(f"{name} {value:.1f} s ({value / seconds:.0%} of a core)" for name, value in cpu.items())
-    print(f"  CPU meanwhile: {busy}; {os.cpu_count()} cores in all")
+    print(f"  CPU meanwhile: {busy}; {os.cpu_count()} cores in all", flush=True)
 
 
 async def _blast_all(urls: list[str], parts: list[list[bytes]], clients: int) -> int:
@@ -232,15 +232,30 @@ def main() -> None:
     if not args.skip_ingest:
         ingest(url, _stream(args.seed_accounts, accounts, args.events + 800), args.clients)
     _reset_scan_state(url)
-    runs = [
-        ("first scan (full)", NOW, "auto"),
-        ("scheduled, 5 minutes later", NOW + timedelta(minutes=5), "auto"),
-        ("scheduled, an hour later", NOW + timedelta(hours=1), "auto"),
-        ("forced full scan (a rules change)", NOW + timedelta(hours=1), "full"),
-    ]
-    for label, now, mode in runs:
-        seconds, peak, what = run_scan(url, now, mode)
-        print(f"  {label:<36} {seconds:7.2f} s   peak RSS {peak:5.0f} MB   ({what})")
+    _scan("first scan (full)", url, NOW, "auto")
+    _scan("scheduled, 5 minutes later", url, NOW + timedelta(minutes=5), "auto")
+    # A full scan rewrites every account row: until autovacuum has run, the index of due
+    # accounts is full of dead entries and the statistics are stale. Shown, then done by hand
+    # (autovacuum starts on its own within a minute of such a write; tune it for `account`).
+    started = time.perf_counter()
+    _vacuum(url)
+    print(f"  VACUUM ANALYZE (what autovacuum does after a full scan) {time.perf_counter() - started:7.1f} s")
+    _scan("scheduled, an hour later", url, NOW + timedelta(hours=1), "auto")
+    _scan("scheduled, 65 minutes later", url, NOW + timedelta(minutes=65), "auto")
+    _scan("forced full scan (a rules change)", url, NOW + timedelta(minutes=65), "full")
+
+
+def _scan(label: str, url: str, now, mode: str) -> None:
+    seconds, peak, what = run_scan(url, now, mode)
+    print(f"  {label:<36} {seconds:7.2f} s   peak {peak:5.0f} MB   ({what})", flush=True)
+
+
+def _vacuum(url: str) -> None:
+    engine = sa.create_engine(url)
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.exec_driver_sql("VACUUM ANALYZE account")
+        conn.exec_driver_sql("VACUUM ANALYZE stall")
+    engine.dispose()
 
 
 def _reset_scan_state(url: str) -> None:
@@ -250,7 +265,7 @@ def _reset_scan_state(url: str) -> None:
     with engine.begin() as conn:
         for table in ("alert", "slack_outbox", "audit_entry", "stall", "meta"):
             conn.exec_driver_sql(f"DELETE FROM {table}")
-        conn.exec_driver_sql("UPDATE account SET next_eval_at = NULL")
+        conn.exec_driver_sql("UPDATE account SET next_eval_at = NULL WHERE next_eval_at IS NOT NULL")
     engine.dispose()
 
 

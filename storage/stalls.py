@@ -76,6 +76,9 @@ def usage_window(now: datetime) -> tuple[date, date]:
     return today - timedelta(days=14), today - timedelta(days=7)
 
 
+CANDIDATE_WORK_MEM = "128MB"  # PostgreSQL: room to hash ~2,000,000 account ids per IN-subquery
+
+
 def iter_candidates(conn: Connection, rules: Rules, now: datetime, only: Sequence[str] | None = None,
                     batch: int = 5000, full: bool = True, *, after: str | None = None,
                     upto: str | None = None) -> Iterator[list]:
@@ -90,6 +93,13 @@ def iter_candidates(conn: Connection, rules: Rules, now: datetime, only: Sequenc
             yield sorted(select_in(conn, ACCOUNT, FACT_COLUMNS, "id", chunk), key=lambda r: r.id)
         return
     condition = candidate_condition(rules, now) if full else due_condition(now)
+    if full and conn.dialect.name == "postgresql":
+        # The full condition's IN-subqueries (live stalls, ticket spikes, active days) must be
+        # hashed once; past PostgreSQL's default 4 MB of work_mem (about 100,000 accounts)
+        # the planner re-runs them for every account instead: a first scan of 1,000,000
+        # accounts took 586 s, nearly all waiting on that query (benchmarks/scale.py).
+        # For this read transaction only.
+        conn.exec_driver_sql(f"SET LOCAL work_mem = '{CANDIDATE_WORK_MEM}'")
     stmt = select(*cols).where(condition).order_by(ACCOUNT.c.id)
     if after is not None:
         stmt = stmt.where(ACCOUNT.c.id > after)
