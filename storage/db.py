@@ -31,6 +31,11 @@ def is_sqlite(engine: Engine | Connection) -> bool:
     return engine.dialect.name == "sqlite"
 
 
+def _as_tuple(value) -> tuple:
+    """A URL query value: absent, one string, or a tuple of them (given several times)."""
+    return () if value is None else (value,) if isinstance(value, str) else tuple(value)
+
+
 def make_engine(url: str | None = None, *, pool_size: int = 10) -> Engine:
     url = url or DEFAULT_URL
     parsed = make_url(url)
@@ -58,7 +63,8 @@ def make_engine(url: str | None = None, *, pool_size: int = 10) -> Engine:
         # No JIT: our queries are short index look-ups, and after a large write (a full scan
         # rewrites every account) stale statistics made the planner compile the scheduled
         # scan's query for 1.2 s of a 2.8 s run (benchmarks/scale.py, 1,000,000 accounts).
-        connect_args={"options": "-c jit=off"},
+        # (Added to the URL's own `options`, such as a search_path: connect_args replaces them.)
+        connect_args={"options": " ".join([*_as_tuple(parsed.query.get("options")), "-c jit=off"])},
         json_serializer=_json_dumps,
         json_deserializer=orjson.loads,
     )
