@@ -26,3 +26,10 @@ def renews_in(days_left: int) -> str:
     if days_left == 0:
         return "renews today"
     return f"renews in {plural(days_left, 'day')}"
+
+
+def clip_label(text: str | None, limit: int = 80) -> str:
+    """A user-supplied label (step name, ticket topic) cut to `limit` characters, so a stored
+    detail stays short whatever it quotes. Plain text: no escaping here."""
+    text = " ".join((text or "").split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"

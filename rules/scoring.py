@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from .config import Rules
-from .journey import days_until
+from .journey import utc_date
 from .model import AccountFacts, Finding, Score
 from .plan import RulePlan, plan_for
 from .wording import priority_reason
@@ -40,8 +40,9 @@ def score(finding: Finding, facts: AccountFacts, rules: Rules | RulePlan, now: d
     friction = 1.0 + min(plan.max_ticket_factor - 1.0, plan.per_open_ticket * open_tickets)
     if facts.payment_failed_at is not None and finding.rule != "payment_failed":
         friction += plan.payment_failed_friction
-    days_left = days_until(facts.renewal_date, now) if facts.renewal_date is not None else None
-    if days_left is not None and 0 <= days_left <= plan.renewal_within_days and finding.rule != "renewal_risk":
+    renewal_date = facts.renewal_date
+    if (renewal_date is not None and finding.rule != "renewal_risk"
+            and 0 <= (renewal_date - utc_date(now)).days <= plan.renewal_within_days):
         friction += plan.renewal_near_friction
 
     severity = plan.weights.get(finding.rule, 1.0) * time_factor * stage_weight * friction

@@ -16,7 +16,7 @@ import math
 import re
 from datetime import date, datetime, timedelta, timezone
 
-from ._text import duration, plural, renews_in
+from ._text import clip_label, duration, plural, renews_in
 from .journey import days_until
 
 UTC = timezone.utc
@@ -84,13 +84,6 @@ def ago_text(delta: timedelta) -> str:
     """"2 days ago", "5 hours ago", "just now"."""
     text = duration(delta)
     return "just now" if text == "less than a minute" else f"{text} ago"
-
-
-def clip_label(text: str | None, limit: int = 80) -> str:
-    """A user-supplied label (step name, ticket topic) cut to `limit` characters, so a stored
-    detail stays short whatever it quotes. Plain text: no escaping here."""
-    text = " ".join((text or "").split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 # --- per-rule texts ----------------------------------------------------------------------------
