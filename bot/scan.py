@@ -373,12 +373,12 @@ def _decide_account(row, plan, now: datetime, tickets, days: tuple[int, int], ac
     journey = JourneyState(row.stage, row.signup_at, row.activated_at, row.waiting_step, row.waiting_since,
                            row.stalled_at, row.checkpoint_at, row.steps_done)
     recent, previous = days
-    facts = AccountFacts(
-        id=row.id, name=row.name, arr=row.arr or 0.0, status=row.status, track=row.track, plan=row.plan,
-        seats=row.seats, signup_at=row.signup_at, activated_at=row.activated_at,
-        renewal_date=row.renewal_date, tickets=tickets,
-        active_days_recent=recent, active_days_previous=previous, payment_failed_at=row.payment_failed_at,
-    )
+    # Positional (a third of the cost of keywords): id, name, arr, status, track, plan, seats,
+    # signup_at, activated_at, steps, last_seen_at, renewal_date, tickets, active_days_recent,
+    # active_days_previous, payment_failed_at.
+    facts = AccountFacts(row.id, row.name, row.arr or 0.0, row.status, row.track, row.plan, row.seats,
+                         row.signup_at, row.activated_at, {}, None, row.renewal_date, tickets, recent, previous,
+                         row.payment_failed_at)
     findings = evaluate(facts, plan, now, journey=journey, open_stalls=account_stalls)
     changes: list[StallChange] = []
     if findings:

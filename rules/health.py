@@ -126,10 +126,15 @@ def account_health(facts: HealthFacts, weights: HealthWeights, now: datetime) ->
             cost[0] += points
     if not costs:
         return Health(100)
-    total = sum(cost[0] for cost in costs.values())
+    total = 0
+    for cost in costs.values():  # in the factors' order, as the points were added
+        total += cost[0]
     score = max(0, min(100, math.floor(100 - total + 0.5)))  # half up: 46.5 is 47, as a reader rounds
-    ranked = sorted(costs.values(), key=_heaviest) if len(costs) > 1 else costs.values()  # stable: ties keep the factor order
-    return Health(score, tuple(_words(cost[1], now) for cost in list(ranked)[:MAX_REASONS] if cost[0] >= 1))
+    if len(costs) == 1:
+        [cost] = costs.values()
+        return Health(score, (_words(cost[1], now),) if cost[0] >= 1 else ())
+    ranked = sorted(costs.values(), key=_heaviest)  # stable: ties keep the factor order
+    return Health(score, tuple([_words(cost[1], now) for cost in ranked[:MAX_REASONS] if cost[0] >= 1]))
 
 
 def _heaviest(cost: list) -> float:

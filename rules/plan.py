@@ -160,12 +160,12 @@ _CACHE_SIZE = 16
 
 
 def plan_for(rules: Rules | RulePlan) -> RulePlan:
-    # Called once per domain function call: the common case (a cached Rules) comes first.
+    # Called once per domain function call: the scan passes its plan, others a cached Rules.
+    if type(rules) is RulePlan:
+        return rules
     plan = _CACHE.get(id(rules))
     if plan is not None and plan.rules is rules:
         return plan
-    if type(rules) is RulePlan:
-        return rules
     plan = compile_rules(rules)
     if len(_CACHE) >= _CACHE_SIZE:
         _CACHE.clear()

@@ -50,7 +50,7 @@ def score(finding: Finding, facts: AccountFacts, rules: Rules | RulePlan, now: d
     value = round(arr * severity, 2)
     priority = plan.band(value)
     if not explain:
-        return Score(score=value, severity=round(severity, 3), priority=priority, why="")
+        return Score(value, round(severity, 3), priority, "")
     # The finding's own detail (written at this `now`, with absolute dates), not
     # wording.reason_text: a stored "since Tuesday" would turn false next week.
     because = priority_reason(
@@ -59,4 +59,4 @@ def score(finding: Finding, facts: AccountFacts, rules: Rules | RulePlan, now: d
         renewal_within_days=plan.renewal_within_days, payment_failed=facts.payment_failed_at is not None,
     )
     why = f"{finding.detail} · {because}" if finding.detail else because
-    return Score(score=value, severity=round(severity, 3), priority=priority, why=why)
+    return Score(value, round(severity, 3), priority, why)
