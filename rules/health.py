@@ -11,10 +11,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Callable, Sequence
+from typing import Sequence
 
 from ._text import plural, renews_in
 from .config import Health as HealthWeights
+from .model import quick_init
 
 MAX_REASONS = 3
 DAY_SECONDS = 86400.0
@@ -56,6 +57,7 @@ class HealthFacts:
     renewal_days: int | None = None  # whole days to the renewal date (negative: passed)
 
 
+@quick_init
 @dataclass(frozen=True)
 class Health:
     score: int  # 0..100, higher is healthier
@@ -71,21 +73,104 @@ def account_health(facts: HealthFacts, weights: HealthWeights, now: datetime) ->
     """The account's score (100 minus every factor's points, clamped to 0..100) and the
     reasons of the factors that took at least a point, heaviest first."""
     # A reason is worded only if it is shown (the scan scores every account it evaluates):
-    # until then it is a function that returns its words.
-    costs: dict[str, list] = {}  # factor -> see _add
-    stall_points = {"P0": weights.stall_P0, "P1": weights.stall_P1, "P2": weights.stall_P2}
-    max_day_points, per_day = weights.max_stall_day_points, weights.per_stall_day
-    for factor, points, reason in _factors(facts, weights):
-        _add(costs, factor, points, reason, stall=False)
-    for stall in facts.stalls:
-        days = max((now - stall.stalled_since).total_seconds() / DAY_SECONDS, 0.0)
-        points = stall_points.get(stall.priority, weights.stall_P3) + min(max_day_points, per_day * days)
-        _add(costs, RULE_FACTOR.get(stall.rule, stall.rule), points,
-             lambda s=stall: f"{RULE_WORDS.get(s.rule, 'stalled')} {_days(now - s.stalled_since)}", stall=True)
-    total = sum(cost[0] for cost in costs.values())
+    # until then it is a fixed text, a tuple of what its words are made of, or the stall
+    # (see _words).
+    costs: dict[str, list] = {}  # factor -> [total points, reason, the reason's own points, from a stall]
+    f, w = facts, weights
+    # Everything but the stalls: one factor each, in this order.
+    if not f.activated:
+        if f.steps_total > 0:
+            done = min(max(f.steps_done, 0), f.steps_total)
+            points = w.onboarding * (1 - done / f.steps_total)
+            if points > 0:
+                costs["onboarding"] = [points, ("onboarding", done, f.steps_total), points, False]
+    else:
+        recent, previous = f.active_days_recent, f.active_days_previous
+        if previous > 0 and recent < previous:
+            points = w.usage_drop * (previous - recent) / previous
+            if points > 0:
+                costs["usage"] = [points, ("usage", recent, previous), points, False]
+        elif recent == 0 and previous == 0:
+            points = w.no_usage
+            if points > 0:
+                costs["usage"] = [points, "no activity in 2 weeks", points, False]
+    if f.open_tickets > 0:
+        escalated = min(f.escalated_tickets, f.open_tickets)
+        points = min(w.max_ticket_points, w.per_open_ticket * f.open_tickets + w.per_escalated_ticket * escalated)
+        if points > 0:
+            costs["tickets"] = [points, ("tickets", f.open_tickets, escalated), points, False]
+    if f.payment_failed:
+        points = w.payment_failed
+        if points > 0:
+            costs["payment"] = [points, "payment failed", points, False]
+    days = f.renewal_days
+    if days is not None and 0 <= days <= w.renewal_near_days:
+        points = w.renewal_near * (1 - days / w.renewal_near_days)
+        if points > 0:
+            costs["renewal"] = [points, ("renewal", days), points, False]
+    if f.stalls:
+        stall_points, p3, max_day_points, per_day = _stall_weights(w)
+        for stall in f.stalls:
+            days = max((now - stall.stalled_since).total_seconds() / DAY_SECONDS, 0.0)
+            points = stall_points.get(stall.priority, p3) + min(max_day_points, per_day * days)
+            if points <= 0:
+                continue
+            factor = RULE_FACTOR.get(stall.rule, stall.rule)
+            cost = costs.get(factor)
+            if cost is None:
+                costs[factor] = [points, stall, points, True]
+                continue
+            # A stall's words win over the factor's, and the weightier stall's over another's.
+            if not cost[3] or points > cost[2]:
+                cost[1:] = [stall, points, True]
+            cost[0] += points
+    if not costs:
+        return Health(100)
+    total = 0
+    for cost in costs.values():  # in the factors' order, as the points were added
+        total += cost[0]
     score = max(0, min(100, math.floor(100 - total + 0.5)))  # half up: 46.5 is 47, as a reader rounds
-    ranked = sorted(costs.values(), key=lambda c: -c[0])  # stable: ties keep the factor order
-    return Health(score, tuple(cost[1]() for cost in ranked[:MAX_REASONS] if cost[0] >= 1))
+    if len(costs) == 1:
+        [cost] = costs.values()
+        return Health(score, (_words(cost[1], now),) if cost[0] >= 1 else ())
+    ranked = sorted(costs.values(), key=_heaviest)  # stable: ties keep the factor order
+    return Health(score, tuple([_words(cost[1], now) for cost in ranked[:MAX_REASONS] if cost[0] >= 1]))
+
+
+def _heaviest(cost: list) -> float:
+    return -cost[0]
+
+
+def _words(reason, now: datetime) -> str:
+    """A reason's words: a live stall's, or a factor's (see account_health)."""
+    if type(reason) is str:
+        return reason
+    if type(reason) is not tuple:  # a stall
+        return f"{RULE_WORDS.get(reason.rule, 'stalled')} {_days(now - reason.stalled_since)}"
+    kind = reason[0]
+    if kind == "onboarding":
+        return f"{reason[1]} of {plural(reason[2], 'onboarding step')} done"
+    if kind == "usage":
+        return f"active {plural(reason[1], 'day')} this week, {reason[2]} the week before"
+    if kind == "tickets":
+        urgent = f" ({reason[2]} urgent)" if reason[2] else ""
+        return f"{plural(reason[1], 'open ticket')}{urgent}"
+    return renews_in(reason[1])
+
+
+_STALL_WEIGHTS: dict[int, tuple] = {}
+
+
+def _stall_weights(w: HealthWeights) -> tuple:
+    """(points per priority, P3's points, max_stall_day_points, per_stall_day), once per weights
+    object (keyed on its id, holding it: the id cannot be reused while the entry lives)."""
+    found = _STALL_WEIGHTS.get(id(w))
+    if found is None or found[0] is not w:
+        if len(_STALL_WEIGHTS) >= 16:
+            _STALL_WEIGHTS.clear()
+        found = _STALL_WEIGHTS[id(w)] = (w, ({"P0": w.stall_P0, "P1": w.stall_P1, "P2": w.stall_P2}, w.stall_P3,
+                                             w.max_stall_day_points, w.per_stall_day))
+    return found[1]
 
 
 def _days(delta: timedelta) -> str:
@@ -93,45 +178,6 @@ def _days(delta: timedelta) -> str:
     every hour a scan looks at the account."""
     days = int(max(delta.total_seconds(), 0.0) // DAY_SECONDS)
     return plural(days, "day") if days else "less than a day"
-
-
-def _add(costs: dict[str, list], factor: str, points: float, reason: Callable[[], str], *, stall: bool) -> None:
-    """Add a factor's points under one reason: a stall's words win over the factor's, and
-    the weightier stall's over another's."""
-    if points <= 0:
-        return
-    cost = costs.get(factor)  # [total points, reason, the reason's own points, from a stall]
-    if cost is None:
-        costs[factor] = [points, reason, points, stall]
-        return
-    if stall and (not cost[3] or points > cost[2]):
-        cost[1:] = [reason, points, True]
-    cost[0] += points
-
-
-def _factors(f: HealthFacts, w: HealthWeights):
-    """(factor, points, reason) of everything but the stalls."""
-    if not f.activated and f.steps_total > 0:
-        done = min(max(f.steps_done, 0), f.steps_total)
-        yield "onboarding", w.onboarding * (1 - done / f.steps_total), \
-            lambda: f"{done} of {plural(f.steps_total, 'onboarding step')} done"
-    if f.activated:
-        recent, previous = f.active_days_recent, f.active_days_previous
-        if previous > 0 and recent < previous:
-            yield "usage", w.usage_drop * (previous - recent) / previous, \
-                lambda: f"active {plural(recent, 'day')} this week, {previous} the week before"
-        elif recent == 0 and previous == 0:
-            yield "usage", w.no_usage, lambda: "no activity in 2 weeks"
-    if f.open_tickets > 0:
-        escalated = min(f.escalated_tickets, f.open_tickets)
-        points = min(w.max_ticket_points, w.per_open_ticket * f.open_tickets + w.per_escalated_ticket * escalated)
-        urgent = f" ({escalated} urgent)" if escalated else ""
-        yield "tickets", points, lambda: f"{plural(f.open_tickets, 'open ticket')}{urgent}"
-    if f.payment_failed:
-        yield "payment", w.payment_failed, lambda: "payment failed"
-    days = f.renewal_days
-    if days is not None and 0 <= days <= w.renewal_near_days:
-        yield "renewal", w.renewal_near * (1 - days / w.renewal_near_days), lambda: renews_in(days)
 
 
 def trend_words(score: int, week_ago: int | None) -> str:

@@ -101,7 +101,22 @@ def days_until(renewal_date: date | None, now: datetime | None) -> int | None:
     """Whole calendar days (UTC) from now to the renewal date; negative once it has passed."""
     if renewal_date is None or now is None:
         return None
-    return (renewal_date - now.astimezone(UTC).date()).days
+    return (renewal_date - utc_date(now)).days
+
+
+_LAST_DATE: tuple = (None, None)  # (now, its UTC date) of the last call
+
+
+def utc_date(now: datetime) -> date:
+    """`now`'s calendar day in UTC. Remembered for the last `now` object: a scan asks several
+    times per account with the one `now` (held here, so its id cannot be reused meanwhile)."""
+    global _LAST_DATE
+    last = _LAST_DATE
+    if last[0] is now:
+        return last[1]
+    day = now.astimezone(UTC).date()
+    _LAST_DATE = (now, day)
+    return day
 
 
 def merge_step_times(

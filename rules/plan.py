@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import timedelta
 
+from ._text import clip_label
 from .config import STAGES, TRACKS, Rules
 from .model import RULE_NAMES
 
@@ -32,6 +33,7 @@ class RulePlan:
     step_events: tuple[str, ...]
     step_index: dict[str, int]
     step_names: dict[str, str]  # event -> display name
+    step_labels: dict[str, str]  # event -> display name as a finding quotes it (clip_label)
     stall_after: tuple[timedelta, ...]
     activation_event: str
     tracked_events: frozenset[str]  # step events and the activation event
@@ -57,6 +59,9 @@ class RulePlan:
     step_confirm: timedelta
     not_activated_confirm: timedelta
     renewal_within_days: float
+    renewal_within: timedelta  # renewal_within_days as a timedelta
+    renewal_window: timedelta  # journey.renewal_window_days as a timedelta
+    renewal_lead: timedelta  # the larger of the two: how long before a renewal its first moment is
     # Scoring
     per_day_past_threshold: float
     max_time_factor: float
@@ -66,6 +71,7 @@ class RulePlan:
     renewal_near_friction: float
     stage_weights: dict[str, float]
     bands: tuple[tuple[float, str], ...]  # (lowest score, priority), highest band first
+    band_floors: tuple[float, ...]  # the bands' lowest scores, ascending
 
     def stall_after_for(self, track: str | None) -> tuple[timedelta, ...]:
         return self.track_stall_after.get(track, self.stall_after)
@@ -89,6 +95,7 @@ def compile_rules(rules: Rules) -> RulePlan:
         step_events=tuple(s.event for s in journey.steps),
         step_index={s.event: i for i, s in enumerate(journey.steps)},
         step_names={s.event: s.name for s in journey.steps},
+        step_labels={s.event: clip_label(s.name) for s in journey.steps},
         stall_after=tuple(timedelta(hours=s.stall_after_hours) for s in journey.steps),
         activation_event=journey.activation_event,
         tracked_events=frozenset([*(s.event for s in journey.steps), journey.activation_event]),
@@ -125,6 +132,10 @@ def compile_rules(rules: Rules) -> RulePlan:
         step_confirm=timedelta(hours=stall_rules.step_stall.confirm_hours),
         not_activated_confirm=timedelta(hours=stall_rules.not_activated.confirm_hours),
         renewal_within_days=stall_rules.renewal_risk.within_days,
+        renewal_within=timedelta(days=stall_rules.renewal_risk.within_days),
+        renewal_window=timedelta(days=journey.renewal_window_days),
+        renewal_lead=max(timedelta(days=stall_rules.renewal_risk.within_days),
+                         timedelta(days=journey.renewal_window_days)),
         per_day_past_threshold=scoring.per_day_past_threshold,
         max_time_factor=scoring.max_time_factor,
         per_open_ticket=scoring.per_open_ticket,
@@ -133,6 +144,7 @@ def compile_rules(rules: Rules) -> RulePlan:
         renewal_near_friction=scoring.renewal_near,
         stage_weights={stage: scoring.stage_weights.get(stage, 1.0) for stage in STAGES},
         bands=((rules.priorities.P0, "P0"), (rules.priorities.P1, "P1"), (rules.priorities.P2, "P2")),
+        band_floors=tuple(sorted((rules.priorities.P0, rules.priorities.P1, rules.priorities.P2))),
     )
 
 
@@ -148,12 +160,12 @@ _CACHE_SIZE = 16
 
 
 def plan_for(rules: Rules | RulePlan) -> RulePlan:
-    # Called once per domain function call: the common case (a cached Rules) comes first.
+    # Called once per domain function call: the scan passes its plan, others a cached Rules.
+    if type(rules) is RulePlan:
+        return rules
     plan = _CACHE.get(id(rules))
     if plan is not None and plan.rules is rules:
         return plan
-    if type(rules) is RulePlan:
-        return rules
     plan = compile_rules(rules)
     if len(_CACHE) >= _CACHE_SIZE:
         _CACHE.clear()

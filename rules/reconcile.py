@@ -47,19 +47,25 @@ def reconcile(
       finding from opening a stall; one that no longer holds "lapse"s (first, before opens).
     Changes come in RULE_NAMES order (unknown rules after, by name).
     """
-    if not open_stalls and not findings and not decisions:  # most accounts on most scans
-        return []
+    if not open_stalls and not decisions:  # most accounts on most scans
+        if not findings or status in SUPPRESSING_STATUSES:
+            return []
+        if len(findings) == 1:  # one stall opens
+            finding, scored = findings[0]
+            return [StallChange("open", account_id, finding.rule, finding=finding, score=scored)]
     live = [s for s in open_stalls if s.status in LIVE]
     if status in SUPPRESSING_STATUSES:
         return [StallChange("suppress", account_id, s.rule, stall_id=s.id, reason=f"account {status}")
                 for s in sorted(live, key=lambda s: (_rule_order(s.rule), s.id))]
 
-    findings, lapses = apply_decisions(decisions, findings, {s.rule for s in live}, now)
-    changes: list[StallChange] = [
-        StallChange("lapse", account_id, lapse.decision.rule, stall_id=lapse.decision.stall_id, reason=lapse.reason)
-        for lapse in sorted(lapses, key=lambda lapse: _rule_order(lapse.decision.rule))]
+    changes: list[StallChange] = []
+    if decisions:
+        findings, lapses = apply_decisions(decisions, findings, {s.rule for s in live}, now)
+        changes += [
+            StallChange("lapse", account_id, lapse.decision.rule, stall_id=lapse.decision.stall_id, reason=lapse.reason)
+            for lapse in sorted(lapses, key=lambda lapse: _rule_order(lapse.decision.rule))]
     stall_by_rule: dict[str, OpenStall] = {}
-    for stall in sorted(live, key=lambda s: s.id):
+    for stall in sorted(live, key=_stall_id) if len(live) > 1 else live:
         if stall.rule in stall_by_rule:  # should not happen; heal it rather than carry it
             kept = stall_by_rule[stall.rule]
             changes.append(StallChange("auto_resolve", account_id, stall.rule, stall_id=stall.id,
@@ -70,7 +76,8 @@ def reconcile(
     for finding, scored in findings:
         found_by_rule.setdefault(finding.rule, (finding, scored))  # one per rule: the first
 
-    for rule in sorted(stall_by_rule.keys() | found_by_rule.keys(), key=_rule_order):
+    rules = stall_by_rule.keys() | found_by_rule.keys()
+    for rule in sorted(rules, key=_rule_order) if len(rules) > 1 else rules:
         stall, found = stall_by_rule.get(rule), found_by_rule.get(rule)
         if stall is None:
             finding, scored = found
@@ -101,6 +108,10 @@ def _refresh(account_id: str, stall: OpenStall, finding: Finding, scored: Score,
     else:
         return None
     return StallChange("update", account_id, stall.rule, stall_id=stall.id, finding=finding, score=scored, reason=reason)
+
+
+def _stall_id(stall: OpenStall) -> int:
+    return stall.id
 
 
 def _cleared_reason(stall: OpenStall) -> str:

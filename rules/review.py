@@ -13,6 +13,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime, time, timedelta, timezone
 
 from .config import Rules
+from .journey import utc_date
 from .model import SUPPRESSING_STATUSES, AccountFacts, Finding, JourneyState, Score
 from .plan import RulePlan, plan_for
 from .reconcile import SCORE_CHANGE
@@ -47,26 +48,44 @@ def next_review(
     best = now + (MAX_WAIT_WITH_STALLS if scored else MAX_WAIT) * (0.75 + 0.25 * spread)
     if facts.status in SUPPRESSING_STATUSES:
         return best
-    moments: list[datetime | None] = []
+    # The earliest moment after `now` (any order gives the same: each candidate below is
+    # kept only if it is after `now` and before the best so far).
     if journey.activated_at is None:
         # A step stall / "not activated" opens once confirmed, `confirm_hours` past its
         # threshold; a live one is judged from the threshold itself.
-        moments += (journey.stalled_at, journey.checkpoint_at,
-                    _later(journey.stalled_at, plan.step_confirm), _later(journey.checkpoint_at, plan.not_activated_confirm))
-    moments += [t.created_at + plan.spike_window for t in facts.tickets]  # tickets leave the spike window
+        for moment in (journey.stalled_at, journey.checkpoint_at,
+                       _later(journey.stalled_at, plan.step_confirm),
+                       _later(journey.checkpoint_at, plan.not_activated_confirm)):
+            if moment is not None and now < moment < best:
+                best = moment
+    if facts.tickets:
+        spike_window = plan.spike_window
+        for t in facts.tickets:  # tickets leave the spike window
+            moment = t.created_at + spike_window
+            if now < moment < best:
+                best = moment
     if facts.active_days_recent or facts.active_days_previous:
-        moments.append(_midnight_after(now) + USAGE_SPREAD * spread)  # the usage windows move daily
+        moment = _midnight_after(now) + USAGE_SPREAD * spread  # the usage windows move daily
+        if now < moment < best:
+            best = moment
     if facts.renewal_date is not None:
         renewal = datetime.combine(facts.renewal_date, time(0), UTC)
-        moments += (_shifted(renewal, -timedelta(days=plan.renewal_within_days)),  # renewal risk window opens
-                    _shifted(renewal, -timedelta(days=plan.renewal_window_days)),  # the Renewal stage begins
-                    _shifted(renewal, DAY))  # ... and ends
-    moments += [score_moves_at(finding, score, plan, now) for finding, score in scored]
-    moments += snoozed_until
-    moments += quiet_until
-    for moment in moments:
+        # Its moments: the renewal risk window opens, the Renewal stage begins, ... and ends.
+        # None is before the earliest of them (a renewal months away): skipped at once.
+        earliest = _shifted(renewal, -plan.renewal_lead)
+        if earliest is None or earliest < best:
+            for moment in (_shifted(renewal, -plan.renewal_within), _shifted(renewal, -plan.renewal_window),
+                           _shifted(renewal, DAY)):
+                if moment is not None and now < moment < best:
+                    best = moment
+    for finding, score in scored:
+        moment = score_moves_at(finding, score, plan, now)
         if moment is not None and now < moment < best:
             best = moment
+    for moments in (snoozed_until, quiet_until):
+        for moment in moments:
+            if moment is not None and now < moment < best:
+                best = moment
     return best
 
 
@@ -85,10 +104,10 @@ def score_moves_at(finding: Finding, score: Score, rules: Rules | RulePlan, now:
     if factor >= plan.max_time_factor:
         return None
     target = factor * (1.0 + SCORE_CHANGE)
-    bands = plan.rules.priorities
-    above = [b for b in (bands.P2, bands.P1, bands.P0) if b > score.score]
-    if above:
-        target = min(target, factor * min(above) / score.score)
+    for floor in plan.band_floors:  # ascending: the first above is the next band up
+        if floor > score.score:
+            target = min(target, factor * floor / score.score)
+            break
     target = min(target, plan.max_time_factor)
     return finding.threshold_at + timedelta(days=(target - 1.0) / k)
 
@@ -107,4 +126,4 @@ def _shifted(at: datetime, delta: timedelta) -> datetime | None:
 
 
 def _midnight_after(now: datetime) -> datetime:
-    return datetime.combine(now.astimezone(UTC).date() + DAY, time(0), UTC)
+    return datetime.combine(utc_date(now) + DAY, time(0), UTC)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from .config import Rules
-from .journey import days_until
+from .journey import utc_date
 from .model import AccountFacts, Finding, Score
 from .plan import RulePlan, plan_for
 from .wording import priority_reason
@@ -40,8 +40,9 @@ def score(finding: Finding, facts: AccountFacts, rules: Rules | RulePlan, now: d
     friction = 1.0 + min(plan.max_ticket_factor - 1.0, plan.per_open_ticket * open_tickets)
     if facts.payment_failed_at is not None and finding.rule != "payment_failed":
         friction += plan.payment_failed_friction
-    days_left = days_until(facts.renewal_date, now) if facts.renewal_date is not None else None
-    if days_left is not None and 0 <= days_left <= plan.renewal_within_days and finding.rule != "renewal_risk":
+    renewal_date = facts.renewal_date
+    if (renewal_date is not None and finding.rule != "renewal_risk"
+            and 0 <= (renewal_date - utc_date(now)).days <= plan.renewal_within_days):
         friction += plan.renewal_near_friction
 
     severity = plan.weights.get(finding.rule, 1.0) * time_factor * stage_weight * friction
@@ -49,7 +50,7 @@ def score(finding: Finding, facts: AccountFacts, rules: Rules | RulePlan, now: d
     value = round(arr * severity, 2)
     priority = plan.band(value)
     if not explain:
-        return Score(score=value, severity=round(severity, 3), priority=priority, why="")
+        return Score(value, round(severity, 3), priority, "")
     # The finding's own detail (written at this `now`, with absolute dates), not
     # wording.reason_text: a stored "since Tuesday" would turn false next week.
     because = priority_reason(
@@ -58,4 +59,4 @@ def score(finding: Finding, facts: AccountFacts, rules: Rules | RulePlan, now: d
         renewal_within_days=plan.renewal_within_days, payment_failed=facts.payment_failed_at is not None,
     )
     why = f"{finding.detail} · {because}" if finding.detail else because
-    return Score(score=value, severity=round(severity, 3), priority=priority, why=why)
+    return Score(value, round(severity, 3), priority, why)

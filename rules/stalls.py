@@ -17,11 +17,10 @@ from datetime import datetime, time, timedelta, timezone
 
 from ._text import duration, renews_in
 from .config import Rules
-from .journey import compute_journey, days_until, journey_stage
+from .journey import compute_journey, days_until, journey_stage, utc_date
 from .model import SUPPRESSING_STATUSES, AccountFacts, Finding, JourneyState, OpenStall, TicketFact
 from .plan import RulePlan, plan_for
-from .wording import (ago_text, clip_label, escalation_text, ticket_spike_detail, usage_drop_detail,
-                      usage_drop_percent)
+from .wording import ago_text, escalation_text, ticket_spike_detail, usage_drop_detail, usage_drop_percent
 from .reconcile import LIVE
 
 UTC = timezone.utc
@@ -65,8 +64,11 @@ def evaluate(
                                   activated_at_hint=facts.activated_at, track=facts.track)
     enabled = plan.enabled
     activated = journey.activated_at is not None
-    live = {(s.rule, s.step) for s in open_stalls if s.status in LIVE}
-    live_rules = {rule for rule, _ in live}
+    if open_stalls:
+        live = {(s.rule, s.step) for s in open_stalls if s.status in LIVE}
+        live_rules = {rule for rule, _ in live}
+    else:  # most accounts
+        live = live_rules = _NONE
     verdicts: list[_Verdict] = []
 
     if "step_stall" in enabled and not activated:
@@ -79,7 +81,9 @@ def evaluate(
         since = now - WEEK  # usage is counted per week: the trouble dates from the weak week's start
         detail = usage_drop_detail(facts.active_days_recent, facts.active_days_previous, since)
         verdicts.append(("usage_drop", None, since, since, detail))
-    if "renewal_risk" in enabled and facts.renewal_date is not None:
+    renewal_date = facts.renewal_date  # most renewals are not within the window: no call
+    if ("renewal_risk" in enabled and renewal_date is not None
+            and 0 <= (renewal_date - utc_date(now)).days <= plan.renewal_within_days):
         _add(verdicts, _renewal_risk(facts, plan, now, live="renewal_risk" in live_rules))
     if "payment_failed" in enabled and facts.payment_failed_at is not None:
         failed_at = facts.payment_failed_at
@@ -98,6 +102,9 @@ def evaluate(
     return [Finding(rule, step, since, threshold, detail, stage) for rule, step, since, threshold, detail in verdicts]
 
 
+_NONE: frozenset = frozenset()
+
+
 def _add(verdicts: list[_Verdict], verdict: _Verdict | None) -> None:
     if verdict is not None:
         verdicts.append(verdict)
@@ -111,7 +118,7 @@ def _step_stall(journey: JourneyState, plan: RulePlan, now: datetime, *, live: b
     if now < journey.stalled_at + (timedelta(0) if live else plan.step_confirm):
         return None
     since = journey.waiting_since
-    detail = f"{duration(now - since)} on '{clip_label(plan.step_names[step])}'"
+    detail = f"{duration(now - since)} on '{plan.step_labels[step]}'"
     return ("step_stall", step, since, journey.stalled_at, detail)
 
 

@@ -16,7 +16,7 @@ import math
 import re
 from datetime import date, datetime, timedelta, timezone
 
-from ._text import duration, plural, renews_in
+from ._text import clip_label, duration, plural, renews_in
 from .journey import days_until
 
 UTC = timezone.utc
@@ -48,6 +48,20 @@ _RENEWS = re.compile(r"^(renews today|renews in \d+ days?)(, )?")
 
 def money_compact(amount: float | None) -> str:
     """"$950", "$69.5K", "$1.2M": ARR a CSM reads at a glance (no cents, one decimal at most)."""
+    if type(amount) is not float:
+        return _money_compact(amount)
+    text = _MONEY.get(amount)  # the scan words the same ARR figures again and again
+    if text is None:
+        if len(_MONEY) >= 4096:
+            _MONEY.clear()
+        text = _MONEY[amount] = _money_compact(amount)
+    return text
+
+
+_MONEY: dict[float, str] = {}
+
+
+def _money_compact(amount: float | None) -> str:
     if amount is None or not math.isfinite(amount) or amount <= 0:
         return "$0"
     if round(amount) < 1000:
@@ -84,13 +98,6 @@ def ago_text(delta: timedelta) -> str:
     """"2 days ago", "5 hours ago", "just now"."""
     text = duration(delta)
     return "just now" if text == "less than a minute" else f"{text} ago"
-
-
-def clip_label(text: str | None, limit: int = 80) -> str:
-    """A user-supplied label (step name, ticket topic) cut to `limit` characters, so a stored
-    detail stays short whatever it quotes. Plain text: no escaping here."""
-    text = " ".join((text or "").split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 # --- per-rule texts ----------------------------------------------------------------------------
@@ -269,14 +276,23 @@ def _past_threshold(rule: str, now: datetime, threshold_at: datetime, stalled_si
     """"27 days past the 48 h threshold", "2 days past the day-14 checkpoint"."""
     if threshold_hours is None and stalled_since is not None and threshold_at >= stalled_since:
         threshold_hours = (threshold_at - stalled_since).total_seconds() / 3600
-    if rule == "not_activated":
-        what = f"the day-{_one_decimal(threshold_hours / 24)} checkpoint" if threshold_hours else "the checkpoint"
-    else:
-        what = f"the {_one_decimal(threshold_hours)} h threshold" if threshold_hours else "its threshold"
+    key = (rule == "not_activated", threshold_hours)
+    what = _THRESHOLDS.get(key)  # a few thresholds, worded for every stall
+    if what is None:
+        if rule == "not_activated":
+            what = f"the day-{_one_decimal(threshold_hours / 24)} checkpoint" if threshold_hours else "the checkpoint"
+        else:
+            what = f"the {_one_decimal(threshold_hours)} h threshold" if threshold_hours else "its threshold"
+        if len(_THRESHOLDS) >= 1024:
+            _THRESHOLDS.clear()
+        _THRESHOLDS[key] = what
     past = now - threshold_at
     if past.total_seconds() < 60:
         return f"just past {what}"
     return f"{duration(past)} past {what}"
+
+
+_THRESHOLDS: dict[tuple, str] = {}  # (not_activated?, hours) -> the threshold in words
 
 
 def _one_decimal(value: float) -> str:
