@@ -14,7 +14,7 @@ from rules.decisions import Decision
 from rules.model import OpenStall, StallChange, TicketFact
 from rules.reconcile import stall_open_key
 from storage.models import Account, ActiveDay, AuditEntry, Stall, Ticket
-from storage.sql import FastMany, chunks, insert_ignore, select_in, stream_rows, upsert
+from storage.sql import FastMany, FastSelect, chunks, insert_ignore, select_in, stream_rows, upsert
 
 ACCOUNT = Account.__table__
 ACTIVE_DAY = ActiveDay.__table__
@@ -112,34 +112,42 @@ def set_next_eval(conn: Connection, reviews: list[dict]) -> None:
         ).run(conn, reviews)
 
 
-def tickets_by_account(conn: Connection, account_ids: Sequence[str], now: datetime) -> dict[str, list[TicketFact]]:
-    out: dict[str, list[TicketFact]] = defaultdict(list)
-    since = now - TICKET_LOOKBACK
-    for chunk in chunks(sorted(account_ids), 900):
-        rows = conn.execute(
-            select(TICKET.c.account_id, TICKET.c.id, TICKET.c.created_at, TICKET.c.status, TICKET.c.topic,
+def _tickets_statement():
+    return (select(TICKET.c.account_id, TICKET.c.id, TICKET.c.created_at, TICKET.c.status, TICKET.c.topic,
                    TICKET.c.subject, TICKET.c.priority)
-            .where(TICKET.c.account_id.in_(chunk), TICKET.c.created_at >= since, TICKET.c.created_at <= now)
-        )
-        for aid, tid, created, status, topic, subject, priority in rows:
-            out[aid].append(TicketFact(tid, created, status, topic, subject, priority))
+            .where(TICKET.c.account_id.in_(bindparam("ids", expanding=True)),
+                   TICKET.c.created_at >= bindparam("since", type_=TICKET.c.created_at.type),
+                   TICKET.c.created_at <= bindparam("now", type_=TICKET.c.created_at.type)))
+
+
+def tickets_by_account(conn: Connection, account_ids: Sequence[str], now: datetime) -> dict[str, list[TicketFact]]:
+    """The tickets of the last TICKET_LOOKBACK of each account (a statement built once)."""
+    out: dict[str, list[TicketFact]] = defaultdict(list)
+    rows = FastSelect.of("stalls.tickets", _tickets_statement, "ids").rows(
+        conn, sorted(account_ids), {"since": now - TICKET_LOOKBACK, "now": now})
+    for aid, tid, created, status, topic, subject, priority in rows:
+        out[aid].append(TicketFact(tid, created, status, topic, subject, priority))
     return out
+
+
+def _active_days_statement():
+    day = ACTIVE_DAY.c.day
+    middle = bindparam("middle", type_=day.type)
+    recent = func.sum(case((day >= middle, 1), else_=0))
+    previous = func.sum(case((day < middle, 1), else_=0))
+    return (select(ACTIVE_DAY.c.account_id, recent, previous)
+            .where(ACTIVE_DAY.c.account_id.in_(bindparam("ids", expanding=True)),
+                   day >= bindparam("start", type_=day.type), day < bindparam("today", type_=day.type))
+            .group_by(ACTIVE_DAY.c.account_id))
 
 
 def active_days_by_account(conn: Connection, account_ids: Sequence[str], now: datetime) -> dict[str, tuple[int, int]]:
-    """(recent, previous) distinct active days for each account with any in the last 14 days."""
+    """(recent, previous) distinct active days for each account with any in the last 14 days
+    (a statement built once)."""
     start, middle = usage_window(now)
-    out: dict[str, tuple[int, int]] = {}
-    recent = func.sum(case((ACTIVE_DAY.c.day >= middle, 1), else_=0))
-    previous = func.sum(case((ACTIVE_DAY.c.day < middle, 1), else_=0))
-    for chunk in chunks(sorted(account_ids), 900):
-        rows = conn.execute(
-            select(ACTIVE_DAY.c.account_id, recent, previous)
-            .where(ACTIVE_DAY.c.account_id.in_(chunk), ACTIVE_DAY.c.day >= start, ACTIVE_DAY.c.day < now.date())
-            .group_by(ACTIVE_DAY.c.account_id)
-        )
-        out.update({aid: (int(r or 0), int(p or 0)) for aid, r, p in rows})
-    return out
+    rows = FastSelect.of("stalls.active_days", _active_days_statement, "ids").rows(
+        conn, sorted(account_ids), {"middle": middle, "start": start, "today": now.date()})
+    return {aid: (int(r or 0), int(p or 0)) for aid, r, p in rows}
 
 
 def live_stalls(conn: Connection, account_ids: Sequence[str]) -> dict[str, list[OpenStall]]:
