@@ -322,6 +322,8 @@ class Router:
         # A stall of the alert that closed (routed now, not live): the ping drops it, silently.
         gone = [s.id for s in account.stalls if s.id in ids and s.status not in LIVE
                 and any(s.id in stalls for stalls in attached.values())]
+        if not gone and not self._news_possible(account, pings, attached, bool(live_open)):
+            return  # nothing joined, the priority did not move, nothing closed: no write, no rendering
         lead = next((s for s in account.stalls if s.id == lead_id), None)
         view = self._view(lead or account.live[0], now)
         enqueued = 0
@@ -369,6 +371,19 @@ class Router:
                 enqueued += enqueue_refresh(conn, lead_id, now=self.clock(), once=f"closed-{min(gone)}")
         stats.updated += bool(news)
         stats.enqueued += enqueued
+
+    @staticmethod
+    def _news_possible(account: "_AccountAlert", pings: list, attached: dict, live_open: bool) -> bool:
+        """Whether _update may have something to write for one of these pings: a live stall
+        its ping has not announced, or a new priority. The alert's priority is its top live
+        stall's (account.live is ranked as the ping view ranks it, ping_views)."""
+        top = account.live[0].priority
+        for alert in pings:
+            if any(s.id not in attached[alert.channel] for s in account.live):
+                return True
+            if live_open and alert.priority != top:
+                return True
+        return False
 
     def _close(self, lead_id: int, pings: list, now: datetime) -> int:
         """None of the alert's stalls is live: its pings say how it ended (or, still held in
