@@ -88,10 +88,15 @@ def _configure_sqlite(engine: Engine, scratch: bool = False) -> None:
     def _on_begin(conn):
         # A write transaction takes the write lock at BEGIN: upgrading a read lock later can
         # fail with SQLITE_BUSY without waiting for the busy timeout.
-        if conn.get_execution_options().get("sqlite_immediate"):
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
-        else:
-            conn.exec_driver_sql("BEGIN")
+        sql = "BEGIN IMMEDIATE" if conn.get_execution_options().get("sqlite_immediate") else "BEGIN"
+        # On the DB-API connection itself: the same statement as conn.exec_driver_sql, without
+        # SQLAlchemy's per-execution work (one BEGIN per transaction adds up); errors as its.
+        try:
+            conn.connection.driver_connection.execute(sql).close()
+        except sqlite3.Error as exc:
+            from sqlalchemy.exc import DBAPIError
+
+            raise DBAPIError.instance(sql, (), exc, sqlite3.Error, hide_parameters=True, dialect=conn.dialect) from exc
 
 
 class _Checkpointer(threading.Thread):

@@ -81,7 +81,7 @@ class FastMany:
                 params.append(tuple(values))
         else:
             params = [pick(r) for r in rows]
-        conn.exec_driver_sql(compiled.string, params)
+        driver_execute(conn, compiled.string, params, many=True)
 
     def _compiled(self, conn: Connection):
         key = ("compiled", id(self))
@@ -238,7 +238,7 @@ def select_in(conn: Connection, table: Table, columns: tuple[str, ...], key: str
     tail = f" AND ({where})" if where else ""
     for chunk in chunks(list(values), 900):
         sql = head + "(" + ",".join("?" * len(chunk)) + ")" + tail
-        out.extend(_convert(conn.exec_driver_sql(sql, tuple(chunk)).fetchall(), converters, Row._make))
+        out.extend(_convert(driver_execute(conn, sql, tuple(chunk)), converters, Row._make))
     return out
 
 
@@ -298,7 +298,7 @@ class FastSelect:
                 proc = procs.get(name)
                 args.append(proc(value) if proc is not None and value is not None else value)
             text_ = sql.replace(token, ", ".join("?" * len(chunk)))
-            out.extend(_convert(conn.exec_driver_sql(text_, tuple(args)).fetchall(), converters, tuple))
+            out.extend(_convert(driver_execute(conn, text_, tuple(args)), converters, tuple))
         return out
 
     def _sqlite(self, conn: Connection):
@@ -313,3 +313,26 @@ class FastSelect:
             converters = [(i, conv) for i, c in enumerate(columns) if (conv := _sqlite_converter(c.type)) is not None]
             found = self._compiled["sqlite"] = (compiled.string, order, static, procs, converters)
         return found
+
+
+def driver_execute(conn: Connection, sql: str, args, many: bool = False) -> list:
+    """SQLite: run `sql` on the connection's own DB-API connection, inside the connection's
+    transaction (begun first if it has none yet: what SQLAlchemy's autobegin does), and
+    return its rows (a SELECT's, all of them). The same statement and result as
+    `conn.exec_driver_sql`, without SQLAlchemy's per-execution work (result metadata,
+    events: none are registered at that level), which the hot look-ups of ingest and the
+    scan spent more on than SQLite itself. Errors are SQLAlchemy's, as exec_driver_sql's."""
+    from sqlalchemy.exc import DBAPIError
+
+    if not conn.in_transaction():
+        conn.begin()
+    dbapi = conn.connection.driver_connection
+    try:
+        cursor = dbapi.executemany(sql, args) if many else dbapi.execute(sql, args)
+        try:
+            return cursor.fetchall()
+        finally:
+            cursor.close()
+    except conn.dialect.loaded_dbapi.Error as exc:
+        raise DBAPIError.instance(sql, args, exc, conn.dialect.loaded_dbapi.Error, hide_parameters=True,
+                                  dialect=conn.dialect, ismulti=many) from exc
