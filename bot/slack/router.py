@@ -45,11 +45,12 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from dataclasses import dataclass, field, replace
+from functools import lru_cache
 from datetime import datetime, timedelta, timezone
 from typing import Callable, Iterable
 
 from slack_sdk import WebClient
-from sqlalchemy import Engine, func, select, update
+from sqlalchemy import Engine, bindparam, func, select, update
 
 from bot.slack.outbox import OUTBOX, PENDING, enqueue, enqueue_refresh
 from bot.slack.owners import OwnerResolver
@@ -132,22 +133,34 @@ class _AccountAlert:
     alerts: list = field(default_factory=list)
 
 
+@lru_cache(maxsize=None)
+def _load_statements():
+    """_load_accounts' three statements, built once (the stall ids an expanding parameter)."""
+    ids = bindparam("ids", expanding=True)
+    account_ids = select(STALL.c.account_id).where(STALL.c.id.in_(ids)).distinct().scalar_subquery()
+    accounts = (select(ACCOUNT.c.id, ACCOUNT.c.owner_email, ACCOUNT.c.owner_slack_id, ACCOUNT.c.track,
+                       ACCOUNT.c.created_at)
+                .where(ACCOUNT.c.id.in_(account_ids)))
+    stalls = select(STALL).where(STALL.c.account_id.in_(account_ids), STALL.c.status.in_(LIVE) | STALL.c.id.in_(ids))
+    alerts = (select(ALERT, STALL.c.account_id.label("of_account"))
+              .select_from(ALERT.join(STALL, STALL.c.id == ALERT.c.stall_id))
+              .where(STALL.c.account_id.in_(account_ids)))
+    return accounts, stalls, alerts
+
+
 def _load_accounts(conn, ids: list[int]) -> list[_AccountAlert]:
     """The accounts of these stalls, each with its live stalls and its Alert rows (3 statements)."""
-    account_ids = select(STALL.c.account_id).where(STALL.c.id.in_(ids)).distinct().scalar_subquery()
-    accounts = {a.id: _AccountAlert(a.id, a.owner_email, a.owner_slack_id, a.track, a.created_at) for a in conn.execute(
-        select(ACCOUNT.c.id, ACCOUNT.c.owner_email, ACCOUNT.c.owner_slack_id, ACCOUNT.c.track, ACCOUNT.c.created_at)
-        .where(ACCOUNT.c.id.in_(account_ids)))}
-    stalls = conn.execute(select(STALL).where(STALL.c.account_id.in_(account_ids),
-                                              STALL.c.status.in_(LIVE) | STALL.c.id.in_(ids)))
+    accounts_stmt, stalls_stmt, alerts_stmt = _load_statements()
+    params = {"ids": list(ids)}
+    accounts = {a.id: _AccountAlert(a.id, a.owner_email, a.owner_slack_id, a.track, a.created_at)
+                for a in conn.execute(accounts_stmt, params)}
+    stalls = conn.execute(stalls_stmt, params)
     for s in stalls:
         account = accounts.setdefault(s.account_id, _AccountAlert(s.account_id, None, None, None, None))
         account.stalls.append(s)
         if s.status in LIVE:
             account.live.append(s)
-    for a in conn.execute(select(ALERT, STALL.c.account_id.label("of_account"))
-                          .select_from(ALERT.join(STALL, STALL.c.id == ALERT.c.stall_id))
-                          .where(STALL.c.account_id.in_(account_ids))):
+    for a in conn.execute(alerts_stmt, params):
         if a.of_account in accounts:
             accounts[a.of_account].alerts.append(a)
     for account in accounts.values():
