@@ -654,15 +654,11 @@ class Router:
 
     def _pings_last_hour(self, owner_email: str | None, now: datetime) -> int:
         """Stalls pinged in real time to this owner (None: to unowned stalls) in the last hour."""
-        owner = func.lower(ACCOUNT.c.owner_email)
-        stmt = (select(func.count(func.distinct(ALERT.c.stall_id)))
-                .select_from(ALERT.join(STALL, STALL.c.id == ALERT.c.stall_id)
-                             .join(ACCOUNT, ACCOUNT.c.id == STALL.c.account_id))
-                .where(ALERT.c.kind == PING, ALERT.c.created_at > now - timedelta(hours=1),
-                       ALERT.c.created_at <= now,
-                       owner == owner_email if owner_email else ACCOUNT.c.owner_email.is_(None)))
+        params = {"since": now - timedelta(hours=1), "now": now}
+        if owner_email:
+            params["owner"] = owner_email
         with read_tx(self.engine) as conn:
-            return conn.execute(stmt).scalar_one()
+            return conn.execute(_pings_last_hour_statement(bool(owner_email)), params).scalar_one()
 
     def _owner_slack_id(self, stall) -> str | None:
         """The owner's Slack user id: stored on the account, else looked up by email (and stored)."""
@@ -679,6 +675,20 @@ class Router:
     def _view(self, stall, now: datetime, *, note: str | None = None) -> PingView:
         view = self._views([stall.id], now)[stall.id]
         return replace(view, note=note) if note else view
+
+
+@lru_cache(maxsize=None)
+def _pings_last_hour_statement(owned: bool):
+    """Router._pings_last_hour's statement, built once per kind (an owner's, the unowned)."""
+    owner = func.lower(ACCOUNT.c.owner_email)
+    created = ALERT.c.created_at
+    return (select(func.count(func.distinct(ALERT.c.stall_id)))
+            .select_from(ALERT.join(STALL, STALL.c.id == ALERT.c.stall_id)
+                         .join(ACCOUNT, ACCOUNT.c.id == STALL.c.account_id))
+            .where(ALERT.c.kind == PING, created > bindparam("since", type_=created.type),
+                   created <= bindparam("now", type_=created.type),
+                   owner == bindparam("owner", type_=ACCOUNT.c.owner_email.type) if owned
+                   else ACCOUNT.c.owner_email.is_(None)))
 
 
 def _first_seen(account: _AccountAlert, stall) -> datetime | None:
