@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass
+from functools import lru_cache
 from datetime import date, datetime, timedelta
 from typing import Iterator, Sequence
 
@@ -183,28 +184,20 @@ def apply_changes(conn: Connection, changes: Sequence[StallChange], now: datetim
     re-close: opens are ON CONFLICT (open_key) DO NOTHING, the rest touch live stalls only."""
     opens = [c for c in changes if c.action == "open"]
     applied = Applied([], [])
-    live = STALL.c.open_key.is_not(None)
+    if not changes:
+        return applied  # (most evaluations: nothing opens, changes or closes)
     scored = [c for c in changes if c.action in ("update", "unsnooze")]
     if scored:
         # A plain update keeps a snooze; an unsnooze (snooze expired, still stalled) reopens.
-        stmt = (update(STALL).where(STALL.c.id == bindparam("_id"), live)
-                .values(score=bindparam("score"), severity=bindparam("severity"), priority=bindparam("priority"),
-                        why=bindparam("why"), detail=bindparam("detail"), stalled_since=bindparam("stalled_since"),
-                        threshold_at=bindparam("threshold_at"), stage=bindparam("stage"),
-                        updated_at=bindparam("updated_at")))
-        conn.execute(stmt, [_score_params(c, now) for c in scored])
+        conn.execute(_change_statements()["score"], [_score_params(c, now) for c in scored])
         unsnoozed = [{"_id": c.stall_id} for c in scored if c.action == "unsnooze"]
         if unsnoozed:
-            conn.execute(update(STALL).where(STALL.c.id == bindparam("_id"), live)
-                         .values(status="open", snoozed_until=None), unsnoozed)
+            conn.execute(_change_statements()["unsnooze"], unsnoozed)
     closing = [c for c in changes if c.action in ("auto_resolve", "suppress")]
     if closing:
-        stmt = (update(STALL).where(STALL.c.id == bindparam("_id"), live)
-                .values(status=bindparam("status"), open_key=None, resolved_at=now, resolved_by="system",
-                        resolution=bindparam("reason"), updated_at=now))
-        conn.execute(stmt, [
+        conn.execute(_change_statements()["close"], [
             {"_id": c.stall_id, "status": "auto_resolved" if c.action == "auto_resolve" else "suppressed",
-             "reason": (c.reason or "")[:500]}
+             "reason": (c.reason or "")[:500], "now": now}
             for c in closing
         ])
     if opens:
@@ -214,8 +207,7 @@ def apply_changes(conn: Connection, changes: Sequence[StallChange], now: datetim
     lapsed = [c for c in changes if c.action == "lapse"]
     if lapsed:
         # Before the opens: the rule of a decision that no longer holds may open again now.
-        conn.execute(update(STALL).where(STALL.c.id == bindparam("_id"), STALL.c.decision_key.is_not(None))
-                     .values(decision_key=None), [{"_id": c.stall_id} for c in lapsed])
+        conn.execute(_change_statements()["lapse"], [{"_id": c.stall_id} for c in lapsed])
     applied.changed = [c.stall_id for c in scored + closing]
     audits = [
         {"at": now, "actor": "system", "action": f"stall.{c.action}", "stall_id": c.stall_id,
@@ -225,6 +217,26 @@ def apply_changes(conn: Connection, changes: Sequence[StallChange], now: datetim
     if audits:
         conn.execute(AUDIT.insert(), audits)
     return applied
+
+
+@lru_cache(maxsize=None)
+def _change_statements() -> dict:
+    """apply_changes' UPDATE statements, built once; each touches live stalls only (the
+    lapse: stalls holding a decision)."""
+    live = STALL.c.open_key.is_not(None)
+    return {
+        "score": (update(STALL).where(STALL.c.id == bindparam("_id"), live)
+                  .values(score=bindparam("score"), severity=bindparam("severity"), priority=bindparam("priority"),
+                          why=bindparam("why"), detail=bindparam("detail"), stalled_since=bindparam("stalled_since"),
+                          threshold_at=bindparam("threshold_at"), stage=bindparam("stage"),
+                          updated_at=bindparam("updated_at"))),
+        "unsnooze": update(STALL).where(STALL.c.id == bindparam("_id"), live).values(status="open", snoozed_until=None),
+        "close": (update(STALL).where(STALL.c.id == bindparam("_id"), live)
+                  .values(status=bindparam("status"), open_key=None, resolved_at=bindparam("now"),
+                          resolved_by="system", resolution=bindparam("reason"), updated_at=bindparam("now"))),
+        "lapse": (update(STALL).where(STALL.c.id == bindparam("_id"), STALL.c.decision_key.is_not(None))
+                  .values(decision_key=None)),
+    }
 
 
 def _open(conn: Connection, rows: list[dict]) -> list[int]:
