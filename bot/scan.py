@@ -101,7 +101,9 @@ def scan(engine: Engine, rules: Rules, now: datetime | None = None, *, only: Seq
     started = time.perf_counter()
     now = now or utcnow()
     report = ScanReport(now=now)
-    fingerprint = rules_fingerprint(rules)
+    # Only a scan of every due account compares or records the rules' fingerprint (an
+    # evaluation of given accounts neither reads nor writes it: not computed for them).
+    fingerprint = rules_fingerprint(rules) if only is None else None
     if only is None:
         report.journeys_refreshed = refresh_journeys(engine, rules, now, report)
         if full is None:

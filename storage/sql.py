@@ -82,7 +82,7 @@ class FastMany:
                 params.append(tuple(values))
         else:
             params = [pick(r) for r in rows]
-        conn.exec_driver_sql(compiled.string, params)
+        driver_execute(conn, compiled.string, params, many=True)
 
     def sqlite_params(self, conn: Connection) -> tuple[dict, bool]:
         """For callers that build the DB-API parameters themselves (the hottest inserts): the
@@ -275,7 +275,7 @@ def select_in(conn: Connection, table: Table, columns: tuple[str, ...], key: str
     tail = f" AND ({where})" if where else ""
     for chunk in chunks(list(values), 900):
         sql = head + "(" + ",".join("?" * len(chunk)) + ")" + tail
-        out.extend(_convert(conn.exec_driver_sql(sql, tuple(chunk)).fetchall(), converters, Row._make))
+        out.extend(_convert(driver_execute(conn, sql, tuple(chunk)), converters, Row._make))
     return out
 
 
@@ -304,3 +304,85 @@ def _convert(raw: list, converters: list, make) -> list:
                 r[i] = conv(r[i])
         out.append(make(r))
     return out
+
+
+class FastSelect:
+    """A SELECT built once, with one expanding IN parameter (`in_name`), run per call with new
+    values. On SQLite it is compiled once and run as plain DB-API (binds with the columns'
+    own bind processors, results converted as `select_in` does: the same values SQLAlchemy
+    returns); elsewhere the cached statement goes through `conn.execute`. Rows are tuples
+    in the statement's column order, `in_values` split in chunks of 900."""
+
+    _cache: dict = {}
+
+    def __init__(self, stmt, in_name: str):
+        self.stmt = stmt
+        self.in_name = in_name
+        self._compiled: dict = {}
+
+    @classmethod
+    def of(cls, name: str, build, in_name: str) -> "FastSelect":
+        """`build()` makes the statement once per process."""
+        found = cls._cache.get(name)
+        if found is None:
+            found = cls._cache[name] = cls(build(), in_name)
+        return found
+
+    def rows(self, conn: Connection, in_values: list, params: dict) -> list:
+        out: list = []
+        if not in_values:
+            return out
+        if conn.dialect.name != "sqlite":
+            for chunk in chunks(list(in_values), 900):
+                out.extend(conn.execute(self.stmt, {**params, self.in_name: chunk}))
+            return out
+        sql, order, static, procs, converters = self._sqlite(conn)
+        token = f"__[POSTCOMPILE_{self.in_name}]"
+        for chunk in chunks(list(in_values), 900):
+            args: list = []
+            for name in order:
+                if name == self.in_name:
+                    args.extend(chunk)
+                    continue
+                value = params[name] if name in params else static[name]
+                proc = procs.get(name)
+                args.append(proc(value) if proc is not None and value is not None else value)
+            text_ = sql.replace(token, ", ".join("?" * len(chunk)))
+            out.extend(_convert(driver_execute(conn, text_, tuple(args)), converters, tuple))
+        return out
+
+    def _sqlite(self, conn: Connection):
+        found = self._compiled.get("sqlite")
+        if found is None:
+            compiled = self.stmt.compile(dialect=conn.dialect)
+            order = tuple(compiled.positiontup)
+            static = {name: compiled.binds[name].effective_value for name in order
+                      if name != self.in_name and not compiled.binds[name].required}
+            procs = {name: p for name, p in compiled._bind_processors.items() if name != self.in_name}
+            columns = list(self.stmt.selected_columns)
+            converters = [(i, conv) for i, c in enumerate(columns) if (conv := _sqlite_converter(c.type)) is not None]
+            found = self._compiled["sqlite"] = (compiled.string, order, static, procs, converters)
+        return found
+
+
+def driver_execute(conn: Connection, sql: str, args, many: bool = False) -> list:
+    """SQLite: run `sql` on the connection's own DB-API connection, inside the connection's
+    transaction (begun first if it has none yet: what SQLAlchemy's autobegin does), and
+    return its rows (a SELECT's, all of them). The same statement and result as
+    `conn.exec_driver_sql`, without SQLAlchemy's per-execution work (result metadata,
+    events: none are registered at that level), which the hot look-ups of ingest and the
+    scan spent more on than SQLite itself. Errors are SQLAlchemy's, as exec_driver_sql's."""
+    from sqlalchemy.exc import DBAPIError
+
+    if not conn.in_transaction():
+        conn.begin()
+    dbapi = conn.connection.driver_connection
+    try:
+        cursor = dbapi.executemany(sql, args) if many else dbapi.execute(sql, args)
+        try:
+            return cursor.fetchall()
+        finally:
+            cursor.close()
+    except conn.dialect.loaded_dbapi.Error as exc:
+        raise DBAPIError.instance(sql, args, exc, conn.dialect.loaded_dbapi.Error, hide_parameters=True,
+                                  dialect=conn.dialect, ismulti=many) from exc

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass
+from functools import lru_cache
 from datetime import date, datetime, timedelta
 from typing import Iterator, Sequence
 
@@ -14,7 +15,7 @@ from rules.decisions import Decision
 from rules.model import OpenStall, StallChange, TicketFact
 from rules.reconcile import stall_open_key
 from storage.models import Account, ActiveDay, AuditEntry, Stall, Ticket
-from storage.sql import FastMany, chunks, insert_ignore, select_in, stream_rows, upsert
+from storage.sql import FastMany, FastSelect, chunks, insert_ignore, select_in, stream_rows, upsert
 
 ACCOUNT = Account.__table__
 ACTIVE_DAY = ActiveDay.__table__
@@ -122,34 +123,42 @@ def set_next_eval(conn: Connection, reviews: list[dict]) -> None:
         ).run(conn, reviews)
 
 
-def tickets_by_account(conn: Connection, account_ids: Sequence[str], now: datetime) -> dict[str, list[TicketFact]]:
-    out: dict[str, list[TicketFact]] = defaultdict(list)
-    since = now - TICKET_LOOKBACK
-    for chunk in chunks(sorted(account_ids), 900):
-        rows = conn.execute(
-            select(TICKET.c.account_id, TICKET.c.id, TICKET.c.created_at, TICKET.c.status, TICKET.c.topic,
+def _tickets_statement():
+    return (select(TICKET.c.account_id, TICKET.c.id, TICKET.c.created_at, TICKET.c.status, TICKET.c.topic,
                    TICKET.c.subject, TICKET.c.priority)
-            .where(TICKET.c.account_id.in_(chunk), TICKET.c.created_at >= since, TICKET.c.created_at <= now)
-        )
-        for aid, tid, created, status, topic, subject, priority in rows:
-            out[aid].append(TicketFact(tid, created, status, topic, subject, priority))
+            .where(TICKET.c.account_id.in_(bindparam("ids", expanding=True)),
+                   TICKET.c.created_at >= bindparam("since", type_=TICKET.c.created_at.type),
+                   TICKET.c.created_at <= bindparam("now", type_=TICKET.c.created_at.type)))
+
+
+def tickets_by_account(conn: Connection, account_ids: Sequence[str], now: datetime) -> dict[str, list[TicketFact]]:
+    """The tickets of the last TICKET_LOOKBACK of each account (a statement built once)."""
+    out: dict[str, list[TicketFact]] = defaultdict(list)
+    rows = FastSelect.of("stalls.tickets", _tickets_statement, "ids").rows(
+        conn, sorted(account_ids), {"since": now - TICKET_LOOKBACK, "now": now})
+    for aid, tid, created, status, topic, subject, priority in rows:
+        out[aid].append(TicketFact(tid, created, status, topic, subject, priority))
     return out
+
+
+def _active_days_statement():
+    day = ACTIVE_DAY.c.day
+    middle = bindparam("middle", type_=day.type)
+    recent = func.sum(case((day >= middle, 1), else_=0))
+    previous = func.sum(case((day < middle, 1), else_=0))
+    return (select(ACTIVE_DAY.c.account_id, recent, previous)
+            .where(ACTIVE_DAY.c.account_id.in_(bindparam("ids", expanding=True)),
+                   day >= bindparam("start", type_=day.type), day < bindparam("today", type_=day.type))
+            .group_by(ACTIVE_DAY.c.account_id))
 
 
 def active_days_by_account(conn: Connection, account_ids: Sequence[str], now: datetime) -> dict[str, tuple[int, int]]:
-    """(recent, previous) distinct active days for each account with any in the last 14 days."""
+    """(recent, previous) distinct active days for each account with any in the last 14 days
+    (a statement built once)."""
     start, middle = usage_window(now)
-    out: dict[str, tuple[int, int]] = {}
-    recent = func.sum(case((ACTIVE_DAY.c.day >= middle, 1), else_=0))
-    previous = func.sum(case((ACTIVE_DAY.c.day < middle, 1), else_=0))
-    for chunk in chunks(sorted(account_ids), 900):
-        rows = conn.execute(
-            select(ACTIVE_DAY.c.account_id, recent, previous)
-            .where(ACTIVE_DAY.c.account_id.in_(chunk), ACTIVE_DAY.c.day >= start, ACTIVE_DAY.c.day < now.date())
-            .group_by(ACTIVE_DAY.c.account_id)
-        )
-        out.update({aid: (int(r or 0), int(p or 0)) for aid, r, p in rows})
-    return out
+    rows = FastSelect.of("stalls.active_days", _active_days_statement, "ids").rows(
+        conn, sorted(account_ids), {"middle": middle, "start": start, "today": now.date()})
+    return {aid: (int(r or 0), int(p or 0)) for aid, r, p in rows}
 
 
 def live_stalls(conn: Connection, account_ids: Sequence[str]) -> dict[str, list[OpenStall]]:
@@ -185,28 +194,20 @@ def apply_changes(conn: Connection, changes: Sequence[StallChange], now: datetim
     re-close: opens are ON CONFLICT (open_key) DO NOTHING, the rest touch live stalls only."""
     opens = [c for c in changes if c.action == "open"]
     applied = Applied([], [])
-    live = STALL.c.open_key.is_not(None)
+    if not changes:
+        return applied  # (most evaluations: nothing opens, changes or closes)
     scored = [c for c in changes if c.action in ("update", "unsnooze")]
     if scored:
         # A plain update keeps a snooze; an unsnooze (snooze expired, still stalled) reopens.
-        stmt = (update(STALL).where(STALL.c.id == bindparam("_id"), live)
-                .values(score=bindparam("score"), severity=bindparam("severity"), priority=bindparam("priority"),
-                        why=bindparam("why"), detail=bindparam("detail"), stalled_since=bindparam("stalled_since"),
-                        threshold_at=bindparam("threshold_at"), stage=bindparam("stage"),
-                        updated_at=bindparam("updated_at")))
-        conn.execute(stmt, [_score_params(c, now) for c in scored])
+        conn.execute(_change_statements()["score"], [_score_params(c, now) for c in scored])
         unsnoozed = [{"_id": c.stall_id} for c in scored if c.action == "unsnooze"]
         if unsnoozed:
-            conn.execute(update(STALL).where(STALL.c.id == bindparam("_id"), live)
-                         .values(status="open", snoozed_until=None), unsnoozed)
+            conn.execute(_change_statements()["unsnooze"], unsnoozed)
     closing = [c for c in changes if c.action in ("auto_resolve", "suppress")]
     if closing:
-        stmt = (update(STALL).where(STALL.c.id == bindparam("_id"), live)
-                .values(status=bindparam("status"), open_key=None, resolved_at=now, resolved_by="system",
-                        resolution=bindparam("reason"), updated_at=now))
-        conn.execute(stmt, [
+        conn.execute(_change_statements()["close"], [
             {"_id": c.stall_id, "status": "auto_resolved" if c.action == "auto_resolve" else "suppressed",
-             "reason": (c.reason or "")[:500]}
+             "reason": (c.reason or "")[:500], "now": now}
             for c in closing
         ])
     if opens:
@@ -216,8 +217,7 @@ def apply_changes(conn: Connection, changes: Sequence[StallChange], now: datetim
     lapsed = [c for c in changes if c.action == "lapse"]
     if lapsed:
         # Before the opens: the rule of a decision that no longer holds may open again now.
-        conn.execute(update(STALL).where(STALL.c.id == bindparam("_id"), STALL.c.decision_key.is_not(None))
-                     .values(decision_key=None), [{"_id": c.stall_id} for c in lapsed])
+        conn.execute(_change_statements()["lapse"], [{"_id": c.stall_id} for c in lapsed])
     applied.changed = [c.stall_id for c in scored + closing]
     audits = [
         {"at": now, "actor": "system", "action": f"stall.{c.action}", "stall_id": c.stall_id,
@@ -227,6 +227,26 @@ def apply_changes(conn: Connection, changes: Sequence[StallChange], now: datetim
     if audits:
         conn.execute(AUDIT.insert(), audits)
     return applied
+
+
+@lru_cache(maxsize=None)
+def _change_statements() -> dict:
+    """apply_changes' UPDATE statements, built once; each touches live stalls only (the
+    lapse: stalls holding a decision)."""
+    live = STALL.c.open_key.is_not(None)
+    return {
+        "score": (update(STALL).where(STALL.c.id == bindparam("_id"), live)
+                  .values(score=bindparam("score"), severity=bindparam("severity"), priority=bindparam("priority"),
+                          why=bindparam("why"), detail=bindparam("detail"), stalled_since=bindparam("stalled_since"),
+                          threshold_at=bindparam("threshold_at"), stage=bindparam("stage"),
+                          updated_at=bindparam("updated_at"))),
+        "unsnooze": update(STALL).where(STALL.c.id == bindparam("_id"), live).values(status="open", snoozed_until=None),
+        "close": (update(STALL).where(STALL.c.id == bindparam("_id"), live)
+                  .values(status=bindparam("status"), open_key=None, resolved_at=bindparam("now"),
+                          resolved_by="system", resolution=bindparam("reason"), updated_at=bindparam("now"))),
+        "lapse": (update(STALL).where(STALL.c.id == bindparam("_id"), STALL.c.decision_key.is_not(None))
+                  .values(decision_key=None)),
+    }
 
 
 def _open(conn: Connection, rows: list[dict]) -> list[int]:

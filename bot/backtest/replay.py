@@ -45,7 +45,7 @@ from datetime import date, datetime, timedelta, timezone
 from functools import lru_cache
 from typing import Callable, Sequence
 
-from sqlalchemy import Engine, bindparam, event, select
+from sqlalchemy import Engine, bindparam, select
 
 from bot.backtest.history import History
 from rules.backtest import DigestFact, PingFact, StallFact, Summary, summarize
@@ -143,12 +143,7 @@ def _engine(url: str) -> Engine:
     from storage import migrate
     from storage.db import make_engine
 
-    engine = make_engine(url)
-
-    @event.listens_for(engine, "connect")
-    def _scratch(dbapi_conn, _record):  # a throw-away database: no need to survive a crash
-        dbapi_conn.execute("PRAGMA synchronous=OFF")
-
+    engine = make_engine(url, scratch=True)  # a throw-away database: no need to survive a crash
     migrate.upgrade(engine)
     return engine
 
@@ -188,10 +183,32 @@ class _Replay:
         # scheduler calls it; after that, see _scan.
         self.full_pending = True
         self.journey_version = rules_version(rules)
+        self._conn = None  # see _read
+
+    def _read(self, sql: str, args: tuple = ()) -> list[tuple]:
+        """The replay's own look-ups (when is anything next due), on one DB-API connection
+        kept for the whole replay: each SELECT is its own implicit read transaction (the
+        connection is in autocommit mode, see storage.db), read to the end, so it holds no
+        snapshot between ticks. The store, scan, router and sender use the engine as live."""
+        if self._conn is None:
+            self._conn = self.engine.raw_connection()
+        cursor = self._conn.driver_connection.execute(sql, args)
+        try:
+            return cursor.fetchall()
+        finally:
+            cursor.close()
 
     # ------------------------------------------------------------------ the clock
 
     def run(self) -> None:
+        try:
+            self._run()
+        finally:
+            if self._conn is not None:
+                self._conn.close()  # back to the pool
+                self._conn = None
+
+    def _run(self) -> None:
         entries = self.history.entries
         n = len(entries)
         self.result.start = entries[0].at
@@ -259,8 +276,7 @@ class _Replay:
         """When the next scan has someone to evaluate: at once if an account changed (its
         next_eval_at is NULL), else the earliest review moment; None if there is no account.
         Look-ups on the index the scan itself uses (ix_account_next_eval)."""
-        with self.engine.connect() as conn:
-            changed, earliest = conn.exec_driver_sql(_DUE).one()
+        ((changed, earliest),) = self._read(_DUE)
         if changed:
             return EPOCH
         if earliest is None:
@@ -277,8 +293,7 @@ class _Replay:
         sql, order, binds = _due_sql(self.engine)
         values = {"now": now, "version": self.journey_version}
         args = tuple(binds[name](values[name]) if name in binds else values[name] for name in order)
-        with self.engine.connect() as conn:
-            rows = conn.exec_driver_sql(sql, args).all()
+        rows = self._read(sql, args)
         ids = sorted(r[0] for r in rows if r[0] is not None and r[1])
         stale = any(r[2] for r in rows if r[0] is not None)
         earliest = next(r[3] for r in rows if r[0] is None)  # min(next_eval_at) of every account
@@ -384,8 +399,7 @@ class _Replay:
             return
         while self.sender.run_once(limit=500):
             pass
-        with self.engine.connect() as conn:
-            earliest = conn.exec_driver_sql(_NEXT_SEND).scalar()
+        earliest = self._read(_NEXT_SEND)[0][0]
         if isinstance(earliest, str):
             earliest = datetime.fromisoformat(earliest)
         self.next_send = _aware(earliest)

@@ -64,13 +64,14 @@ import logging
 import threading
 import uuid
 from dataclasses import replace
+from functools import lru_cache
 from datetime import datetime, timedelta, timezone
 from http.client import HTTPException
 from typing import Any, Callable, NamedTuple, Sequence
 
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError, SlackRequestError
-from sqlalchemy import Connection, Engine, and_, func, not_, or_, select, update
+from sqlalchemy import Connection, Engine, and_, bindparam, func, not_, or_, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from bot.claims import Lease, RowClaims, backoff, default_worker_id
@@ -289,6 +290,24 @@ class _Failed(Exception):
     """The row cannot be sent (not a Slack error: e.g. the post it updates failed)."""
 
 
+@lru_cache(maxsize=8)
+def _due_statement(limit: int):
+    """OutboxSender._due's statement, built once per limit (`now` and `stale_before` bound)."""
+    t = OUTBOX
+    now = bindparam("now", type_=t.c.next_attempt_at.type)
+    # A row held for later and never tried (a ping held by quiet hours, an edit waiting for
+    # its post) does not hold up its lane: a P0 posted after a held P1 goes at once.
+    held = and_(t.c.status == PENDING, t.c.attempts == 0, t.c.next_attempt_at > now)
+    heads = (select(func.min(t.c.id)).where(t.c.status.in_((PENDING, SENDING)), t.c.channel.is_not(None),
+                                            not_(held))
+             .group_by(t.c.channel))
+    ready = or_(and_(t.c.status == PENDING, t.c.next_attempt_at <= now),
+                and_(t.c.status == SENDING, t.c.claimed_at < bindparam("stale_before", type_=t.c.claimed_at.type)))
+    return (select(*(t.c[name] for name in _Row._fields))
+            .where(ready, or_(t.c.channel.is_(None), t.c.id.in_(heads)))
+            .order_by(t.c.id).limit(limit))
+
+
 class OutboxSender:
     """Claims due rows and sends them. Run any number of senders, in threads or processes;
     each one is used by one thread at a time."""
@@ -359,21 +378,10 @@ class OutboxSender:
 
     def _due(self, limit: int) -> list[_Row]:
         """Due rows that head their lane: pending and due, or left 'sending' by a dead worker."""
-        t = OUTBOX
         now = self.clock()
-        # A row held for later and never tried (a ping held by quiet hours, an edit waiting for
-        # its post) does not hold up its lane: a P0 posted after a held P1 goes at once.
-        held = and_(t.c.status == PENDING, t.c.attempts == 0, t.c.next_attempt_at > now)
-        heads = (select(func.min(t.c.id)).where(t.c.status.in_((PENDING, SENDING)), t.c.channel.is_not(None),
-                                                not_(held))
-                 .group_by(t.c.channel))
-        ready = or_(and_(t.c.status == PENDING, t.c.next_attempt_at <= now),
-                    and_(t.c.status == SENDING, t.c.claimed_at < now - self.lease.shortest))
-        stmt = (select(*(t.c[name] for name in _Row._fields))
-                .where(ready, or_(t.c.channel.is_(None), t.c.id.in_(heads)))
-                .order_by(t.c.id).limit(limit))
         with read_tx(self.engine) as conn:
-            rows = [_Row(*r) for r in conn.execute(stmt)]
+            rows = [_Row(*r) for r in conn.execute(_due_statement(limit),
+                                                   {"now": now, "stale_before": now - self.lease.shortest})]
         return [r for r in rows if r.status == PENDING or r.claimed_at < now - self.lease.stale_after(r.claimed_by)]
 
     def _claim(self, row: _Row, now: datetime) -> bool:

@@ -45,11 +45,12 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from dataclasses import dataclass, field, replace
+from functools import lru_cache
 from datetime import datetime, timedelta, timezone
 from typing import Callable, Iterable
 
 from slack_sdk import WebClient
-from sqlalchemy import Engine, func, select, update
+from sqlalchemy import Engine, bindparam, func, select, update
 
 from bot.slack.outbox import OUTBOX, PENDING, enqueue, enqueue_refresh
 from bot.slack.owners import OwnerResolver
@@ -132,22 +133,34 @@ class _AccountAlert:
     alerts: list = field(default_factory=list)
 
 
+@lru_cache(maxsize=None)
+def _load_statements():
+    """_load_accounts' three statements, built once (the stall ids an expanding parameter)."""
+    ids = bindparam("ids", expanding=True)
+    account_ids = select(STALL.c.account_id).where(STALL.c.id.in_(ids)).distinct().scalar_subquery()
+    accounts = (select(ACCOUNT.c.id, ACCOUNT.c.owner_email, ACCOUNT.c.owner_slack_id, ACCOUNT.c.track,
+                       ACCOUNT.c.created_at)
+                .where(ACCOUNT.c.id.in_(account_ids)))
+    stalls = select(STALL).where(STALL.c.account_id.in_(account_ids), STALL.c.status.in_(LIVE) | STALL.c.id.in_(ids))
+    alerts = (select(ALERT, STALL.c.account_id.label("of_account"))
+              .select_from(ALERT.join(STALL, STALL.c.id == ALERT.c.stall_id))
+              .where(STALL.c.account_id.in_(account_ids)))
+    return accounts, stalls, alerts
+
+
 def _load_accounts(conn, ids: list[int]) -> list[_AccountAlert]:
     """The accounts of these stalls, each with its live stalls and its Alert rows (3 statements)."""
-    account_ids = select(STALL.c.account_id).where(STALL.c.id.in_(ids)).distinct().scalar_subquery()
-    accounts = {a.id: _AccountAlert(a.id, a.owner_email, a.owner_slack_id, a.track, a.created_at) for a in conn.execute(
-        select(ACCOUNT.c.id, ACCOUNT.c.owner_email, ACCOUNT.c.owner_slack_id, ACCOUNT.c.track, ACCOUNT.c.created_at)
-        .where(ACCOUNT.c.id.in_(account_ids)))}
-    stalls = conn.execute(select(STALL).where(STALL.c.account_id.in_(account_ids),
-                                              STALL.c.status.in_(LIVE) | STALL.c.id.in_(ids)))
+    accounts_stmt, stalls_stmt, alerts_stmt = _load_statements()
+    params = {"ids": list(ids)}
+    accounts = {a.id: _AccountAlert(a.id, a.owner_email, a.owner_slack_id, a.track, a.created_at)
+                for a in conn.execute(accounts_stmt, params)}
+    stalls = conn.execute(stalls_stmt, params)
     for s in stalls:
         account = accounts.setdefault(s.account_id, _AccountAlert(s.account_id, None, None, None, None))
         account.stalls.append(s)
         if s.status in LIVE:
             account.live.append(s)
-    for a in conn.execute(select(ALERT, STALL.c.account_id.label("of_account"))
-                          .select_from(ALERT.join(STALL, STALL.c.id == ALERT.c.stall_id))
-                          .where(STALL.c.account_id.in_(account_ids))):
+    for a in conn.execute(alerts_stmt, params):
         if a.of_account in accounts:
             accounts[a.of_account].alerts.append(a)
     for account in accounts.values():
@@ -322,6 +335,8 @@ class Router:
         # A stall of the alert that closed (routed now, not live): the ping drops it, silently.
         gone = [s.id for s in account.stalls if s.id in ids and s.status not in LIVE
                 and any(s.id in stalls for stalls in attached.values())]
+        if not gone and not self._news_possible(account, pings, attached, bool(live_open)):
+            return  # nothing joined, the priority did not move, nothing closed: no write, no rendering
         lead = next((s for s in account.stalls if s.id == lead_id), None)
         view = self._view(lead or account.live[0], now)
         enqueued = 0
@@ -369,6 +384,19 @@ class Router:
                 enqueued += enqueue_refresh(conn, lead_id, now=self.clock(), once=f"closed-{min(gone)}")
         stats.updated += bool(news)
         stats.enqueued += enqueued
+
+    @staticmethod
+    def _news_possible(account: "_AccountAlert", pings: list, attached: dict, live_open: bool) -> bool:
+        """Whether _update may have something to write for one of these pings: a live stall
+        its ping has not announced, or a new priority. The alert's priority is its top live
+        stall's (account.live is ranked as the ping view ranks it, ping_views)."""
+        top = account.live[0].priority
+        for alert in pings:
+            if any(s.id not in attached[alert.channel] for s in account.live):
+                return True
+            if live_open and alert.priority != top:
+                return True
+        return False
 
     def _close(self, lead_id: int, pings: list, now: datetime) -> int:
         """None of the alert's stalls is live: its pings say how it ended (or, still held in
@@ -626,15 +654,11 @@ class Router:
 
     def _pings_last_hour(self, owner_email: str | None, now: datetime) -> int:
         """Stalls pinged in real time to this owner (None: to unowned stalls) in the last hour."""
-        owner = func.lower(ACCOUNT.c.owner_email)
-        stmt = (select(func.count(func.distinct(ALERT.c.stall_id)))
-                .select_from(ALERT.join(STALL, STALL.c.id == ALERT.c.stall_id)
-                             .join(ACCOUNT, ACCOUNT.c.id == STALL.c.account_id))
-                .where(ALERT.c.kind == PING, ALERT.c.created_at > now - timedelta(hours=1),
-                       ALERT.c.created_at <= now,
-                       owner == owner_email if owner_email else ACCOUNT.c.owner_email.is_(None)))
+        params = {"since": now - timedelta(hours=1), "now": now}
+        if owner_email:
+            params["owner"] = owner_email
         with read_tx(self.engine) as conn:
-            return conn.execute(stmt).scalar_one()
+            return conn.execute(_pings_last_hour_statement(bool(owner_email)), params).scalar_one()
 
     def _owner_slack_id(self, stall) -> str | None:
         """The owner's Slack user id: stored on the account, else looked up by email (and stored)."""
@@ -651,6 +675,20 @@ class Router:
     def _view(self, stall, now: datetime, *, note: str | None = None) -> PingView:
         view = self._views([stall.id], now)[stall.id]
         return replace(view, note=note) if note else view
+
+
+@lru_cache(maxsize=None)
+def _pings_last_hour_statement(owned: bool):
+    """Router._pings_last_hour's statement, built once per kind (an owner's, the unowned)."""
+    owner = func.lower(ACCOUNT.c.owner_email)
+    created = ALERT.c.created_at
+    return (select(func.count(func.distinct(ALERT.c.stall_id)))
+            .select_from(ALERT.join(STALL, STALL.c.id == ALERT.c.stall_id)
+                         .join(ACCOUNT, ACCOUNT.c.id == STALL.c.account_id))
+            .where(ALERT.c.kind == PING, created > bindparam("since", type_=created.type),
+                   created <= bindparam("now", type_=created.type),
+                   owner == bindparam("owner", type_=ACCOUNT.c.owner_email.type) if owned
+                   else ACCOUNT.c.owner_email.is_(None)))
 
 
 def _first_seen(account: _AccountAlert, stall) -> datetime | None:
