@@ -82,7 +82,7 @@ class FastMany:
                 params.append(tuple(values))
         else:
             params = [pick(r) for r in rows]
-        conn.exec_driver_sql(compiled.string, params)
+        driver_many(conn, compiled.string, params)
 
     def sqlite_params(self, conn: Connection) -> tuple[dict, bool]:
         """For callers that build the DB-API parameters themselves (the hottest inserts): the
@@ -97,7 +97,7 @@ class FastMany:
         Returns the number of rows changed (-1 when the driver cannot tell)."""
         if not params:
             return 0
-        return conn.exec_driver_sql(self._compiled(conn)[0].string, params).rowcount
+        return driver_many(conn, self._compiled(conn)[0].string, params)
 
     def _compiled(self, conn: Connection):
         key = ("compiled", id(self))
@@ -238,6 +238,42 @@ def stream_rows(conn: Connection, stmt, batch: int = 5000):
         yield _convert(raw, converters, make)
 
 
+def driver_rows(conn: Connection, sql: str, params: tuple = ()) -> list[tuple]:
+    """SQLite: the rows of a SELECT as the DB-API returns them (plain tuples), run on the
+    connection's own DB-API connection: no SQLAlchemy result or Row objects (the ingest
+    look-ups read every account of a batch). A database error is raised as SQLAlchemy's
+    exception class, as `conn.exec_driver_sql` would (storage.writer tells a transient
+    failure from bad data by those classes). Outside a transaction (nothing to join), or
+    elsewhere than SQLite, it is an ordinary `exec_driver_sql`."""
+    if conn.dialect.name != "sqlite" or not conn.in_transaction():
+        return [tuple(r) for r in conn.exec_driver_sql(sql, params)]
+    try:
+        return conn.connection.dbapi_connection.execute(sql, params).fetchall()
+    except conn.dialect.loaded_dbapi.Error as exc:
+        raise _wrapped(conn, sql, exc) from exc
+
+
+def driver_many(conn: Connection, sql: str, params: list[tuple]) -> int:
+    """SQLite: one DB-API executemany on the connection itself (see driver_rows); returns the
+    number of rows changed (-1 when the driver cannot tell)."""
+    if conn.dialect.name != "sqlite" or not conn.in_transaction():
+        return conn.exec_driver_sql(sql, params).rowcount
+    try:
+        return conn.connection.dbapi_connection.executemany(sql, params).rowcount
+    except conn.dialect.loaded_dbapi.Error as exc:
+        raise _wrapped(conn, sql, exc) from exc
+
+
+def _wrapped(conn: Connection, sql: str, exc: Exception) -> Exception:
+    """A DB-API error as the SQLAlchemy exception `exec_driver_sql` raises for it (the same
+    class: OperationalError, IntegrityError, ...; the parameters never in its text). Other
+    exceptions (an OverflowError binding a huge int) pass through unwrapped, as there."""
+    from sqlalchemy.exc import DBAPIError
+
+    return DBAPIError.instance(sql, None, exc, conn.dialect.loaded_dbapi.Error, hide_parameters=True,
+                               dialect=conn.dialect)
+
+
 _row_types: dict = {}
 
 
@@ -275,7 +311,7 @@ def select_in(conn: Connection, table: Table, columns: tuple[str, ...], key: str
     tail = f" AND ({where})" if where else ""
     for chunk in chunks(list(values), 900):
         sql = head + "(" + ",".join("?" * len(chunk)) + ")" + tail
-        out.extend(_convert(conn.exec_driver_sql(sql, tuple(chunk)).fetchall(), converters, Row._make))
+        out.extend(_convert(driver_rows(conn, sql, tuple(chunk)), converters, Row._make))
     return out
 
 
