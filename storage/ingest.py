@@ -358,43 +358,51 @@ def _apply(conn, fresh: list["IncomingEvent"], rules: Rules, now: datetime, resu
     today, schema = now.date(), rules.schema_  # looked up once, not per event
 
     for ev in fresh:
-        ev.missing_properties = []  # a retried store (storage.writer) must not count twice
-        for prop, detail in ev.time_issues:
-            entry = out_of_window.setdefault(((ev.name or ev.kind)[:200], prop), [0, ev.message_id, detail])
-            entry[0] += 1
-        if ev.kind == "track" and ev.name:
-            volume[(ev.name, today)][0] += 1
-            hourly[(ev.source, ev.name)] += 1
+        if ev.missing_properties:
+            ev.missing_properties = []  # a retried store (storage.writer) must not count twice
+        kind, name, account_id = ev.kind, ev.name, ev.account_id
+        if ev.time_issues:
+            label = (name or kind)[:200]
+            for prop, detail in ev.time_issues:
+                entry = out_of_window.get((label, prop))
+                if entry is None:
+                    out_of_window[(label, prop)] = [1, ev.message_id, detail]
+                else:
+                    entry[0] += 1
+        if kind == "track" and name:
+            volume[(name, today)][0] += 1
+            hourly[(ev.source, name)] += 1
+            if name in schema:
+                for prop in schema[name]:
+                    if ev.properties.get(prop) in (None, ""):
+                        ev.missing_properties.append(prop)
+                        volume[(name, today)][1] += 1
+                        entry = missing.setdefault((name, prop), [0, ev.occurred_at, ev.occurred_at, ev.message_id])
+                        entry[0] += 1
+                        entry[1] = min(entry[1], ev.occurred_at)
+                        entry[2] = max(entry[2], ev.occurred_at)
         else:
             hourly[(ev.source, "")] += 1
-        if ev.kind == "track" and ev.name in schema:
-            for prop in schema[ev.name]:
-                if ev.properties.get(prop) in (None, ""):
-                    ev.missing_properties.append(prop)
-                    volume[(ev.name, today)][1] += 1
-                    entry = missing.setdefault((ev.name, prop), [0, ev.occurred_at, ev.occurred_at, ev.message_id])
-                    entry[0] += 1
-                    entry[1] = min(entry[1], ev.occurred_at)
-                    entry[2] = max(entry[2], ev.occurred_at)
-        if ev.contact_id and (ev.contact_traits or ev.kind in ("group", "identify")):
+        if ev.contact_id and (ev.contact_traits or kind in ("group", "identify")):
             _merge_contact(contacts, ev)
         if ev.ticket is not None:
             _merge_ticket(tickets, ev)
-        if not ev.account_id:
+        if not account_id:
             if ev.stripe_customer_id:  # held until the customer's account is known
                 unattributed.append(ev)
             continue
-        delta = deltas[ev.account_id]
-        if ev.kind in PRODUCT_KINDS:
-            delta.seen(ev.occurred_at)
-            active_days.add((ev.account_id, ev.occurred_at.date()))
-            if ev.name in journey_events:
-                delta.step(ev.name, ev.occurred_at)
+        delta = deltas[account_id]
+        if kind in PRODUCT_KINDS:
+            at = ev.occurred_at
+            delta.seen(at)
+            active_days.add((account_id, at.date()))
+            if name in journey_events:
+                delta.step(name, at)
         if ev.account_traits or ev.lifecycle or ev.payment_failed is not None:
             delta.take_facts(ev.occurred_at, ev.account_traits, ev.lifecycle, ev.payment_failed)
         if ev.stripe_customer_id:
             delta.stripe_customer_id = ev.stripe_customer_id
-            links[ev.stripe_customer_id] = ev.account_id  # its held events are this account's
+            links[ev.stripe_customer_id] = account_id  # its held events are this account's
         if ev.source == "stripe" or ev.ticket is not None:  # payments and tickets of any helpdesk
             delta.event_driven = True
 
@@ -531,9 +539,12 @@ def _update_accounts(conn, deltas: dict[str, _AccountDelta], rules: Rules, now: 
     # account table has eight, and a typical update moves a few journey columns. Rows that
     # change the same columns go in one executemany.
     shapes: dict[tuple[str, ...], list[dict[str, Any]]] = defaultdict(list)
+    compared: list[str] | None = None
     for aid in changing:
         row, values = rows[aid], values_of[aid]
-        changed = tuple(k for k in values if k not in _ALWAYS_SET and values[k] != row.get(k))
+        if compared is None:  # every values dict has _account_update's keys, in its order
+            compared = [k for k in values if k not in _ALWAYS_SET]
+        changed = tuple([k for k in compared if values[k] != row.get(k)])
         clear_eval = ("next_eval_at",) if row.get("next_eval_at") is not None else ()
         if changed or (deltas[aid].event_driven and clear_eval):
             keys = ("_id", *changed, "updated_at", *clear_eval)
