@@ -94,9 +94,10 @@ def serve(socket_mode: bool, no_scheduler: bool, host: str, port: int | None) ->
     mail = _start_mail(services)
     if scheduler is not None:
         scheduler.start()
-    from bot.serving import raise_open_file_limit, uvicorn_options
+    from bot.serving import raise_open_file_limit, tune_gc, uvicorn_options
 
     options = uvicorn_options(raise_open_file_limit())  # limits: see bot/serving.py and the README
+    tune_gc()  # start-up objects out of the collector's way (bot/serving.py)
     logging.getLogger("stallwatch.serve").info(
         "limits: %(limit_concurrency)s connections, headers within %(header)ss and %(h11_max_incomplete_event_size)s "
         "bytes, keep-alive %(timeout_keep_alive)ss", {**options, "header": options["http"].header_timeout})

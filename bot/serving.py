@@ -19,6 +19,7 @@ What a client can hold, and for how long:
 
 from __future__ import annotations
 
+import gc
 import logging
 import resource
 
@@ -48,6 +49,25 @@ def raise_open_file_limit() -> int:
         except (ValueError, OSError) as exc:
             log.warning("could not raise the open-file limit from %s to %s: %s", soft, wanted, exc)
     return soft
+
+
+GC_YOUNG_THRESHOLD = 20_000  # allocations between young collections (Python's default: 700)
+
+
+def tune_gc() -> None:
+    """Cheaper cyclic garbage collection for the serving process, called once it is built.
+
+    Everything made at start (modules, the app, the rules, SQLAlchemy's metadata: ~150,000
+    objects) lives as long as the process, yet each full collection walked it again: under
+    ingest load one ran every few seconds (in-flight batches promoted to the old generation
+    count towards the next one) at ~70 ms each, ~10% of the server's CPU. `gc.freeze()` moves
+    them out of the collector's sight; a larger young threshold lets most of a request's
+    objects die by reference counting before a collection sees them. Cyclic garbage is still
+    collected, only less often."""
+    gc.collect()
+    gc.freeze()
+    _, middle, old = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, middle, old)
 
 
 def uvicorn_options(open_files: int, *, header_timeout: float = HEADER_TIMEOUT_SECONDS) -> dict:

@@ -16,7 +16,7 @@ from functools import lru_cache
 from datetime import date, datetime, timezone
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Engine, bindparam, delete, func, select, text, update
+from sqlalchemy import Engine, bindparam, delete, func, null, select, text, update
 
 from rules.config import Rules
 from rules.domains import company_domain
@@ -27,7 +27,7 @@ from rules.tracks import assign_track
 from storage.db import write_tx
 from storage.models import (Account, ActiveDay, AuditEntry, Contact, Event, EventVolume, EventVolumeHour, Stall,
                             StripePending, Ticket, TrackingIssue)
-from storage.sql import FastMany, chunks, insert_ignore, select_in, sqlite_datetime_text, upsert
+from storage.sql import FastMany, chunks, driver_rows, insert_ignore, select_in, sqlite_datetime_text, upsert
 
 if TYPE_CHECKING:
     from storage.records import IncomingEvent
@@ -62,38 +62,59 @@ class StoreResult:
     failed: list[tuple["IncomingEvent", str]] = field(default_factory=list)
 
 
-@dataclass
 class _AccountDelta:
-    """What a batch's new events say about one account."""
+    """What a batch's new events say about one account.
 
-    steps: list[tuple[str, datetime]] = field(default_factory=list)
+    One is made per account per transaction (most of them only see activity), so it is a
+    plain class whose fields default at class level: nothing is set or allocated until an
+    event says something (`steps`, `traits` and `trait_times` are None until then)."""
+
+    steps: list[tuple[str, datetime]] | None = None
     first_seen: datetime | None = None
     last_seen: datetime | None = None
-    traits: dict[str, Any] = field(default_factory=dict)
-    trait_times: dict[str, datetime] = field(default_factory=dict)  # each fact's own time
+    traits: dict[str, Any] | None = None
+    trait_times: dict[str, datetime] | None = None  # each fact's own time
     lifecycle: tuple[datetime, str] | None = None
     payment: tuple[datetime, bool] | None = None
     stripe_customer_id: str | None = None
     event_driven: bool = False
     progressed: bool = False
 
+    def __init__(self, traits: dict[str, Any] | None = None, trait_times: dict[str, datetime] | None = None):
+        if traits:
+            self.traits, self.trait_times = traits, trait_times
+
+    def step(self, name: str, at: datetime) -> None:
+        if self.steps is None:
+            self.steps = []
+        self.steps.append((name, at))
+        self.progressed = True
+
     def take_facts(self, at: datetime, traits: dict[str, Any] | None, lifecycle: str | None,
                    payment_failed: bool | None) -> None:
         """Fold in the facts one message carries, each only if it is not older than what
         the batch already says about that fact."""
-        for key, value in (traits or {}).items():
-            known = self.trait_times.get(key)
-            if known is None or at >= known:
-                self.traits[key] = value
-                self.trait_times[key] = at
+        if traits:
+            if self.traits is None:
+                self.traits, self.trait_times = {}, {}
+            for key, value in traits.items():
+                known = self.trait_times.get(key)
+                if known is None or at >= known:
+                    self.traits[key] = value
+                    self.trait_times[key] = at
         if lifecycle and (self.lifecycle is None or at >= self.lifecycle[0]):
             self.lifecycle = (at, lifecycle)
         if payment_failed is not None and (self.payment is None or at >= self.payment[0]):
             self.payment = (at, payment_failed)
 
     def seen(self, at: datetime) -> None:
-        self.first_seen = at if self.first_seen is None or at < self.first_seen else self.first_seen
-        self.last_seen = at if self.last_seen is None or at > self.last_seen else self.last_seen
+        first = self.first_seen
+        if first is None:
+            self.first_seen = self.last_seen = at
+        elif at < first:
+            self.first_seen = at
+        elif at > self.last_seen:
+            self.last_seen = at
 
 
 def store_events(engine: Engine, events: list["IncomingEvent"], rules: Rules, now: datetime) -> StoreResult:
@@ -264,7 +285,7 @@ def _insert_events(conn, batch: list["IncomingEvent"], now: datetime, milestones
             fresh = [ev for ev in batch if (ev.source, ev.message_id) not in stored]
             insert.run(conn, [_event_row(ev, now, milestones) for ev in fresh])
             return fresh
-        last_id = conn.exec_driver_sql("SELECT max(id) FROM event").scalar() or 0
+        last_id = driver_rows(conn, "SELECT max(id) FROM event")[0][0] or 0
         # The hottest insert: one tuple per event, converted as the columns' own bind
         # processors would (storage.sql), with no dict per row and `now` converted once.
         as_json, received = procs["properties"], sqlite_datetime_text(now)
@@ -277,7 +298,7 @@ def _insert_events(conn, batch: list["IncomingEvent"], now: datetime, milestones
             return batch
         # Some were already stored (ON CONFLICT DO NOTHING skipped them). New rows take ids
         # past the largest one before (an INTEGER PRIMARY KEY counts up), so they are ours.
-        new = {(s, m) for s, m in conn.exec_driver_sql("SELECT source, message_id FROM event WHERE id > ?", (last_id,))}
+        new = set(driver_rows(conn, "SELECT source, message_id FROM event WHERE id > ?", (last_id,)))
         return [ev for ev in batch if (ev.source, ev.message_id) in new]
     rows = {(ev.source, ev.message_id): _event_row(ev, now, milestones) for ev in batch}
     # Elsewhere concurrent transactions may race on the same ids: the database decides,
@@ -312,7 +333,14 @@ def _stored_ids(conn, keys: list[tuple[str, str]]) -> set[tuple[str, str]]:
 
 
 def _types(table) -> dict:
-    return {c.name: c.type for c in table.columns}
+    """Column name -> type (asked for on every FastMany call: worked out once per table)."""
+    found = _types_of.get(table.name)
+    if found is None or found[0] is not table:
+        found = _types_of[table.name] = (table, {c.name: c.type for c in table.columns})
+    return found[1]
+
+
+_types_of: dict = {}
 
 
 def _apply(conn, fresh: list["IncomingEvent"], rules: Rules, now: datetime, result: StoreResult) -> None:
@@ -330,44 +358,51 @@ def _apply(conn, fresh: list["IncomingEvent"], rules: Rules, now: datetime, resu
     today, schema = now.date(), rules.schema_  # looked up once, not per event
 
     for ev in fresh:
-        ev.missing_properties = []  # a retried store (storage.writer) must not count twice
-        for prop, detail in ev.time_issues:
-            entry = out_of_window.setdefault(((ev.name or ev.kind)[:200], prop), [0, ev.message_id, detail])
-            entry[0] += 1
-        if ev.kind == "track" and ev.name:
-            volume[(ev.name, today)][0] += 1
-            hourly[(ev.source, ev.name)] += 1
+        if ev.missing_properties:
+            ev.missing_properties = []  # a retried store (storage.writer) must not count twice
+        kind, name, account_id = ev.kind, ev.name, ev.account_id
+        if ev.time_issues:
+            label = (name or kind)[:200]
+            for prop, detail in ev.time_issues:
+                entry = out_of_window.get((label, prop))
+                if entry is None:
+                    out_of_window[(label, prop)] = [1, ev.message_id, detail]
+                else:
+                    entry[0] += 1
+        if kind == "track" and name:
+            volume[(name, today)][0] += 1
+            hourly[(ev.source, name)] += 1
+            if name in schema:
+                for prop in schema[name]:
+                    if ev.properties.get(prop) in (None, ""):
+                        ev.missing_properties.append(prop)
+                        volume[(name, today)][1] += 1
+                        entry = missing.setdefault((name, prop), [0, ev.occurred_at, ev.occurred_at, ev.message_id])
+                        entry[0] += 1
+                        entry[1] = min(entry[1], ev.occurred_at)
+                        entry[2] = max(entry[2], ev.occurred_at)
         else:
             hourly[(ev.source, "")] += 1
-        if ev.kind == "track" and ev.name in schema:
-            for prop in schema[ev.name]:
-                if ev.properties.get(prop) in (None, ""):
-                    ev.missing_properties.append(prop)
-                    volume[(ev.name, today)][1] += 1
-                    entry = missing.setdefault((ev.name, prop), [0, ev.occurred_at, ev.occurred_at, ev.message_id])
-                    entry[0] += 1
-                    entry[1] = min(entry[1], ev.occurred_at)
-                    entry[2] = max(entry[2], ev.occurred_at)
-        if ev.contact_id and (ev.contact_traits or ev.kind in ("group", "identify")):
+        if ev.contact_id and (ev.contact_traits or kind in ("group", "identify")):
             _merge_contact(contacts, ev)
         if ev.ticket is not None:
             _merge_ticket(tickets, ev)
-        if not ev.account_id:
+        if not account_id:
             if ev.stripe_customer_id:  # held until the customer's account is known
                 unattributed.append(ev)
             continue
-        delta = deltas[ev.account_id]
-        if ev.kind in PRODUCT_KINDS:
-            delta.seen(ev.occurred_at)
-            active_days.add((ev.account_id, ev.occurred_at.date()))
-            if ev.name in journey_events:
-                delta.steps.append((ev.name, ev.occurred_at))
-                delta.progressed = True
+        delta = deltas[account_id]
+        if kind in PRODUCT_KINDS:
+            at = ev.occurred_at
+            delta.seen(at)
+            active_days.add((account_id, at.date()))
+            if name in journey_events:
+                delta.step(name, at)
         if ev.account_traits or ev.lifecycle or ev.payment_failed is not None:
             delta.take_facts(ev.occurred_at, ev.account_traits, ev.lifecycle, ev.payment_failed)
         if ev.stripe_customer_id:
             delta.stripe_customer_id = ev.stripe_customer_id
-            links[ev.stripe_customer_id] = ev.account_id  # its held events are this account's
+            links[ev.stripe_customer_id] = account_id  # its held events are this account's
         if ev.source == "stripe" or ev.ticket is not None:  # payments and tickets of any helpdesk
             delta.event_driven = True
 
@@ -504,9 +539,12 @@ def _update_accounts(conn, deltas: dict[str, _AccountDelta], rules: Rules, now: 
     # account table has eight, and a typical update moves a few journey columns. Rows that
     # change the same columns go in one executemany.
     shapes: dict[tuple[str, ...], list[dict[str, Any]]] = defaultdict(list)
+    compared: list[str] | None = None
     for aid in changing:
         row, values = rows[aid], values_of[aid]
-        changed = tuple(k for k in values if k not in _ALWAYS_SET and values[k] != row.get(k))
+        if compared is None:  # every values dict has _account_update's keys, in its order
+            compared = [k for k in values if k not in _ALWAYS_SET]
+        changed = tuple([k for k in compared if values[k] != row.get(k)])
         clear_eval = ("next_eval_at",) if row.get("next_eval_at") is not None else ()
         if changed or (deltas[aid].event_driven and clear_eval):
             keys = ("_id", *changed, "updated_at", *clear_eval)
@@ -716,20 +754,26 @@ def _count_hour(conn, hourly: dict[tuple[str, str], int], now: datetime) -> None
                                                 for (source, name), n in sorted(hourly.items())])
 
 
-def _record_issues(conn, kind: str, issues: dict[tuple[str, str], tuple[int, str, str]], now: datetime) -> None:
-    """Count tracking issues of one kind: {(event name, property): (count, example message id, detail)}."""
+def _issue_upsert(conn):
     stmt = upsert(conn, TRACKING)
     excluded = stmt.excluded
-    stmt = stmt.on_conflict_do_update(
+    return stmt.on_conflict_do_update(
         index_elements=["kind", "event_name", "property"],
         set_={
             "count": TRACKING.c.count + excluded.count,
             "last_seen_at": excluded.last_seen_at,
             "example_message_id": excluded.example_message_id,
-            "resolved_at": None,
+            "resolved_at": null(),
         },
     )
-    conn.execute(stmt, [
+
+
+ISSUE_KEYS = ("kind", "event_name", "property", "count", "first_seen_at", "last_seen_at", "example_message_id", "detail")
+
+
+def _record_issues(conn, kind: str, issues: dict[tuple[str, str], tuple[int, str, str]], now: datetime) -> None:
+    """Count tracking issues of one kind: {(event name, property): (count, example message id, detail)}."""
+    FastMany.of(conn, "tracking_issue.upsert", _issue_upsert, ISSUE_KEYS, _types(TRACKING)).run(conn, [
         {"kind": kind, "event_name": name, "property": prop, "count": n, "first_seen_at": now, "last_seen_at": now,
          "example_message_id": example, "detail": detail[:1000]}
         for (name, prop), (n, example, detail) in sorted(issues.items())

@@ -82,7 +82,7 @@ class FastMany:
                 params.append(tuple(values))
         else:
             params = [pick(r) for r in rows]
-        driver_execute(conn, compiled.string, params, many=True)
+        driver_many(conn, compiled.string, params)
 
     def sqlite_params(self, conn: Connection) -> tuple[dict, bool]:
         """For callers that build the DB-API parameters themselves (the hottest inserts): the
@@ -97,7 +97,7 @@ class FastMany:
         Returns the number of rows changed (-1 when the driver cannot tell)."""
         if not params:
             return 0
-        return conn.exec_driver_sql(self._compiled(conn)[0].string, params).rowcount
+        return driver_many(conn, self._compiled(conn)[0].string, params)
 
     def _compiled(self, conn: Connection):
         key = ("compiled", id(self))
@@ -238,6 +238,42 @@ def stream_rows(conn: Connection, stmt, batch: int = 5000):
         yield _convert(raw, converters, make)
 
 
+def driver_rows(conn: Connection, sql: str, params: tuple = ()) -> list[tuple]:
+    """SQLite: the rows of a SELECT as the DB-API returns them (plain tuples), run on the
+    connection's own DB-API connection: no SQLAlchemy result or Row objects (the ingest
+    look-ups read every account of a batch). A database error is raised as SQLAlchemy's
+    exception class, as `conn.exec_driver_sql` would (storage.writer tells a transient
+    failure from bad data by those classes). Outside a transaction (nothing to join), or
+    elsewhere than SQLite, it is an ordinary `exec_driver_sql`."""
+    if conn.dialect.name != "sqlite" or not conn.in_transaction():
+        return [tuple(r) for r in conn.exec_driver_sql(sql, params)]
+    try:
+        return conn.connection.dbapi_connection.execute(sql, params).fetchall()
+    except conn.dialect.loaded_dbapi.Error as exc:
+        raise _wrapped(conn, sql, exc) from exc
+
+
+def driver_many(conn: Connection, sql: str, params: list[tuple]) -> int:
+    """SQLite: one DB-API executemany on the connection itself (see driver_rows); returns the
+    number of rows changed (-1 when the driver cannot tell)."""
+    if conn.dialect.name != "sqlite" or not conn.in_transaction():
+        return conn.exec_driver_sql(sql, params).rowcount
+    try:
+        return conn.connection.dbapi_connection.executemany(sql, params).rowcount
+    except conn.dialect.loaded_dbapi.Error as exc:
+        raise _wrapped(conn, sql, exc) from exc
+
+
+def _wrapped(conn: Connection, sql: str, exc: Exception) -> Exception:
+    """A DB-API error as the SQLAlchemy exception `exec_driver_sql` raises for it (the same
+    class: OperationalError, IntegrityError, ...; the parameters never in its text). Other
+    exceptions (an OverflowError binding a huge int) pass through unwrapped, as there."""
+    from sqlalchemy.exc import DBAPIError
+
+    return DBAPIError.instance(sql, None, exc, conn.dialect.loaded_dbapi.Error, hide_parameters=True,
+                               dialect=conn.dialect)
+
+
 _row_types: dict = {}
 
 
@@ -275,7 +311,7 @@ def select_in(conn: Connection, table: Table, columns: tuple[str, ...], key: str
     tail = f" AND ({where})" if where else ""
     for chunk in chunks(list(values), 900):
         sql = head + "(" + ",".join("?" * len(chunk)) + ")" + tail
-        out.extend(_convert(driver_execute(conn, sql, tuple(chunk)), converters, Row._make))
+        out.extend(_convert(driver_rows(conn, sql, tuple(chunk)), converters, Row._make))
     return out
 
 
@@ -348,7 +384,7 @@ class FastSelect:
                 proc = procs.get(name)
                 args.append(proc(value) if proc is not None and value is not None else value)
             text_ = sql.replace(token, ", ".join("?" * len(chunk)))
-            out.extend(_convert(driver_execute(conn, text_, tuple(args)), converters, tuple))
+            out.extend(_convert(driver_rows(conn, text_, tuple(args)), converters, tuple))
         return out
 
     def _sqlite(self, conn: Connection):
@@ -363,26 +399,3 @@ class FastSelect:
             converters = [(i, conv) for i, c in enumerate(columns) if (conv := _sqlite_converter(c.type)) is not None]
             found = self._compiled["sqlite"] = (compiled.string, order, static, procs, converters)
         return found
-
-
-def driver_execute(conn: Connection, sql: str, args, many: bool = False) -> list:
-    """SQLite: run `sql` on the connection's own DB-API connection, inside the connection's
-    transaction (begun first if it has none yet: what SQLAlchemy's autobegin does), and
-    return its rows (a SELECT's, all of them). The same statement and result as
-    `conn.exec_driver_sql`, without SQLAlchemy's per-execution work (result metadata,
-    events: none are registered at that level), which the hot look-ups of ingest and the
-    scan spent more on than SQLite itself. Errors are SQLAlchemy's, as exec_driver_sql's."""
-    from sqlalchemy.exc import DBAPIError
-
-    if not conn.in_transaction():
-        conn.begin()
-    dbapi = conn.connection.driver_connection
-    try:
-        cursor = dbapi.executemany(sql, args) if many else dbapi.execute(sql, args)
-        try:
-            return cursor.fetchall()
-        finally:
-            cursor.close()
-    except conn.dialect.loaded_dbapi.Error as exc:
-        raise DBAPIError.instance(sql, args, exc, conn.dialect.loaded_dbapi.Error, hide_parameters=True,
-                                  dialect=conn.dialect, ismulti=many) from exc

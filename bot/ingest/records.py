@@ -56,9 +56,10 @@ def parse_date(value: Any) -> date | None:
 MAX_DEPTH = 32  # nesting levels of a message: far past real use, far below the encoder's 254
 
 
-def check_depth(value: Any, where: str) -> None:
+def check_depth(value: Any, where: str) -> bytes:
     """MessageError when `value` nests objects or lists deeper than MAX_DEPTH levels (the
-    JSON encoder would fail on it while storing, taking the batch's good messages along)."""
+    JSON encoder would fail on it while storing, taking the batch's good messages along).
+    Returns `orjson.dumps(value)`, which it makes anyway (segment's size check reuses it)."""
     import orjson
 
     try:
@@ -66,7 +67,7 @@ def check_depth(value: Any, where: str) -> None:
     except orjson.JSONEncodeError:  # for decoded JSON, only past the encoder's depth limit
         raise MessageError(f"{where} is nested deeper than {MAX_DEPTH} levels") from None
     if encoded.count(b"{") + encoded.count(b"[") <= MAX_DEPTH:
-        return  # the common case, decided at C speed: too few containers to nest that deep
+        return encoded  # the common case, decided at C speed: too few containers to nest that deep
     stack = [(value, 1)]
     while stack:
         item, depth = stack.pop()
@@ -76,4 +77,5 @@ def check_depth(value: Any, where: str) -> None:
         if depth > MAX_DEPTH:
             raise MessageError(f"{where} is nested deeper than {MAX_DEPTH} levels")
         stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
+    return encoded
 

@@ -139,14 +139,17 @@ async def _answer(result: StoreResult, rejected: list[dict], request: Request, *
     return JSONResponse(body, background=task)
 
 
-def storable(event: IncomingEvent, nul_free: bool = False) -> IncomingEvent:
+def storable(event: IncomingEvent, nul_free: bool = False, depth_checked: bool = False) -> IncomingEvent:
     """Raise MessageError if a field stored in a text column holds a NUL character: PostgreSQL
     text cannot (the JSON `properties` can: a `json` column keeps the \\u0000 escape). Every
     source goes through here. Ids, names and traits are refused; a ticket's subject and body,
     the customer's free text, keep the message with U+FFFD for each NUL: a ticket must not be
     lost to one stray character, and changing an id instead would merge two identities.
-    `nul_free`: the body the event came from holds no NUL at all (`no_nul`), nothing to look for."""
-    check_depth(event.properties, "properties")
+    `nul_free`: the body the event came from holds no NUL at all (`no_nul`), nothing to look for.
+    `depth_checked`: the parser checked the depth of the whole message, `properties` included
+    (segment.parse_message: properties are a part of the message)."""
+    if not depth_checked:
+        check_depth(event.properties, "properties")
     if nul_free:
         return event
     if event.ticket is not None:
@@ -196,9 +199,9 @@ def no_nul(body: bytes) -> bool:
     return b"\\u0000" not in body
 
 
-def _sorted_out(parsed, nul_free: bool = False) -> tuple[list[IncomingEvent], list[dict]]:
+def _sorted_out(parsed, nul_free: bool = False, depth_checked: bool = False) -> tuple[list[IncomingEvent], list[dict]]:
     """Split parse results (an IncomingEvent or a MessageError per message, in order) into
-    the storable events and the `rejected` entries of the answer."""
+    the storable events and the `rejected` entries of the answer (`storable` for the flags)."""
     events: list[IncomingEvent] = []
     rejected: list[dict] = []
     for index, item in enumerate(parsed):
@@ -206,7 +209,7 @@ def _sorted_out(parsed, nul_free: bool = False) -> tuple[list[IncomingEvent], li
             if isinstance(item, MessageError):
                 raise item
             item.position = index
-            events.append(storable(item, nul_free))
+            events.append(storable(item, nul_free, depth_checked))
         except MessageError as exc:
             rejected.append({"index": index, "error": str(exc)})
     return events, rejected
@@ -258,13 +261,22 @@ def _parse_one(payload: Any, kind: str | None, now, trusted: bool = True) -> tup
     invalid message is reported at index 0, as in a batch, and nothing is stored."""
     if not isinstance(payload, dict):
         raise BadRequest("body must be a JSON object (one message)")
-    return _sorted_out([_attempt(segment.parse_message, payload, kind=kind, received_at=now, trusted=trusted)])
+    return _sorted_out([_attempt(segment.parse_message, payload, kind=kind, received_at=now, trusted=trusted)],
+                       depth_checked=True)
 
 
 def _parse_segment(messages: list, batch: dict, now, check_size: bool,
                    trusted: bool = True, nul_free: bool = False) -> tuple[list[IncomingEvent], list[dict]]:
-    return _sorted_out((_attempt(segment.parse_message, msg, kind=None, received_at=now, batch=batch,
-                                 check_size=check_size, trusted=trusted) for msg in messages), nul_free)
+    parse = segment.parse_message
+
+    def each():  # _attempt, without its per-message argument packing
+        for msg in messages:
+            try:
+                yield parse(msg, kind=None, received_at=now, batch=batch, check_size=check_size, trusted=trusted)
+            except MessageError as exc:
+                yield exc
+
+    return _sorted_out(each(), nul_free, depth_checked=True)
 
 
 def _attempt(parse, *args, **kwargs):

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 from datetime import datetime, timedelta, timezone
+from functools import lru_cache
 from typing import Any
 
 import orjson
@@ -83,8 +84,8 @@ def parse_message(msg: Any, *, kind: str | None, received_at: datetime, batch: d
     """
     if not isinstance(msg, dict):
         raise MessageError("a message must be a JSON object")
-    check_depth(msg, "message")  # before anything encodes it (the derived id, the size check)
-    if check_size and len(orjson.dumps(msg)) > MAX_EVENT_BYTES:
+    encoded = check_depth(msg, "message")  # before anything else encodes it (the derived id)
+    if check_size and len(encoded) > MAX_EVENT_BYTES:
         raise MessageError(f"message is larger than {MAX_EVENT_BYTES} bytes")
     mtype = msg.get("type", kind)
     if kind is not None and mtype != kind:
@@ -154,6 +155,10 @@ def parse_message(msg: Any, *, kind: str | None, received_at: datetime, batch: d
         # A browser's clock is the user's to set: a step "reached" days ago would rewrite
         # the journey (close a stall as if it never was, fill a quiet usage week).
         occurred_at = received_at
+    if properties and properties is not msg.get("traits") and properties is not msg.get("properties"):
+        # Traits from a context (possibly the batch's, outside the message checked above):
+        # their depth is checked here, so the routes need not check the properties again.
+        check_depth(properties, "properties")
     return IncomingEvent(
         source="segment",
         message_id=message_id,
@@ -173,6 +178,10 @@ def _optional_id(msg: dict, key: str) -> str | None:
 
 
 def _as_id(value: Any, key: str) -> str | None:
+    if type(value) is str:  # the common case first (four ids per message)
+        if len(value) > MAX_ID:
+            raise MessageError(f"{key} is longer than {MAX_ID} characters")
+        return value or None
     if value is None or value == "":
         return None
     if isinstance(value, bool) or not isinstance(value, (str, int)):
@@ -210,7 +219,7 @@ def _timestamp(msg: dict, received_at: datetime, batch_sent_at: Any = None) -> d
     sent_raw = msg.get("sentAt") or batch_sent_at
     if not corrected and isinstance(sent_raw, str):
         try:
-            offset = received_at - _moment(sent_raw, "sentAt")
+            offset = received_at - _sent_moment(sent_raw)
             if abs(offset) >= SENT_AT_SLACK:
                 ts = ts + offset  # = receivedAt - (sentAt - originalTimestamp)
         except (MessageError, OverflowError):
@@ -218,6 +227,12 @@ def _timestamp(msg: dict, received_at: datetime, batch_sent_at: Any = None) -> d
     # A time in the future or far in the past is clamped (and reported) by the ingest time
     # window, bot/ingest/timewindow.py, the same for every source: after this correction.
     return ts
+
+
+@lru_cache(maxsize=64)
+def _sent_moment(raw: str) -> datetime:
+    """A `sentAt`: usually the batch's, the same for each of its messages, so parsed once."""
+    return _moment(raw, "sentAt")
 
 
 def _moment(raw: Any, name: str) -> datetime:
