@@ -143,9 +143,10 @@ def _postgres_cpu() -> float:
     return total
 
 
-def _stream(seed_accounts: int, accounts: int, events: int) -> list[bytes]:
-    """The ingest benchmark's live stream, about accounts of the data set (seeded or copied)."""
-    batches = make_batches(events, 100, accounts=seed_accounts)
+def _stream(seed_accounts: int, accounts: int, events: int, seed: int) -> list[bytes]:
+    """The ingest benchmark's live stream, about accounts of the data set (seeded or copied);
+    `seed` new for each run, so its message ids are new (not duplicates of a previous run's)."""
+    batches = make_batches(events, 100, accounts=seed_accounts, seed=seed)
     copies = accounts // seed_accounts
 
     def existing(group_id: str) -> str:
@@ -212,6 +213,7 @@ def main() -> None:
                                                               "postgresql+psycopg://postgres@127.0.0.1:5432/test"))
     parser.add_argument("--rebuild", action="store_true")
     parser.add_argument("--skip-ingest", action="store_true")
+    parser.add_argument("--skip-scans", action="store_true")
     parser.add_argument("--build-only", action="store_true", help="build (or upgrade) the data set and stop")
     args = parser.parse_args()
     if args.accounts % args.seed_accounts:
@@ -230,7 +232,9 @@ def main() -> None:
     print(f"scale benchmark: {accounts:,} accounts, {events:,} events, PostgreSQL "
           f"({sa.engine.make_url(url).render_as_string()}), {os.cpu_count()} cores")
     if not args.skip_ingest:
-        ingest(url, _stream(args.seed_accounts, accounts, args.events + 800), args.clients)
+        ingest(url, _stream(args.seed_accounts, accounts, args.events + 800, seed=events), args.clients)
+    if args.skip_scans:
+        return
     _reset_scan_state(url)
     _scan("first scan (full)", url, NOW, "auto")
     _scan("scheduled, 5 minutes later", url, NOW + timedelta(minutes=5), "auto")
