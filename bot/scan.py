@@ -39,7 +39,7 @@ from storage.models import Account
 from storage.sql import FastMany
 from storage.meta import get_meta, set_meta
 from storage.stalls import (Applied, active_days_by_account, apply_changes, held_decisions, iter_candidates,
-                            live_stalls, set_next_eval, tickets_by_account)
+                            live_stalls, next_eval_many, open_params, tickets_by_account)
 
 log = logging.getLogger(__name__)
 ACCOUNT = Account.__table__
@@ -159,11 +159,16 @@ def _scan_batch(engine: Engine, conn, rows: list, rules: Rules, now: datetime, r
     reviews: list[dict] = []
     changes = _decide(conn, rows, rules, now, stage_updates, reviews, part)
 
-    def write(changes=changes, stage_updates=stage_updates, reviews=reviews) -> Applied:
+    # The rows to write are built before the write lock is taken (the other half's process
+    # writes meanwhile): under it, only the SQL runs.
+    opens = open_params(conn, changes, now)
+    account_writes = _account_writes(conn, stage_updates, reviews)
+
+    def write(changes=changes, opens=opens, account_writes=account_writes) -> Applied:
         with write_tx(engine) as wconn:
-            applied = apply_changes(wconn, changes, now)
-            _set_stage_and_health(wconn, stage_updates)
-            set_next_eval(wconn, reviews)
+            applied = apply_changes(wconn, changes, now, opens)
+            for many, params in account_writes:
+                many.run_params(wconn, params)
         return applied
 
     # Concurrent evaluations of overlapping accounts (two servers and a worker) can
@@ -439,21 +444,25 @@ def _decide_account(row, plan, now: datetime, tickets, days: tuple[int, int], ac
     return changes
 
 
-def _set_stage_and_health(conn, updates: list[dict]) -> None:
-    """The stage and the health of the accounts where either changed (a first scan: all of
-    them), as one executemany each: with the next review as well where that changed too
-    (written as set_next_eval writes it: unless ingest changed the account meanwhile)."""
+def _account_writes(conn, updates: list[dict], reviews: list[dict]) -> list[tuple[FastMany, list]]:
+    """The account columns to write, as (statement, parameters) built before the write lock
+    (FastMany.params): the stage and the health of the accounts where either changed (a first
+    scan: all of them), with the next review as well where that changed too (written as
+    set_next_eval writes it: unless ingest changed the account meanwhile); then the next
+    reviews alone (storage.stalls.set_next_eval's statement)."""
+    writes: list[tuple[FastMany, list]] = []
     alone = [u for u in updates if "next_eval_at" not in u]
     both = [u for u in updates if "next_eval_at" in u] if len(alone) != len(updates) else []
     if alone:
-        FastMany.of(
+        many = FastMany.of(
             conn, "account.stage_health",
             lambda c: update(ACCOUNT).where(ACCOUNT.c.id == bindparam("_id")).values(
                 stage=bindparam("stage"), health=bindparam("health"), health_reasons=bindparam("health_reasons")),
             ("_id", "stage", "health", "health_reasons"), {"health_reasons": ACCOUNT.c.health_reasons.type},
-        ).run(conn, alone)
+        )
+        writes.append((many, many.params(conn, alone)))
     if both:
-        FastMany.of(
+        many = FastMany.of(
             conn, "account.stage_health_next_eval",
             lambda c: update(ACCOUNT).where(ACCOUNT.c.id == bindparam("_id")).values(
                 stage=bindparam("stage"), health=bindparam("health"), health_reasons=bindparam("health_reasons"),
@@ -462,7 +471,12 @@ def _set_stage_and_health(conn, updates: list[dict]) -> None:
             ("_id", "stage", "health", "health_reasons", "_updated_at", "next_eval_at"),
             {"health_reasons": ACCOUNT.c.health_reasons.type, "_updated_at": ACCOUNT.c.updated_at.type,
              "next_eval_at": ACCOUNT.c.next_eval_at.type},
-        ).run(conn, both)
+        )
+        writes.append((many, many.params(conn, both)))
+    if reviews:
+        many = next_eval_many(conn)
+        writes.append((many, many.params(conn, reviews)))
+    return writes
 
 
 def _count(report: ScanReport, changes: list[StallChange], applied: Applied) -> None:

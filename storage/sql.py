@@ -63,26 +63,37 @@ class FastMany:
         return found
 
     def run(self, conn: Connection, rows: list[dict]) -> None:
-        if not rows:
-            return
-        if conn.dialect.name != "sqlite":
-            conn.execute(self.stmt, rows)
-            return
+        self.run_params(conn, self.params(conn, rows))
+
+    def params(self, conn: Connection, rows: list[dict]) -> list:
+        """What `run` passes the driver for `rows` (SQLite: tuples, converted with the bind
+        processors; elsewhere the dicts themselves), so a caller can build them before it
+        takes a write lock and hold the lock only for `run_params`."""
+        if not rows or conn.dialect.name != "sqlite":
+            return rows
         compiled, procs = self._compiled(conn)
         order = compiled.positiontup
         pick = itemgetter(*order) if len(order) > 1 else (lambda r, k=order[0]: (r[k],))
         convert = [(i, procs[k]) for i, k in enumerate(order) if k in procs]
-        if convert:
-            params = []
-            for r in rows:
-                values = list(pick(r))
-                for i, proc in convert:
-                    if values[i] is not None:
-                        values[i] = proc(values[i])
-                params.append(tuple(values))
-        else:
-            params = [pick(r) for r in rows]
-        driver_many(conn, compiled.string, params)
+        if not convert:
+            return [pick(r) for r in rows]
+        params = []
+        for r in rows:
+            values = list(pick(r))
+            for i, proc in convert:
+                if values[i] is not None:
+                    values[i] = proc(values[i])
+            params.append(tuple(values))
+        return params
+
+    def run_params(self, conn: Connection, params: list) -> int:
+        """Run with what `params` built (on the same dialect); returns the number of rows
+        changed (-1 when the driver cannot tell)."""
+        if not params:
+            return 0
+        if conn.dialect.name != "sqlite":
+            return conn.execute(self.stmt, params).rowcount
+        return driver_many(conn, self._compiled(conn)[0].string, params)
 
     def sqlite_params(self, conn: Connection) -> tuple[dict, bool]:
         """For callers that build the DB-API parameters themselves (the hottest inserts): the

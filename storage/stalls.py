@@ -113,14 +113,20 @@ def set_next_eval(conn: Connection, reviews: list[dict]) -> None:
     """Record each account's next review, unless ingest changed the account after the scan
     read it (its updated_at moved): then it stays due, and the next scan sees the change."""
     if reviews:
-        FastMany.of(
-            conn, "account.next_eval",
-            lambda c: update(ACCOUNT).where(ACCOUNT.c.id == bindparam("_id"),
-                                            ACCOUNT.c.updated_at == bindparam("_updated_at"))
-            .values(next_eval_at=bindparam("next_eval_at")),
-            ("_id", "_updated_at", "next_eval_at"),
-            {"_updated_at": ACCOUNT.c.updated_at.type, "next_eval_at": ACCOUNT.c.next_eval_at.type},
-        ).run(conn, reviews)
+        next_eval_many(conn).run(conn, reviews)
+
+
+def next_eval_many(conn: Connection) -> FastMany:
+    """set_next_eval's statement (keys _id, _updated_at, next_eval_at): for a caller that
+    builds its parameters before taking a write lock (FastMany.params / run_params)."""
+    return FastMany.of(
+        conn, "account.next_eval",
+        lambda c: update(ACCOUNT).where(ACCOUNT.c.id == bindparam("_id"),
+                                        ACCOUNT.c.updated_at == bindparam("_updated_at"))
+        .values(next_eval_at=bindparam("next_eval_at")),
+        ("_id", "_updated_at", "next_eval_at"),
+        {"_updated_at": ACCOUNT.c.updated_at.type, "next_eval_at": ACCOUNT.c.next_eval_at.type},
+    )
 
 
 def _tickets_statement():
@@ -189,10 +195,12 @@ class Applied:
     changed: list[int]  # updated, unsnoozed, resolved or suppressed
 
 
-def apply_changes(conn: Connection, changes: Sequence[StallChange], now: datetime) -> Applied:
+def apply_changes(conn: Connection, changes: Sequence[StallChange], now: datetime, opens: list | None = None) -> Applied:
     """Write reconcile's decisions. Guarded so a concurrent evaluation can't double-open or
-    re-close: opens are ON CONFLICT (open_key) DO NOTHING, the rest touch live stalls only."""
-    opens = [c for c in changes if c.action == "open"]
+    re-close: opens are ON CONFLICT (open_key) DO NOTHING, the rest touch live stalls only.
+    `opens`: the stalls to open as open_params built them (before the write lock, by the scan)."""
+    if opens is None:
+        opens = open_params(conn, changes, now)
     applied = Applied([], [])
     if not changes:
         return applied  # (most evaluations: nothing opens, changes or closes)
@@ -213,7 +221,7 @@ def apply_changes(conn: Connection, changes: Sequence[StallChange], now: datetim
     if opens:
         # After the closes: a stall that moved to another step closes the old one and opens
         # the new one under the same open_key in one scan.
-        applied.opened = _open(conn, [_open_row(c, now) for c in opens])
+        applied.opened = _open(conn, opens)
     lapsed = [c for c in changes if c.action == "lapse"]
     if lapsed:
         # Before the opens: the rule of a decision that no longer holds may open again now.
@@ -249,17 +257,58 @@ def _change_statements() -> dict:
     }
 
 
-def _open(conn: Connection, rows: list[dict]) -> list[int]:
-    """Insert new stalls unless one is already live for the same open_key; return the ids of
-    those inserted here (a concurrent evaluation may have opened some of them first)."""
+OPEN_KEYS = ("account_id", "rule", "step", "open_key", "status", "opened_at", "stalled_since", "threshold_at",
+             "updated_at", "score", "severity", "priority", "why", "detail", "stage", "recovery_attempts")
+_OPEN_CONVERTED = frozenset({"opened_at", "stalled_since", "threshold_at", "updated_at", "score", "severity"})
+
+
+def _open_many(conn: Connection) -> FastMany:
+    return FastMany.of(conn, "stall.open", lambda c: upsert(c, STALL).on_conflict_do_nothing(), OPEN_KEYS,
+                       {c.name: c.type for c in STALL.columns})
+
+
+def open_params(conn: Connection, changes: Sequence[StallChange], now: datetime) -> list:
+    """The rows of the stalls `changes` open, as the insert takes them: on SQLite tuples in
+    OPEN_KEYS order with the columns' bind processors applied (`now` converted once, no dict
+    per row), elsewhere dicts. Pure Python: the scan builds them before the write lock."""
+    opens = [c for c in changes if c.action == "open"]
+    if not opens:
+        return []
+    many = _open_many(conn)
+    if conn.dialect.name != "sqlite":
+        return [_open_row(c, now) for c in opens]
+    procs, ordered = many.sqlite_params(conn)
+    if not ordered or {k for k in OPEN_KEYS if k in procs} != _OPEN_CONVERTED:
+        return many.params(conn, [_open_row(c, now) for c in opens])  # (not this schema: the general way)
+    at = procs["opened_at"](now)
+    since, threshold, to_score, to_severity = (procs["stalled_since"], procs["threshold_at"], procs["score"],
+                                               procs["severity"])
+    rows = []
+    for c in opens:
+        f, s, aid = c.finding, c.score, c.account_id
+        ss, th = f.stalled_since, f.threshold_at
+        rows.append((aid, c.rule, f.step, stall_open_key(aid, c.rule), "open", at,
+                     None if ss is None else since(ss), None if th is None else threshold(th), at,
+                     None if s.score is None else to_score(s.score),
+                     None if s.severity is None else to_severity(s.severity),
+                     s.priority, s.why[:1000], f.detail[:500], f.stage, 0))
+    return rows
+
+
+def _open(conn: Connection, rows: list) -> list[int]:
+    """Insert new stalls (open_params' rows) unless one is already live for the same
+    open_key; return the ids of those inserted here (a concurrent evaluation may have
+    opened some of them first)."""
     if conn.dialect.name != "sqlite":
         stmt = insert_ignore(conn, STALL, "open_key").returning(STALL.c.id)
         return [r[0] for chunk in chunks(rows, 500) for r in conn.execute(stmt, chunk)]
     # SQLite: this transaction holds the write lock, so the rows with ids above the highest
-    # before the insert are those it inserted (a live open_key's row is skipped by the insert).
+    # before the insert are those it inserted (a live open_key's row is skipped by the insert):
+    # before+1 .. before+n when the highest after is before+n (checked: else they are read).
     before = conn.exec_driver_sql('SELECT coalesce(max(id), 0) FROM "stall"').scalar()
-    FastMany.of(conn, "stall.open", lambda c: upsert(c, STALL).on_conflict_do_nothing(), tuple(rows[0]),
-                {c.name: c.type for c in STALL.columns}).run(conn, rows)
+    inserted = _open_many(conn).run_params(conn, rows)
+    if inserted >= 0 and conn.exec_driver_sql('SELECT coalesce(max(id), 0) FROM "stall"').scalar() == before + inserted:
+        return list(range(before + 1, before + inserted + 1))
     return [r[0] for r in conn.exec_driver_sql('SELECT id FROM "stall" WHERE id > ? ORDER BY id', (before,)).fetchall()]
 
 
