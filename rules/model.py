@@ -3,6 +3,7 @@ no ORM objects cross into rules/."""
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import MISSING, dataclass, field, fields
 from datetime import date, datetime
 from typing import Mapping, Sequence
@@ -14,36 +15,44 @@ SUPPRESSING_STATUSES = frozenset({"cancelled", "churned"})
 STALL_STATUSES = ("open", "snoozed", "resolved", "auto_resolved", "suppressed")
 RULE_NAMES = ("step_stall", "not_activated", "ticket_spike", "usage_drop", "renewal_risk", "payment_failed")
 
-_NO_VALUE = object()  # a field with a default factory that was not given
-
-
 def quick_init(cls):
     """Give a frozen dataclass an `__init__` that sets all its fields at once (the instance's
     `__dict__`) instead of one `object.__setattr__` call per field: the same parameters,
     defaults and resulting object, at a fraction of the cost (the scan builds several of
     these per account; a frozen AccountFacts cost ~3 us). For plain frozen dataclasses only
-    (no slots, no __post_init__, no keyword-only or init=False fields)."""
+    (no slots, no __post_init__, no keyword-only or init=False fields). A call it cannot bind
+    by the simple rules (an unknown, repeated or missing argument) goes to dataclasses' own
+    `__init__`, which raises its usual TypeError."""
     params = cls.__dataclass_params__
     assert params.frozen and "__slots__" not in cls.__dict__ and not hasattr(cls, "__post_init__")
-    env: dict = {"_set": object.__setattr__, "_NO_VALUE": _NO_VALUE}
-    args, items = [], []
-    for f in fields(cls):
-        assert f.init and not f.kw_only, f.name
-        if f.default is not MISSING:
-            env[f"_default_{f.name}"] = f.default
-            args.append(f"{f.name}=_default_{f.name}")
-            items.append(f"{f.name!r}: {f.name}")
-        elif f.default_factory is not MISSING:
-            env[f"_factory_{f.name}"] = f.default_factory
-            args.append(f"{f.name}=_NO_VALUE")
-            items.append(f"{f.name!r}: _factory_{f.name}() if {f.name} is _NO_VALUE else {f.name}")
-        else:
-            args.append(f.name)
-            items.append(f"{f.name!r}: {f.name}")
-    exec(f"def __init__(self, {', '.join(args)}):\n    _set(self, '__dict__', {{{', '.join(items)}}})\n", env)
-    init = env["__init__"]
-    init.__qualname__ = f"{cls.__qualname__}.__init__"
-    cls.__init__ = init
+    spec = fields(cls)
+    assert all(f.init and not f.kw_only for f in spec)
+    names = tuple(f.name for f in spec)
+    known = frozenset(names)
+    defaults = tuple((f.name, f.default) for f in spec if f.default is not MISSING)
+    factories = tuple((f.name, f.default_factory) for f in spec if f.default_factory is not MISSING)
+    general = cls.__init__  # dataclasses' own
+    set_dict = object.__setattr__
+
+    def __init__(self, *args, **kwargs):
+        if len(args) > len(names) or (kwargs and not (kwargs.keys() <= known and
+                                                      kwargs.keys().isdisjoint(names[:len(args)]))):
+            return general(self, *args, **kwargs)
+        values = dict(zip(names, args))
+        values.update(kwargs)
+        if len(values) < len(names):
+            for name, default in defaults:
+                values.setdefault(name, default)
+            for name, factory in factories:
+                if name not in values:
+                    values[name] = factory()
+            if len(values) < len(names):  # a required argument is missing
+                return general(self, *args, **kwargs)
+        set_dict(self, "__dict__", values)
+
+    __init__.__signature__ = inspect.signature(general)
+    __init__.__qualname__ = f"{cls.__qualname__}.__init__"
+    cls.__init__ = __init__
     return cls
 
 

@@ -53,7 +53,7 @@ from bot.stalls.context import Wakeups
 from bot.stalls.views import ping_views
 from rules.config import Rules
 from rules.routing import quiet_hours_end
-from storage.db import read_tx, utcnow, write_tx
+from storage.db import read_tx, retry_conflicts, utcnow, write_tx
 from storage.models import Account, Alert, AuditEntry, Meta, Stall
 from storage.sql import chunks, insert_ignore, upsert
 
@@ -311,11 +311,16 @@ class OwnerResolver:
         if found.outcome == "found":
             with self._lock:
                 self._failed.pop(key, None)
-            with write_tx(self.engine) as conn:
-                conn.execute(update(ACCOUNT).where(func.lower(ACCOUNT.c.owner_email) == key,
-                                                   ACCOUNT.c.owner_slack_id.is_(None))
-                             .values(owner_slack_id=found.user_id))
-                conn.execute(delete(META).where(META.c.key == unknown_key(email)))
+            def store() -> None:
+                with write_tx(self.engine) as conn:
+                    conn.execute(update(ACCOUNT).where(func.lower(ACCOUNT.c.owner_email) == key,
+                                                       ACCOUNT.c.owner_slack_id.is_(None))
+                                 .values(owner_slack_id=found.user_id))
+                    conn.execute(delete(META).where(META.c.key == unknown_key(email)))
+
+            # Every account of the owner in one UPDATE: on PostgreSQL it can deadlock with the
+            # ingest writer updating some of the same rows in another order; run it again then.
+            retry_conflicts(store, log=log, what="mapping an owner's accounts")
         elif found.outcome == "not_found":
             with write_tx(self.engine) as conn:
                 stmt = upsert(conn, META)
