@@ -260,10 +260,16 @@ def _id_of(value: Any, field: str) -> str | None:
     """A Stripe id: a string, or the `id` of an expanded object."""
     if isinstance(value, dict):
         value = value.get("id")
+    return _bounded(value, field, "a Stripe id string")
+
+
+def _bounded(value: Any, field: str, kind: str = "a string") -> str | None:
+    """An id or account id as Stripe sends it: a string, trimmed, at most MAX_ID_LENGTH
+    characters; None when absent or blank."""
     if value is None:
         return None
     if not isinstance(value, str):
-        raise MessageError(f"{field} must be a Stripe id string, got {type(value).__name__}")
+        raise MessageError(f"{field} must be {kind}, got {type(value).__name__}")
     value = value.strip()
     if len(value) > MAX_ID_LENGTH:
         raise MessageError(f"{field} is longer than {MAX_ID_LENGTH} characters")
@@ -275,14 +281,7 @@ def _metadata_account(holder: Any) -> str | None:
     value = _obj(_obj(holder).get("metadata")).get("account_id")
     if isinstance(value, bool) or value is None:
         return None
-    if isinstance(value, int):
-        value = str(value)
-    if not isinstance(value, str):
-        raise MessageError(f"metadata.account_id must be a string, got {type(value).__name__}")
-    value = value.strip()
-    if len(value) > MAX_ID_LENGTH:
-        raise MessageError(f"metadata.account_id is longer than {MAX_ID_LENGTH} characters")
-    return value or None
+    return _bounded(str(value) if isinstance(value, int) else value, "metadata.account_id")
 
 
 def _reference_account(session: dict[str, Any]) -> str | None:
@@ -290,15 +289,7 @@ def _reference_account(session: dict[str, Any]) -> str | None:
     account = _metadata_account(session)
     if account:
         return account
-    value = session.get("client_reference_id")
-    if value is None:
-        return None
-    if not isinstance(value, str):
-        raise MessageError(f"client_reference_id must be a string, got {type(value).__name__}")
-    value = value.strip()
-    if len(value) > MAX_ID_LENGTH:
-        raise MessageError(f"client_reference_id is longer than {MAX_ID_LENGTH} characters")
-    return value or None
+    return _bounded(session.get("client_reference_id"), "client_reference_id")
 
 
 def _first_account(*holders: Any) -> str | None:

@@ -44,9 +44,10 @@ import threading
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
+
+from tests.fakes.loopback import LoopbackServer
 
 UTC = timezone.utc
 DEFAULT_PROPERTIES = ("createdate", "domain", "hs_lastmodifieddate", "hs_object_id", "name")
@@ -105,7 +106,7 @@ class HubSpotHTTPError(Exception):
         self.status, self.message, self.category = status, message, category
 
 
-class FakeHubSpot:
+class FakeHubSpot(LoopbackServer):
     def __init__(self, token: str = "pat-na1-test-token", *, search_cap: int = SEARCH_CAP):
         self.token = token
         self.search_cap = search_cap
@@ -116,34 +117,15 @@ class FakeHubSpot:
         self._faults: list[_Fault] = []
         self._ids = itertools.count(900001)
         self._lock = threading.RLock()
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
         self.url = ""
 
-    # -- lifecycle
+    # -- lifecycle (tests.fakes.loopback)
 
-    def __enter__(self) -> "FakeHubSpot":
-        self.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
+    thread_name = "fake-hubspot"
 
     def start(self) -> None:
-        handler = type("Handler", (_Handler,), {"fake": self})
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        self._server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
-                                        name="fake-hubspot", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._thread.join(timeout=5)
-            self._server = None
+        super().start()
+        self.url = self.base
 
     # -- the CRM's content
 
@@ -308,28 +290,3 @@ class FakeHubSpot:
         now = iso_ms(datetime.now(UTC))
         return {"id": note.id, "properties": {**props, "hs_object_id": note.id, "hs_createdate": now},
                 "createdAt": now, "updatedAt": now, "archived": False}
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    fake: FakeHubSpot
-
-    def do_POST(self) -> None:
-        self._serve()
-
-    def do_GET(self) -> None:
-        self._serve()
-
-    def _serve(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        raw = self.rfile.read(length) if length else b""
-        status, headers, body = self.fake.handle(self.command, self.path, dict(self.headers.items()), raw)
-        self.send_response(status)
-        for name, value in headers.items():
-            self.send_header(name, value)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args) -> None:  # noqa: A002 - the base class's name
-        pass

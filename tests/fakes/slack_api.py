@@ -30,10 +30,11 @@ import random
 import re
 import threading
 import time
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from dataclasses import dataclass
 from typing import Any, Callable
 from urllib.parse import parse_qsl, urlsplit
+
+from tests.fakes.loopback import LoopbackServer
 
 # Slack's documented Block Kit limits (and the undocumented total checked as msg_blocks_too_long).
 MAX_MESSAGE_BLOCKS = 50
@@ -267,7 +268,7 @@ def check_blocks(blocks: Any, *, limit: int, where: str = "/blocks") -> list | N
 # ----------------------------------------------------------------------------- the fake
 
 
-class FakeSlack:
+class FakeSlack(LoopbackServer):
     """The fake Web API. Use as a context manager; `url` is slack_sdk's `base_url`."""
 
     def __init__(self, token: str = "xoxb-test-token", *, team_id: str = "T0FAKE", bot_user_id: str = "U0BOT"):
@@ -296,37 +297,15 @@ class FakeSlack:
         self.homes: dict[str, str] = {}  # user id -> view id of the published Home tab
         self.files: dict[str, dict] = {}  # file id -> file (with "content" once uploaded)
         self._used_triggers: set[str] = set()
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
-        self.base = ""
         self.url = ""
 
     # -- lifecycle
 
-    def __enter__(self) -> "FakeSlack":
-        self.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
+    thread_name = "fake-slack"  # lifecycle: tests.fakes.loopback
 
     def start(self) -> None:
-        handler = type("Handler", (_Handler,), {"fake": self})
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        self._server.daemon_threads = True
-        port = self._server.server_address[1]
-        self.base = f"http://127.0.0.1:{port}"
+        super().start()
         self.url = f"{self.base}/api/"
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
-                                        name="fake-slack", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._thread.join(timeout=5)
-            self._server = None
 
     # -- directory and inspection helpers
 
@@ -867,28 +846,3 @@ def _parse_multipart(content_type: str, raw: bytes) -> dict:
         payload = part.get_payload(decode=True)
         out[name] = payload if part.get_filename() else payload.decode("utf-8")
     return out
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"  # keep-alive, as aiohttp (the async client) expects
-    fake: FakeSlack
-
-    def do_POST(self) -> None:
-        self._serve()
-
-    def do_GET(self) -> None:
-        self._serve()
-
-    def _serve(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        raw = self.rfile.read(length) if length else b""
-        status, headers, body = self.fake.handle(self.command, self.path, dict(self.headers.items()), raw)
-        self.send_response(status)
-        for name, value in headers.items():
-            self.send_header(name, value)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args) -> None:  # noqa: A002 - the base class's name
-        pass
