@@ -382,10 +382,11 @@ def _decide_account(row, plan, now: datetime, tickets, days: tuple[int, int], ac
     recent, previous = days
     # Positional (a third of the cost of keywords): id, name, arr, status, track, plan, seats,
     # signup_at, activated_at, steps, last_seen_at, renewal_date, tickets, active_days_recent,
-    # active_days_previous, payment_failed_at.
+    # active_days_previous, payment_failed_at, stage (None: derived by evaluate). Every field
+    # given: quick_init's fast path.
     facts = AccountFacts(row.id, row.name, row.arr or 0.0, row.status, row.track, row.plan, row.seats,
                          row.signup_at, row.activated_at, {}, None, row.renewal_date, tickets, recent, previous,
-                         row.payment_failed_at)
+                         row.payment_failed_at, None)
     findings = evaluate(facts, plan, now, journey=journey, open_stalls=account_stalls)
     changes: list[StallChange] = []
     if findings:
@@ -448,8 +449,8 @@ def _account_writes(conn, updates: list[dict], reviews: list[dict]) -> list[tupl
     """The account columns to write, as (statement, parameters) built before the write lock
     (FastMany.params): the stage and the health of the accounts where either changed (a first
     scan: all of them), with the next review as well where that changed too (written as
-    set_next_eval writes it: unless ingest changed the account meanwhile); then the next
-    reviews alone (storage.stalls.set_next_eval's statement)."""
+    storage.stalls.next_eval_many writes it: unless ingest changed the account meanwhile);
+    then the next reviews alone (next_eval_many's statement)."""
     writes: list[tuple[FastMany, list]] = []
     alone = [u for u in updates if "next_eval_at" not in u]
     both = [u for u in updates if "next_eval_at" in u] if len(alone) != len(updates) else []
@@ -469,8 +470,8 @@ def _account_writes(conn, updates: list[dict], reviews: list[dict]) -> list[tupl
                 next_eval_at=case((ACCOUNT.c.updated_at == bindparam("_updated_at"), bindparam("next_eval_at")),
                                   else_=ACCOUNT.c.next_eval_at)),
             ("_id", "stage", "health", "health_reasons", "_updated_at", "next_eval_at"),
-            {"health_reasons": ACCOUNT.c.health_reasons.type, "_updated_at": ACCOUNT.c.updated_at.type,
-             "next_eval_at": ACCOUNT.c.next_eval_at.type},
+            # _updated_at as iter_candidates read it (SQLite: the stored text, bound as is).
+            {"health_reasons": ACCOUNT.c.health_reasons.type, "next_eval_at": ACCOUNT.c.next_eval_at.type},
         )
         writes.append((many, many.params(conn, both)))
     if reviews:
@@ -480,16 +481,17 @@ def _account_writes(conn, updates: list[dict], reviews: list[dict]) -> list[tupl
 
 
 def _count(report: ScanReport, changes: list[StallChange], applied: Applied) -> None:
-    for action, n in Counter(c.action for c in changes).items():
+    counts = Counter([c.action for c in changes])  # one pass over the batch's changes
+    for action, n in counts.items():
         if _IN_WORKER:
             report.actions[action] += n
         else:
             metrics.STALL_CHANGES.labels(action).inc(n)
     report.opened += len(applied.opened)
-    report.updated += sum(c.action == "update" for c in changes)
-    report.unsnoozed += sum(c.action == "unsnooze" for c in changes)
-    report.auto_resolved += sum(c.action == "auto_resolve" for c in changes)
-    report.suppressed += sum(c.action == "suppress" for c in changes)
+    report.updated += counts["update"]
+    report.unsnoozed += counts["unsnooze"]
+    report.auto_resolved += counts["auto_resolve"]
+    report.suppressed += counts["suppress"]
     report.opened_ids.extend(applied.opened)
     report.changed_ids.extend(applied.changed)
 

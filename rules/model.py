@@ -32,23 +32,30 @@ def quick_init(cls):
     defaults = tuple((f.name, f.default) for f in spec if f.default is not MISSING)
     factories = tuple((f.name, f.default_factory) for f in spec if f.default_factory is not MISSING)
     general = cls.__init__  # dataclasses' own
-    set_dict = object.__setattr__
+    count = len(names)
 
-    def __init__(self, *args, **kwargs):
-        if len(args) > len(names) or (kwargs and not (kwargs.keys() <= known and
-                                                      kwargs.keys().isdisjoint(names[:len(args)]))):
+    def bind(self, args, kwargs):
+        if len(args) > count or (kwargs and not (kwargs.keys() <= known and
+                                                 kwargs.keys().isdisjoint(names[:len(args)]))):
             return general(self, *args, **kwargs)
         values = dict(zip(names, args))
         values.update(kwargs)
-        if len(values) < len(names):
+        if len(values) < count:
             for name, default in defaults:
                 values.setdefault(name, default)
             for name, factory in factories:
                 if name not in values:
                     values[name] = factory()
-            if len(values) < len(names):  # a required argument is missing
+            if len(values) < count:  # a required argument is missing
                 return general(self, *args, **kwargs)
-        set_dict(self, "__dict__", values)
+        self.__dict__.update(values)
+
+    def __init__(self, *args, **kwargs):
+        if kwargs or len(args) != count:
+            return bind(self, args, kwargs)
+        # Every field given by position (the scan's calls): the instance's own, still empty,
+        # __dict__ filled in one call (reading it is allowed on a frozen dataclass).
+        self.__dict__.update(zip(names, args))
 
     __init__.__signature__ = inspect.signature(general)
     __init__.__qualname__ = f"{cls.__qualname__}.__init__"

@@ -221,10 +221,13 @@ class Stall(SQLModel, table=True):
         # One open (or snoozed) stall per account and rule: open_key is set while the stall
         # is live and NULL once closed, so closed rows never collide (NULLs are distinct).
         UniqueConstraint("open_key", name="uq_stall_open_key"),
-        Index("ix_stall_status_score", "status", "score"),  # ranked open stalls
-        Index("ix_stall_account", "account_id"),
+        # Counts by status and resolved time (the digest). Not by score: the ranked lists sort
+        # open before snoozed first, which such an index cannot serve, and a score puts each
+        # new stall at a random place in it (migration 0010).
+        Index("ix_stall_status_resolved", "status", "resolved_at"),
         Index("ix_stall_assignee", "assignee"),
-        # The decisions that still hold, per account (storage.stalls.held_decisions).
+        # The decisions that still hold, per account (storage.stalls.held_decisions); its
+        # leading column serves every look-up of an account's stalls.
         Index("ix_stall_decision", "account_id", "decision_key"),
     )
 

@@ -165,20 +165,26 @@ _seen_datetimes: dict = {}  # batches repeat values (received_at, opened_at = no
 
 
 def sqlite_datetime_text(value) -> str:
-    """An aware datetime as SQLAlchemy stores it on SQLite: "YYYY-MM-DD HH:MM:SS.ffffff", UTC."""
+    """An aware datetime as SQLAlchemy stores it on SQLite: "YYYY-MM-DD HH:MM:SS.ffffff", UTC
+    (each value converted once: for values a batch repeats; see utc_text)."""
     text = _seen_datetimes.get(value)
     if text is None:
-        tz = value.tzinfo
-        if tz is None:
-            raise ValueError("datetimes must be timezone-aware")
-        if tz is _UTC:  # every parsed time is UTC already: cut the "+00:00" off instead of converting
-            text = value.isoformat(" ", "microseconds")[:-6]
-        else:
-            text = value.astimezone(_UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
+        text = utc_text(value)
         if len(_seen_datetimes) > 4096:
             _seen_datetimes.clear()
         _seen_datetimes[value] = text
     return text
+
+
+def utc_text(value) -> str:
+    """sqlite_datetime_text without its cache: for values that are each written once (a
+    scan's stall times), where looking them up first only adds to the cost."""
+    tz = value.tzinfo
+    if tz is None:
+        raise ValueError("datetimes must be timezone-aware")
+    if tz is _UTC:  # every parsed time is UTC already: cut the "+00:00" off instead of converting
+        return value.isoformat(" ", "microseconds")[:-6]
+    return value.astimezone(_UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
 
 
 def _sqlite_converter(type_):
@@ -217,12 +223,14 @@ def _make_sqlite_converter(type_):
     return None
 
 
-def stream_rows(conn: Connection, stmt, batch: int = 5000):
+def stream_rows(conn: Connection, stmt, batch: int = 5000, keep_text: tuple[str, ...] = ()):
     """Yield lists of rows (named tuples) of a SELECT, `batch` at a time.
 
     On SQLite the statement runs through the DB-API cursor and only the columns that need it
     are converted, with the same results SQLAlchemy's type machinery would give at a fraction
-    of its per-value cost (the scan reads ~10 values for each of 100,000 accounts).
+    of its per-value cost (the scan reads ~10 values for each of 100,000 accounts). The
+    columns named in `keep_text` stay as SQLite stores them (a datetime's text), for a
+    caller that only writes them back as they were.
     """
     from collections import namedtuple
 
@@ -233,7 +241,8 @@ def stream_rows(conn: Connection, stmt, batch: int = 5000):
         return
     columns = list(stmt.selected_columns)
     Row = namedtuple("Row", [c.key for c in columns])
-    converters = [(i, conv) for i, c in enumerate(columns) if (conv := _sqlite_converter(c.type)) is not None]
+    converters = [(i, conv) for i, c in enumerate(columns)
+                  if c.key not in keep_text and (conv := _sqlite_converter(c.type)) is not None]
     compiled = stmt.compile(dialect=conn.dialect, compile_kwargs={"render_postcompile": True})
     params = compiled.construct_params()
     args = tuple(params[name] for name in compiled.positiontup)
@@ -289,7 +298,7 @@ _row_types: dict = {}
 
 
 def select_in(conn: Connection, table: Table, columns: tuple[str, ...], key: str, values: list,
-              where: str = "", raw: bool = False) -> list:
+              where: str = "", raw: bool = False, keep_text: tuple[str, ...] = ()) -> list:
     """Rows of `table` whose `key` is in `values` (named tuples of `columns`).
 
     The hot-path look-up of ingest and scan. On SQLite the SQL text is built directly (an
@@ -297,7 +306,7 @@ def select_in(conn: Connection, table: Table, columns: tuple[str, ...], key: str
     only the columns that need it are converted; elsewhere it is an ordinary SELECT.
     `where` is an extra, constant SQL condition (no parameters). `raw` skips the conversion
     on SQLite (datetimes stay "YYYY-MM-DD HH:MM:SS.ffffff" UTC text) for callers that only
-    compare them.
+    compare them; `keep_text` does so for the columns it names.
     """
     from collections import namedtuple
 
@@ -317,7 +326,7 @@ def select_in(conn: Connection, table: Table, columns: tuple[str, ...], key: str
                 stmt = stmt.where(text(where))
             out.extend(Row._make(r) for r in conn.execute(stmt))
         return out
-    converters = [] if raw else _converters(table, columns)
+    converters = [] if raw else _converters(table, columns, keep_text)
     head = f'SELECT {", ".join(columns)} FROM "{table.name}" WHERE {key} IN '
     tail = f" AND ({where})" if where else ""
     for chunk in chunks(list(values), 900):
@@ -329,13 +338,13 @@ def select_in(conn: Connection, table: Table, columns: tuple[str, ...], key: str
 _converters_of: dict = {}
 
 
-def _converters(table: Table, columns: tuple[str, ...]) -> list:
+def _converters(table: Table, columns: tuple[str, ...], keep_text: tuple[str, ...] = ()) -> list:
     """select_in's column converters, worked out once per table and columns (hot path)."""
-    key = (table.name, columns)
+    key = (table.name, columns, keep_text)
     found = _converters_of.get(key)
     if found is None:
-        found = _converters_of[key] = [(i, conv) for i, name in enumerate(columns)
-                                       if (conv := _sqlite_converter(table.c[name].type)) is not None]
+        found = _converters_of[key] = [(i, conv) for i, name in enumerate(columns) if name not in keep_text
+                                       and (conv := _sqlite_converter(table.c[name].type)) is not None]
     return found
 
 

@@ -15,7 +15,8 @@ from rules.decisions import Decision
 from rules.model import OpenStall, StallChange, TicketFact
 from rules.reconcile import stall_open_key
 from storage.models import Account, ActiveDay, AuditEntry, Stall, Ticket
-from storage.sql import FastMany, FastSelect, chunks, insert_ignore, select_in, stream_rows, upsert
+from storage.sql import (FastMany, FastSelect, chunks, insert_ignore, select_in, sqlite_datetime_text, stream_rows,
+                         upsert, utc_text)
 
 ACCOUNT = Account.__table__
 ACTIVE_DAY = ActiveDay.__table__
@@ -29,6 +30,7 @@ FACT_COLUMNS = (
     "updated_at", "health", "health_reasons", "next_eval_at",
 )
 TICKET_LOOKBACK = timedelta(days=30)
+STORED_TEXT = ("updated_at",)  # read as stored on SQLite (see iter_candidates)
 
 
 def due_condition(now: datetime):
@@ -85,13 +87,15 @@ def iter_candidates(conn: Connection, rules: Rules, now: datetime, only: Sequenc
                     upto: str | None = None) -> Iterator[list]:
     """Candidate account rows, in batches, ordered by id (bounded memory): the given ones,
     every account a rule could fire on (`full`), or only the due ones; of ids in
-    (`after`, `upto`] when given (a scan split over processes)."""
+    (`after`, `upto`] when given (a scan split over processes). On SQLite `updated_at` is
+    the stored text: the scan only writes it back as the guard of its next-review update
+    (next_eval_many), so it is neither parsed nor formatted again."""
     cols = [ACCOUNT.c[c] for c in FACT_COLUMNS]
     if only is not None:
         for chunk in chunks(sorted(set(only)), 900):
             # In id order, as the other paths: PostgreSQL returns an IN look-up's rows in
             # whatever order its plan gives, and the order stalls open in numbers them.
-            yield sorted(select_in(conn, ACCOUNT, FACT_COLUMNS, "id", chunk), key=lambda r: r.id)
+            yield sorted(select_in(conn, ACCOUNT, FACT_COLUMNS, "id", chunk, keep_text=STORED_TEXT), key=lambda r: r.id)
         return
     condition = candidate_condition(rules, now) if full else due_condition(now)
     if full and conn.dialect.name == "postgresql":
@@ -106,18 +110,14 @@ def iter_candidates(conn: Connection, rules: Rules, now: datetime, only: Sequenc
         stmt = stmt.where(ACCOUNT.c.id > after)
     if upto is not None:
         stmt = stmt.where(ACCOUNT.c.id <= upto)
-    yield from stream_rows(conn, stmt, batch)
-
-
-def set_next_eval(conn: Connection, reviews: list[dict]) -> None:
-    """Record each account's next review, unless ingest changed the account after the scan
-    read it (its updated_at moved): then it stays due, and the next scan sees the change."""
-    if reviews:
-        next_eval_many(conn).run(conn, reviews)
+    yield from stream_rows(conn, stmt, batch, keep_text=STORED_TEXT)
 
 
 def next_eval_many(conn: Connection) -> FastMany:
-    """set_next_eval's statement (keys _id, _updated_at, next_eval_at): for a caller that
+    """The next review's statement (keys _id, _updated_at, next_eval_at): records each
+    account's next review, unless ingest changed the account after the scan read it (its
+    updated_at moved): then it stays due, and the next scan sees the change. `_updated_at`
+    as iter_candidates read it (on SQLite its stored text, bound as is). For a caller that
     builds its parameters before taking a write lock (FastMany.params / run_params)."""
     return FastMany.of(
         conn, "account.next_eval",
@@ -125,7 +125,7 @@ def next_eval_many(conn: Connection) -> FastMany:
                                         ACCOUNT.c.updated_at == bindparam("_updated_at"))
         .values(next_eval_at=bindparam("next_eval_at")),
         ("_id", "_updated_at", "next_eval_at"),
-        {"_updated_at": ACCOUNT.c.updated_at.type, "next_eval_at": ACCOUNT.c.next_eval_at.type},
+        {"next_eval_at": ACCOUNT.c.next_eval_at.type},
     )
 
 
@@ -283,6 +283,9 @@ def open_params(conn: Connection, changes: Sequence[StallChange], now: datetime)
     at = procs["opened_at"](now)
     since, threshold, to_score, to_severity = (procs["stalled_since"], procs["threshold_at"], procs["score"],
                                                procs["severity"])
+    # Each stall's own times: converted once each, without the look-up of repeated values.
+    since = utc_text if since is sqlite_datetime_text else since
+    threshold = utc_text if threshold is sqlite_datetime_text else threshold
     rows = []
     for c in opens:
         f, s, aid = c.finding, c.score, c.account_id
