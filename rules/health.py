@@ -125,7 +125,7 @@ def account_health(facts: HealthFacts, weights: HealthWeights, now: datetime) ->
                 cost[1:] = [stall, points, True]
             cost[0] += points
     if not costs:
-        return Health(100)
+        return Health(100, ())
     total = 0
     for cost in costs.values():  # in the factors' order, as the points were added
         total += cost[0]

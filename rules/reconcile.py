@@ -52,7 +52,7 @@ def reconcile(
             return []
         if len(findings) == 1:  # one stall opens
             finding, scored = findings[0]
-            return [StallChange("open", account_id, finding.rule, finding=finding, score=scored)]
+            return [_opening(account_id, finding.rule, finding, scored)]
     live = [s for s in open_stalls if s.status in LIVE]
     if status in SUPPRESSING_STATUSES:
         return [StallChange("suppress", account_id, s.rule, stall_id=s.id, reason=f"account {status}")
@@ -81,7 +81,7 @@ def reconcile(
         stall, found = stall_by_rule.get(rule), found_by_rule.get(rule)
         if stall is None:
             finding, scored = found
-            changes.append(StallChange("open", account_id, rule, finding=finding, score=scored))
+            changes.append(_opening(account_id, rule, finding, scored))
         elif found is None:
             changes.append(StallChange("auto_resolve", account_id, rule, stall_id=stall.id,
                                        reason=_cleared_reason(stall)))
@@ -89,12 +89,18 @@ def reconcile(
             finding, scored = found
             changes.append(StallChange("auto_resolve", account_id, rule, stall_id=stall.id,
                                        reason=f"moved past '{stall.step}'" if stall.step else "condition changed"))
-            changes.append(StallChange("open", account_id, rule, finding=finding, score=scored))
+            changes.append(_opening(account_id, rule, finding, scored))
         else:
             change = _refresh(account_id, stall, *found, now)
             if change is not None:
                 changes.append(change)
     return changes
+
+
+def _opening(account_id: str, rule: str, finding: Finding, scored: Score) -> StallChange:
+    """A stall opens (every field given by position: quick_init's fast path; a first scan
+    opens one per stalled account)."""
+    return StallChange("open", account_id, rule, None, finding, scored, None)
 
 
 def _refresh(account_id: str, stall: OpenStall, finding: Finding, scored: Score, now: datetime) -> StallChange | None:
