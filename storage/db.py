@@ -12,7 +12,7 @@ from datetime import datetime, timezone
 from typing import Iterator
 
 import orjson
-from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 
 DEFAULT_URL = "sqlite:///./stallwatch.db"
@@ -107,6 +107,15 @@ def _configure_sqlite(engine: Engine, scratch: bool = False) -> None:
             from sqlalchemy.exc import DBAPIError
 
             raise DBAPIError.instance(sql, (), exc, sqlite3.Error, hide_parameters=True, dialect=conn.dialect) from exc
+
+
+def lock_key(conn: Connection, space: int, key: str) -> None:
+    """Serialize the write transactions that name `key` (in the lock space `space`, a 32-bit
+    int per purpose) until commit: a PostgreSQL transaction-level advisory lock, per schema.
+    SQLite's writers are serial already (write_tx takes the write lock at BEGIN)."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("SELECT pg_advisory_xact_lock(:space, hashtext(current_schema() || ':' || :key))"),
+                     {"space": space, "key": key})
 
 
 class _Checkpointer(threading.Thread):

@@ -8,20 +8,22 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 from datetime import datetime, timedelta, timezone
 
 import httpx
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import insert, select, update
 
 from bot.app import create_app
 from bot.scan import scan
 from bot.settings import Settings, default_rules_text
 from bot.slack.client import web_client
 from bot.slack.outbox import OutboxSender
-from bot.slack.router import Router
+from bot.slack.router import PING_LOCKS, Router
 from bot.stalls.context import Services, Wakeups
-from storage.models import Alert, SlackOutbox
+from storage.db import lock_key, write_tx
+from storage.models import Alert, SlackOutbox, Stall
 from tests.conftest import SEGMENT_SECRET, STRIPE_SECRET, TICKETS_SECRET, WRITE_KEY, LiveServer
 from tests.factories import DAY, HOUR, PROJECT, group, live_stalls, signup, stalls, store, track
 from tests.helpers import group_call, iso, post_tickets, post_v1
@@ -31,6 +33,7 @@ pytest_plugins = ["tests.fakes.fixtures"]
 UTC = timezone.utc
 ALERT = Alert.__table__
 OUTBOX = SlackOutbox.__table__
+STALL = Stall.__table__
 ALERTS, DIGEST = "C0ALERTS", "C0DIGEST"
 OWNER, EMAIL = "U0JANE", "jane@stallwatch-test.com"
 
@@ -382,3 +385,33 @@ def test_a_stall_left_unrouted_is_routed_by_the_safety_net(make_rig):
     assert rig.router.route_unrouted(now + timedelta(minutes=2)) == 0
     rig.send()
     assert [c.body["text"] for c in posts(rig.fake, ALERTS)][0].startswith("P0: Lost")
+
+
+def test_two_routers_pinging_one_account_at_once_send_one_ping(make_rig):
+    """A scan and an event-driven evaluation may each open a stall of the same account and
+    route it at the same moment, each with its own stall as the top. The pinging transaction
+    holds the account's ping lock: the router that comes second waits, then reads the first
+    one's open ping and posts nothing of its own. (The first router is played here by a
+    transaction that holds the lock and writes a ping on another stall of the account; without
+    the lock, PostgreSQL let the second router read "no open ping" and post a second one.)"""
+    rig = make_rig()
+    now = now_utc()
+    stall_step_account(rig, "acme", now, arr=60_000)
+    [lead] = scan(rig.engine, rig.rules, now).opened_ids  # no hooks: nothing routed yet
+    result: dict = {}
+    with write_tx(rig.engine) as conn:
+        lock_key(conn, PING_LOCKS, "acme")
+        row = dict(conn.execute(select(STALL).where(STALL.c.id == lead)).mappings().one())
+        row.pop("id")
+        other = conn.execute(insert(STALL).values({**row, "rule": "ticket_spike", "open_key": "acme|ticket_spike"})
+                             .returning(STALL.c.id)).scalar_one()
+        conn.execute(insert(ALERT).values(stall_id=other, channel=ALERTS, kind="ping", priority="P1",
+                                          lead_stall_id=other, created_at=now, updated_at=now))
+        router = threading.Thread(target=lambda: result.update(stats=rig.router.route_stalls([lead], now)))
+        router.start()
+        router.join(0.5)
+        assert router.is_alive()  # waiting for the account's ping (PostgreSQL: its lock; SQLite: the write lock)
+    router.join(30)
+    assert not router.is_alive() and result["stats"].pinged == 0
+    assert [(a.stall_id, a.closed_at) for a in rig.alerts("ping")] == [(other, None)]  # one open ping, the first
+    assert not [r for r in rig.outbox() if r.method in ("chat.postMessage", "dm")]

@@ -70,7 +70,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Callable, NamedTuple
 
 from prometheus_client import Counter
-from sqlalchemy import Connection, Engine, and_, func, select, text, update
+from sqlalchemy import Connection, Engine, and_, func, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from bot import metrics
@@ -78,7 +78,7 @@ from bot.claims import Lease, RowClaims, backoff, default_worker_id
 from bot.mail.smtp import (DeliveryError, SmtpConfig, build_message, deliver, mail_domain, parse_mail_from,
                            parse_smtp_url)
 from rules.outreach import Blocked
-from storage.db import read_tx, utcnow, write_tx
+from storage.db import lock_key, read_tx, utcnow, write_tx
 from storage import drafts
 from storage.models import AuditEntry, MailOutbox
 from storage.outreach import send_check
@@ -100,6 +100,7 @@ MAX_ATTEMPTS = 12  # transient failures before giving up (about 4 hours of backo
 FIRST_BACKOFF_SECONDS = 30
 MAX_BACKOFF_SECONDS = 30 * 60
 IN_FLIGHT_RECHECK = timedelta(seconds=5)  # another email to the same address is being sent
+RECIPIENT_LOCKS = 1835100524  # storage.db.lock_key's space for claims per recipient address
 RECORD_RETRIES = (0.5, 1, 2, 4, 8, 15, 30, 30, 30, 30)  # recording a sent email while the database is away
 POLL_SECONDS = 1.0
 FALLBACK_DOMAIN = "stallwatch.local"
@@ -340,10 +341,8 @@ class MailSender:
 
     def _lock_recipient(self, conn: Connection, recipient: str) -> None:
         """Serialize claims to one address until commit (SQLite's writers are serial already).
-        The two-key advisory lock space is apart from the scheduler leader's one-key lock."""
-        if conn.dialect.name == "postgresql":
-            conn.execute(text("SELECT pg_advisory_xact_lock(1835100524, hashtext(current_schema() || ':' || :r))"),
-                         {"r": recipient.strip().lower()})
+        Its lock space is apart from the scheduler leader's one-key lock and the router's."""
+        lock_key(conn, RECIPIENT_LOCKS, recipient.strip().lower())
 
     def _same_address(self, row: _Row):
         return and_(func.lower(MAIL.c.recipient) == row.recipient.strip().lower(), MAIL.c.id != row.id)

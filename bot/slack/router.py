@@ -64,7 +64,7 @@ from rules.config import TRACKS, Rules
 from rules.outreach import followup
 from rules.reconcile import LIVE  # the statuses of a live stall
 from rules.routing import StallView, escalation_due, is_backlog, quiet_hours_end, route
-from storage.db import read_tx, utcnow, write_tx
+from storage.db import lock_key, read_tx, utcnow, write_tx
 from storage.models import Account, Alert, Stall
 from storage.sql import insert_ignore
 
@@ -76,6 +76,7 @@ ACCOUNT = Account.__table__
 ALERT = Alert.__table__
 
 DIGEST_CHANNEL_MARK = "digest"  # Alert.channel of an "overflow" record
+PING_LOCKS = 1885957735  # storage.db.lock_key's space for pinging an account (one router at a time)
 # Unacknowledged P0s escalated one message each per run; more due at once (a first scan, an
 # outage of the team) go in one summary message.
 ESCALATE_EACH = 5
@@ -302,6 +303,11 @@ class Router:
         sent_at = not_before or now  # when the ping goes out: what the hourly budget counts
         enqueued = 0
         with write_tx(self.engine) as conn:
+            # Two routers may ping the same account at once (a scan and an event-driven
+            # evaluation, each with its own new stall as the top): one at a time per account,
+            # so the second reads the first's ping (PostgreSQL reads what committed before
+            # each statement; SQLite's writers are serial already).
+            lock_key(conn, PING_LOCKS, account.account_id)
             if _open_ping_of(conn, account.account_id) not in (None, top.id):
                 return 0  # another router pinged the account meanwhile: its next routing updates that ping
             for dest, method in dests:
