@@ -39,7 +39,7 @@ from storage.models import Account
 from storage.sql import FastMany
 from storage.meta import get_meta, set_meta
 from storage.stalls import (Applied, active_days_by_account, apply_changes, held_decisions, iter_candidates,
-                            live_stalls, next_eval_many, open_params, tickets_by_account)
+                            live_stalls, next_eval_many, open_params, stale_journey, tickets_by_account)
 
 log = logging.getLogger(__name__)
 ACCOUNT = Account.__table__
@@ -517,7 +517,7 @@ def refresh_journeys(engine: Engine, rules: Rules, now: datetime, report: ScanRe
             rows = list(conn.execute(
                 select(ACCOUNT.c.id, ACCOUNT.c.steps, ACCOUNT.c.first_seen_at, ACCOUNT.c.renewal_date, ACCOUNT.c.stage,
                        ACCOUNT.c.track)
-                .where(ACCOUNT.c.journey_version != version).limit(batch)
+                .where(stale_journey(version)).limit(batch)
             ))
             if not rows:
                 return total

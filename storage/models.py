@@ -25,6 +25,9 @@ class Account(SQLModel, table=True):
         Index("ix_account_owner_email", "owner_email"),
         Index("ix_account_signup_at", "signup_at"),  # funnel
         Index("ix_account_next_eval", "next_eval_at"),  # due for the next scan
+        # Journeys computed under other rules (storage.stalls.stale_journey), looked up by
+        # every scan: without it, a read of every account each time (migration 0010).
+        Index("ix_account_journey_version", "journey_version"),
     )
 
     id: str = Field(primary_key=True, max_length=255)  # Segment groupId

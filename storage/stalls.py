@@ -33,6 +33,15 @@ TICKET_LOOKBACK = timedelta(days=30)
 STORED_TEXT = ("updated_at",)  # read as stored on SQLite (see iter_candidates)
 
 
+def stale_journey(version):
+    """Accounts whose stored journey was computed under other rules (another `version`, or
+    none yet), which the scan recomputes first (bot.scan.refresh_journeys). Written as two
+    ranges, not `!=`, so ix_account_journey_version serves it (neither SQLite nor PostgreSQL
+    looks up an inequality in an index)."""
+    column = ACCOUNT.c.journey_version
+    return or_(column < version, column > version)
+
+
 def due_condition(now: datetime):
     """Accounts due for evaluation: changed since (NULL) or at a moment rules.review named."""
     return or_(ACCOUNT.c.next_eval_at.is_(None), ACCOUNT.c.next_eval_at <= now)

@@ -480,11 +480,11 @@ def _due_statement():
     from sqlalchemy import case, func, literal_column, null, or_, union_all
 
     from storage.models import Account
-    from storage.stalls import due_condition
+    from storage.stalls import due_condition, stale_journey
 
     account = Account.__table__
     due = due_condition(bindparam("now", type_=account.c.next_eval_at.type))
-    stale = account.c.journey_version != bindparam("version")  # refresh_journeys' own condition
+    stale = stale_journey(bindparam("version"))  # refresh_journeys' own condition
     one, zero = literal_column("1"), literal_column("0")
     return union_all(
         select(account.c.id, case((due, one), else_=zero), case((stale, one), else_=zero), null())
