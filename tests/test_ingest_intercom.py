@@ -309,6 +309,16 @@ def test_unusable_conversations_are_rejected(client, engine):
     assert counts(engine) == NOTHING
 
 
+def test_an_author_type_of_another_json_type_is_not_a_customer(client, engine):
+    """Found by the property test below: a list as source.author.type (unhashable) was looked
+    up in a set and answered 500. It is not a customer's type: the contact's e-mail decides."""
+    item = conversation("45", author_type=["user"], email="jane@initech.com",
+                        contact={"type": "contact", "id": "c45", "email": "jane@initech.com"})
+    response = post_intercom(client, notification("conversation.user.created", item))
+    assert response.status_code in (200, 400), response.text[:300]
+    assert isinstance(response.json(), dict)
+
+
 # --------------------------------------------------------------------------- signature
 
 

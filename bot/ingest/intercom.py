@@ -162,7 +162,7 @@ def parse_conversation(item: dict[str, Any], topic: str, notification: dict[str,
     contact = _first_contact(item)
     user = _object(item.get("user"))  # API 1.x
     email = None
-    if author.get("type") in CUSTOMER_AUTHORS:
+    if isinstance(author.get("type"), str) and author["type"] in CUSTOMER_AUTHORS:  # (a list is not hashable)
         email = _optional_email(author.get("email"))
     email = email or _optional_email(contact.get("email")) or _optional_email(user.get("email"))
     account_id = identifier_field(_object(item.get("company")).get("company_id"), "company.company_id",
