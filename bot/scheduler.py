@@ -63,6 +63,9 @@ class Scheduler:
         self.add_leader_job(self._snapshot, CronTrigger(hour=at // 60, minute=at % 60,
                                                         timezone=rules.digest.timezone), "snapshot")
         # --- end daily snapshots ---
+        # --- held Stripe events of customers never linked: dropped after a year and a month ---
+        self.add_leader_job(self._expire_held_stripe, CronTrigger(hour=3, minute=17, timezone="UTC"),
+                            "stripe_held_expiry")
         # --- CRM sync (bot/crm/sync.py): only with HUBSPOT_TOKEN ---
         if settings.hubspot_token:
             self.add_leader_job(self._hubspot_sync, IntervalTrigger(minutes=rules.hubspot.interval_minutes),
@@ -138,6 +141,14 @@ class Scheduler:
         with HubSpotClient.from_settings(self.settings) as client:
             run_notes(self.engine, self.rules, client)  # logs what it sent
     # --- end CRM sync ---
+
+    def _expire_held_stripe(self) -> None:
+        from storage.db import utcnow
+        from storage.ingest import expire_held_stripe
+
+        dropped = expire_held_stripe(self.engine, utcnow())
+        if dropped:
+            log.info("dropped %d held Stripe event(s) whose customer was never linked to an account", dropped)
 
     def _snapshot(self) -> None:
         from bot.snapshots import take_snapshot

@@ -13,7 +13,7 @@ import hashlib
 from collections import defaultdict
 from dataclasses import dataclass, field
 from functools import lru_cache
-from datetime import date, datetime, timezone
+from datetime import date, datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine, bindparam, delete, func, null, select, text, update
@@ -242,6 +242,20 @@ def _hold_unattributed(conn, events: list["IncomingEvent"], now: datetime) -> No
                        "lifecycle": ev.lifecycle, "payment_failed": ev.payment_failed},
              "created_at": now} for ev in events]
     conn.execute(insert_ignore(conn, PENDING, "message_id"), rows)
+
+
+# How long a Stripe event waits for its customer's account. A customer never linked (another
+# product's, a test customer) would otherwise keep its events held for ever; past this, a held
+# event's facts are stale anyway: even a yearly plan is invoiced again within it, and that
+# newer event is held (or attributed) in its turn.
+STRIPE_HOLD = timedelta(days=400)
+
+
+def expire_held_stripe(engine: Engine, now: datetime) -> int:
+    """Drop the held Stripe events stored more than STRIPE_HOLD before `now` (their stored
+    events stay, with no account); returns how many. Daily, from the scheduler's leader."""
+    with write_tx(engine) as conn:
+        return conn.execute(delete(PENDING).where(PENDING.c.created_at < now - STRIPE_HOLD)).rowcount or 0
 
 
 def _attribute_held(conn, links: dict[str, str], deltas: dict[str, "_AccountDelta"]) -> None:

@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import itertools
 import time
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bot.ingest import stripe as stripe_ingest
-from storage.ingest import PENDING
+from bot.scheduler import Scheduler
+from storage.ingest import PENDING, STRIPE_HOLD, expire_held_stripe
 from storage.models import StripePending
 from tests.factories import account_row, store
 from tests.fuzz import examples
@@ -164,3 +165,24 @@ def test_checkout_session_metadata_account_wins_over_the_reference():
     only_reference = stripe_ingest.parse_event(dumps(_checkout("evt_ref", None, int(time.time()), reference="acme")))
     assert (only_reference.account_id, only_reference.stripe_customer_id) == ("acme", None)
     assert "checkout.session.completed" in stripe_ingest.HANDLED_TYPES
+
+
+def test_held_events_of_a_customer_never_linked_expire(engine, rules, settings):
+    """A Stripe customer never linked to an account (another product's, a test customer) does
+    not keep its events held for ever: past STRIPE_HOLD they are dropped by a daily leader job;
+    younger ones stay held, and a later link still attributes them."""
+    n = next(_ids)
+    created = int(time.time()) - 3600
+    at = datetime.fromtimestamp(created, timezone.utc)
+    old, young = f"cus_old{n}", f"cus_young{n}"
+    store(engine, rules, [stripe_ingest.parse_event(dumps(_subscription(f"evt_o{n}", old, created)))], now=at)
+    later = at + STRIPE_HOLD - timedelta(days=2)
+    store(engine, rules, [stripe_ingest.parse_event(dumps(_subscription(f"evt_y{n}", young, created)))], now=later)
+    assert expire_held_stripe(engine, at + STRIPE_HOLD - timedelta(days=1)) == 0
+    assert expire_held_stripe(engine, at + STRIPE_HOLD + timedelta(days=1)) == 1
+    assert count(engine, PENDING, PENDING.c.customer_id == old) == 0
+    assert one(engine, EVENT, EVENT.c.message_id == f"evt_o{n}")["account_id"] is None  # the event stays stored
+    store(engine, rules, [stripe_ingest.parse_event(dumps(_customer(f"evt_c{n}", young, f"young-{n}", created)))],
+          now=later + timedelta(days=3))
+    assert account(engine, f"young-{n}")["arr"] == 100 * 7 * 12  # the held subscription, attributed
+    assert "stripe_held_expiry" in {j.id for j in Scheduler(engine, settings, rules)._aps.get_jobs()}
