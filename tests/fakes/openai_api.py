@@ -36,9 +36,10 @@ import json
 import threading
 import time
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlsplit
+
+from tests.fakes.loopback import FakeHandler, LoopbackServer
 
 INJECTION_MARKER = "ignore previous instructions"
 EVIL_SUBJECT = "A special offer for you"
@@ -105,7 +106,9 @@ def _content(subject: str, body: str) -> str:
     return json.dumps({"subject": subject, "body": body})
 
 
-class FakeOpenAI:
+class FakeOpenAI(LoopbackServer):
+    thread_name = "fake-openai"
+
     def __init__(self, *, api_key: str = "sk-test-fake", model: str = "fake-model"):
         self.api_key = api_key
         self.model = model
@@ -120,38 +123,17 @@ class FakeOpenAI:
         self._compromised = False
         self._evil = _content(EVIL_SUBJECT, EVIL_BODY)
         self._ids = itertools.count(1)
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
-        self.base = ""
         self.url = ""
 
-    # -- lifecycle
-
-    def __enter__(self) -> "FakeOpenAI":
-        self.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
+    # -- lifecycle (tests.fakes.loopback)
 
     def start(self) -> None:
-        handler = type("Handler", (_Handler,), {"fake": self})
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        self._server.daemon_threads = True
-        port = self._server.server_address[1]
-        self.base = f"http://127.0.0.1:{port}"
+        super().start()
         self.url = f"{self.base}/v1"  # the openai base_url
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
-                                        name="fake-openai", daemon=True)
-        self._thread.start()
 
     def stop(self) -> None:
         self._stopping.set()  # wakes delayed and trickling answers
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._thread.join(timeout=5)
-            self._server = None
+        super().stop()
 
     # -- programming it
 
@@ -335,8 +317,10 @@ class FakeOpenAI:
         return self._stopping.wait(seconds)
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"  # keep-alive, like the real API
+class _Handler(FakeHandler):
+    """The shared handler, but the fake answers JSON with its behaviour (a trickle writes the
+    body a byte at a time) and a client that gives up is not an error."""
+
     fake: FakeOpenAI
 
     def handle(self) -> None:
@@ -344,12 +328,6 @@ class _Handler(BaseHTTPRequestHandler):
             super().handle()
         except OSError:  # the client reset the connection (it gave up waiting): not an error here
             self.close_connection = True
-
-    def do_POST(self) -> None:
-        self._serve()
-
-    def do_GET(self) -> None:
-        self._serve()
 
     def _serve(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
@@ -374,6 +352,6 @@ class _Handler(BaseHTTPRequestHandler):
         except OSError:  # the client gave up (timed out) and closed the connection
             self.close_connection = True
 
-    def log_message(self, format: str, *args) -> None:  # noqa: A002 - the base class's name
-        pass
 
+
+FakeOpenAI.handler_class = _Handler  # (defined after the fake it serves)
