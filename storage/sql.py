@@ -165,26 +165,20 @@ _seen_datetimes: dict = {}  # batches repeat values (received_at, opened_at = no
 
 
 def sqlite_datetime_text(value) -> str:
-    """An aware datetime as SQLAlchemy stores it on SQLite: "YYYY-MM-DD HH:MM:SS.ffffff", UTC
-    (each value converted once: for values a batch repeats; see utc_text)."""
+    """An aware datetime as SQLAlchemy stores it on SQLite: "YYYY-MM-DD HH:MM:SS.ffffff", UTC."""
     text = _seen_datetimes.get(value)
     if text is None:
-        text = utc_text(value)
+        tz = value.tzinfo
+        if tz is None:
+            raise ValueError("datetimes must be timezone-aware")
+        if tz is _UTC:  # every parsed time is UTC already: cut the "+00:00" off instead of converting
+            text = value.isoformat(" ", "microseconds")[:-6]
+        else:
+            text = value.astimezone(_UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
         if len(_seen_datetimes) > 4096:
             _seen_datetimes.clear()
         _seen_datetimes[value] = text
     return text
-
-
-def utc_text(value) -> str:
-    """sqlite_datetime_text without its cache: for values that are each written once (a
-    scan's stall times), where looking them up first only adds to the cost."""
-    tz = value.tzinfo
-    if tz is None:
-        raise ValueError("datetimes must be timezone-aware")
-    if tz is _UTC:  # every parsed time is UTC already: cut the "+00:00" off instead of converting
-        return value.isoformat(" ", "microseconds")[:-6]
-    return value.astimezone(_UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
 
 
 def _sqlite_converter(type_):

@@ -15,8 +15,7 @@ from rules.decisions import Decision
 from rules.model import OpenStall, StallChange, TicketFact
 from rules.reconcile import stall_open_key
 from storage.models import Account, ActiveDay, AuditEntry, Stall, Ticket
-from storage.sql import (FastMany, FastSelect, chunks, insert_ignore, select_in, sqlite_datetime_text, stream_rows,
-                         upsert, utc_text)
+from storage.sql import FastMany, FastSelect, chunks, insert_ignore, select_in, stream_rows, upsert
 
 ACCOUNT = Account.__table__
 ACTIVE_DAY = ActiveDay.__table__
@@ -295,9 +294,6 @@ def open_params(conn: Connection, changes: Sequence[StallChange], now: datetime)
     at = procs["opened_at"](now)
     since, threshold, to_score, to_severity = (procs["stalled_since"], procs["threshold_at"], procs["score"],
                                                procs["severity"])
-    # Each stall's own times: converted once each, without the look-up of repeated values.
-    since = utc_text if since is sqlite_datetime_text else since
-    threshold = utc_text if threshold is sqlite_datetime_text else threshold
     rows = []
     for c in opens:
         f, s, aid = c.finding, c.score, c.account_id
