@@ -147,9 +147,10 @@ print(f"{seconds:.2f} {peak:.0f} {report.candidates} {report.opened} {report.upd
 
 # How often the scan's memory is sampled. Reading smaps_rollup walks the page tables of a
 # ~300 MB process (~3 ms): every 20 ms it took a sixth of a core from the scan it measured
-# (0.4-0.75 s of a first scan on 2 cores); every 100 ms it finds the same peak (the memory
-# grows and falls over seconds, batch by batch).
-PSS_EVERY = 0.1
+# (0.4-0.75 s of a first scan on 2 cores), every 100 ms still ~0.1 s (3.24 s against 3.12 s
+# sampled every second, paired). Every 500 ms it finds the same peak (155-157 MB sampled
+# every 100 ms or every second): the memory grows and falls over seconds, batch by batch.
+PSS_EVERY = 0.5
 
 
 def _pss_mb(pid: int) -> float:

@@ -270,10 +270,12 @@ def _await(worker, messages: list) -> None:
 def _half_engine(url: str) -> Engine:
     """An engine of its own for one half of a split scan. On SQLite with a small page cache:
     each half reads and writes its accounts once (the OS caches the file anyway), and the
-    scan's memory is the two processes' together."""
+    scan's memory is the two processes' together. Without a checkpoint thread: the scan's
+    own engine, in the parent process, has one for the file (a second and third copied the
+    same WAL pages again, in both processes at once)."""
     from storage.db import make_engine
 
-    engine = make_engine(url)
+    engine = make_engine(url, checkpoints=False)
     if engine.url.get_backend_name() == "sqlite":
         event.listen(engine, "connect", lambda dbapi_conn, _record: dbapi_conn.execute(
             f"PRAGMA cache_size=-{HALF_CACHE_KB}"))
