@@ -161,23 +161,26 @@ def _sqlite_date_bind(type_, proc):
 
 
 _type_converters: dict = {}  # column type -> its SQLite converter (_sqlite_converter)
-_seen_datetimes: dict = {}  # batches repeat values (received_at, opened_at = now): convert each once
+_last_datetime: tuple = (None, "")  # the last value converted and its text (one tuple: swapped at once)
 
 
 def sqlite_datetime_text(value) -> str:
-    """An aware datetime as SQLAlchemy stores it on SQLite: "YYYY-MM-DD HH:MM:SS.ffffff", UTC."""
-    text = _seen_datetimes.get(value)
-    if text is None:
-        tz = value.tzinfo
-        if tz is None:
-            raise ValueError("datetimes must be timezone-aware")
-        if tz is _UTC:  # every parsed time is UTC already: cut the "+00:00" off instead of converting
-            text = value.isoformat(" ", "microseconds")[:-6]
-        else:
-            text = value.astimezone(_UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
-        if len(_seen_datetimes) > 4096:
-            _seen_datetimes.clear()
-        _seen_datetimes[value] = text
+    """An aware datetime as SQLAlchemy stores it on SQLite: "YYYY-MM-DD HH:MM:SS.ffffff", UTC.
+    The same value given again in a row (`now` as each row's updated_at) is converted once;
+    no dict of seen values: hashing an aware datetime costs half as much as formatting it,
+    and a scan's stall and review times are nearly all different."""
+    global _last_datetime
+    last = _last_datetime
+    if value is last[0]:
+        return last[1]
+    tz = value.tzinfo
+    if tz is _UTC:  # every parsed time is UTC already: cut the "+00:00" off instead of converting
+        text = value.isoformat(" ", "microseconds")[:-6]
+    elif tz is None:
+        raise ValueError("datetimes must be timezone-aware")
+    else:
+        text = value.astimezone(_UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
+    _last_datetime = (value, text)
     return text
 
 
