@@ -26,7 +26,7 @@ from sqlalchemy import Engine, bindparam, case, event, func, select, update
 from rules.config import Rules
 from rules.health import HealthFacts, HealthStall, account_health, escalated
 from rules.journey import compute_journey, days_until, journey_stage, parse_step_times
-from rules.model import AccountFacts, JourneyState, StallChange
+from rules.model import NO_STEPS, AccountFacts, JourneyState, StallChange
 from rules.plan import plan_for
 from rules.reconcile import reconcile
 from rules.review import next_review
@@ -383,13 +383,13 @@ def _decide_account(row, plan, now: datetime, tickets, days: tuple[int, int], ac
     journey = JourneyState(row.stage, row.signup_at, row.activated_at, row.waiting_step, row.waiting_since,
                            row.stalled_at, row.checkpoint_at, row.steps_done)
     recent, previous = days
-    # Positional (a third of the cost of keywords): id, name, arr, status, track, plan, seats,
-    # signup_at, activated_at, steps, last_seen_at, renewal_date, tickets, active_days_recent,
-    # active_days_previous, payment_failed_at, stage (None: derived by evaluate). Every field
-    # given: quick_init's fast path.
+    # By position (cheaper than keywords): id, name, arr, status, track, plan, seats, signup_at,
+    # activated_at, steps (not needed: the journey is given), last_seen_at, renewal_date,
+    # tickets, active_days_recent, active_days_previous, payment_failed_at, stage (None:
+    # derived by evaluate).
     facts = AccountFacts(row.id, row.name, row.arr or 0.0, row.status, row.track, row.plan, row.seats,
-                         row.signup_at, row.activated_at, {}, None, row.renewal_date, tickets, recent, previous,
-                         row.payment_failed_at, None)
+                         row.signup_at, row.activated_at, NO_STEPS, None, row.renewal_date, tickets, recent,
+                         previous, row.payment_failed_at, None)
     findings = evaluate(facts, plan, now, journey=journey, open_stalls=account_stalls)
     changes: list[StallChange] = []
     if findings:

@@ -9,13 +9,11 @@ the stall's words, so a reason is never said twice.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 from ._text import plural, renews_in
 from .config import Health as HealthWeights
-from .model import quick_init
 
 MAX_REASONS = 3
 DAY_SECONDS = 86400.0
@@ -30,10 +28,8 @@ RULE_WORDS = {"step_stall": "onboarding stalled", "not_activated": "not activate
               "renewal_risk": "renewal at risk for", "payment_failed": "payment failing for"}
 
 
-# Plain slotted dataclasses, not frozen: the scan builds one per account it evaluates, and a
-# frozen dataclass's __init__ costs several times more.
-@dataclass(slots=True)
-class HealthStall:
+# NamedTuples, as rules.model's records: the scan builds them for every account it evaluates.
+class HealthStall(NamedTuple):
     """One live stall (open or snoozed) of the account."""
 
     rule: str
@@ -41,8 +37,7 @@ class HealthStall:
     stalled_since: datetime
 
 
-@dataclass(slots=True)
-class HealthFacts:
+class HealthFacts(NamedTuple):
     """What the score looks at for one account."""
 
     activated: bool
@@ -57,9 +52,7 @@ class HealthFacts:
     renewal_days: int | None = None  # whole days to the renewal date (negative: passed)
 
 
-@quick_init
-@dataclass(frozen=True)
-class Health:
+class Health(NamedTuple):
     score: int  # 0..100, higher is healthier
     reasons: tuple[str, ...] = ()  # what cost the most points, most first (at most MAX_REASONS)
 

@@ -3,10 +3,9 @@ no ORM objects cross into rules/."""
 
 from __future__ import annotations
 
-import inspect
-from dataclasses import MISSING, dataclass, field, fields
 from datetime import date, datetime
-from typing import Mapping, Sequence
+from types import MappingProxyType
+from typing import Mapping, NamedTuple, Sequence
 
 # All datetimes in the domain are timezone-aware UTC.
 
@@ -15,57 +14,14 @@ SUPPRESSING_STATUSES = frozenset({"cancelled", "churned"})
 STALL_STATUSES = ("open", "snoozed", "resolved", "auto_resolved", "suppressed")
 RULE_NAMES = ("step_stall", "not_activated", "ticket_spike", "usage_drop", "renewal_risk", "payment_failed")
 
-def quick_init(cls):
-    """Give a frozen dataclass an `__init__` that sets all its fields at once (the instance's
-    `__dict__`) instead of one `object.__setattr__` call per field: the same parameters,
-    defaults and resulting object, at a fraction of the cost (the scan builds several of
-    these per account; a frozen AccountFacts cost ~3 us). For plain frozen dataclasses only
-    (no slots, no __post_init__, no keyword-only or init=False fields). A call it cannot bind
-    by the simple rules (an unknown, repeated or missing argument) goes to dataclasses' own
-    `__init__`, which raises its usual TypeError."""
-    params = cls.__dataclass_params__
-    assert params.frozen and "__slots__" not in cls.__dict__ and not hasattr(cls, "__post_init__")
-    spec = fields(cls)
-    assert all(f.init and not f.kw_only for f in spec)
-    names = tuple(f.name for f in spec)
-    known = frozenset(names)
-    defaults = tuple((f.name, f.default) for f in spec if f.default is not MISSING)
-    factories = tuple((f.name, f.default_factory) for f in spec if f.default_factory is not MISSING)
-    general = cls.__init__  # dataclasses' own
-    count = len(names)
+NO_STEPS: Mapping = MappingProxyType({})  # an empty mapping no one can fill: a shared default
 
-    def bind(self, args, kwargs):
-        if len(args) > count or (kwargs and not (kwargs.keys() <= known and
-                                                 kwargs.keys().isdisjoint(names[:len(args)]))):
-            return general(self, *args, **kwargs)
-        values = dict(zip(names, args))
-        values.update(kwargs)
-        if len(values) < count:
-            for name, default in defaults:
-                values.setdefault(name, default)
-            for name, factory in factories:
-                if name not in values:
-                    values[name] = factory()
-            if len(values) < count:  # a required argument is missing
-                return general(self, *args, **kwargs)
-        self.__dict__.update(values)
-
-    def __init__(self, *args, **kwargs):
-        if kwargs or len(args) != count:
-            return bind(self, args, kwargs)
-        # Every field given by position (the scan's calls): the instance's own, still empty,
-        # __dict__ filled in one call (reading it is allowed on a frozen dataclass).
-        self.__dict__.update(zip(names, args))
-
-    __init__.__signature__ = inspect.signature(general)
-    __init__.__qualname__ = f"{cls.__qualname__}.__init__"
-    cls.__init__ = __init__
-    return cls
+# The records below are NamedTuples: immutable and hashable like frozen dataclasses, built in
+# C at a quarter of their cost. The scan builds several per account (100,000 accounts: a
+# frozen AccountFacts alone cost ~1 us, 0.1 s of a scan, in Python).
 
 
-@quick_init
-@dataclass(frozen=True)
-class JourneyState:
+class JourneyState(NamedTuple):
     """Where an account is on its journey, derived from its step times."""
 
     stage: str
@@ -82,9 +38,7 @@ class JourneyState:
     steps_done: int = 0
 
 
-@quick_init
-@dataclass(frozen=True)
-class TicketFact:
+class TicketFact(NamedTuple):
     id: str
     created_at: datetime
     status: str
@@ -97,9 +51,7 @@ class TicketFact:
         return self.status not in ("solved", "closed", "resolved")
 
 
-@quick_init
-@dataclass(frozen=True)
-class AccountFacts:
+class AccountFacts(NamedTuple):
     """Everything the stall rules look at for one account."""
 
     id: str
@@ -111,7 +63,7 @@ class AccountFacts:
     seats: int | None = None
     signup_at: datetime | None = None
     activated_at: datetime | None = None
-    steps: Mapping[str, datetime] = field(default_factory=dict)  # step event -> first reached
+    steps: Mapping[str, datetime] = NO_STEPS  # step event -> first reached
     last_seen_at: datetime | None = None
     renewal_date: date | None = None
     tickets: Sequence[TicketFact] = ()  # recent and open tickets
@@ -123,9 +75,7 @@ class AccountFacts:
     stage: str | None = None
 
 
-@quick_init
-@dataclass(frozen=True)
-class Finding:
+class Finding(NamedTuple):
     """A rule's verdict that an account is stalled right now."""
 
     rule: str
@@ -139,18 +89,14 @@ class Finding:
     stage: str = "Onboarding"
 
 
-@quick_init
-@dataclass(frozen=True)
-class Score:
+class Score(NamedTuple):
     score: float
     severity: float
     priority: str
     why: str
 
 
-@quick_init
-@dataclass(frozen=True)
-class OpenStall:
+class OpenStall(NamedTuple):
     """A stall currently open or snoozed, as reconcile sees it."""
 
     id: int
@@ -163,9 +109,7 @@ class OpenStall:
     snoozed_until: datetime | None = None
 
 
-@quick_init
-@dataclass(frozen=True)
-class StallChange:
+class StallChange(NamedTuple):
     """One change reconcile decided: open, update, resolve or suppress."""
 
     action: str  # "open" | "update" | "auto_resolve" | "suppress" | "unsnooze" | "lapse" (a decision)

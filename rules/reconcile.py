@@ -98,8 +98,8 @@ def reconcile(
 
 
 def _opening(account_id: str, rule: str, finding: Finding, scored: Score) -> StallChange:
-    """A stall opens (every field given by position: quick_init's fast path; a first scan
-    opens one per stalled account)."""
+    """A stall opens (every field given by position, the cheapest call: a first scan opens
+    one per stalled account)."""
     return StallChange("open", account_id, rule, None, finding, scored, None)
 
 

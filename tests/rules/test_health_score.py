@@ -3,7 +3,6 @@ in 0..100, the reasons are the heaviest factors in words, and `[health]` is vali
 
 from __future__ import annotations
 
-from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -41,13 +40,13 @@ def test_the_brief_example_reads_as_score_then_reasons():
 
 
 @pytest.mark.parametrize("worse", [
-    pytest.param(replace(HEALTHY, stalls=(stall(priority="P3"),)), id="a stall"),
-    pytest.param(replace(HEALTHY, active_days_recent=2), id="usage down"),
-    pytest.param(replace(HEALTHY, active_days_recent=0, active_days_previous=0), id="no usage"),
-    pytest.param(replace(HEALTHY, open_tickets=1), id="an open ticket"),
-    pytest.param(replace(HEALTHY, payment_failed=True), id="payment failed"),
-    pytest.param(replace(HEALTHY, renewal_days=10), id="renewal near"),
-    pytest.param(replace(HEALTHY, activated=False, steps_done=3), id="not activated"),
+    pytest.param(HEALTHY._replace(stalls=(stall(priority="P3"),)), id="a stall"),
+    pytest.param(HEALTHY._replace(active_days_recent=2), id="usage down"),
+    pytest.param(HEALTHY._replace(active_days_recent=0, active_days_previous=0), id="no usage"),
+    pytest.param(HEALTHY._replace(open_tickets=1), id="an open ticket"),
+    pytest.param(HEALTHY._replace(payment_failed=True), id="payment failed"),
+    pytest.param(HEALTHY._replace(renewal_days=10), id="renewal near"),
+    pytest.param(HEALTHY._replace(activated=False, steps_done=3), id="not activated"),
 ])
 def test_each_factor_lowers_the_score_and_names_itself(worse):
     h = health(worse)
@@ -57,21 +56,21 @@ def test_each_factor_lowers_the_score_and_names_itself(worse):
 def test_each_factor_grows_the_right_way():
     # A higher priority, a longer stall, more lost usage, more and escalated tickets, a
     # nearer renewal, fewer steps done: each costs more.
-    assert health(replace(HEALTHY, stalls=(stall(priority="P0"),))).score \
-        < health(replace(HEALTHY, stalls=(stall(priority="P1"),))).score \
-        < health(replace(HEALTHY, stalls=(stall(priority="P2"),))).score \
-        < health(replace(HEALTHY, stalls=(stall(priority="P3"),))).score
-    assert health(replace(HEALTHY, stalls=(stall(days=9),))).score < health(replace(HEALTHY, stalls=(stall(days=2),))).score
-    assert health(replace(HEALTHY, active_days_recent=1)).score < health(replace(HEALTHY, active_days_recent=4)).score
-    assert health(replace(HEALTHY, active_days_recent=6)).score == 100  # more usage is not a risk
-    assert health(replace(HEALTHY, open_tickets=3)).score < health(replace(HEALTHY, open_tickets=1)).score
-    assert health(replace(HEALTHY, open_tickets=2, escalated_tickets=1)).score \
-        < health(replace(HEALTHY, open_tickets=2)).score
-    assert health(replace(HEALTHY, renewal_days=5)).score < health(replace(HEALTHY, renewal_days=40)).score
-    assert health(replace(HEALTHY, renewal_days=-3)).score == 100  # passed: the renewal rule's business
-    assert health(replace(HEALTHY, renewal_days=200)).score == 100  # far off
+    assert health(HEALTHY._replace(stalls=(stall(priority="P0"),))).score \
+        < health(HEALTHY._replace(stalls=(stall(priority="P1"),))).score \
+        < health(HEALTHY._replace(stalls=(stall(priority="P2"),))).score \
+        < health(HEALTHY._replace(stalls=(stall(priority="P3"),))).score
+    assert health(HEALTHY._replace(stalls=(stall(days=9),))).score < health(HEALTHY._replace(stalls=(stall(days=2),))).score
+    assert health(HEALTHY._replace(active_days_recent=1)).score < health(HEALTHY._replace(active_days_recent=4)).score
+    assert health(HEALTHY._replace(active_days_recent=6)).score == 100  # more usage is not a risk
+    assert health(HEALTHY._replace(open_tickets=3)).score < health(HEALTHY._replace(open_tickets=1)).score
+    assert health(HEALTHY._replace(open_tickets=2, escalated_tickets=1)).score \
+        < health(HEALTHY._replace(open_tickets=2)).score
+    assert health(HEALTHY._replace(renewal_days=5)).score < health(HEALTHY._replace(renewal_days=40)).score
+    assert health(HEALTHY._replace(renewal_days=-3)).score == 100  # passed: the renewal rule's business
+    assert health(HEALTHY._replace(renewal_days=200)).score == 100  # far off
     onboarding = HealthFacts(activated=False, steps_total=4)
-    assert health(replace(onboarding, steps_done=1)).score < health(replace(onboarding, steps_done=3)).score
+    assert health(onboarding._replace(steps_done=1)).score < health(onboarding._replace(steps_done=3)).score
 
 
 def test_the_score_stays_within_0_and_100():
@@ -88,7 +87,7 @@ def test_the_score_stays_within_0_and_100():
 
 
 def test_reasons_are_ordered_by_weight_and_capped_at_three():
-    facts = replace(HEALTHY, open_tickets=1, payment_failed=True, renewal_days=30, active_days_recent=1,
+    facts = HEALTHY._replace(open_tickets=1, payment_failed=True, renewal_days=30, active_days_recent=1,
                     stalls=(stall("ticket_spike", "P1", 2),))
     h = health(facts)
     # ticket spike P1 (25 + 2 + 5 for the ticket) > payment (20) > usage (20 x 4/5 = 16) > renewal (5)
@@ -98,7 +97,7 @@ def test_reasons_are_ordered_by_weight_and_capped_at_three():
 
 
 def test_a_stall_and_its_factor_make_one_reason_in_the_stall_words():
-    facts = replace(HEALTHY, payment_failed=True, stalls=(stall("payment_failed", "P1", 3),))
+    facts = HEALTHY._replace(payment_failed=True, stalls=(stall("payment_failed", "P1", 3),))
     h = health(facts)
     assert h.reasons == ("payment failing for 3 days",)
     assert h.score == 100 - 20 - 25 - 3
@@ -109,7 +108,7 @@ def test_a_stall_and_its_factor_make_one_reason_in_the_stall_words():
 
 
 def test_factors_worth_less_than_a_point_give_no_reason():
-    h = health(replace(HEALTHY, renewal_days=59))  # 10 x 1/60 of a point
+    h = health(HEALTHY._replace(renewal_days=59))  # 10 x 1/60 of a point
     assert h.score == 100 and h.reasons == ()
 
 
@@ -150,6 +149,6 @@ def test_health_weights_are_validated_and_located(default_text):
 
 
 def test_reasons_count_whole_days_so_they_change_at_most_daily():
-    young = health(replace(HEALTHY, stalls=(stall("usage_drop", "P2", 0.5),)))
+    young = health(HEALTHY._replace(stalls=(stall("usage_drop", "P2", 0.5),)))
     assert young.reasons == ("usage down for less than a day",)
-    assert health(replace(HEALTHY, stalls=(stall("usage_drop", "P2", 1.9),))).reasons == ("usage down for 1 day",)
+    assert health(HEALTHY._replace(stalls=(stall("usage_drop", "P2", 1.9),))).reasons == ("usage down for 1 day",)
