@@ -141,16 +141,26 @@ cpu, worker_cpu = me.ru_utime + me.ru_stime, children.ru_utime + children.ru_sti
 # Peak RSS: this process, plus the largest worker process if the scan used one (an upper
 # bound: pages a forked worker shares with its parent are counted twice).
 peak = (me.ru_maxrss + children.ru_maxrss) / 1024
-print(f"{seconds:.2f} {peak:.0f} {report.candidates} {report.opened} {report.updated} {report.auto_resolved} {cpu:.2f} {worker_cpu:.2f}")
+# This process's PSS once the scan is over (its worker, if any, is gone): a short scan ends
+# near its peak, which samples every ~0.1 s can miss.
+try:
+    with open("/proc/self/smaps_rollup") as f:
+        pss = next(int(line.split()[1]) for line in f if line.startswith("Pss:")) / 1024
+except (OSError, StopIteration):
+    pss = 0.0
+print(f"{seconds:.2f} {peak:.0f} {report.candidates} {report.opened} {report.updated} {report.auto_resolved} {cpu:.2f} {worker_cpu:.2f} {pss:.1f}")
 """
 
 
-# How often the scan's memory is sampled. Reading smaps_rollup walks the page tables of a
-# ~300 MB process (~3 ms): every 20 ms it took a sixth of a core from the scan it measured
-# (0.4-0.75 s of a first scan on 2 cores), every 100 ms still ~0.1 s (3.24 s against 3.12 s
-# sampled every second, paired). Every 500 ms it finds the same peak (155-157 MB sampled
-# every 100 ms or every second): the memory grows and falls over seconds, batch by batch.
-PSS_EVERY = 0.5
+# How often the scan's memory is sampled: reading smaps_rollup walks the page tables (~3 ms
+# for a ~300 MB process), time taken from the scan it measures on 2 cores. Every 20 ms it
+# cost a first scan 0.4-0.75 s, every 100 ms still ~0.1 s (3.24 s against 3.12 s sampled
+# every second, paired). So each pause is PSS_COST_SHARE^-1 times the last reading's cost:
+# at most 1% of a core, ~0.3 s apart during a full scan (which finds the same peak as every
+# 100 ms: its memory grows and falls over seconds, batch by batch), ~0.1 s apart while a
+# short scan's process is small.
+PSS_COST_SHARE = 0.01
+PSS_MIN_PAUSE = 0.05
 
 
 def _pss_mb(pid: int) -> float:
@@ -173,21 +183,39 @@ def _pss_mb(pid: int) -> float:
 
 def run_scan(url: str, now: datetime = NOW, mode: str = "auto") -> tuple[float, float, str]:
     """Run one scan in a fresh process: (wall seconds, peak memory in MB, what it did). The
-    peak memory is the sampled peak PSS of the scan's processes when /proc has it (Linux),
-    else the processes' peak RSS added up."""
+    peak memory is the peak PSS of the scan's processes when /proc has it (Linux): sampled
+    while it runs, and the process's own once its scan is over; else the processes' peak
+    RSS added up."""
+    _checkpoint(url)
     proc = subprocess.Popen([sys.executable, "-c", CHILD, url, now.isoformat(), mode],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     pss = 0.0
     while proc.poll() is None:
+        started = time.perf_counter()
         pss = max(pss, _pss_mb(proc.pid))
-        time.sleep(PSS_EVERY)
+        time.sleep(max(PSS_MIN_PAUSE, (time.perf_counter() - started) / PSS_COST_SHARE))
     stdout, stderr = proc.communicate()
     if proc.returncode != 0:
         raise SystemExit(f"scan failed:\n{stderr[-3000:]}")
     out = stdout.split()
     seconds, rss = float(out[0]), float(out[1])
+    pss = max(pss, float(out[8]))
     return seconds, (pss or rss), (f"{out[2]} candidates, {out[3]} opened, {out[4]} updated, {out[5]} auto-resolved; "
                                    f"CPU {_cpu(float(out[6]), float(out[7]))}, peak RSS {rss:.0f} MB")
+
+
+def _checkpoint(url: str) -> None:
+    """Copy the WAL that the last scan's process left into the database file, untimed, as the
+    checkpoint thread of a serving process does within a second of a scan (storage.db): each
+    scan here runs in a process of its own, which exits right after its scan. (Without it the
+    next scan's reads go through the 190 MB a first scan writes: 0.2 s instead of 0.1.)"""
+    import sqlite3
+
+    conn = sqlite3.connect(url.removeprefix("sqlite:///"))
+    try:
+        conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+    finally:
+        conn.close()
 
 
 def _cpu(mine: float, worker: float) -> str:
@@ -224,7 +252,7 @@ def lookups(url: str, accounts: int) -> None:
 
 
 def _current(path: Path) -> bool:
-    """Whether a kept data set has the current schema (columns and indexes); if so, it is put
+    """Whether a kept data set has the current schema (columns, indexes, which are partial); if so, it is put
     back as ingest left it: no stalls, no scan's marks (next review, health) from an earlier run."""
     import sqlite3
 
@@ -236,9 +264,9 @@ def _current(path: Path) -> bool:
             have = {r[1] for r in conn.execute(f'PRAGMA table_info("{table.name}")')}
             if have != {c.name for c in table.columns}:
                 return False
-            indexes = {r[1] for r in conn.execute(f'PRAGMA index_list("{table.name}")') if r[3] == "c"}
-            if indexes != {i.name for i in table.indexes}:
-                return False
+            indexes = {(r[1], bool(r[4])) for r in conn.execute(f'PRAGMA index_list("{table.name}")') if r[3] == "c"}
+            if indexes != {(i.name, i.dialect_options["sqlite"]["where"] is not None) for i in table.indexes}:
+                return False  # an index is missing, or new, or partial only on one side
         conn.execute("DELETE FROM stall")
         conn.execute("DELETE FROM audit_entry")
         conn.execute("DELETE FROM meta")

@@ -228,7 +228,10 @@ class Stall(SQLModel, table=True):
         # open before snoozed first, which such an index cannot serve, and a score puts each
         # new stall at a random place in it (migration 0010).
         Index("ix_stall_status_resolved", "status", "resolved_at"),
-        Index("ix_stall_assignee", "assignee"),
+        # Only assigned stalls: every look-up is of one assignee or of all assigned ones, and
+        # nearly all stalls (every new one) have none (migration 0011).
+        Index("ix_stall_assignee", "assignee", sqlite_where=text("assignee IS NOT NULL"),
+              postgresql_where=text("assignee IS NOT NULL")),
         # The decisions that still hold, per account (storage.stalls.held_decisions); its
         # leading column serves every look-up of an account's stalls.
         Index("ix_stall_decision", "account_id", "decision_key"),
