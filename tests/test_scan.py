@@ -502,3 +502,25 @@ def test_a_journey_that_cannot_be_refreshed_is_skipped_not_looped_on(engine, rul
     # "bad" keeps the journey stored before and is still evaluated on it.
     assert {s.account_id for s in live_stalls(engine)} == {"acme", "bad"}
     assert account_row(engine, "bad").journey_version == rules_version(rules)
+
+
+def _plan(engine, sql: str, args: tuple = ()) -> list[str]:
+    with engine.connect() as conn:
+        return [row[3] for row in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + sql, args)]
+
+
+def test_due_accounts_are_looked_up_in_the_next_review_index_on_sqlite(engine):
+    """A scheduled scan (and each tick of a backtest) finds the due accounts through
+    ix_account_next_eval: asked for rows in id order with the plain condition, SQLite walked
+    every account along the primary key. (PostgreSQL keeps the plain condition.)"""
+    if engine.dialect.name != "sqlite":
+        pytest.skip("SQLite's query plan")
+    from bot.backtest.replay import _due_sql
+    from storage.stalls import due_accounts
+
+    query = select(ACCOUNT.c.id).where(due_accounts(T0)).order_by(ACCOUNT.c.id)
+    plan = _plan(engine, str(query.compile(dialect=engine.dialect, compile_kwargs={"literal_binds": True})))
+    assert any("ix_account_next_eval" in step for step in plan) and "SCAN account" not in plan, plan
+    sql, order, _ = _due_sql(engine)
+    plan = _plan(engine, sql, tuple("2026-01-01 00:00:00.000000" if name == "now" else "v" for name in order))
+    assert "SCAN account" not in plan and any("ix_account_journey_version" in step for step in plan), plan

@@ -295,7 +295,7 @@ class _Replay:
         args = tuple(binds[name](values[name]) if name in binds else values[name] for name in order)
         rows = self._read(sql, args)
         ids = sorted(r[0] for r in rows if r[0] is not None and r[1])
-        stale = any(r[2] for r in rows if r[0] is not None)
+        stale = any(r[2] for r in rows)
         earliest = next(r[3] for r in rows if r[0] is None)  # min(next_eval_at) of every account
         if isinstance(earliest, str):  # SQLite's stored text, UTC
             earliest = datetime.fromisoformat(earliest)
@@ -477,19 +477,19 @@ class _Replay:
 
 @lru_cache(maxsize=None)
 def _due_statement():
-    from sqlalchemy import case, func, literal_column, null, or_, union_all
+    from sqlalchemy import case, exists, func, literal_column, null, union_all
 
     from storage.models import Account
-    from storage.stalls import due_condition, stale_journey
+    from storage.stalls import due_accounts, stale_journey
 
     account = Account.__table__
-    due = due_condition(bindparam("now", type_=account.c.next_eval_at.type))
-    stale = stale_journey(bindparam("version"))  # refresh_journeys' own condition
+    # Each part an index look-up (ix_account_next_eval, ix_account_journey_version): as one
+    # OR over the table, SQLite read every account on every simulated tick.
+    stale = exists().where(stale_journey(bindparam("version"))).correlate(None)  # refresh_journeys' own condition
     one, zero = literal_column("1"), literal_column("0")
     return union_all(
-        select(account.c.id, case((due, one), else_=zero), case((stale, one), else_=zero), null())
-        .where(or_(due, stale)),
-        select(null(), zero, zero, func.min(account.c.next_eval_at)))  # id NULL: this row
+        select(account.c.id, one, zero, null()).where(due_accounts(bindparam("now", type_=account.c.next_eval_at.type))),
+        select(null(), zero, case((stale, one), else_=zero), func.min(account.c.next_eval_at)))  # id NULL: this row
 
 
 def _due_sql(engine: Engine) -> tuple[str, tuple[str, ...], dict]:
