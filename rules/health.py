@@ -138,7 +138,7 @@ def _words(reason, now: datetime) -> str:
     """A reason's words: a live stall's, or a factor's (see account_health)."""
     if type(reason) is str:
         return reason
-    if type(reason) is not tuple:  # a stall
+    if type(reason) is not tuple:  # a stall (a HealthStall: a NamedTuple, so not exactly a tuple)
         return f"{RULE_WORDS.get(reason.rule, 'stalled')} {_days(now - reason.stalled_since)}"
     kind = reason[0]
     if kind == "onboarding":
