@@ -108,7 +108,8 @@ def build_digest(engine: Engine, rules: Rules, now: datetime) -> DigestData:
         resolved_trend = Trend(resolved, then(day_ago, lambda t: _count_stalls(
             conn, STALL.c.resolved_at, t - DAY, t, STALL.c.status.in_(RESOLVED))))
         escalated_trend = Trend(_escalated(conn, now - DAY, now), then(day_ago, lambda t: _escalated(conn, t - DAY, t)))
-        pinged = _pinged(conn, day_ago, now)
+        ping_alerts = _ping_alerts(conn, week_ago, now)  # the week's: the day's are the end of it
+        pinged = _pinged(conn, ping_alerts, day_ago)
         pinged_today = _pinged_accounts(day_ago, now)
         open_accounts = select(STALL.c.account_id).where(LIVE, STALL.c.status == "open").distinct()
         total_open = conn.execute(select(func.count()).select_from(open_accounts.subquery())).scalar_one()
@@ -122,7 +123,7 @@ def build_digest(engine: Engine, rules: Rules, now: datetime) -> DigestData:
         backlog = conn.execute(select(func.count(func.distinct(STALL.c.account_id))).select_from(
             ALERT.join(STALL, STALL.c.id == ALERT.c.stall_id)).where(ALERT.c.kind == "backlog", LIVE)).scalar_one()
         handoffs = _handoffs(conn, week_ago, now)
-        acks = _ack_times(conn, week_ago, now)
+        acks = _ack_times(ping_alerts)
         issues = [
             TrackingIssueLine(kind=t.kind, event_name=t.event_name, property=t.property or "", count=t.count,
                               detail=t.detail or "")
@@ -179,18 +180,26 @@ def _pinged_accounts(start: datetime, end: datetime):
             .distinct())
 
 
-def _pinged(conn: Connection, start: datetime, end: datetime) -> list[PingedLine]:
-    """One line per account pinged in the window, with where its alert stands now."""
-    rows = conn.execute(
+def _ping_alerts(conn: Connection, start: datetime, end: datetime) -> list:
+    """The ping alerts created between `start` and `end` (the week the ack times cover; the
+    day's pinged lines are the end of it), read once for both, in the pinged lines' order."""
+    return conn.execute(
         select(ALERT.c.stall_id, ALERT.c.priority, ALERT.c.created_at, ALERT.c.acked_by, ALERT.c.acked_at,
                ALERT.c.closed_at, STALL.c.account_id, ACCOUNT.c.name, ACCOUNT.c.arr, ACCOUNT.c.owner_slack_id,
                ACCOUNT.c.owner_email)
         .select_from(ALERT.join(STALL, STALL.c.id == ALERT.c.stall_id)
                      .outerjoin(ACCOUNT, ACCOUNT.c.id == STALL.c.account_id))
         .where(ALERT.c.kind == "ping", ALERT.c.created_at > start, ALERT.c.created_at <= end)
-        .order_by(ALERT.c.priority, ACCOUNT.c.arr.desc(), ALERT.c.id))
+        .order_by(ALERT.c.priority, ACCOUNT.c.arr.desc(), ALERT.c.id)).all()
+
+
+def _pinged(conn: Connection, alerts: list, since: datetime) -> list[PingedLine]:
+    """One line per account pinged after `since` (of _ping_alerts' rows), with where its
+    alert stands now."""
     lines: dict[str, PingedLine] = {}
-    for r in rows:
+    for r in alerts:
+        if _aware(r.created_at) <= since:
+            continue
         if r.account_id in lines:
             line = lines[r.account_id]
             if r.acked_by and line.status == "open":  # acknowledged on any of its destinations
@@ -236,16 +245,11 @@ def _handoffs(conn: Connection, start: datetime, end: datetime) -> list[StallRow
                      owner=r.owner_slack_id or r.owner_email) for r in rows]
 
 
-def _ack_times(conn: Connection, start: datetime, end: datetime) -> list[AckTime]:
+def _ack_times(alerts: list) -> list[AckTime]:
     """Per CSM (the account's owner), the median time from a ping to its acknowledgement over
-    the pings of the window (each account's ping once, its earliest acknowledgement)."""
+    the pings of _ping_alerts' rows (each account's ping once, its earliest acknowledgement)."""
     first: dict[int, tuple] = {}
-    for r in conn.execute(
-            select(ALERT.c.stall_id, ALERT.c.created_at, ALERT.c.acked_at, ACCOUNT.c.owner_slack_id,
-                   ACCOUNT.c.owner_email)
-            .select_from(ALERT.join(STALL, STALL.c.id == ALERT.c.stall_id)
-                         .outerjoin(ACCOUNT, ACCOUNT.c.id == STALL.c.account_id))
-            .where(ALERT.c.kind == "ping", ALERT.c.created_at > start, ALERT.c.created_at <= end)):
+    for r in alerts:
         acked = _aware(r.acked_at)
         seen = first.get(r.stall_id)
         if seen is None or (acked is not None and (seen[1] is None or acked < seen[1])):
