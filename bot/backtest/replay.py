@@ -288,9 +288,9 @@ class _Replay:
     def _due(self, now: datetime) -> tuple[list[str], bool, datetime | None]:
         """In one statement: the accounts a scan at `now` evaluates (storage.stalls.due_accounts,
         as the scan finds them on SQLite), by id; whether an account's stored journey was
-        computed under other rules (or never),
-        which the scan's `refresh_journeys` would recompute first; and, when none is due, the
-        earliest review moment (_due_at's answer then)."""
+        computed under other rules (or never), which the scan's `refresh_journeys` would
+        recompute first; and, when none is due, the earliest review moment (_due_at's answer
+        then)."""
         sql, order, binds = _due_sql(self.engine)
         values = {"now": now, "version": self.journey_version}
         args = tuple(binds[name](values[name]) if name in binds else values[name] for name in order)
